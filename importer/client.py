@@ -1,0 +1,273 @@
+"""The one place that talks HTTP to Kantata OX: a requests.Session with bearer auth, timeouts and backoff.
+
+Retries here are only the safe ones: any GET, and a POST answered 429 (refused before anything was written).
+A POST that may have reached Kantata without an answer (timeout, dropped connection, 5xx) raises
+`OutcomeUnknown`, so that the uploader looks the batch's import keys up before anything is sent again:
+Kantata has no idempotency key, and a blind re-POST creates duplicates. urllib3's Retry is not used for the
+same reason (it would re-POST).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import requests
+
+from importer import __version__
+from importer.errors import ApiUnavailable, TokenRejected
+from importer.planner import ImportKey
+from importer.settings import Secret, Settings, sanitize_url
+
+LOOKUP_CHUNK = 200  # external_reference_service_model_refs takes up to 200 ids (api-notes.md)
+PER_PAGE = 200  # the documented maximum page size
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """Sets the header on every request; as an auth object, a ~/.netrc entry cannot replace it."""
+
+    def __init__(self, token: Secret) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        return request
+
+
+class OutcomeUnknown(Exception):
+    """A write may or may not have happened; look the keys up before resending."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class CreateAnswer:
+    """Kantata's answer to one create: the ids it reports by key, or its errors when it refused."""
+
+    status: int
+    ids: dict[ImportKey, str] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 0
+
+    @property
+    def refused(self) -> bool:
+        return self.status in (400, 422)
+
+
+@dataclass(slots=True)
+class Stats:
+    posts: int = 0
+    gets: int = 0
+    retries: int = 0
+    throttled: int = 0
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def error_text(response: requests.Response) -> str:
+    """Kantata's error messages joined, or a short slice of the body when it is not the documented JSON."""
+    try:
+        errors = response.json().get("errors")
+        messages = [str(e.get("message")) for e in errors if isinstance(e, dict)]
+        if messages:
+            return "; ".join(messages)
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return response.text[:200].strip() or response.reason or f"HTTP {response.status_code}"
+
+
+class KantataClient:
+    def __init__(
+        self,
+        settings: Settings,
+        token: Secret,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.session = session or requests.Session()
+        self.session.auth = BearerAuth(token)
+        self.session.trust_env = False  # no ~/.netrc, no proxy variables surprising a finance laptop
+        self.session.headers.update({"Accept": "application/json", "User-Agent": f"kantata-import/{__version__}"})
+        self.stats = Stats()
+        self._sleep = sleep
+        self._timeout = (settings.connect_timeout, settings.read_timeout)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def backoff(self, attempt: int, response: requests.Response | None = None) -> None:
+        """Sleep before try `attempt + 1`: Retry-After when given, else full-jitter exponential backoff."""
+        delay = _retry_after(response) if response is not None else None
+        if delay is None:
+            delay = random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2**attempt))
+        self.stats.retries += 1
+        self._sleep(min(delay, self.settings.backoff_cap * 4))
+
+    def _url(self, path: str) -> str:
+        return f"{self.settings.base_url}/{path.lstrip('/')}"
+
+    def _raise_for_auth(self, response: requests.Response) -> None:
+        if response.status_code in (401, 403):
+            raise TokenRejected.from_response(
+                response.status_code, error_text(response), response.headers.get("x-request-id")
+            )
+
+    def get(self, path: str, params: Mapping[str, str | int]) -> dict[str, Any]:
+        """A GET, retried on 429, 5xx, timeouts and connection errors (reading twice is harmless)."""
+        last = ""
+        for attempt in range(self.settings.max_attempts):
+            try:
+                self.stats.gets += 1
+                response = self.session.get(self._url(path), params=params, timeout=self._timeout)
+            except requests.RequestException as exc:
+                last = f"{type(exc).__name__}"
+                if attempt + 1 < self.settings.max_attempts:
+                    self.backoff(attempt)
+                continue
+            self._raise_for_auth(response)
+            if response.status_code == 429 or response.status_code >= 500:
+                self.stats.throttled += response.status_code == 429
+                last = f"HTTP {response.status_code}: {error_text(response)}"
+                if attempt + 1 < self.settings.max_attempts:
+                    self.backoff(attempt, response)
+                continue
+            if response.status_code != 200:
+                raise ApiUnavailable(
+                    f"Kantata answered GET {path} with HTTP {response.status_code}: {error_text(response)}",
+                    status=response.status_code,
+                )
+            return _json(response)
+        raise ApiUnavailable(
+            f"Kantata at {sanitize_url(self.settings.base_url)} did not answer GET {path} after "
+            f"{self.settings.max_attempts} tries (last: {last})",
+            attempts=self.settings.max_attempts,
+        )
+
+    def create(self, bodies: Sequence[dict[str, Any]]) -> CreateAnswer:
+        """POST one batch. Retries 429 only; raises OutcomeUnknown when the write may have happened."""
+        params: dict[str, str | int] = {"per_page": PER_PAGE, "include": "external_references"}
+        for attempt in range(self.settings.max_attempts):
+            try:
+                self.stats.posts += 1
+                response = self.session.post(
+                    self._url("billing_milestones"),
+                    params=params,
+                    json={"billing_milestones": list(bodies)},
+                    timeout=self._timeout,
+                )
+            except requests.RequestException as exc:
+                raise OutcomeUnknown(f"no answer ({type(exc).__name__})") from exc
+            self._raise_for_auth(response)
+            if response.status_code == 429:
+                self.stats.throttled += 1
+                if attempt + 1 < self.settings.max_attempts:
+                    self.backoff(attempt, response)
+                continue
+            if response.status_code >= 500:
+                raise OutcomeUnknown(f"HTTP {response.status_code}: {error_text(response)}")
+            if response.status_code in (400, 422):
+                return CreateAnswer(response.status_code, errors=_errors(response))
+            if response.status_code != 200:
+                raise ApiUnavailable(
+                    f"Kantata answered POST billing_milestones with HTTP {response.status_code}: "
+                    f"{error_text(response)}",
+                    status=response.status_code,
+                )
+            data = _json(response)
+            return CreateAnswer(200, ids=milestone_keys(data), count=int(data.get("count") or 0))
+        raise ApiUnavailable(
+            f"Kantata kept answering 429 (too many requests) after {self.settings.max_attempts} tries",
+            attempts=self.settings.max_attempts,
+            status=429,
+        )
+
+    def find_existing(self, keys: Iterable[ImportKey]) -> dict[ImportKey, str]:
+        """Which of these import keys already have a milestone, 200 refs per look-up, every page read."""
+        wanted = set(keys)
+        by_service: dict[tuple[str, str], list[str]] = {}
+        for key in sorted(wanted):
+            by_service.setdefault((key.service_name, key.service_model), []).append(key.ref)
+        found: dict[ImportKey, str] = {}
+        for (service, model), refs in by_service.items():
+            listable = [r for r in refs if "," not in r]  # a comma would split the list filter
+            queries: list[dict[str, str | int]] = [
+                {"external_reference_service_model_refs": ",".join(listable[i : i + LOOKUP_CHUNK])}
+                for i in range(0, len(listable), LOOKUP_CHUNK)
+            ]
+            queries += [{"external_reference_service_model_ref": r} for r in refs if "," in r]
+            for query in queries:
+                base = {"external_reference_service_name": service, "external_reference_service_model": model}
+                for key, milestone_id in self._pages("billing_milestones", {**base, **query}):
+                    if key in wanted:  # filters can be ignored by the server: trust only exact matches
+                        found.setdefault(key, milestone_id)
+        return found
+
+    def _pages(self, path: str, params: dict[str, str | int]) -> Iterable[tuple[ImportKey, str]]:
+        page = 1
+        while True:
+            data = self.get(path, {**params, "include": "external_references", "per_page": PER_PAGE, "page": page})
+            yield from milestone_keys(data).items()
+            meta = data.get("meta") or {}
+            if page >= int(meta.get("page_count") or 1):
+                return
+            page += 1
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise ApiUnavailable(
+            f"Kantata answered with something that is not JSON (x-request-id "
+            f"{response.headers.get('x-request-id', 'none')})",
+            status=response.status_code,
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiUnavailable("Kantata answered with JSON that is not an object", status=response.status_code)
+    return data
+
+
+def _errors(response: requests.Response) -> list[dict[str, Any]]:
+    try:
+        errors = response.json().get("errors")
+    except (ValueError, AttributeError):
+        errors = None
+    if isinstance(errors, list) and errors:
+        return [e if isinstance(e, dict) else {"message": str(e)} for e in errors]
+    return [{"type": "system", "message": error_text(response)}]
+
+
+def milestone_keys(data: Mapping[str, Any]) -> dict[ImportKey, str]:
+    """Milestone id by import key, read through `results` and the side-loaded external references."""
+    milestones = data.get("billing_milestones") or {}
+    references = data.get("external_references") or {}
+    keys: dict[ImportKey, str] = {}
+    for entry in data.get("results") or []:
+        if entry.get("key") != "billing_milestones":
+            continue
+        milestone = milestones.get(str(entry.get("id"))) or {}
+        for ref_id in milestone.get("external_reference_ids") or []:
+            ref = references.get(str(ref_id)) or {}
+            if ref.get("service_name") and ref.get("service_model_ref") is not None:
+                key = ImportKey(str(ref["service_name"]), str(ref.get("service_model")), str(ref["service_model_ref"]))
+                keys.setdefault(key, str(entry["id"]))
+    return keys

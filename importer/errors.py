@@ -1,0 +1,141 @@
+"""What can go wrong, as values the user can read.
+
+Row problems are values (`CellIssue`), collected all at once and written to the results workbook; they never
+stop a run. Run-stopping failures are exceptions from one base, each kind a thing the user can act on:
+
+    ImporterError                 base; .exit_code; str() is a complete sentence for the user
+      ScheduleError               the file can't be used: missing, not a workbook, no such sheet, no header row
+      ConfigError                 bad --base-url, --batch-size, output path equal to the input
+      AuthError                   token missing or refused; nothing (more) was sent
+        MissingToken
+        TokenRejected
+      ApiUnavailable              Kantata unreachable after retries; unsent rows are `not_sent`
+      Interrupted                 Ctrl-C; in-flight batches resolved, the workbook written
+
+Exit codes are the `ExitCode` enum; `cli.py` maps exceptions to them in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0  # every row valid (validate) or created / already there (upload)
+    ROWS_FAILED = 1  # the run finished, but some rows are invalid or were rejected
+    UNUSABLE_INPUT = 2  # the file or the arguments are unusable; nothing was sent
+    AUTH = 3  # token missing or refused; nothing was sent
+    STOPPED = 4  # the run had to stop midway (Kantata unreachable); unsent rows are `not_sent`
+    BUG = 70  # an internal error (EX_SOFTWARE); run again with --debug for the traceback
+    INTERRUPTED = 130  # Ctrl-C; the results workbook was written
+
+
+EXIT_CODE_HELP = """\
+exit codes:
+  0    every row is valid (validate) or was created / already in Kantata (upload)
+  1    the run finished, but some rows are invalid or were rejected: see the results workbook
+  2    the file or the arguments are unusable; nothing was sent
+  3    the API token is missing or was refused; nothing was sent
+  4    the run had to stop midway (Kantata unreachable); unsent rows are marked not_sent, re-run to resume
+  130  interrupted (Ctrl-C); the results workbook was written, re-run to resume
+  70   internal error (a bug): run again with --debug for the traceback"""
+
+
+@dataclass(frozen=True, slots=True)
+class CellIssue:
+    """One problem with one cell (or one row, when `column` is None), placed as Excel shows it."""
+
+    row: int  # spreadsheet row number as Excel shows it (header row = 1 when it is the first row)
+    column: str | None  # Excel column letter ("D"), None when the problem is the whole row
+    header: str | None  # the column's header text as the user typed it
+    value: str  # the offending value, as text ("" for an empty cell)
+    code: str  # stable slug: "invalid-date", "amount-not-whole-cents", "rejected-by-kantata", ...
+    message: str  # what is wrong and what to do
+
+    @property
+    def cell(self) -> str:
+        return f"{self.column}{self.row}" if self.column else f"row {self.row}"
+
+    def __str__(self) -> str:
+        return f"{self.cell}: {self.message}"
+
+
+class ImporterError(Exception):
+    """Base of every failure that stops a run; str() is a complete sentence for the user."""
+
+    exit_code: ExitCode = ExitCode.BUG
+
+
+class ScheduleError(ImporterError):
+    """The schedule file can't be used at all (as opposed to some of its rows being wrong)."""
+
+    exit_code = ExitCode.UNUSABLE_INPUT
+
+    def __init__(self, message: str, *, path: Path, sheet: str | None = None, cell: str | None = None) -> None:
+        where = path.name
+        if sheet is not None:
+            where += f', sheet "{sheet}"'
+        if cell is not None:
+            where += f", cell {cell}"
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.sheet = sheet
+        self.cell = cell
+
+
+class ConfigError(ImporterError):
+    """An argument or setting is unusable; nothing was read or sent."""
+
+    exit_code = ExitCode.UNUSABLE_INPUT
+
+
+class AuthError(ImporterError):
+    exit_code = ExitCode.AUTH
+
+
+class MissingToken(AuthError):
+    @classmethod
+    def from_env(cls, var: str) -> MissingToken:
+        return cls(
+            f"no API token: set {var} to a Kantata OX API token "
+            "(Kantata OX > Settings > Integrations > API, or your application's page)."
+        )
+
+
+class TokenRejected(AuthError):
+    def __init__(self, message: str, *, status: int, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.request_id = request_id
+
+    @classmethod
+    def from_response(cls, status: int, detail: str, request_id: str | None) -> TokenRejected:
+        what = "refused the API token" if status == 401 else "does not allow this token to do that"
+        rid = f" (x-request-id {request_id})" if request_id else ""
+        return cls(
+            f"Kantata {what}: HTTP {status}: {detail}{rid}. Check KANTATA_API_TOKEN and the base URL.",
+            status=status,
+            request_id=request_id,
+        )
+
+
+class ApiUnavailable(ImporterError):
+    """Kantata could not be reached or kept failing; rows not sent are `not_sent` and a re-run resumes."""
+
+    exit_code = ExitCode.STOPPED
+
+    def __init__(self, message: str, *, attempts: int = 0, status: int | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.status = status
+
+
+class Interrupted(ImporterError):
+    """The user pressed Ctrl-C; what was sent is resolved and recorded, the rest is `not_sent`."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self) -> None:
+        super().__init__("interrupted: rows not yet sent are marked not_sent; run the same command again to resume")

@@ -1,0 +1,272 @@
+"""Schedule file -> raw frame: cells exactly as read, indexed by the spreadsheet row number Excel shows.
+
+The loader finds the sheet and the header row, maps header aliases to canonical fields and keeps every source
+column, but interprets no cell: parsing belongs to the schema, so that one place decides what a cell means.
+It opens the input read-only and never writes to it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from importer.cells import as_text, is_blank
+from importer.columns import (
+    BY_NAME,
+    OUTCOME_COLUMNS,
+    REQUIRED,
+    column_index,
+    column_letter,
+    field_for_header,
+    normalise_header,
+)
+from importer.errors import ScheduleError
+
+HEADER_SEARCH_ROWS = 30  # a title block above the header is common; a header further down is not
+MAX_CSV_BYTES = 512 * 1024 * 1024
+
+Row = tuple[object, ...]
+
+
+@dataclass(slots=True)
+class RawSchedule:
+    """What the loader read. `frame` columns are Excel column letters, its index the Excel row numbers."""
+
+    path: Path
+    kind: Literal["xlsx", "csv"]
+    sheet: str | None  # None for CSV
+    header_row: int
+    headers: list[str]  # header text per column position, "" where the header cell is blank
+    fields: dict[str, str]  # canonical field name -> column letter
+    frame: pd.DataFrame  # data rows only (blank rows skipped), dtype object, values as read
+    preamble: list[Row] = field(default_factory=list)  # rows above the header, reproduced in the results
+    previous_outcomes: list[str] = field(default_factory=list)  # letters of outcome columns of an earlier run
+    blank_rows: int = 0
+
+    @property
+    def letters(self) -> list[str]:
+        return [column_letter(i) for i in range(len(self.headers))]
+
+    def header_of(self, letter: str) -> str:
+        return self.headers[self.letters.index(letter)]
+
+
+def load_schedule(path: Path | str, *, sheet: str | None = None) -> RawSchedule:
+    path = Path(path)
+    if not path.exists():
+        raise ScheduleError("file not found", path=path)
+    if not path.is_file():
+        raise ScheduleError("is not a file", path=path)
+    suffix = path.suffix.casefold()
+    if suffix in {".xlsx", ".xlsm"}:
+        return _load_xlsx(path, sheet)
+    if suffix == ".csv":
+        if sheet is not None:
+            raise ScheduleError("--sheet applies to .xlsx workbooks; a CSV file has no sheets", path=path)
+        return _load_csv(path)
+    if suffix == ".xls":
+        raise ScheduleError(
+            "is an old-format .xls workbook; open it in Excel and use File > Save As > Excel Workbook (.xlsx)",
+            path=path,
+        )
+    raise ScheduleError(f'has the extension "{path.suffix}"; use an .xlsx workbook or a .csv file', path=path)
+
+
+# --- xlsx -------------------------------------------------------------------------------------------------
+
+
+def _load_xlsx(path: Path, sheet: str | None) -> RawSchedule:
+    import openpyxl  # imported here: a CSV run should not pay for it
+
+    if not zipfile.is_zipfile(path):
+        raise ScheduleError(
+            "is not an .xlsx workbook (its contents are not a zip package); "
+            "if it is CSV text, rename it to .csv, otherwise open it in Excel and save it as .xlsx",
+            path=path,
+        )
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
+    except Exception as exc:  # a damaged or hostile package can fail in many ways; all mean "unusable"
+        raise ScheduleError(f"could not be read as an .xlsx workbook ({type(exc).__name__}: {exc})", path=path) from exc
+    try:
+        names = workbook.sheetnames
+        if sheet is not None:
+            if sheet not in names:
+                listed = ", ".join(f'"{n}"' for n in names)
+                raise ScheduleError(f'has no sheet "{sheet}"; its sheets are {listed}', path=path)
+            candidates = [sheet]
+        else:
+            candidates = [n for n in names if workbook[n].sheet_state == "visible"]
+        tried: list[str] = []
+        for name in candidates:
+            rows = workbook[name].iter_rows(values_only=True)
+            found = _build(path, "xlsx", name, rows, explicit=sheet is not None)
+            if found is not None:
+                return found
+            tried.append(name)
+    except ScheduleError:
+        raise
+    except Exception as exc:
+        raise ScheduleError(f"could not be read ({type(exc).__name__}: {exc})", path=path) from exc
+    finally:
+        workbook.close()
+    looked = ", ".join(f'"{n}"' for n in tried) or "none (every sheet is hidden)"
+    raise ScheduleError(
+        f"no sheet has a header row with the columns {_required_text()} in its first {HEADER_SEARCH_ROWS} rows "
+        f"(sheets looked at: {looked}); start from the template (kantata-import template) or name the sheet "
+        "with --sheet",
+        path=path,
+    )
+
+
+# --- csv --------------------------------------------------------------------------------------------------
+
+
+def _load_csv(path: Path) -> RawSchedule:
+    size = path.stat().st_size
+    if size == 0:
+        raise ScheduleError("is empty", path=path)
+    if size > MAX_CSV_BYTES:
+        raise ScheduleError(f"is larger than {MAX_CSV_BYTES // 2**20} MiB; split it into smaller files", path=path)
+    data = path.read_bytes()
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ScheduleError(
+            'is UTF-16 text (Excel\'s "Unicode Text"); save it as "CSV UTF-8 (Comma delimited)" instead',
+            path=path,
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ScheduleError(
+            f"is not UTF-8 text (byte {exc.start + 1} cannot be read); in Excel use "
+            'File > Save As > "CSV UTF-8 (Comma delimited)"',
+            path=path,
+        ) from None
+    if "\x00" in text:
+        raise ScheduleError("is not a text file (it contains NUL bytes)", path=path)
+    try:
+        rows: list[Row] = [tuple(r) for r in csv.reader(io.StringIO(text, newline=""), strict=True)]
+    except csv.Error as exc:
+        raise ScheduleError(f"is not well-formed CSV ({exc})", path=path) from None
+    found = _build(path, "csv", None, iter(rows), explicit=True)
+    if found is None:
+        first = text.splitlines()[0] if text.strip() else ""
+        hint = ""
+        for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+            if sep in first and "," not in first:
+                hint = f"; it seems to use {name} between values: save it with commas (CSV UTF-8)"
+        raise ScheduleError(
+            f"has no header row with the columns {_required_text()} in its first {HEADER_SEARCH_ROWS} rows{hint}",
+            path=path,
+        )
+    return found
+
+
+# --- shared ---------------------------------------------------------------------------------------------
+
+
+def _required_text() -> str:
+    return ", ".join(BY_NAME[name].name for name in REQUIRED)
+
+
+def _header_fields(row: Row) -> dict[int, str]:
+    """Column index -> canonical field, for the cells of `row` that name one."""
+    found: dict[int, str] = {}
+    for i, cell in enumerate(row):
+        if isinstance(cell, str) and (name := field_for_header(cell)) is not None:
+            found[i] = name
+    return found
+
+
+def _build(
+    path: Path, kind: Literal["xlsx", "csv"], sheet: str | None, rows: Iterator[Row], *, explicit: bool
+) -> RawSchedule | None:
+    """Find the header in the first rows, then take every non-blank row below it. None if no header."""
+    preamble: list[Row] = []
+    header: Row | None = None
+    header_row = 0
+    for number, row in enumerate(rows, start=1):
+        if len(_header_fields(row)) >= 2:
+            header, header_row = row, number
+            break
+        preamble.append(row)
+        if number >= HEADER_SEARCH_ROWS:
+            break
+    if header is None:
+        return None
+    headers = [as_text(c).strip() if not is_blank(c) else "" for c in header]
+    fields = _check_header(path, sheet, header_row, headers, explicit=explicit)
+    previous = [column_letter(i) for i, h in enumerate(headers) if normalise_header(h) in _OUTCOME_KEYS]
+    index, data, blank = _data_rows(rows, header_row)
+    width = max([len(headers), *(len(r) for r in data)]) if data else len(headers)
+    headers += [""] * (width - len(headers))
+    letters = [column_letter(i) for i in range(width)]
+    padded = [r + (None,) * (width - len(r)) if len(r) < width else r for r in data]
+    frame = pd.DataFrame(padded, index=pd.Index(index, name="row"), columns=letters, dtype=object)
+    return RawSchedule(
+        path=path,
+        kind=kind,
+        sheet=sheet,
+        header_row=header_row,
+        headers=headers,
+        fields=fields,
+        frame=frame,
+        preamble=preamble,
+        previous_outcomes=previous,
+        blank_rows=blank,
+    )
+
+
+_OUTCOME_KEYS = {normalise_header(c) for c in OUTCOME_COLUMNS}
+
+
+def _check_header(
+    path: Path, sheet: str | None, header_row: int, headers: Sequence[str], *, explicit: bool
+) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for i, text in enumerate(headers):
+        name = field_for_header(text) if text else None
+        if name is None:
+            continue
+        letter = column_letter(i)
+        if name in fields:
+            first = fields[name]
+            raise ScheduleError(
+                f'columns {first} and {letter} both hold {name} ("{headers[column_index(first)]}" and "{text}"); '
+                "keep one of them",
+                path=path,
+                sheet=sheet,
+                cell=f"{letter}{header_row}",
+            )
+        fields[name] = letter
+    missing = [name for name in REQUIRED if name not in fields]
+    if missing:
+        raise ScheduleError(
+            f"the header row (row {header_row}) has no column for {', '.join(missing)}; "
+            f"required columns are {_required_text()}",
+            path=path,
+            sheet=sheet,
+        )
+    return fields
+
+
+def _data_rows(rows: Iterable[Row], header_row: int) -> tuple[list[int], list[Row], int]:
+    """Row numbers and cells of the non-blank rows below the header, and how many blank rows were skipped."""
+    index: list[int] = []
+    data: list[Row] = []
+    blank = 0
+    for number, row in enumerate(rows, start=header_row + 1):
+        if all(is_blank(c) for c in row):
+            blank += 1
+            continue
+        index.append(number)
+        data.append(tuple(row))
+    return index, data, blank

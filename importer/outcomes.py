@@ -1,0 +1,26 @@
+"""What happened to each row: the value that travels from the uploader to the report."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Status(enum.StrEnum):
+    VALID = "valid"  # dry run: passed every check and would be sent
+    CREATED = "created"  # Kantata created it; milestone_id holds the new id
+    EXISTS = "exists"  # an earlier run created it (same import key); nothing was sent
+    INVALID = "invalid"  # failed local validation; nothing was sent
+    REJECTED = "rejected"  # Kantata refused it; errors hold Kantata's message
+    NOT_SENT = "not_sent"  # the run stopped before this row was sent; safe to re-run
+
+
+FAILED = frozenset({Status.INVALID, Status.REJECTED})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    row: int  # spreadsheet row number, the identity every stage carries
+    status: Status
+    milestone_id: str | None = None
+    errors: tuple[str, ...] = field(default_factory=tuple)

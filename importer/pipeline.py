@@ -1,0 +1,137 @@
+"""The stages wired together: the one call a Python script needs, and all the CLI does besides printing.
+
+result = run_upload("schedule.xlsx", Settings.from_env())
+print(result.counts, result.output)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from importer.client import KantataClient
+from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, MissingToken
+from importer.loader import RawSchedule, load_schedule
+from importer.outcomes import FAILED, Outcome, Status
+from importer.planner import Item, build_items, plan
+from importer.report import RunInfo, check_output, default_output, write_results
+from importer.schema import Validated, validate_rows
+from importer.settings import TOKEN_ENV, Settings, sanitize_url
+from importer.upload import OnOutcomes, Uploader
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a run did; the CLI prints it, a script reads it."""
+
+    output: Path
+    sheet: str | None
+    rows: int
+    counts: dict[str, int]
+    issues: list[CellIssue]
+    outcomes: dict[int, Outcome]
+    exit_code: ExitCode
+    stopped: ImporterError | None = None
+    requests: dict[str, int] = field(default_factory=dict)
+    existing_found: int = 0
+
+
+def _prepare(path: Path | str, sheet: str | None, output: Path | str | None) -> tuple[RawSchedule, Validated,
+                                                                                       list[Item], list[CellIssue],
+                                                                                       Path]:  # fmt: skip
+    schedule = Path(path)
+    out = check_output(Path(output) if output else default_output(schedule), schedule)
+    raw = load_schedule(schedule, sheet=sheet)
+    validated = validate_rows(raw)
+    items, key_issues = build_items(validated.rows)
+    issues = sorted([*validated.issues, *key_issues], key=lambda i: i.row)
+    return raw, validated, items, issues, out
+
+
+def _finish(
+    raw: RawSchedule,
+    validated: Validated,
+    issues: list[CellIssue],
+    outcomes: dict[int, Outcome],
+    info: RunInfo,
+    out: Path,
+    stopped: ImporterError | None = None,
+    requests_made: dict[str, int] | None = None,
+    existing_found: int = 0,
+) -> RunResult:
+    for issue in issues:
+        outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
+    amounts = validated.rows[["workspace_id", "amount_in_cents"]]
+    written = write_results(raw, outcomes, issues, amounts, info, out)
+    counts = Counter(o.status.value for o in outcomes.values())
+    if stopped is not None:
+        code = stopped.exit_code
+    elif any(o.status in FAILED for o in outcomes.values()):
+        code = ExitCode.ROWS_FAILED
+    else:
+        code = ExitCode.OK
+    return RunResult(
+        output=written,
+        sheet=raw.sheet,
+        rows=len(raw.frame),
+        counts={s.value: counts.get(s.value, 0) for s in Status},
+        issues=issues,
+        outcomes=outcomes,
+        exit_code=code,
+        stopped=stopped,
+        requests=requests_made or {},
+        existing_found=existing_found,
+    )
+
+
+def run_validate(path: Path | str, *, sheet: str | None = None, output: Path | str | None = None) -> RunResult:
+    """The dry run: every check that needs no Kantata account; writes the results workbook, sends nothing."""
+    started = dt.datetime.now(dt.UTC)
+    raw, validated, items, issues, out = _prepare(path, sheet, output)
+    outcomes = {i.row: Outcome(i.row, Status.VALID) for i in items}
+    return _finish(raw, validated, issues, outcomes, RunInfo(True, None, started), out)
+
+
+def run_upload(
+    path: Path | str,
+    settings: Settings,
+    *,
+    sheet: str | None = None,
+    output: Path | str | None = None,
+    session: requests.Session | None = None,
+    on_outcomes: OnOutcomes | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Create the milestones of every valid row that Kantata does not already have; write the results."""
+    started = dt.datetime.now(dt.UTC)
+    if settings.token is None:
+        raise MissingToken.from_env(TOKEN_ENV)
+    raw, validated, items, issues, out = _prepare(path, sheet, output)
+    client = KantataClient(settings, settings.token, session=session)
+    say = on_stage or (lambda _: None)
+    try:
+        stopped: ImporterError | None = None
+        try:
+            say(f"looking up {len(items)} import keys in Kantata")
+            existing = client.find_existing(i.key for i in items) if items else {}
+        except ApiUnavailable as exc:  # nothing was sent: every row is not_sent, the re-run starts afresh
+            existing, stopped = {}, exc
+        the_plan = plan(items, existing, batch_size=settings.batch_size)
+        if stopped is None:
+            say(f"sending {len(the_plan.to_send)} rows in {-(-len(the_plan.to_send) // settings.batch_size)} requests")
+            result = Uploader(client, on_outcomes=on_outcomes).run(the_plan)
+            outcomes, stopped, made = result.outcomes, result.stopped, result.requests
+        else:
+            reason = f"not sent: {stopped}"
+            outcomes = {i.row: Outcome(i.row, Status.NOT_SENT, None, (reason,)) for i in items}
+            made = {}
+    finally:
+        client.close()
+    made = {**made, "GET": client.stats.gets, "POST": client.stats.posts}
+    info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "")
+    return _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing))

@@ -1,0 +1,124 @@
+"""Validated rows -> import keys, request bodies and batches of at most 100.
+
+Kantata has no idempotency key, so every milestone carries an *import key* as its external reference; it is
+how a re-run, a resend after a timeout and the mapping of created ids back to rows find each row. The rule:
+
+- A row whose external reference (service, type and ID) is filled in uses it as its key, unchanged.
+- Any other row gets a derived key: service_name "kantata-import", service_model "billing_schedule_row",
+  service_model_ref "ki1-" + 24 hex digits of SHA-256 over the row's workspace, title, amount, date, billing
+  type and task, plus its occurrence (the 2nd identical row gets another key, so two identical rows stay two
+  milestones). Column order, other columns, and moving rows up or down do not change a key.
+- Editing any of those fields between runs gives the row a new key: the re-run creates a new milestone and the
+  one created before stays in Kantata (find it by its key in the earlier results workbook).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from importer.columns import EXT, FIELDS, REQUIRED
+from importer.errors import CellIssue
+
+SERVICE_NAME = "kantata-import"
+SERVICE_MODEL = "billing_schedule_row"
+KEY_PREFIX = "ki1-"
+_KEY_FIELDS = ("workspace_id", "title", "amount_in_cents", "date_to_invoice", "billing_type", "story_id")
+_TOP_FIELDS = tuple(f.name for f in FIELDS if not f.name.startswith(EXT))
+_EXT_FIELDS = tuple(f.name for f in FIELDS if f.name.startswith(EXT))
+
+
+class ImportKey(NamedTuple):
+    service_name: str
+    service_model: str
+    ref: str
+
+    def __str__(self) -> str:
+        if self.service_name == SERVICE_NAME and self.service_model == SERVICE_MODEL:
+            return self.ref
+        return f"{self.service_name}/{self.service_model}/{self.ref}"
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One row ready to send: its identity, its key and the JSON object for the request."""
+
+    row: int
+    key: ImportKey
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Plan:
+    items: list[Item]  # every valid row, in file order
+    to_send: list[Item]  # the rows not found in Kantata
+    existing: dict[int, str]  # row -> milestone id, for rows an earlier run created
+    batch_size: int
+
+    def batches(self) -> Iterator[list[Item]]:
+        for start in range(0, len(self.to_send), self.batch_size):
+            yield self.to_send[start : start + self.batch_size]
+
+
+def _plain(value: object) -> Any:
+    """A JSON-ready Python value from a typed frame cell (ints stay ints; no float ever appears)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    return value
+
+
+def request_body(record: Mapping[Any, Any]) -> dict[str, Any]:
+    """The milestone object with only the fields the user gave."""
+    body = {name: v for name in _TOP_FIELDS if (v := _plain(record.get(name))) is not None}
+    ext = {name[len(EXT) :]: v for name in _EXT_FIELDS if (v := _plain(record.get(name))) is not None}
+    if ext:
+        body["external_reference"] = ext
+    for name in REQUIRED:
+        if name not in body:  # the schema guarantees these; a miss here is a bug, never a silent omission
+            raise AssertionError(f"valid row without {name}")
+    return body
+
+
+def build_items(rows: pd.DataFrame) -> tuple[list[Item], list[CellIssue]]:
+    """Give every valid row its key and body; a user key used by two rows makes the later row an issue."""
+    items: list[Item] = []
+    issues: list[CellIssue] = []
+    occurrences: Counter[str] = Counter()
+    first_row: dict[ImportKey, int] = {}
+    for row, record in zip(rows.index, rows.to_dict("records"), strict=True):
+        body = request_body(record)
+        ext = body.get("external_reference")
+        if ext is None:
+            content = json.dumps([body.get(name) for name in _KEY_FIELDS], ensure_ascii=False)
+            occurrences[content] += 1
+            digest = hashlib.sha256(f"{content}#{occurrences[content]}".encode()).hexdigest()
+            key = ImportKey(SERVICE_NAME, SERVICE_MODEL, KEY_PREFIX + digest[:24])
+            body["external_reference"] = {"service_name": key.service_name, "service_model": key.service_model,
+                                          "service_model_ref": key.ref}  # fmt: skip
+        else:
+            key = ImportKey(ext["service_name"], ext["service_model"], ext["service_model_ref"])
+        if key in first_row:
+            issues.append(CellIssue(int(row), None, None, str(key), "duplicate-external-reference",
+                                    f"external reference {key} is also used by row {first_row[key]}; "
+                                    "each milestone needs its own External ID"))  # fmt: skip
+            continue
+        first_row[key] = int(row)
+        items.append(Item(int(row), key, body))
+    return items, issues
+
+
+def plan(items: Sequence[Item], existing: Mapping[ImportKey, str], *, batch_size: int) -> Plan:
+    """Drop the rows Kantata already has; the rest go out in file order, `batch_size` at a time."""
+    found = {item.row: existing[item.key] for item in items if item.key in existing}
+    to_send = [item for item in items if item.row not in found]
+    return Plan(items=list(items), to_send=to_send, existing=found, batch_size=batch_size)

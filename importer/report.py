@@ -1,0 +1,310 @@
+"""Outcomes -> the results workbook the user opens in Excel.
+
+The results sheet keeps the input's layout: every row sits at the same row number as in the input (title block
+and blank rows included), every source column at the same letter, so "row 17, column D" means the same cell in
+both files. Outcome columns go after the user's columns; when the input is itself an earlier results workbook,
+its outcome columns are reused in place rather than duplicated.
+
+Written with xlsxwriter in constant-memory mode (../shared/PERF-NOTES.md: ~2x faster than openpyxl), to a
+temporary file that is renamed into place, so a crash never leaves half a workbook, and never over the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import xlsxwriter
+from xlsxwriter.worksheet import Worksheet
+
+from importer.cells import MAX_EXACT_FLOAT_INT, as_text
+from importer.columns import OUTCOME_COLUMNS, column_index, column_letter, normalise_header
+from importer.errors import CellIssue, ConfigError
+from importer.loader import RawSchedule
+from importer.outcomes import Outcome, Status
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV/spreadsheet injection
+MAX_CELL_TEXT = 32767  # Excel's limit per cell
+STATUS_COLOURS = {
+    Status.VALID: "#E2EFDA",
+    Status.CREATED: "#C6EFCE",
+    Status.EXISTS: "#DDEBF7",
+    Status.INVALID: "#FFC7CE",
+    Status.REJECTED: "#F8CBAD",
+    Status.NOT_SENT: "#FFEB9C",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What the Summary sheet says about the run."""
+
+    dry_run: bool
+    base_url: str | None  # sanitised; None for an offline dry run
+    started: dt.datetime
+    note: str = ""  # why the run stopped early, if it did
+
+
+def check_output(output: Path, schedule: Path) -> Path:
+    """Refuse to write over the input (or to a place that cannot hold the results)."""
+    out = output.expanduser()
+    if out.suffix.casefold() != ".xlsx":
+        raise ConfigError(f"results workbook {out} must end in .xlsx")
+    same = out.resolve() == schedule.resolve()
+    with contextlib.suppress(OSError):
+        same = same or (out.exists() and os.path.samefile(out, schedule))
+    if same:
+        raise ConfigError(f"--output {out} is the input schedule; results are never written over the input")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write results to {out}: folder {out.parent} does not exist")
+    return out
+
+
+def default_output(schedule: Path) -> Path:
+    return schedule.with_name(f"{schedule.stem}.results.xlsx")
+
+
+def write_results(
+    raw: RawSchedule,
+    outcomes: Mapping[int, Outcome],
+    issues: Sequence[CellIssue],
+    amounts: pd.DataFrame,
+    info: RunInfo,
+    output: Path,
+) -> Path:
+    """Write atomically: a temp file beside the target, renamed over it only once complete."""
+    out = check_output(output, raw.path)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".tmp.xlsx")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        workbook = xlsxwriter.Workbook(str(tmp), {"constant_memory": True, "strings_to_numbers": False})
+        _Writer(workbook, raw, outcomes, issues, amounts, info).write()
+        workbook.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
+
+
+class _Writer:
+    def __init__(
+        self,
+        workbook: xlsxwriter.Workbook,
+        raw: RawSchedule,
+        outcomes: Mapping[int, Outcome],
+        issues: Sequence[CellIssue],
+        amounts: pd.DataFrame,
+        info: RunInfo,
+    ) -> None:
+        self.wb = workbook
+        self.raw = raw
+        self.outcomes = outcomes
+        self.issues = issues
+        self.amounts = amounts
+        self.info = info
+        self.fmt_date = workbook.add_format({"num_format": "yyyy-mm-dd"})
+        self.fmt_datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+        self.fmt_text = workbook.add_format({"quote_prefix": True})
+        self.fmt_bold = workbook.add_format({"bold": True})
+        self.fmt_wrap = workbook.add_format({"text_wrap": True, "valign": "top"})
+        self.fmt_link = workbook.add_format({"font_color": "blue", "underline": 1})
+        names = {raw.sheet or "Schedule"}
+        self.sheet_name = raw.sheet or "Schedule"
+        self.summary_name = _unique("Summary", names)
+        self.errors_name = _unique("Errors", names)
+
+    def write(self) -> None:
+        self._results_sheet(self.wb.add_worksheet(self.sheet_name))
+        self._summary_sheet(self.wb.add_worksheet(self.summary_name))
+        self._errors_sheet(self.wb.add_worksheet(self.errors_name))
+
+    # --- the user's rows + outcomes ---
+
+    def _outcome_letters(self) -> dict[str, int]:
+        """Column index for each outcome column: an earlier run's column if present, else appended."""
+        existing = {normalise_header(self.raw.headers[column_index(letter)]): column_index(letter)
+                    for letter in self.raw.previous_outcomes}  # fmt: skip
+        width = len(self.raw.headers)
+        placed: dict[str, int] = {}
+        for name in OUTCOME_COLUMNS:
+            if normalise_header(name) in existing:
+                placed[name] = existing[normalise_header(name)]
+            else:
+                placed[name] = width
+                width += 1
+        return placed
+
+    def _results_sheet(self, ws: Worksheet) -> None:
+        raw = self.raw
+        placed = self._outcome_letters()
+        skip = set(placed.values())
+        for r, row in enumerate(raw.preamble):
+            for c, value in enumerate(row):
+                self._cell(ws, r, c, value)
+        hr = raw.header_row - 1
+        for c, text in enumerate(raw.headers):
+            if c not in skip and text:
+                self._cell(ws, hr, c, text, self.fmt_bold)
+        for name, c in placed.items():
+            ws.write_string(hr, c, name, self.fmt_bold)
+        by_row = _messages_by_row(self.issues)
+        letters = raw.frame.columns
+        for row_number, values in zip(raw.frame.index, raw.frame.itertuples(index=False, name=None), strict=True):
+            r = int(row_number) - 1
+            for c, value in enumerate(values):
+                if c not in skip:
+                    self._cell(ws, r, c, value)
+            outcome = self.outcomes.get(int(row_number))
+            if outcome is None:
+                raise AssertionError(f"row {row_number} has no outcome")  # every row must end with one
+            ws.write_string(r, placed["status"], outcome.status.value)
+            if outcome.milestone_id is not None:
+                ws.write_string(r, placed["billing_milestone_id"], outcome.milestone_id)
+            messages = by_row.get(int(row_number), []) + list(outcome.errors)
+            if messages:
+                self._cell(ws, r, placed["errors"], "; ".join(dict.fromkeys(messages)))
+        last = int(raw.frame.index[-1]) - 1 if len(raw.frame) else hr
+        ws.freeze_panes(hr + 1, 0)
+        ws.set_column(placed["errors"], placed["errors"], 60)
+        ws.set_column(placed["status"], placed["billing_milestone_id"], 14)
+        if last > hr:
+            self._colour_rows(ws, hr + 1, last, max(len(letters), max(placed.values()) + 1), placed["status"])
+            ws.autofilter(hr, 0, last, max(placed.values()))
+
+    def _colour_rows(self, ws: Worksheet, first: int, last: int, width: int, status_col: int) -> None:
+        """One conditional-format rule per status: cheaper than a format on every cell (PERF-NOTES)."""
+        anchor = f"${column_letter(status_col)}{first + 1}"
+        for status, colour in STATUS_COLOURS.items():
+            fmt = self.wb.add_format({"bg_color": colour})
+            ws.conditional_format(first, 0, last, width - 1, {
+                "type": "formula", "criteria": f'={anchor}="{status.value}"', "format": fmt,
+            })  # fmt: skip
+
+    def _cell(self, ws: Worksheet, r: int, c: int, value: Any, fmt: Any = None) -> None:
+        """Write a value as what it is; text is always text, never a formula."""
+        if value is None or (isinstance(value, float) and value != value):
+            return
+        if isinstance(value, bool):
+            ws.write_boolean(r, c, value, fmt)
+        elif isinstance(value, int) and abs(value) >= MAX_EXACT_FLOAT_INT:
+            ws.write_string(r, c, str(value), fmt)  # Excel would lose digits of a number this large
+        elif isinstance(value, int | float):
+            ws.write_number(r, c, value, fmt)
+        elif isinstance(value, dt.datetime):
+            ws.write_datetime(r, c, value, fmt or self.fmt_datetime)
+        elif isinstance(value, dt.date):
+            ws.write_datetime(r, c, dt.datetime.combine(value, dt.time()), fmt or self.fmt_date)
+        else:
+            self._text(ws, r, c, as_text(value), fmt)
+
+    def _text(self, ws: Worksheet, r: int, c: int, text: str, fmt: Any = None) -> None:
+        if len(text) > MAX_CELL_TEXT:
+            text = text[: MAX_CELL_TEXT - 40] + " [cut: longer than Excel allows]"
+        if text.startswith(FORMULA_TRIGGERS):
+            fmt = self.fmt_text  # shown as typed, stays text even when the user edits the cell
+        ws.write_string(r, c, text, fmt)
+
+    # --- Summary ---
+
+    def _summary_sheet(self, ws: Worksheet) -> None:
+        raw, info = self.raw, self.info
+        counts = Counter(o.status for o in self.outcomes.values())
+        lines: list[tuple[str, Any]] = [
+            ("File", str(raw.path)),
+            ("Sheet", raw.sheet or "(CSV file)"),
+            ("Header row", raw.header_row),
+            ("Run at", info.started.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")),
+            ("Mode", "dry run (nothing sent)" if info.dry_run else "upload"),
+            ("Kantata", info.base_url or "(not contacted)"),
+            ("Rows read", len(raw.frame)),
+            ("Blank rows skipped", raw.blank_rows),
+        ]
+        if info.note:
+            lines.append(("Stopped early", info.note))
+        lines.append(("", None))
+        lines += [(f"Rows {s.value}", counts.get(s, 0)) for s in Status]
+        ws.set_column(0, 0, 22)
+        ws.set_column(1, 1, 50)
+        r = 0
+        for r, (label, value) in enumerate(lines):
+            if label:
+                ws.write_string(r, 0, label, self.fmt_bold)
+                self._cell(ws, r, 1, value)
+        self._totals(ws, r + 2)
+
+    def _totals(self, ws: Worksheet, top: int) -> None:
+        """Amount per workspace and status, in the currency's subunits (cents), for rows that parsed."""
+        totals: dict[int, Counter[str]] = defaultdict(Counter)
+        rows: Counter[int] = Counter()
+        for row, workspace, cents in self.amounts.itertuples(name=None):
+            outcome = self.outcomes.get(int(row))
+            if outcome is None or pd.isna(workspace) or pd.isna(cents):
+                continue
+            totals[int(workspace)][outcome.status.value] += int(cents)
+            rows[int(workspace)] += 1
+        statuses = [s.value for s in Status if any(s.value in t for t in totals.values())]
+        header = ["Project ID", "Rows", *[f"{s} (cents)" for s in statuses], "Total (cents)"]
+        ws.write_string(top, 0, "Amounts per project (rows that passed validation)", self.fmt_bold)
+        for c, text in enumerate(header):
+            ws.write_string(top + 1, c, text, self.fmt_bold)
+        for r, workspace in enumerate(sorted(totals), start=top + 2):
+            ws.write_number(r, 0, workspace)
+            ws.write_number(r, 1, rows[workspace])
+            for c, s in enumerate(statuses, start=2):
+                ws.write_number(r, c, totals[workspace][s])
+            ws.write_number(r, len(header) - 1, sum(totals[workspace].values()))
+
+    # --- Errors ---
+
+    def _errors_sheet(self, ws: Worksheet) -> None:
+        header = ["Row", "Column", "Header", "Value", "Code", "Message", "Go to"]
+        for c, text in enumerate(header):
+            ws.write_string(0, c, text, self.fmt_bold)
+        entries: list[tuple[int, str | None, str | None, str, str, str]] = [
+            (i.row, i.column, i.header, i.value, i.code, i.message) for i in self.issues
+        ]
+        for o in self.outcomes.values():
+            if o.status in (Status.REJECTED, Status.NOT_SENT):
+                code = "rejected-by-kantata" if o.status is Status.REJECTED else "not-sent"
+                entries += [(o.row, None, None, "", code, message) for message in o.errors]
+        entries.sort(key=lambda e: e[0])
+        sheet_ref = "'" + self.sheet_name.replace("'", "''") + "'"
+        for r, (row, column, head, value, code, message) in enumerate(entries, start=1):
+            ws.write_number(r, 0, row)
+            self._cell(ws, r, 1, column)
+            self._cell(ws, r, 2, head)
+            self._cell(ws, r, 3, value)
+            ws.write_string(r, 4, code)
+            self._cell(ws, r, 5, message)
+            cell = f"{column or 'A'}{row}"
+            ws.write_url(r, 6, f"internal:{sheet_ref}!{cell}", self.fmt_link, cell)
+        ws.freeze_panes(1, 0)
+        ws.set_column(5, 5, 90)
+        if entries:
+            ws.autofilter(0, 0, len(entries), len(header) - 1)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate.casefold() in {t.casefold() for t in taken}:
+        n += 1
+        candidate = f"{name} ({n})"
+    taken.add(candidate)
+    return candidate
+
+
+def _messages_by_row(issues: Sequence[CellIssue]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    for issue in issues:
+        out[issue.row].append(str(issue))
+    return out

@@ -1,0 +1,184 @@
+"""Raw frame -> typed rows + every problem at once.
+
+Two steps, each with one job: `cells` turns each cell into a typed value (or a problem), then one pandera
+model holds every rule the API documents and runs lazily, so a single run reports every failing cell.
+Pandera's failure cases become `CellIssue`s here, at the boundary; nothing downstream sees a pandera object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.config import ValidationDepth, config_context
+from pandera.typing import Series
+
+from importer.cells import CellProblem, as_text, is_blank, parser_for
+from importer.columns import BY_NAME, EXT, EXT_FIELDS, EXT_REQUIRED, FIELDS, Field
+from importer.errors import CellIssue
+from importer.loader import RawSchedule
+
+_DTYPES = {"text": "str", "choice": "str", "cents": "Int64", "id": "Int64", "date": object, "bool": "boolean"}
+
+
+class MilestoneRows(pa.DataFrameModel):
+    """Every rule of POST /billing_milestones (../shared/kantata/create-billing-milestones.md), one row each."""
+
+    title: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1})
+    amount_in_cents: Series[pd.Int64Dtype] = pa.Field(nullable=False)
+    workspace_id: Series[pd.Int64Dtype] = pa.Field(nullable=False, gt=0)
+    date_to_invoice: Series[object] = pa.Field(nullable=True)
+    story_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
+    billing_type: Series[str] = pa.Field(nullable=True, isin=BY_NAME["billing_type"].choices)
+    ext_service_name: Series[str] = pa.Field(nullable=True, alias=EXT + "service_name")
+    ext_service_model: Series[str] = pa.Field(nullable=True, alias=EXT + "service_model")
+    ext_service_model_ref: Series[str] = pa.Field(nullable=True, alias=EXT + "service_model_ref")
+    ext_status: Series[str] = pa.Field(nullable=True, alias=EXT + "status", isin=BY_NAME[EXT + "status"].choices)
+    ext_external_message: Series[str] = pa.Field(nullable=True, alias=EXT + "external_message")
+    ext_external_link: Series[str] = pa.Field(nullable=True, alias=EXT + "external_link")
+    ext_external_status: Series[str] = pa.Field(nullable=True, alias=EXT + "external_status")
+    ext_locked: Series[pd.BooleanDtype] = pa.Field(nullable=True, alias=EXT + "locked")
+
+    class Config:
+        strict = True
+        coerce = False
+
+    @pa.dataframe_check(name="story-required")
+    def story_required(cls, df: pd.DataFrame) -> pd.Series[bool]:
+        return ~((df["billing_type"] == "upon_completion") & df["story_id"].isna())
+
+    @pa.dataframe_check(name="external-reference-incomplete")
+    def external_reference_complete(cls, df: pd.DataFrame) -> pd.Series[bool]:
+        any_given = df[list(EXT_FIELDS)].notna().any(axis=1)
+        all_required = df[list(EXT_REQUIRED)].notna().all(axis=1)
+        return ~any_given | all_required
+
+
+@dataclass(slots=True)
+class Validated:
+    """Typed rows that passed every rule (indexed by Excel row number) and the issues of those that did not."""
+
+    rows: pd.DataFrame
+    issues: list[CellIssue]
+    invalid_rows: frozenset[int]
+    total_rows: int
+
+
+def validate_rows(raw: RawSchedule) -> Validated:
+    typed, issues = _parse(raw)
+    issues += _check(raw, typed)
+    issues = _dedupe(raw, issues)
+    invalid = frozenset(i.row for i in issues)
+    rows = typed.loc[~typed.index.isin(list(invalid))]
+    return Validated(rows=rows, issues=issues, invalid_rows=invalid, total_rows=len(typed))
+
+
+# --- step 1: cells -> typed values --------------------------------------------------------------------------
+
+
+def _parse(raw: RawSchedule) -> tuple[pd.DataFrame, list[CellIssue]]:
+    issues: list[CellIssue] = []
+    columns: dict[str, Any] = {}
+    for f in FIELDS:
+        letter = raw.fields.get(f.name)
+        if letter is None:
+            values: list[object] = [None] * len(raw.frame)
+        else:
+            values = _parse_column(raw, f, letter, issues)
+        columns[f.name] = pd.Series(values, index=raw.frame.index, dtype=_DTYPES[f.kind])  # type: ignore[call-overload]
+    return pd.DataFrame(columns, index=raw.frame.index), issues
+
+
+def _parse_column(raw: RawSchedule, f: Field, letter: str, issues: list[CellIssue]) -> list[object]:
+    parse: Callable[[object], object] = parser_for(f)
+    header = raw.header_of(letter)
+    out: list[object] = []
+    for row, cell in raw.frame[letter].items():
+        if is_blank(cell):
+            out.append(None)
+            continue
+        try:
+            out.append(parse(cell))
+        except CellProblem as problem:
+            out.append(None)
+            message = f"{header}: {problem.message}"
+            issues.append(CellIssue(int(row), letter, header, as_text(cell), problem.code, message))  # type: ignore[call-overload]
+    return out
+
+
+# --- step 2: rules (pandera) ------------------------------------------------------------------------------
+
+
+def _check(raw: RawSchedule, typed: pd.DataFrame) -> list[CellIssue]:
+    # Pinned so that a PANDERA_VALIDATION_* variable in the user's environment cannot switch the rules off.
+    with config_context(validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+        try:
+            MilestoneRows.validate(typed, lazy=True)
+        except pa.errors.SchemaErrors as errors:
+            cases = errors.failure_cases
+        else:
+            return []
+    issues: list[CellIssue] = []
+    for case in cases.itertuples(index=False):
+        if pd.isna(case.index):
+            raise AssertionError(f"schema-level failure, a bug in the typed frame: {case.check} on {case.column}")
+        row = int(case.index)
+        issues.extend(_issues_for(raw, typed, row, str(case.column), str(case.check), case.schema_context))
+    return issues
+
+
+def _issues_for(
+    raw: RawSchedule, typed: pd.DataFrame, row: int, column: str, check: str, context: str
+) -> list[CellIssue]:
+    if context == "DataFrameSchema":
+        if check == "story-required":
+            return [_rule(raw, row, "story_id", "story-required", "is required when billing type is upon_completion")]
+        if check == "external-reference-incomplete":
+            return [
+                _rule(raw, row, name, "external-reference-incomplete",
+                      "is required when any external reference column is filled in "
+                      "(service, type and ID go together)")
+                for name in EXT_REQUIRED
+                if _missing(typed.at[row, name])
+            ]  # fmt: skip
+        raise AssertionError(f"unmapped dataframe check {check}")
+    f = BY_NAME[column]
+    if check == "not_nullable":
+        return [_rule(raw, row, column, "required", "is required")]
+    if check.startswith("isin"):
+        return [_rule(raw, row, column, "invalid-choice", f"must be {' or '.join(f.choices)}")]
+    if check.startswith("greater_than"):
+        return [_rule(raw, row, column, "id-not-positive", "must be a positive whole number (a Kantata id)")]
+    if check.startswith("str_length"):
+        return [_rule(raw, row, column, "required", "is required")]
+    raise AssertionError(f"unmapped check {check} on {column}")
+
+
+def _missing(value: Any) -> bool:
+    return bool(pd.isna(value))
+
+
+def _rule(raw: RawSchedule, row: int, name: str, code: str, what: str) -> CellIssue:
+    letter = raw.fields.get(name)
+    label = raw.header_of(letter) if letter else BY_NAME[name].label
+    value = as_text(raw.frame.at[row, letter]) if letter else ""
+    shown = f' (is "{value}")' if value and code != "required" else ""
+    where = "" if letter else f"; the sheet has no {label} column"
+    return CellIssue(row, letter, label, value, code, f"{label} {what}{shown}{where}")
+
+
+def _dedupe(raw: RawSchedule, issues: list[CellIssue]) -> list[CellIssue]:
+    """One issue per (row, column): a parse failure also shows up as a missing value, and is the real cause."""
+    seen: set[tuple[int, str | None]] = set()
+    unique: list[CellIssue] = []
+    for issue in issues:  # parse issues come first, so they win
+        key = (issue.row, issue.column or issue.header)
+        if key not in seen:
+            seen.add(key)
+            unique.append(issue)
+    order = {letter: i for i, letter in enumerate(raw.letters)}
+    unique.sort(key=lambda i: (i.row, order.get(i.column or "", -1)))
+    return unique

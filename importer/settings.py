@@ -1,0 +1,115 @@
+"""One typed settings object that both the CLI and Python callers build.
+
+A flag beats its environment variable; the token comes only from the environment or a hidden prompt, never a
+flag (flags land in shell history and `ps`).
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from importer.errors import ConfigError, MissingToken
+
+DEFAULT_BASE_URL = "https://api.mavenlink.com/api/v1"
+TOKEN_ENV = "KANTATA_API_TOKEN"
+BASE_URL_ENV = "KANTATA_BASE_URL"
+MAX_BATCH = 100  # the endpoint's documented limit per request
+
+
+class Secret:
+    """Holds the token so that no repr, str, log line or traceback can show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str) -> str:
+    """Refuse anything but https, except plain http to loopback (the sandbox); strip a trailing slash."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"base URL {sanitize_url(url)!r} is not an http(s) URL, e.g. {DEFAULT_BASE_URL}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"base URL {sanitize_url(url)!r} is plain http: the token would cross the network unencrypted. "
+            "Use https (plain http is allowed only to loopback, for the sandbox)."
+        )
+    if parts.username or parts.password:
+        raise ConfigError("base URL must not carry a user name or password; the token goes in KANTATA_API_TOKEN")
+    return url.strip().rstrip("/")
+
+
+def sanitize_url(url: str) -> str:
+    """The URL without credentials or query, safe to print."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Settings:
+    base_url: str = DEFAULT_BASE_URL
+    token: Secret | None = None
+    batch_size: int = MAX_BATCH
+    connect_timeout: float = 10.0
+    read_timeout: float = 200.0  # Kantata times requests out server-side after 3 minutes
+    max_attempts: int = 6  # tries per request before the run stops with `not_sent` rows
+    backoff_base: float = 0.5  # seconds; doubled each try, with full jitter, capped by backoff_cap
+    backoff_cap: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= MAX_BATCH:
+            raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH} (Kantata's limit per request)")
+        object.__setattr__(self, "base_url", check_base_url(self.base_url))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from KANTATA_* variables; keyword overrides (from flags) win when not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {"base_url": env.get(BASE_URL_ENV) or DEFAULT_BASE_URL}
+        if env.get(TOKEN_ENV):
+            values["token"] = Secret(env[TOKEN_ENV])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def require_token(self, *, interactive: bool) -> Secret:
+        """The token, prompting (hidden) when allowed; MissingToken when not."""
+        if self.token is not None:
+            return self.token
+        if interactive and sys.stdin.isatty():
+            typed = getpass.getpass("Kantata API token (input hidden): ").strip()
+            if typed:
+                return Secret(typed)
+        raise MissingToken.from_env(TOKEN_ENV)

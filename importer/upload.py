@@ -1,0 +1,161 @@
+"""Batches -> outcomes, exactly once: every sent row ends `created` with its id, `rejected` with Kantata's
+message, or `not_sent` when the run had to stop.
+
+Three rules make this safe without an idempotency key:
+1. A row is `created` only when an id came back for its import key, or a look-up by key found it.
+2. Before anything is resent after an unknown outcome (timeout, dropped connection, 5xx) the batch's keys are
+   looked up, and only the rows Kantata does not have go again.
+3. A refused batch (400/422) is looked up too, since Kantata may have created its valid items (UNCONFIRMED);
+   the bad rows are then isolated by the `index` Kantata gives, or by halving the batch until each bad row
+   stands alone and gets Kantata's own message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from importer.client import KantataClient, OutcomeUnknown
+from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted
+from importer.outcomes import Outcome, Status
+from importer.planner import Item, Plan
+
+OnOutcomes = Callable[[Sequence[Outcome]], None]
+
+
+@dataclass(slots=True)
+class UploadResult:
+    outcomes: dict[int, Outcome]  # row -> outcome, for every row the plan holds
+    stopped: ImporterError | None = None  # why the run stopped early, if it did
+    refused_batches: int = 0  # 400/422 answers (each one costs isolation requests)
+    unknown_outcomes: int = 0  # answers that never came (each one costs a look-up)
+    requests: dict[str, int] = field(default_factory=dict)
+
+
+class Uploader:
+    def __init__(self, client: KantataClient, *, on_outcomes: OnOutcomes | None = None) -> None:
+        self.client = client
+        self.outcomes: dict[int, Outcome] = {}
+        self._on_outcomes = on_outcomes
+        self.refused = 0
+        self.unknown = 0
+
+    def run(self, plan: Plan) -> UploadResult:
+        self._record([Outcome(row, Status.EXISTS, mid) for row, mid in plan.existing.items()])
+        stopped: ImporterError | None = None
+        batch: list[Item] = []
+        try:
+            for batch in plan.batches():
+                self.send(batch)
+        except (ApiUnavailable, AuthError) as exc:
+            stopped = exc
+        except KeyboardInterrupt:
+            stopped = Interrupted()
+            self._resolve_in_flight(batch)
+        reason = f"not sent: {stopped}" if stopped else "not sent"
+        self._record(
+            [Outcome(i.row, Status.NOT_SENT, None, (reason,)) for i in plan.to_send if i.row not in self.outcomes]
+        )
+        stats = self.client.stats
+        return UploadResult(
+            outcomes=self.outcomes,
+            stopped=stopped,
+            refused_batches=self.refused,
+            unknown_outcomes=self.unknown,
+            requests={
+                "POST": stats.posts,
+                "GET": stats.gets,
+                "retries": stats.retries,
+                "429": stats.throttled,
+            },
+        )
+
+    def send(self, items: Sequence[Item]) -> None:
+        """Send one batch until every row in it has an outcome (or the run must stop)."""
+        pending = [i for i in items if i.row not in self.outcomes]
+        attempt = 0
+        while pending:
+            try:
+                answer = self.client.create([i.body for i in pending])
+            except OutcomeUnknown as unknown:
+                self.unknown += 1
+                pending = self._created_by_lookup(pending)
+                attempt += 1
+                if pending and attempt >= self.client.settings.max_attempts:
+                    raise ApiUnavailable(
+                        f"Kantata gave no usable answer for a batch of {len(pending)} rows after {attempt} tries "
+                        f"(last: {unknown.reason})",
+                        attempts=attempt,
+                    ) from None
+                if pending:
+                    self.client.backoff(attempt)
+                continue
+            if answer.refused:
+                self.refused += 1
+                self._isolate(pending, answer.errors)
+                return
+            self._record([Outcome(i.row, Status.CREATED, answer.ids[i.key]) for i in pending if i.key in answer.ids])
+            # An answer may list only part of what it created (paged results): look the rest up.
+            pending = self._created_by_lookup([i for i in pending if i.key not in answer.ids])
+            attempt += 1
+            if pending and attempt >= self.client.settings.max_attempts:
+                raise ApiUnavailable(
+                    f"Kantata accepted a batch but {len(pending)} of its rows could not be found afterwards",
+                    attempts=attempt,
+                )
+
+    def _isolate(self, pending: list[Item], errors: list[dict[str, Any]]) -> None:
+        remaining = self._created_by_lookup(pending)
+        if not remaining:
+            return
+        by_index: dict[int, list[str]] = {}
+        for error in errors:
+            index = error.get("index")
+            if isinstance(index, int) and 0 <= index < len(pending):
+                by_index.setdefault(index, []).append(_message(error))
+        if by_index:
+            bad = {pending[i].row: msgs for i, msgs in by_index.items()}
+            self._record([_rejected(i.row, bad[i.row]) for i in remaining if i.row in bad])
+            rest = [i for i in remaining if i.row not in bad]
+            if rest:
+                self.send(rest)
+        elif len(remaining) == 1:
+            self._record([_rejected(remaining[0].row, [_message(e) for e in errors])])
+        else:
+            half = len(remaining) // 2
+            self.send(remaining[:half])
+            self.send(remaining[half:])
+
+    def _created_by_lookup(self, items: Sequence[Item]) -> list[Item]:
+        """Record the items Kantata already has as created; return the ones it does not have."""
+        if not items:
+            return []
+        found = self.client.find_existing(i.key for i in items)
+        self._record([Outcome(i.row, Status.CREATED, found[i.key]) for i in items if i.key in found])
+        return [i for i in items if i.key not in found]
+
+    def _resolve_in_flight(self, batch: Sequence[Item]) -> None:
+        """After Ctrl-C the batch on the wire may have been written: one look-up settles it."""
+        # What cannot be settled now stays not_sent: the next run looks those keys up before sending.
+        with contextlib.suppress(ImporterError, KeyboardInterrupt):
+            self._created_by_lookup([i for i in batch if i.row not in self.outcomes])
+
+    def _record(self, outcomes: Sequence[Outcome]) -> None:
+        if not outcomes:
+            return
+        for outcome in outcomes:
+            self.outcomes[outcome.row] = outcome
+        if self._on_outcomes is not None:
+            self._on_outcomes(outcomes)
+
+
+def _message(error: dict[str, Any]) -> str:
+    text = str(error.get("message") or "refused")
+    fld = error.get("field")
+    return f"Kantata: {text}" + (f" (field {fld})" if fld else "")
+
+
+def _rejected(row: int, messages: list[str]) -> Outcome:
+    return Outcome(row, Status.REJECTED, None, tuple(dict.fromkeys(messages)))
