@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import requests
 
 from importer.client import KantataClient
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, MissingToken
+from importer.journal import Journal, journal_path
 from importer.loader import RawSchedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
 from importer.planner import Item, build_items, plan
@@ -123,8 +124,16 @@ def run_upload(
             existing, stopped = {}, exc
         the_plan = plan(items, existing, batch_size=settings.batch_size)
         if stopped is None:
-            say(f"sending {len(the_plan.to_send)} rows in {-(-len(the_plan.to_send) // settings.batch_size)} requests")
-            result = Uploader(client, on_outcomes=on_outcomes).run(the_plan)
+            journal = Journal.open(journal_path(out), items)
+            if journal.created_before:
+                say(f"resuming an interrupted upload of this schedule ({len(journal.created_before)} rows created)")
+            needed = -(-len(the_plan.to_send) // settings.batch_size)
+            say(f"sending {len(the_plan.to_send)} rows in {needed} request{'s' if needed != 1 else ''}")
+            record = _both(journal.record, on_outcomes)
+            try:
+                result = Uploader(client, on_outcomes=record).run(the_plan, created_before=journal.created_before)
+            finally:
+                journal.close(finished=False)
             outcomes, stopped, made = result.outcomes, result.stopped, result.requests
         else:
             reason = f"not sent: {stopped}"
@@ -134,4 +143,18 @@ def run_upload(
         client.close()
     made = {**made, "GET": client.stats.gets, "POST": client.stats.posts}
     info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "")
-    return _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing))
+    result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing))
+    if stopped is None:  # every row settled and the workbook written: nothing left to resume
+        journal_path(out).unlink(missing_ok=True)
+    return result_
+
+
+def _both(first: OnOutcomes, second: OnOutcomes | None) -> OnOutcomes:
+    if second is None:
+        return first
+
+    def both(outcomes: Sequence[Outcome]) -> None:
+        first(outcomes)
+        second(outcomes)
+
+    return both

@@ -13,7 +13,7 @@ Three rules make this safe without an idempotency key:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +42,12 @@ class Uploader:
         self.refused = 0
         self.unknown = 0
 
-    def run(self, plan: Plan) -> UploadResult:
-        self._record([Outcome(row, Status.EXISTS, mid) for row, mid in plan.existing.items()])
+    def run(self, plan: Plan, *, created_before: Mapping[int, str] | None = None) -> UploadResult:
+        """Send the plan. `created_before`: rows an interrupted run of this import created (from the journal);
+        they are reported `created`, as an uninterrupted run would have, rather than `exists`."""
+        resumed = created_before or {}
+        self._record([Outcome(row, Status.CREATED if resumed.get(row) == mid else Status.EXISTS, mid)
+                      for row, mid in plan.existing.items()])  # fmt: skip
         stopped: ImporterError | None = None
         batch: list[Item] = []
         try:

@@ -1,0 +1,97 @@
+"""An append-only record of each row's outcome as it arrives, so an interrupted upload resumes as if it never
+stopped.
+
+Kantata itself is the source of truth for *whether* a row exists (the look-up by import key); the journal adds
+what Kantata cannot tell: that a milestone was created by *this* import, not an earlier one. On resume, rows the
+journal saw created are reported `created` (not `exists`), so the final workbook is the one an uninterrupted run
+would have written. A journal belongs to one schedule content and one results path; it is removed when a run
+ends with every row settled, and kept (for the next run to resume from) when it stops early.
+
+Format: JSON lines, flushed and fsynced after each batch. A torn last line (power loss mid-write) is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from importer.outcomes import Outcome, Status
+from importer.planner import Item
+
+VERSION = 1
+
+
+def journal_path(output: Path) -> Path:
+    return output.with_name(f".{output.name}.journal.jsonl")
+
+
+def schedule_digest(items: Sequence[Item]) -> str:
+    """Identity of what is being imported: the rows' keys and bodies, in order (not the file's bytes)."""
+    h = hashlib.sha256()
+    for item in items:
+        h.update(json.dumps([item.row, str(item.key), item.body], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+class Journal:
+    def __init__(self, path: Path, digest: str) -> None:
+        self.path = path
+        self.digest = digest
+        self.created_before: dict[int, str] = {}  # row -> id created by an interrupted run of this same import
+        self._fh: IO[str] | None = None
+
+    @classmethod
+    def open(cls, path: Path, items: Sequence[Item]) -> Journal:
+        """Resume the journal of the same import if there is one; otherwise start a new one."""
+        journal = cls(path, schedule_digest(items))
+        journal.created_before = journal._read_previous()
+        fresh = not journal.created_before
+        journal._fh = path.open("w" if fresh else "a", encoding="utf-8")
+        if fresh:
+            journal._write([{"kind": "start", "v": VERSION, "digest": journal.digest}])
+        return journal
+
+    def _read_previous(self) -> dict[int, str]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return {}
+        except OSError:
+            return {}
+        created: dict[int, str] = {}
+        for number, line in enumerate(lines):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a torn line from a crash mid-write
+            if number == 0 and (entry.get("kind") != "start" or entry.get("digest") != self.digest):
+                return {}  # another schedule, or another version of this one: start afresh
+            if entry.get("kind") == "outcome" and entry.get("status") == Status.CREATED.value:
+                created[int(entry["row"])] = str(entry["id"])
+        return created
+
+    def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Called as outcomes arrive; only what Kantata created matters for resuming."""
+        entries = [{"kind": "outcome", "row": o.row, "status": o.status.value, "id": o.milestone_id}
+                   for o in outcomes if o.status is Status.CREATED]  # fmt: skip
+        if entries:
+            self._write(entries)
+
+    def _write(self, entries: list[dict[str, Any]]) -> None:
+        assert self._fh is not None
+        self._fh.write("".join(json.dumps(e) + "\n" for e in entries))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self, *, finished: bool) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if finished:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()

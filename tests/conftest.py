@@ -1,0 +1,107 @@
+"""Shared fixtures: a clean environment, real schedule files written to tmp_path, and the real sandbox."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+from hypothesis import settings as hypothesis_settings
+
+hypothesis_settings.register_profile("ci", max_examples=200, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+HEADERS = ["title", "amount_in_cents", "workspace_id", "date_to_invoice", "story_id", "billing_type"]
+
+MakeSchedule = Callable[..., Path]
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No KANTATA_* or PANDERA_* setting of the developer's leaks into a test; no ~/.netrc either."""
+    for name in list(os.environ):
+        if name.startswith(("KANTATA_", "PANDERA_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def good_row(n: int, *, workspace: int = 1001) -> list[Any]:
+    """A valid fixed-date row; n makes each one distinct."""
+    return [
+        f"Milestone {n}",
+        10000 + n,
+        workspace,
+        dt.date(2026, 1, 1) + dt.timedelta(days=n % 300),
+        None,
+        "fixed_date",
+    ]
+
+
+@pytest.fixture
+def make_schedule(tmp_path: Path) -> MakeSchedule:
+    """Write a real .xlsx (openpyxl) or .csv file from rows; returns its path."""
+
+    def make(
+        rows: Sequence[Sequence[Any]],
+        *,
+        headers: Sequence[str] = HEADERS,
+        name: str = "schedule",
+        fmt: str = "xlsx",
+        sheet: str = "Billing",
+        above: Sequence[Sequence[Any]] = (),
+    ) -> Path:
+        path = tmp_path / f"{name}.{fmt}"
+        if fmt == "csv":
+            with path.open("w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                for line in [*above, headers, *rows]:
+                    writer.writerow(["" if v is None else v.isoformat() if hasattr(v, "isoformat") else v
+                                     for v in line])  # fmt: skip
+            return path
+        wb = openpyxl.Workbook()
+        ws = wb.active
+        assert ws is not None
+        ws.title = sheet
+        for line in [*above, headers, *rows]:
+            ws.append(list(line))
+        wb.save(path)
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[Any]:
+    from importer.sandbox import Sandbox
+
+    with Sandbox() as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: Any) -> Any:
+    """The real sandbox on loopback, emptied and fault-free for each test."""
+    sandbox_server.reset()
+    return sandbox_server
+
+
+def read_results(path: Path, sheet: str = "Billing") -> list[dict[str, Any]]:
+    """The results sheet as dicts keyed by header, each with its Excel row number under "_row"."""
+    wb = openpyxl.load_workbook(path, read_only=True)
+    try:
+        ws = wb[sheet]
+        rows = list(ws.iter_rows(values_only=True))
+    finally:
+        wb.close()
+    header_at = next(i for i, r in enumerate(rows) if "status" in r)
+    header = rows[header_at]
+    out = []
+    for number, row in enumerate(rows[header_at + 1 :], start=header_at + 2):
+        if any(v is not None for v in row):
+            out.append({"_row": number, **{str(h): v for h, v in zip(header, row, strict=False) if h is not None}})
+    return out

@@ -1,0 +1,269 @@
+"""The CLI end to end against the real sandbox over real HTTP, results read back with openpyxl."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from importer.cli import main
+from importer.pipeline import run_upload
+from importer.sandbox import DEFAULT_TOKEN
+from importer.settings import Secret, Settings
+from tests.conftest import MakeSchedule, good_row, read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def env(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+    return {**os.environ}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _by_title(sandbox: Any) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for m in sandbox.milestones():
+        out.setdefault(str(m["title"]), []).append(m)
+    return out
+
+
+def test_upload_creates_each_row_once_and_the_workbook_holds_the_sandbox_ids(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [good_row(n) for n in range(250)]
+    path = make_schedule(rows)
+    before = _digest(path)
+
+    assert main(["upload", str(path)]) == 0
+
+    out = capsys.readouterr().out
+    assert "250 rows read" in out and "250 created" in out
+    assert sandbox.stats()["POST /billing_milestones"] == 3  # 100 + 100 + 50
+    results = read_results(path.with_name("schedule.results.xlsx"))
+    assert [r["status"] for r in results] == ["created"] * 250
+    assert [r["_row"] for r in results] == list(range(2, 252))
+    in_sandbox = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
+    assert len(in_sandbox) == 250
+    assert {r["title"]: r["billing_milestone_id"] for r in results} == in_sandbox
+    amounts = {str(m["title"]): m["amount_in_cents"] for m in sandbox.milestones()}
+    assert all(amounts[f"Milestone {n}"] == 10000 + n for n in range(250))
+    assert _digest(path) == before  # the input is never modified
+
+
+def test_second_run_creates_nothing_and_reports_exists_with_the_first_ids(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule
+) -> None:
+    path = make_schedule([good_row(n) for n in range(30)])
+    assert main(["upload", str(path), "-o", str(path.with_name("first.xlsx"))]) == 0
+    first = {r["title"]: r["billing_milestone_id"] for r in read_results(path.with_name("first.xlsx"))}
+    posts = sandbox.stats()["POST /billing_milestones"]
+
+    assert main(["upload", str(path), "-o", str(path.with_name("second.xlsx"))]) == 0
+
+    second = read_results(path.with_name("second.xlsx"))
+    assert {r["status"] for r in second} == {"exists"}
+    assert {r["title"]: r["billing_milestone_id"] for r in second} == first
+    assert sandbox.stats()["POST /billing_milestones"] == posts
+    assert len(sandbox.milestones()) == 30
+
+
+def test_invalid_rows_are_never_sent_and_exit_code_is_1(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule
+) -> None:
+    rows = [good_row(1), ["Bad amount", "12.50", 1001, None, None, "fixed_date"], good_row(2),
+            ["Needs task", 500, 1001, None, None, "upon_completion"]]  # fmt: skip
+    path = make_schedule(rows)
+    assert main(["upload", str(path)]) == 1
+    assert sorted(_by_title(sandbox)) == ["Milestone 1", "Milestone 2"]
+    results = {r["_row"]: r for r in read_results(path.with_name("schedule.results.xlsx"))}
+    assert results[3]["status"] == "invalid" and "B3" in results[3]["errors"] and "12.50" in results[3]["errors"]
+    assert results[5]["status"] == "invalid" and "E5" in results[5]["errors"]
+    assert results[3]["billing_milestone_id"] is None
+
+
+@pytest.mark.parametrize("error_index", [False, True])
+@pytest.mark.parametrize("partial_create", [False, True])
+def test_rejected_rows_get_kantatas_message_and_the_rest_are_created_once(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, partial_create: bool, error_index: bool
+) -> None:
+    sandbox.set_faults(partial_create=partial_create, error_index=error_index)
+    rows = [good_row(n) for n in range(40)]
+    rows[7] = ["Other project's task", 100, 1001, None, 5004, "upon_completion"]  # 5004 is in 1002
+    rows[31] = ["Hidden project", 100, 1099, None, None, "fixed_date"]
+    path = make_schedule(rows)
+
+    assert main(["upload", str(path)]) == 1
+
+    titles = _by_title(sandbox)
+    assert all(len(v) == 1 for v in titles.values())  # nothing twice
+    assert len(titles) == 38 and "Hidden project" not in titles
+    results = {r["_row"]: r for r in read_results(path.with_name("schedule.results.xlsx"))}
+    assert results[9]["status"] == "rejected" and "workspace" in results[9]["errors"].lower()
+    assert results[33]["status"] == "rejected" and "Workspace not found" in results[33]["errors"]
+    ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
+    created = {r["title"]: r["billing_milestone_id"] for r in results.values() if r["status"] == "created"}
+    assert created == ids
+
+
+def test_token_refused_exits_3_and_sends_nothing(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("KANTATA_API_TOKEN", "wrong-token-123")
+    path = make_schedule([good_row(1)])
+    assert main(["upload", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert "refused the API token" in err and "wrong-token-123" not in err
+    assert sandbox.milestones() == []
+
+
+def test_missing_token_non_interactive_exits_3(
+    sandbox: Any, make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make_schedule([good_row(1)])
+    assert main(["upload", str(path), "--base-url", sandbox.url, "--non-interactive"]) == 3
+    assert "KANTATA_API_TOKEN" in capsys.readouterr().err
+    assert sandbox.milestones() == []
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_kantata_exits_4_and_marks_rows_not_sent(make_schedule: MakeSchedule) -> None:
+    path = make_schedule([good_row(n) for n in range(3)])
+    settings = Settings(base_url=f"http://127.0.0.1:{_closed_port()}/api/v1", token=Secret("t"), max_attempts=2,
+                        backoff_base=0.01)  # fmt: skip
+    result = run_upload(path, settings)
+    assert int(result.exit_code) == 4
+    rows = read_results(result.output)
+    assert [r["status"] for r in rows] == ["not_sent"] * 3
+    assert all("not sent" in r["errors"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "missing.xlsx"], "file not found"),
+        (["validate", "{schedule}", "--sheet", "Nope"], 'has no sheet "Nope"'),
+        (["validate", "{schedule}", "-o", "{schedule}"], "never written over the input"),
+        (["upload", "{schedule}", "--base-url", "http://kantata.example.com/api/v1"], "plain http"),
+        (["upload", "{schedule}", "--batch-size", "101"], "--batch-size must be between 1 and 100"),
+    ],
+)
+def test_unusable_input_or_arguments_exit_2(
+    args: list[str], message: str, make_schedule: MakeSchedule, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KANTATA_API_TOKEN", "x")
+    path = make_schedule([good_row(1)])
+    before = _digest(path)
+    assert main([a.format(schedule=path) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert _digest(path) == before
+
+
+def test_validate_exit_codes_and_summary(make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]) -> None:
+    good = make_schedule([good_row(1), good_row(2)], name="good")
+    assert main(["validate", str(good)]) == 0
+    assert "2 valid" in capsys.readouterr().out
+    bad = make_schedule([good_row(1), ["x", 1.5, 1001, None, None, None]], name="bad")
+    assert main(["validate", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert "1 valid, 1 invalid" in captured.out
+    assert "B3" not in captured.out and "     3  B " in captured.err
+
+
+def test_text_that_looks_like_a_formula_is_written_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "schedule.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.title = "Billing"
+    ws.append(["title", "amount_in_cents", "workspace_id", "Note", "Other"])
+    for col, text in enumerate(['=HYPERLINK("http://evil","x")', "100", "1001", "+cmd|' /C calc'!A0", "@SUM(1)"], 1):
+        cell = ws.cell(row=2, column=col)
+        cell.value = text
+        cell.data_type = "s"  # text in the input, as Excel stores a cell typed with a leading apostrophe
+    wb.save(path)
+    assert main(["validate", str(path)]) == 0
+    results = openpyxl.load_workbook(path.with_name("schedule.results.xlsx"))
+    for sheet in results.worksheets:
+        for row in sheet.iter_rows():
+            for cell in row:
+                assert cell.data_type != "f", f"{sheet.title}!{cell.coordinate} is a formula"
+    ws = results["Billing"]
+    assert ws["A2"].value == '=HYPERLINK("http://evil","x")' and ws["A2"].data_type == "s"
+    assert ws["D2"].value == "+cmd|' /C calc'!A0" and ws["D2"].data_type == "s"
+    assert ws["E2"].value == "@SUM(1)" and ws["E2"].data_type == "s"
+
+
+def test_token_never_appears_in_any_output(sandbox: Any, make_schedule: MakeSchedule, tmp_path: Path) -> None:
+    """A real subprocess with a known token: stdout, stderr, results and journal never contain it."""
+    secret = "tok-" + "9f3a" * 8
+    sandbox_token_env = {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": secret}
+    path = make_schedule([good_row(1)])
+    proc = subprocess.run([sys.executable, "-m", "importer", "upload", str(path)], env=sandbox_token_env,
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 3  # the sandbox knows only its own token
+    assert secret not in proc.stdout + proc.stderr
+    for produced in tmp_path.rglob("*"):
+        if produced.is_file() and produced != path:
+            assert secret.encode() not in produced.read_bytes()
+
+
+def test_console_script_and_module_entry_points_run(sandbox: Any, make_schedule: MakeSchedule) -> None:
+    path = make_schedule([good_row(n) for n in range(5)])
+    env = {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
+    script = Path(sys.executable).with_name("kantata-import")
+    proc = subprocess.run([str(script), "upload", str(path), "--non-interactive"], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "5 created" in proc.stdout
+    assert len(sandbox.milestones()) == 5
+    proc = subprocess.run([sys.executable, "-m", "importer", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "exit codes:" in proc.stdout and "130" in proc.stdout
+
+
+def test_upload_sandbox_flag_runs_the_samples_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "results.xlsx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "importer", "upload", "samples/billing_schedule.xlsx", "--sandbox", "-o", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "KANTATA_API_TOKEN": ""},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = read_results(out)
+    assert len(rows) == 48 and {r["status"] for r in rows} == {"created"}
+    assert len({r["billing_milestone_id"] for r in rows}) == 48
+    assert f"results: {out}" in proc.stdout
+
+
+def test_cli_summary_equals_library_result(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make_schedule([good_row(1), ["x", "abc", 1001, None, None, None]])
+    code = main(["validate", str(path), "-o", str(path.with_name("cli.xlsx"))])
+    from importer.pipeline import run_validate
+
+    result = run_validate(path, output=path.with_name("lib.xlsx"))
+    assert code == int(result.exit_code) == 1
+    out = capsys.readouterr().out
+    assert ", ".join(f"{n} {s}" for s, n in result.counts.items() if n) in out
+    assert read_results(path.with_name("cli.xlsx")) == read_results(path.with_name("lib.xlsx"))
