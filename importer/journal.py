@@ -2,10 +2,12 @@
 stopped.
 
 Kantata itself is the source of truth for *whether* a row exists (the look-up by import key); the journal adds
-what Kantata cannot tell: that a milestone was created by *this* import, not an earlier one. On resume, rows the
-journal saw created are reported `created` (not `exists`), so the final workbook is the one an uninterrupted run
-would have written. A journal belongs to one schedule content and one results path; it is removed when a run
-ends with every row settled, and kept (for the next run to resume from) when it stops early.
+what Kantata cannot tell: that a milestone was created by *this* import, not an earlier one. Each batch is
+journalled *before* it is sent (a kill during the request may still create it) and its created ids after. On
+resume, rows this import sent that Kantata now has are reported `created` (not `exists`), so the final workbook
+is the one an uninterrupted run would have written. A journal belongs to one schedule content and one results
+path; it is removed when a run ends with every row settled, and kept (for the next run to resume from) when it
+stops early.
 
 Format: JSON lines, flushed and fsynced after each batch. A torn last line (power loss mid-write) is ignored.
 """
@@ -42,38 +44,42 @@ class Journal:
     def __init__(self, path: Path, digest: str) -> None:
         self.path = path
         self.digest = digest
-        self.created_before: dict[int, str] = {}  # row -> id created by an interrupted run of this same import
+        self.sent_before: set[int] = set()  # rows an interrupted run of this same import sent (or created)
         self._fh: IO[str] | None = None
 
     @classmethod
     def open(cls, path: Path, items: Sequence[Item]) -> Journal:
         """Resume the journal of the same import if there is one; otherwise start a new one."""
         journal = cls(path, schedule_digest(items))
-        journal.created_before = journal._read_previous()
-        fresh = not journal.created_before
+        journal.sent_before = journal._read_previous()
+        fresh = not journal.sent_before
         journal._fh = path.open("w" if fresh else "a", encoding="utf-8")
         if fresh:
             journal._write([{"kind": "start", "v": VERSION, "digest": journal.digest}])
         return journal
 
-    def _read_previous(self) -> dict[int, str]:
+    def _read_previous(self) -> set[int]:
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return {}
         except OSError:
-            return {}
-        created: dict[int, str] = {}
+            return set()
+        sent: set[int] = set()
         for number, line in enumerate(lines):
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue  # a torn line from a crash mid-write
             if number == 0 and (entry.get("kind") != "start" or entry.get("digest") != self.digest):
-                return {}  # another schedule, or another version of this one: start afresh
-            if entry.get("kind") == "outcome" and entry.get("status") == Status.CREATED.value:
-                created[int(entry["row"])] = str(entry["id"])
-        return created
+                return set()  # another schedule, or another version of this one: start afresh
+            if entry.get("kind") == "sending":
+                sent.update(int(r) for r in entry["rows"])
+            elif entry.get("kind") == "outcome" and entry.get("status") == Status.CREATED.value:
+                sent.add(int(entry["row"]))
+        return sent
+
+    def sending(self, items: Sequence[Item]) -> None:
+        """Called before a batch goes out: from here on, Kantata may hold these rows because of this import."""
+        self._write([{"kind": "sending", "rows": [i.row for i in items]}])
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Called as outcomes arrive; only what Kantata created matters for resuming."""

@@ -125,13 +125,14 @@ def run_upload(
         the_plan = plan(items, existing, batch_size=settings.batch_size)
         if stopped is None:
             journal = Journal.open(journal_path(out), items)
-            if journal.created_before:
-                say(f"resuming an interrupted upload of this schedule ({len(journal.created_before)} rows created)")
+            if journal.sent_before:
+                say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent before)")
             needed = -(-len(the_plan.to_send) // settings.batch_size)
             say(f"sending {len(the_plan.to_send)} rows in {needed} request{'s' if needed != 1 else ''}")
             record = _both(journal.record, on_outcomes)
             try:
-                result = Uploader(client, on_outcomes=record).run(the_plan, created_before=journal.created_before)
+                uploader = Uploader(client, on_outcomes=record, on_sending=journal.sending)
+                result = uploader.run(the_plan, sent_before=journal.sent_before)
             finally:
                 journal.close(finished=False)
             outcomes, stopped, made = result.outcomes, result.stopped, result.requests

@@ -504,6 +504,7 @@ class Sandbox:
             raise ValueError(f"the sandbox serves loopback only, not {host!r}: its token is no secret")
         self._store = _Store(db)
         self._host, self._port, self._token = host, port, token
+        self._initial_token = token
         self._faults = faults or Faults()
         self._lock = threading.Lock()  # guards faults, counters and the fault phase counters
         self._stats: Counter[str] = Counter()
@@ -566,10 +567,17 @@ class Sandbox:
             self._faults = replace(self._faults, **cast(dict[str, Any], changes))
             self._phase.clear()
 
+    def set_token(self, token: str) -> None:
+        """Accept another token from now on: revoking the one a client holds, mid-run."""
+        with self._lock:
+            self._token = token
+
     def reset(self) -> None:
-        """Empty milestones and references (ids restart), zero the counters, switch every fault off."""
+        """Empty milestones and references (ids restart), zero the counters, switch every fault off, restore the
+        token."""
         self._store.clear()
         with self._lock:
+            self._token = self._initial_token
             self._faults = Faults()
             self._stats.clear()
             self._phase.clear()

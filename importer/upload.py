@@ -8,12 +8,17 @@ Three rules make this safe without an idempotency key:
 3. A refused batch (400/422) is looked up too, since Kantata may have created its valid items (UNCONFIRMED);
    the bad rows are then isolated by the `index` Kantata gives, or by halving the batch until each bad row
    stands alone and gets Kantata's own message.
+
+The look-up after a refusal is skipped only once the run has *proof* that Kantata refuses batches whole: a row
+that sat in a refused batch, was looked up and found absent, was later created on its own, so it was valid and
+was refused with its batch anyway. Until then (and forever, once a look-up finds a partial create) every
+refusal is looked up. This halves the cost of isolating bad rows against an all-or-nothing server.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +28,7 @@ from importer.outcomes import Outcome, Status
 from importer.planner import Item, Plan
 
 OnOutcomes = Callable[[Sequence[Outcome]], None]
+OnSending = Callable[[Sequence[Item]], None]
 
 
 @dataclass(slots=True)
@@ -35,18 +41,23 @@ class UploadResult:
 
 
 class Uploader:
-    def __init__(self, client: KantataClient, *, on_outcomes: OnOutcomes | None = None) -> None:
+    def __init__(
+        self, client: KantataClient, *, on_outcomes: OnOutcomes | None = None, on_sending: OnSending | None = None
+    ) -> None:
         self.client = client
         self.outcomes: dict[int, Outcome] = {}
         self._on_outcomes = on_outcomes
+        self._on_sending = on_sending
         self.refused = 0
         self.unknown = 0
+        self.all_or_nothing = False  # proven: Kantata created nothing of a refused batch that held a valid row
+        self._partial_seen = False  # seen: a refused batch had rows created
+        self._refused_absent: set[int] = set()  # rows of refused batches that a look-up found absent
 
-    def run(self, plan: Plan, *, created_before: Mapping[int, str] | None = None) -> UploadResult:
-        """Send the plan. `created_before`: rows an interrupted run of this import created (from the journal);
-        they are reported `created`, as an uninterrupted run would have, rather than `exists`."""
-        resumed = created_before or {}
-        self._record([Outcome(row, Status.CREATED if resumed.get(row) == mid else Status.EXISTS, mid)
+    def run(self, plan: Plan, *, sent_before: Collection[int] = ()) -> UploadResult:
+        """Send the plan. `sent_before`: rows an interrupted run of this import sent (from the journal); those
+        Kantata has are reported `created`, as an uninterrupted run would have, rather than `exists`."""
+        self._record([Outcome(row, Status.CREATED if row in sent_before else Status.EXISTS, mid)
                       for row, mid in plan.existing.items()])  # fmt: skip
         stopped: ImporterError | None = None
         batch: list[Item] = []
@@ -81,6 +92,8 @@ class Uploader:
         pending = [i for i in items if i.row not in self.outcomes]
         attempt = 0
         while pending:
+            if self._on_sending is not None:
+                self._on_sending(pending)
             try:
                 answer = self.client.create([i.body for i in pending])
             except OutcomeUnknown as unknown:
@@ -100,7 +113,10 @@ class Uploader:
                 self.refused += 1
                 self._isolate(pending, answer.errors)
                 return
-            self._record([Outcome(i.row, Status.CREATED, answer.ids[i.key]) for i in pending if i.key in answer.ids])
+            created = [i for i in pending if i.key in answer.ids]
+            if not self._partial_seen and any(i.row in self._refused_absent for i in created):
+                self.all_or_nothing = True
+            self._record([Outcome(i.row, Status.CREATED, answer.ids[i.key]) for i in created])
             # An answer may list only part of what it created (paged results): look the rest up.
             pending = self._created_by_lookup([i for i in pending if i.key not in answer.ids])
             attempt += 1
@@ -111,7 +127,12 @@ class Uploader:
                 )
 
     def _isolate(self, pending: list[Item], errors: list[dict[str, Any]]) -> None:
-        remaining = self._created_by_lookup(pending)
+        if self.all_or_nothing:
+            remaining = pending
+        else:
+            remaining = self._created_by_lookup(pending)
+            self._partial_seen |= len(remaining) < len(pending)
+            self._refused_absent.update(i.row for i in remaining)
         if not remaining:
             return
         by_index: dict[int, list[str]] = {}

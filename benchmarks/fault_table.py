@@ -1,0 +1,33 @@
+"""Print the exactly-once table: fault kind x rows sent x duplicates x lost ids x extra requests.
+
+    .venv/bin/python -m benchmarks.fault_table
+
+Runs the same scenarios as tests/test_faults.py (which asserts them) against the real sandbox over HTTP.
+"Extra requests" counts every GET and POST beyond what the fault-free run of the same schedule needs; the
+fault-free run itself already isolates the 6 rows Kantata refuses, and that cost is shown on its own line.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from importer.sandbox import Sandbox
+from tests.test_faults import SCENARIOS, run_scenario
+
+
+def main() -> None:
+    with Sandbox() as sandbox, tempfile.TemporaryDirectory() as tmp:
+        baseline = None
+        print(f"{'fault':<40} {'rows sent':>9} {'duplicates':>10} {'lost ids':>8} {'requests':>8} {'extra':>6}")
+        for name, faults in SCENARIOS.items():
+            folder = Path(tmp) / name.replace(" ", "_").replace("/", "-")
+            folder.mkdir()
+            f = run_scenario(sandbox, folder, faults)
+            baseline = f.requests if baseline is None else baseline
+            print(f"{name:<40} {f.rows_sent:>9} {f.duplicates:>10} {f.lost_ids:>8} {f.requests:>8} "
+                  f"{f.requests - baseline:>6}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

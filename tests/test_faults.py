@@ -1,0 +1,226 @@
+"""Exactly once under a misbehaving network: each fault of the sandbox, and mixes of them, over real HTTP.
+
+The truth is the sandbox's own database: every valid row exists exactly once, the workbook's ids are the
+sandbox's, every bad row is `invalid` or `rejected` with a message, and nothing else was created.
+`benchmarks/fault_table.py` runs the same scenarios and prints the table of figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from importer.pipeline import RunResult, run_upload
+from importer.sandbox import DEFAULT_TOKEN
+from importer.settings import Secret, Settings
+from tests.conftest import HEADERS, read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = 290
+REJECT_TITLE = "Reserved title"
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "429 every 3rd request": {"rate_limit_every": 3, "retry_after": 0.01},
+    "503 every 2nd POST": {"fail_every": 2, "fail_status": 503},
+    "500 every 3rd POST": {"fail_every": 3, "fail_status": 500},
+    "drop after write, every 2nd POST": {"drop_after_write_every": 2},
+    "latency 20 ms": {"latency": 0.02},
+    "reject a title": {"reject_title": REJECT_TITLE},
+    "partial create": {"partial_create": True},
+    "error index": {"error_index": True},
+    "partial create + error index": {"partial_create": True, "error_index": True},
+    "mix: 429/3 + drop/2 + 503/5 + partial": {"rate_limit_every": 3, "retry_after": 0.01, "drop_after_write_every": 2,
+                                             "fail_every": 5, "partial_create": True},
+    "mix: drop/1 + reject title + index": {"drop_after_write_every": 1, "reject_title": REJECT_TITLE,
+                                          "error_index": True},
+}  # fmt: skip
+
+
+def schedule_rows() -> tuple[list[list[Any]], set[str], set[str], set[str]]:
+    """290 good rows, 5 invalid here, 5 that Kantata refuses, 1 with the reserved title: spread across batches."""
+    rows: list[list[Any]] = []
+    good: set[str] = set()
+    invalid: set[str] = set()
+    refused: set[str] = set()
+    for n in range(GOOD):
+        title = f"Good {n}"
+        rows.append([title, 1000 + n, 1001 + n % 3, dt.date(2026, 1, 1) + dt.timedelta(days=n), None, "fixed_date"])
+        good.add(title)
+        if n % 60 == 10:
+            rows.append([f"Invalid {n}", "12.50", 1001, None, None, "fixed_date"])
+            invalid.add(f"Invalid {n}")
+        if n % 60 == 40:
+            title = f"Refused {n}"
+            rows.append([title, 500, 1099, None, None, "fixed_date"] if n % 120 == 40 else
+                        [title, 500, 1001, None, 5004, "upon_completion"])  # fmt: skip
+            refused.add(title)
+    rows.insert(150, [REJECT_TITLE, 777, 1002, None, None, "fixed_date"])
+    return rows, good, invalid, refused
+
+
+@dataclass
+class Figures:
+    rows_sent: int
+    duplicates: int
+    lost_ids: int
+    unexpected: int
+    requests: int
+    result: RunResult
+
+
+def run_scenario(sandbox: Any, folder: Path, faults: dict[str, Any], *, batch_size: int = 100) -> Figures:
+    sandbox.reset()
+    sandbox.set_faults(**faults)
+    rows, good, invalid, refused = schedule_rows()
+    if faults.get("reject_title"):
+        refused = refused | {REJECT_TITLE}
+    else:
+        good = good | {REJECT_TITLE}
+    path = folder / "schedule.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(HEADERS)
+    for row in rows:
+        ws.append(row)
+    wb.save(path)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=batch_size, max_attempts=8,
+                        backoff_base=0.002, backoff_cap=0.05)  # fmt: skip
+    result = run_upload(path, settings, output=folder / "results.xlsx")
+    in_db = Counter(str(m["title"]) for m in sandbox.milestones())
+    ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
+    results = read_results(folder / "results.xlsx", sheet="Sheet")
+    by_title = {r["title"]: r for r in results}
+    lost = sum(1 for t in good if by_title[t]["status"] != "created" or by_title[t]["billing_milestone_id"] != ids.get(t))
+    stats = sandbox.stats()
+    return Figures(
+        rows_sent=len(good) + len(refused),
+        duplicates=sum(n - 1 for n in in_db.values()),
+        lost_ids=lost,
+        unexpected=len(set(in_db) - good),
+        requests=sum(v for k, v in stats.items() if k.startswith(("GET ", "POST "))),
+        result=result,
+    )
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_every_valid_row_exactly_once_under_faults(sandbox: Any, tmp_path: Path, name: str) -> None:
+    figures = run_scenario(sandbox, tmp_path, SCENARIOS[name])
+    rows, good, invalid, refused = schedule_rows()
+    if SCENARIOS[name].get("reject_title"):
+        refused.add(REJECT_TITLE)
+    else:
+        good.add(REJECT_TITLE)
+
+    assert figures.duplicates == 0
+    assert figures.lost_ids == 0
+    assert figures.unexpected == 0
+    assert sorted(str(m["title"]) for m in sandbox.milestones()) == sorted(good)
+    results = {r["title"]: r for r in read_results(tmp_path / "results.xlsx", sheet="Sheet")}
+    assert len(results) == len(rows)
+    for title in invalid:
+        assert results[title]["status"] == "invalid" and "12.50" in results[title]["errors"]
+    for title in refused:
+        assert results[title]["status"] == "rejected", title
+        assert results[title]["errors"].startswith("Kantata: "), results[title]["errors"]
+    assert int(figures.result.exit_code) == 1
+    assert figures.result.stopped is None
+
+
+def test_retries_exhausted_stop_the_run_with_exit_4_and_a_rerun_completes(sandbox: Any, tmp_path: Path) -> None:
+    sandbox.reset()
+    sandbox.set_faults(fail_every=1)  # every POST fails
+    path = tmp_path / "s.csv"
+    path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},1001\n" for n in range(120)))
+    fast = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), max_attempts=3, backoff_base=0.001)
+    first = run_upload(path, fast)
+    assert int(first.exit_code) == 4
+    assert first.counts["not_sent"] == 120 and sandbox.milestones() == []
+    assert all(o.errors and "not sent" in o.errors[0] for o in first.outcomes.values())
+
+    sandbox.set_faults(fail_every=0)
+    second = run_upload(path, fast)
+    assert int(second.exit_code) == 0 and second.counts["created"] == 120
+    assert len(sandbox.milestones()) == 120
+
+
+def test_token_refused_midway_stops_with_exit_3_without_touching_other_rows(sandbox: Any, tmp_path: Path) -> None:
+    sandbox.reset()
+    path = tmp_path / "s.csv"
+    path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},1001\n" for n in range(30)))
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10)
+
+    def revoke_after_first_batch(outcomes: Any) -> None:
+        sandbox.set_token("another-token")  # the user's token is revoked while the run goes on
+
+    result = run_upload(path, settings, on_outcomes=revoke_after_first_batch)
+    assert int(result.exit_code) == 3
+    assert result.counts == {"valid": 0, "created": 10, "exists": 0, "invalid": 0, "rejected": 0, "not_sent": 20}
+    assert len(sandbox.milestones()) == 10
+
+
+def _cli(path: Path, url: str, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "KANTATA_BASE_URL": url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
+    return subprocess.Popen([sys.executable, "-m", "importer", "upload", str(path), "--batch-size", "10", *extra],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _wait_for_posts(sandbox: Any, n: int, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while sandbox.stats().get("POST /billing_milestones", 0) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the upload never got going"
+        time.sleep(0.01)
+
+
+def _schedule(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "schedule.csv"
+    path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"Row {i},{100 + i},1001\n" for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_or_interrupted_upload_resumes_to_the_same_workbook(sandbox: Any, tmp_path: Path, sig: int) -> None:
+    sandbox.reset()
+    sandbox.set_faults(latency=0.05)
+    path = _schedule(tmp_path, 200)  # 20 requests of 10
+    proc = _cli(path, sandbox.url)
+    _wait_for_posts(sandbox, 5, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, err
+        interrupted = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+        assert {r["status"] for r in interrupted} <= {"created", "not_sent"}
+        assert "not_sent" in {r["status"] for r in interrupted}
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    created_before_resume = len(sandbox.milestones())
+    assert 0 < created_before_resume < 200
+
+    sandbox.set_faults(latency=0.0)
+    proc = _cli(path, sandbox.url)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "resuming an interrupted upload" in err
+
+    titles = Counter(str(m["title"]) for m in sandbox.milestones())
+    assert len(titles) == 200 and set(titles.values()) == {1}  # no duplicates, nothing lost
+    ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
+    results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+    # What an uninterrupted run writes: every row created, with the id Kantata holds.
+    assert [r["status"] for r in results] == ["created"] * 200
+    assert {r["title"]: r["billing_milestone_id"] for r in results} == ids
+    assert not (tmp_path / ".schedule.results.xlsx.journal.jsonl").exists()
