@@ -29,7 +29,7 @@ def _venv_python() -> Path:
 
 def _ensure_venv() -> Path:
     """Create .venv and install the project with its test extras; skip when already current."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may well be run by an older python3
         sys.exit(f"kantata-import needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     python = _venv_python()

@@ -103,7 +103,9 @@ def run_scenario(sandbox: Any, folder: Path, faults: dict[str, Any], *, batch_si
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     results = read_results(folder / "results.xlsx", sheet="Sheet")
     by_title = {r["title"]: r for r in results}
-    lost = sum(1 for t in good if by_title[t]["status"] != "created" or by_title[t]["billing_milestone_id"] != ids.get(t))
+    lost = sum(
+        1 for t in good if by_title[t]["status"] != "created" or by_title[t]["billing_milestone_id"] != ids.get(t)
+    )
     stats = sandbox.stats()
     return Figures(
         rows_sent=len(good) + len(refused),

@@ -1,0 +1,159 @@
+"""The HTTP client against the real sandbox, and against a raw socket server for answers no API should give."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from importer.client import KantataClient, OutcomeUnknown
+from importer.errors import ApiUnavailable, TokenRejected
+from importer.planner import SERVICE_MODEL, SERVICE_NAME, ImportKey
+from importer.sandbox import DEFAULT_TOKEN
+from importer.settings import Secret, Settings
+
+
+def _client(url: str, sleeps: list[float] | None = None, **kw: Any) -> KantataClient:
+    record = sleeps if sleeps is not None else []
+    settings = Settings(base_url=url, **{"max_attempts": 4, "backoff_base": 0.001, **kw})
+    return KantataClient(settings, Secret(DEFAULT_TOKEN), sleep=record.append)
+
+
+def _body(n: int, ref: str | None = None) -> dict[str, Any]:
+    return {"title": f"T{n}", "amount_in_cents": n, "workspace_id": 1001,
+            "external_reference": {"service_name": SERVICE_NAME, "service_model": SERVICE_MODEL,
+                                   "service_model_ref": ref or f"ref-{n}"}}  # fmt: skip
+
+
+def test_retry_after_is_honoured_on_429(sandbox: Any) -> None:
+    sandbox.set_faults(rate_limit_every=1, retry_after=7)
+    sleeps: list[float] = []
+    client = _client(sandbox.url, sleeps, backoff_cap=30.0)
+    with pytest.raises(ApiUnavailable, match="429"):
+        client.create([_body(1)])
+    assert sleeps == [7.0, 7.0, 7.0]  # the server's Retry-After, not our own backoff
+    assert sandbox.milestones() == []
+
+
+def test_backoff_without_retry_after_is_full_jitter_and_capped() -> None:
+    sleeps: list[float] = []
+    client = _client("http://127.0.0.1:9/api/v1", sleeps, backoff_base=1.0, backoff_cap=4.0)
+    for attempt in range(6):
+        client.backoff(attempt)
+    assert all(0 <= s <= min(4.0, 2**a) for a, s in enumerate(sleeps))
+    assert len(set(sleeps)) > 1  # jitter: not one fixed delay
+
+
+def test_post_is_not_retried_after_a_5xx_the_outcome_is_unknown(sandbox: Any) -> None:
+    sandbox.set_faults(fail_every=1, fail_status=502)
+    client = _client(sandbox.url)
+    with pytest.raises(OutcomeUnknown, match="502"):
+        client.create([_body(1)])
+    assert sandbox.stats()["POST /billing_milestones"] == 1
+
+
+def test_dropped_connection_after_write_is_an_unknown_outcome_and_lookup_finds_it(sandbox: Any) -> None:
+    sandbox.set_faults(drop_after_write_every=1)
+    client = _client(sandbox.url)
+    with pytest.raises(OutcomeUnknown):
+        client.create([_body(1), _body(2)])
+    found = client.find_existing([ImportKey(SERVICE_NAME, SERVICE_MODEL, "ref-1"),
+                                  ImportKey(SERVICE_NAME, SERVICE_MODEL, "ref-2"),
+                                  ImportKey(SERVICE_NAME, SERVICE_MODEL, "ref-3")])  # fmt: skip
+    ids = {str(m["external_reference.service_model_ref"]): str(m["id"]) for m in sandbox.milestones()}
+    assert {k.ref: v for k, v in found.items()} == ids == {"ref-1": ids["ref-1"], "ref-2": ids["ref-2"]}
+
+
+def test_get_is_retried_on_5xx_and_429(sandbox: Any) -> None:
+    sandbox.set_faults(rate_limit_every=2, retry_after=0)
+    sleeps: list[float] = []
+    client = _client(sandbox.url, sleeps)
+    for _ in range(3):
+        client.find_existing([ImportKey(SERVICE_NAME, SERVICE_MODEL, "nothing")])
+    assert client.stats.throttled >= 1 and client.stats.retries == client.stats.throttled
+
+
+def test_a_create_of_100_maps_every_id_by_key_despite_newest_first_order(sandbox: Any) -> None:
+    client = _client(sandbox.url)
+    answer = client.create([_body(n) for n in range(100)])
+    assert answer.status == 200 and answer.count == 100
+    ids = {str(m["external_reference.service_model_ref"]): str(m["id"]) for m in sandbox.milestones()}
+    assert {k.ref: v for k, v in answer.ids.items()} == ids
+    assert len(ids) == 100
+
+
+def test_find_existing_reads_every_page_and_chunks_of_200(sandbox: Any) -> None:
+    client = _client(sandbox.url)
+    for start in range(0, 450, 100):
+        client.create([_body(n) for n in range(start, min(start + 100, 450))])
+    client.create([_body(999, ref="with,comma")])
+    keys = [ImportKey(SERVICE_NAME, SERVICE_MODEL, f"ref-{n}") for n in range(460)]
+    keys.append(ImportKey(SERVICE_NAME, SERVICE_MODEL, "with,comma"))
+    gets_before = sandbox.stats().get("GET /billing_milestones", 0)
+    found = client.find_existing(keys)
+    assert len(found) == 451
+    assert ImportKey(SERVICE_NAME, SERVICE_MODEL, "ref-455") not in found
+    assert sandbox.stats()["GET /billing_milestones"] - gets_before == 4  # 3 chunks of <=200 refs + 1 single
+
+
+def test_refused_token_raises_token_rejected_with_request_id(sandbox: Any) -> None:
+    settings = Settings(base_url=sandbox.url)
+    client = KantataClient(settings, Secret("nope"))
+    with pytest.raises(TokenRejected) as info:
+        client.find_existing([ImportKey("a", "b", "c")])
+    assert info.value.status == 401 and info.value.request_id
+    assert "Invalid OAuth 2 Request" in str(info.value) and "nope" not in str(info.value)
+
+
+@pytest.fixture
+def raw_server() -> Iterator[tuple[str, list[bytes]]]:
+    """Answers every request with the next canned bytes; for replies a real API should never send."""
+    replies: list[bytes] = []
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    sock.settimeout(0.05)  # accept() wakes up to see `stop`; closing the socket alone does not wake it
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            with conn:
+                conn.recv(65536)
+                if replies:
+                    conn.sendall(replies.pop(0))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1", replies
+    stop.set()
+    thread.join(timeout=5)
+    sock.close()
+
+
+def _http(status: str, body: bytes, ctype: str = "application/json") -> bytes:
+    return (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode() + body  # fmt: skip
+
+
+def test_a_200_that_is_not_json_stops_the_run_rather_than_guessing(raw_server: tuple[str, list[bytes]]) -> None:
+    url, replies = raw_server
+    replies.append(_http("200 OK", b"<html>maintenance</html>", "text/html"))
+    with pytest.raises(ApiUnavailable, match="not JSON"):
+        _client(url).create([_body(1)])
+
+
+def test_a_refusal_without_the_documented_body_still_carries_a_message(raw_server: tuple[str, list[bytes]]) -> None:
+    url, replies = raw_server
+    replies.append(_http("422 Unprocessable Entity", b"bad things", "text/plain"))
+    answer = _client(url).create([_body(1)])
+    assert answer.refused and answer.errors == [{"type": "system", "message": "bad things"}]

@@ -1,0 +1,50 @@
+"""The docs say what the code does: sub-commands, exit codes, the test command, the public API."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import importer
+from importer.cli import build_parser
+from importer.errors import EXIT_CODE_HELP, ExitCode
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    assert isinstance(action.choices, dict)
+    return dict(action.choices)
+
+
+def test_every_subcommand_has_help_and_is_in_the_readme() -> None:
+    subs = _subparsers()
+    assert sorted(subs) == ["sandbox", "template", "upload", "validate"]
+    for name, sub in subs.items():
+        assert f"kantata-import {name}" in README, name
+        assert sub.description and len(sub.description) > 20, name
+        assert f"  {name} " in build_parser().format_help(), name
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_second() -> None:
+    first_block = README.split("```")[1]
+    commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
+    assert commands == ["python3 dev.py demo", "python3 dev.py test"]
+    assert "exec python3 dev.py test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_exit_code_is_documented_in_help_and_readme() -> None:
+    for code in ExitCode:
+        assert re.search(rf"^\s+{int(code)}\s", EXIT_CODE_HELP, re.M), code
+        assert f"| {int(code)} |" in README, code
+
+
+def test_public_api_is_exactly_all() -> None:
+    assert importer.__all__ == sorted(importer.__all__)
+    public = {n for n in vars(importer) if not n.startswith("_") and n not in {"annotations"}}
+    modules = {n for n in public if type(getattr(importer, n)).__name__ == "module"}
+    assert public - modules == set(importer.__all__) - {"__version__"}
