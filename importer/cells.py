@@ -11,6 +11,8 @@ import datetime as dt
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from importer.columns import Field
@@ -24,6 +26,25 @@ _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]*\.[0-9]+|[+-]?[0-9]+\.")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
+
+
+# A double holds any decimal of up to 15 significant digits exactly enough that repr() gives it back as typed
+# (IEEE 754: DBL_DIG = 15); an amount needing more digits cannot be trusted from a numeric cell.
+MAX_SIGNIFICANT_DIGITS = 15
+EXCEL_EPOCH = dt.date(1899, 12, 30)  # serial 1 = 1900-01-01 in Excel's 1900 date system (with its leap-year bug)
+ERROR_VALUES = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
+                          "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!"})  # fmt: skip
+_MONEY_TEXT = re.compile(r"(?P<sign>[+-])?(?P<digits>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.(?P<frac>[0-9]+))?")
+_CURRENCY_SIGNS = "$€£¥₩₹₽₪₫₺₴₦฿"
+_CURRENCY_CODE = re.compile(r"^[A-Z]{3}\s*|\s*[A-Z]{3}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ParseOptions:
+    """What the user told us about their cells: `--date-format` and `--currency-decimals`."""
+
+    date_format: str | None = None  # strptime format for text dates that are not ISO, e.g. "%d/%m/%Y"
+    currency_decimals: int = 2  # decimals the `amount` column may have: 2 for USD/EUR, 0 for JPY, 3 for KWD
 
 
 class CellProblem(Exception):
@@ -100,11 +121,75 @@ def parse_cents(value: object) -> int:
 
 
 def parse_id(value: object) -> int:
-    """Any exact whole number; that ids are positive is a rule, so the schema checks it."""
+    """Any exact whole number ("101.0", which Excel exports make of ids, included); positivity is a rule."""
+    if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(text := value.strip()):
+        number = Decimal(text)
+        if number == number.to_integral_value():
+            return int(number)
     return _whole_number(value, what="id", example="the id as a whole number, e.g. 1001")
 
 
-def parse_date(value: object) -> dt.date:
+def parse_amount(value: object, decimals: int) -> int:
+    """An amount in currency units ("1,234.56", "(1,234.56)", "$1,234.56", or a number cell) as exact subunits.
+
+    Only `Decimal` arithmetic: a number cell's double is read back as the shortest decimal that produces it,
+    which is what the user typed whenever it has at most 15 significant digits. Never rounded.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise CellProblem("amount-not-a-number", f"{as_text(value)} is not an amount; enter e.g. 1234.56")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CellProblem("amount-not-a-number", f"{value} is not an amount")
+        amount = Decimal(repr(value))
+        if len(amount.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS and amount != amount.to_integral_value():
+            raise CellProblem(
+                "amount-too-many-decimals",
+                f"{value!r} has more than {decimals} decimal places (a formula result?); "
+                f"round it in Excel, e.g. =ROUND(...,{decimals}), or type it",
+            )
+    elif isinstance(value, int):
+        amount = Decimal(value)
+    else:
+        amount = _money_text(value)
+    exponent = amount.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite by construction
+    places = max(0, -exponent) if amount != amount.to_integral_value() else 0
+    if places > decimals:
+        raise CellProblem(
+            "amount-too-many-decimals",
+            f"{as_text(value)} has {places} decimal places; this currency has {decimals}: enter it exactly "
+            "(nothing is rounded)",
+        )
+    cents = amount.scaleb(decimals)
+    if cents != cents.to_integral_value():  # unreachable given the check above; kept as the invariant
+        raise AssertionError(f"inexact conversion of {value!r}")
+    if abs(cents) > MAX_INT64:
+        raise CellProblem("amount-too-large", f"{as_text(value)} is too large")
+    return int(cents)
+
+
+def _money_text(text: str) -> Decimal:
+    raw = text.strip()
+    body = raw.replace("\u00a0", " ").replace(" ", "")
+    negative = False
+    if body.startswith("(") and body.endswith(")"):  # accounting negative
+        negative, body = True, body[1:-1]
+    if body.startswith(("-", "+")):
+        negative, body = negative != body.startswith("-"), body[1:]
+    body = _CURRENCY_CODE.sub("", body).strip(_CURRENCY_SIGNS)
+    if body.startswith("-") and not negative:  # "$-12.00"
+        negative, body = True, body[1:]
+    match = _MONEY_TEXT.fullmatch(body)
+    if not body or match is None or not (match.group("digits") or match.group("frac")):
+        raise CellProblem("amount-not-a-number", f'"{raw}" is not an amount; enter e.g. 1234.56 or (1,234.56)')
+    try:
+        amount = Decimal(body.replace(",", ""))
+    except InvalidOperation:
+        raise CellProblem("amount-not-a-number", f'"{raw}" is not an amount') from None
+    return -amount if negative else amount
+
+
+def parse_date(value: object, date_format: str | None = None) -> dt.date:
     if isinstance(value, dt.datetime):
         if value.time() != dt.time():
             raise CellProblem(
@@ -130,6 +215,11 @@ def parse_date(value: object) -> dt.date:
     )
 
 
+def _is_serial(number: int) -> bool:
+    """Serials 1..2958465 are Excel's dates 1900-01-01..9999-12-31; below 367 they are more likely typos."""
+    return 367 <= number <= 2958465
+
+
 def parse_text(value: object) -> str:
     if isinstance(value, str):
         return value.strip()
@@ -153,13 +243,18 @@ def parse_bool(value: object) -> bool:
     raise CellProblem("invalid-boolean", f'"{as_text(value)}" is not TRUE or FALSE')
 
 
-def parser_for(field: Field) -> Callable[[object], Any]:
+DEFAULT_OPTIONS = ParseOptions()
+
+
+def parser_for(field: Field, options: ParseOptions = DEFAULT_OPTIONS) -> Callable[[object], Any]:
     """The parser for a field's kind; one table so every stage parses a column the same way."""
-    return {
+    parsers: dict[str, Callable[[object], Any]] = {
         "text": parse_text,
         "cents": parse_cents,
+        "money": lambda v: parse_amount(v, options.currency_decimals),
         "id": parse_id,
-        "date": parse_date,
+        "date": lambda v: parse_date(v, options.date_format),
         "bool": parse_bool,
         "choice": parse_choice,
-    }[field.kind]
+    }
+    return parsers[field.kind]

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TextIO
 
 from importer import __version__
-from importer.errors import EXIT_CODE_HELP, ExitCode, ImporterError
+from importer.cells import ParseOptions
+from importer.errors import EXIT_CODE_HELP, ConfigError, ExitCode, ImporterError
 from importer.pipeline import RunResult, run_upload, run_validate
 from importer.settings import (
     BASE_URL_ENV,
@@ -60,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", type=Path, help="results workbook (default: <schedule>.results.xlsx)")
         p.add_argument("--sheet", help="sheet to read (default: the first sheet whose header row matches)")
         p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+        p.add_argument(
+            "--date-format",
+            metavar="FORMAT",
+            help="how text dates that are not ISO (2026-03-31) are written, e.g. %%d/%%m/%%Y or %%m/%%d/%%Y",
+        )
+        p.add_argument(
+            "--currency-decimals",
+            type=int,
+            default=2,
+            choices=range(5),
+            metavar="N",
+            help="decimal places an Amount column may have (default 2; 0 for JPY, 3 for KWD)",
+        )
         p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
         return p
 
@@ -115,8 +129,14 @@ def _err(text: str, stream: TextIO | None = None) -> None:
     print(text, file=stream or sys.stderr, flush=True)
 
 
+def _options(args: argparse.Namespace) -> ParseOptions:
+    if args.date_format is not None and "%" not in args.date_format:
+        raise ConfigError(f"--date-format {args.date_format!r} has no % codes; write e.g. %d/%m/%Y")
+    return ParseOptions(date_format=args.date_format, currency_decimals=args.currency_decimals)
+
+
 def _validate(args: argparse.Namespace) -> int:
-    result = run_validate(args.schedule, sheet=args.sheet, output=args.output)
+    result = run_validate(args.schedule, sheet=args.sheet, output=args.output, options=_options(args))
     _report(result, args, dry_run=True)
     return int(result.exit_code)
 
@@ -136,7 +156,12 @@ def _run_upload(args: argparse.Namespace, settings: Settings) -> int:
     if not args.quiet:
         _err(f"kantata: {sanitize_url(settings.base_url)} (token from {_token_source(args)})")
     result = run_upload(
-        args.schedule, settings, sheet=args.sheet, output=args.output, on_stage=None if args.quiet else _err
+        args.schedule,
+        settings,
+        sheet=args.sheet,
+        output=args.output,
+        on_stage=None if args.quiet else _err,
+        options=_options(args),
     )
     _report(result, args, dry_run=False)
     return int(result.exit_code)
@@ -172,10 +197,14 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 def _report(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> None:
     """Issues to stderr (the first few, in Excel coordinates); the summary to stdout."""
+    for note in result.notes:
+        if not args.quiet:
+            _err(f"note: {note}")
     if result.issues and not args.quiet:
         _err(f"{'row':>6}  {'cell':<6} {'code':<30} message")
         for issue in result.issues[:MAX_ISSUES_SHOWN]:
-            _err(f"{issue.row:>6}  {issue.column or '-':<6} {issue.code:<30} {issue.message}")
+            prefix = "" if issue.is_error else "warning: "
+            _err(f"{issue.row:>6}  {issue.column or '-':<6} {issue.code:<30} {prefix}{issue.message}")
         if len(result.issues) > MAX_ISSUES_SHOWN:
             _err(f"... and {len(result.issues) - MAX_ISSUES_SHOWN} more: see the Errors sheet of the results")
     rejected = [o for o in result.outcomes.values() if o.status.value == "rejected"]

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["text", "cents", "id", "date", "choice", "bool"]
+Kind = Literal["text", "cents", "money", "id", "date", "choice", "bool"]
 
 EXT = "external_reference."
 
@@ -31,6 +31,9 @@ FIELDS: tuple[Field, ...] = (
     Field("amount_in_cents", "Amount (cents)", "cents", True, aliases=("amount cents", "cents"),
           help="Required. Whole number of cents (subunits of the project's currency): 1234.56 is 123456. "
           "Negative for credits."),
+    Field("amount", "Amount", "money", aliases=("amount in currency", "value"),
+          help="Instead of Amount (cents): the amount in currency units, e.g. 1234.56, 1,234.56 or (1,234.56) "
+          "for a credit. Converted exactly; more decimals than the currency has is an error."),
     Field("workspace_id", "Project ID", "id", True, aliases=("workspace", "workspace id", "project"),
           help="Required. The Kantata project (workspace) id, a whole number."),
     Field("date_to_invoice", "Date to invoice", "date", aliases=("invoice date", "date"),
@@ -55,6 +58,9 @@ FIELDS: tuple[Field, ...] = (
 
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 REQUIRED: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
+# Columns that stand in for a required one: a schedule may give amounts in currency units instead of cents.
+SUBSTITUTES: dict[str, str] = {"amount_in_cents": "amount"}
+LOCAL_ONLY: frozenset[str] = frozenset({"amount"})  # read and checked here, never sent as such
 EXT_REQUIRED: tuple[str, ...] = (EXT + "service_name", EXT + "service_model", EXT + "service_model_ref")
 EXT_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.name.startswith(EXT))
 

@@ -53,13 +53,18 @@ class CellIssue:
     value: str  # the offending value, as text ("" for an empty cell)
     code: str  # stable slug: "invalid-date", "amount-not-whole-cents", "rejected-by-kantata", ...
     message: str  # what is wrong and what to do
+    severity: str = "error"  # "error" makes the row invalid; "warning" is worth a look and sends the row anyway
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
 
     @property
     def cell(self) -> str:
         return f"{self.column}{self.row}" if self.column else f"row {self.row}"
 
     def __str__(self) -> str:
-        return f"{self.cell}: {self.message}"
+        return f"{self.cell}: {'' if self.is_error else 'warning: '}{self.message}"
 
 
 class ImporterError(Exception):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +22,18 @@ from importer.columns import (
     BY_NAME,
     OUTCOME_COLUMNS,
     REQUIRED,
+    SUBSTITUTES,
     column_index,
     column_letter,
     field_for_header,
     normalise_header,
 )
-from importer.errors import ScheduleError
+from importer.errors import CellIssue, ScheduleError
+from importer.xlsx_meta import PackageProblem, SheetMeta, check_package, sheet_meta
 
 HEADER_SEARCH_ROWS = 30  # a title block above the header is common; a header further down is not
 MAX_CSV_BYTES = 512 * 1024 * 1024
+EXCEL_LAST_ROW = 1_048_576  # a sheet with data on Excel's last row was almost surely cut off on export
 
 Row = tuple[object, ...]
 
@@ -50,6 +52,8 @@ class RawSchedule:
     preamble: list[Row] = field(default_factory=list)  # rows above the header, reproduced in the results
     previous_outcomes: list[str] = field(default_factory=list)  # letters of outcome columns of an earlier run
     blank_rows: int = 0
+    issues: list[CellIssue] = field(default_factory=list)  # cell problems only the loader can see (merged, ...)
+    notes: list[str] = field(default_factory=list)  # file-level remarks for the user: encoding, sheet used, ...
 
     @property
     def letters(self) -> list[str]:
@@ -86,16 +90,14 @@ def load_schedule(path: Path | str, *, sheet: str | None = None) -> RawSchedule:
 def _load_xlsx(path: Path, sheet: str | None) -> RawSchedule:
     import openpyxl  # imported here: a CSV run should not pay for it
 
-    if not zipfile.is_zipfile(path):
-        raise ScheduleError(
-            "is not an .xlsx workbook (its contents are not a zip package); "
-            "if it is CSV text, rename it to .csv, otherwise open it in Excel and save it as .xlsx",
-            path=path,
-        )
+    try:
+        check_package(path)
+    except PackageProblem as problem:
+        raise ScheduleError(str(problem), path=path) from None
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
     except Exception as exc:  # a damaged or hostile package can fail in many ways; all mean "unusable"
-        raise ScheduleError(f"could not be read as an .xlsx workbook ({type(exc).__name__}: {exc})", path=path) from exc
+        raise ScheduleError(_unreadable(exc), path=path) from exc
     try:
         names = workbook.sheetnames
         if sheet is not None:
@@ -110,12 +112,15 @@ def _load_xlsx(path: Path, sheet: str | None) -> RawSchedule:
             rows = workbook[name].iter_rows(values_only=True)
             found = _build(path, "xlsx", name, rows, explicit=sheet is not None)
             if found is not None:
+                if sheet is None and len(names) > 1:
+                    found.notes.append(f'read sheet "{name}" (the first whose header row matches)')
+                _apply_meta(found, sheet_meta(path, name))
                 return found
             tried.append(name)
     except ScheduleError:
         raise
     except Exception as exc:
-        raise ScheduleError(f"could not be read ({type(exc).__name__}: {exc})", path=path) from exc
+        raise ScheduleError(_unreadable(exc), path=path) from exc
     finally:
         workbook.close()
     looked = ", ".join(f'"{n}"' for n in tried) or "none (every sheet is hidden)"
@@ -137,37 +142,109 @@ def _load_csv(path: Path) -> RawSchedule:
     if size > MAX_CSV_BYTES:
         raise ScheduleError(f"is larger than {MAX_CSV_BYTES // 2**20} MiB; split it into smaller files", path=path)
     data = path.read_bytes()
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ScheduleError(
-            'is UTF-16 text (Excel\'s "Unicode Text"); save it as "CSV UTF-8 (Comma delimited)" instead',
-            path=path,
-        )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ScheduleError(
-            f"is not UTF-8 text (byte {exc.start + 1} cannot be read); in Excel use "
-            'File > Save As > "CSV UTF-8 (Comma delimited)"',
-            path=path,
-        ) from None
-    if "\x00" in text:
-        raise ScheduleError("is not a text file (it contains NUL bytes)", path=path)
-    try:
-        rows: list[Row] = [tuple(r) for r in csv.reader(io.StringIO(text, newline=""), strict=True)]
-    except csv.Error as exc:
-        raise ScheduleError(f"is not well-formed CSV ({exc})", path=path) from None
+    if b"\x00" in data[:4096] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ScheduleError("is not a text file (it contains NUL bytes); is it a workbook with the wrong name?",
+                            path=path)  # fmt: skip
+    text, note = _decode(data)
+    rows = _csv_rows(path, text)
     found = _build(path, "csv", None, iter(rows), explicit=True)
+    if found is not None and note:
+        found.notes.append(note)
     if found is None:
-        first = text.splitlines()[0] if text.strip() else ""
-        hint = ""
-        for sep, name in ((";", "semicolons"), ("\t", "tabs")):
-            if sep in first and "," not in first:
-                hint = f"; it seems to use {name} between values: save it with commas (CSV UTF-8)"
         raise ScheduleError(
-            f"has no header row with the columns {_required_text()} in its first {HEADER_SEARCH_ROWS} rows{hint}",
+            f"has no header row with the columns {_required_text()} in its first {HEADER_SEARCH_ROWS} rows",
             path=path,
         )
     return found
+
+
+def _decode(data: bytes) -> tuple[str, str | None]:
+    """UTF-8 (with or without BOM), UTF-16 with BOM (Excel's "Unicode Text"), else Windows-1252, said aloud."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16"), 'read as UTF-16 text (Excel\'s "Unicode Text")'
+    try:
+        return data.decode("utf-8-sig"), None
+    except UnicodeDecodeError as exc:
+        at = exc.start + 1
+    for encoding, name in (("cp1252", "Windows-1252"), ("latin-1", "Latin-1")):
+        try:
+            return data.decode(encoding), (
+                f"is not UTF-8 (byte {at}); read it as {name} (Western European): check accented text in the "
+                'results, or save as "CSV UTF-8" to be sure'
+            )
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+
+
+def _csv_rows(path: Path, text: str) -> list[Row]:
+    """Rows of the text, with the delimiter sniffed among comma, semicolon and tab."""
+    sample = "\n".join(text.splitlines()[:HEADER_SEARCH_ROWS])
+    try:
+        delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
+    except csv.Error:
+        delimiter = ","
+    try:
+        return [tuple(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)]
+    except csv.Error as exc:
+        raise ScheduleError(f"is not well-formed CSV ({exc})", path=path) from None
+
+
+def _unreadable(exc: Exception) -> str:
+    name = type(exc).__name__
+    if name in {"EntitiesForbidden", "DTDForbidden", "ExternalReferenceForbidden", "NotSupportedError"}:
+        return "contains XML entity or DTD declarations, which spreadsheets do not need (a known attack); not opened"
+    return f"could not be read as an .xlsx workbook ({name}: {exc}); open it in Excel and save it again"
+
+
+def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
+    """Turn what the sheet's XML says into issues on the rows concerned (and drop table totals rows)."""
+    data_rows = set(raw.frame.index)
+    field_letters = set(raw.fields.values())
+    for table in meta.tables:
+        totals = {r for r in range(table.last_row - table.totals_rows + 1, table.last_row + 1)} & data_rows
+        if table.totals_rows and totals:
+            raw.frame = raw.frame.drop(index=sorted(totals))
+            data_rows -= totals
+            raw.notes.append(
+                f"skipped the totals row of table {table.name} (row {', '.join(map(str, sorted(totals)))})"
+            )
+    for row in sorted(meta.hidden_rows & data_rows):
+        message = "this row is hidden in Excel; it is imported like any other row"
+        raw.issues.append(CellIssue(row, None, None, "", "hidden-row", message, "warning"))
+    hidden = [column_letter(c - 1) for c in sorted(meta.hidden_columns) if c - 1 < len(raw.headers)]
+    if hidden:
+        raw.notes.append("hidden columns " + ", ".join(f"{h} ({raw.header_of(h) or 'no header'})" for h in hidden)
+                         + " are read like the others")  # fmt: skip
+    for ref in meta.merged:
+        first, last = ref.split(":")
+        top, bottom = _row_of(first), _row_of(last)
+        letter = first.rstrip("0123456789")
+        for row in sorted(set(range(top, bottom + 1)) & data_rows):
+            raw.issues.append(CellIssue(row, letter, raw.header_of(letter) if column_index(letter) < len(raw.headers)
+                                        else None, "", "merged-cells",
+                                        f"cells {ref} are merged, so only {first} holds a value; unmerge them and "
+                                        "give each row its own values"))  # fmt: skip
+    for coord in meta.formulas_without_value:
+        row, letter = _row_of(coord), coord.rstrip("0123456789")
+        if row in data_rows:
+            severity = "error" if letter in field_letters else "warning"
+            header = raw.header_of(letter) if column_index(letter) < len(raw.headers) else None
+            raw.issues.append(CellIssue(row, letter, header, "", "formula-without-value",
+                                        f"{coord} holds a formula with no saved result (the file was written by a "
+                                        "program that does not calculate); open it in Excel and save it again",
+                                        severity))  # fmt: skip
+    if data_rows and max(data_rows) >= EXCEL_LAST_ROW:
+        raise ScheduleError(
+            f"has data on row {EXCEL_LAST_ROW:,}, Excel's last row: the export was probably cut off. Split the "
+            "schedule into smaller files (or use CSV) so no row is lost",
+            path=raw.path,
+            sheet=raw.sheet,
+        )
+
+
+def _row_of(coord: str) -> int:
+    return int(coord.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 
 
 # --- shared ---------------------------------------------------------------------------------------------
@@ -247,7 +324,7 @@ def _check_header(
                 cell=f"{letter}{header_row}",
             )
         fields[name] = letter
-    missing = [name for name in REQUIRED if name not in fields]
+    missing = [name for name in REQUIRED if name not in fields and SUBSTITUTES.get(name) not in fields]
     if missing:
         raise ScheduleError(
             f"the header row (row {header_row}) has no column for {', '.join(missing)}; "

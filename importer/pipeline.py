@@ -14,6 +14,7 @@ from pathlib import Path
 
 import requests
 
+from importer.cells import DEFAULT_OPTIONS, ParseOptions
 from importer.client import KantataClient
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, MissingToken
 from importer.journal import Journal, journal_path
@@ -40,15 +41,16 @@ class RunResult:
     stopped: ImporterError | None = None
     requests: dict[str, int] = field(default_factory=dict)
     existing_found: int = 0
+    notes: list[str] = field(default_factory=list)  # file-level remarks: encoding, sheet used, skipped rows
 
 
-def _prepare(path: Path | str, sheet: str | None, output: Path | str | None) -> tuple[RawSchedule, Validated,
-                                                                                       list[Item], list[CellIssue],
-                                                                                       Path]:  # fmt: skip
+def _prepare(
+    path: Path | str, sheet: str | None, output: Path | str | None, options: ParseOptions
+) -> tuple[RawSchedule, Validated, list[Item], list[CellIssue], Path]:
     schedule = Path(path)
     out = check_output(Path(output) if output else default_output(schedule), schedule)
     raw = load_schedule(schedule, sheet=sheet)
-    validated = validate_rows(raw)
+    validated = validate_rows(raw, options)
     items, key_issues = build_items(validated.rows)
     issues = sorted([*validated.issues, *key_issues], key=lambda i: i.row)
     return raw, validated, items, issues, out
@@ -66,7 +68,8 @@ def _finish(
     existing_found: int = 0,
 ) -> RunResult:
     for issue in issues:
-        outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
+        if issue.is_error:
+            outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
     amounts = validated.rows[["workspace_id", "amount_in_cents"]]
     written = write_results(raw, outcomes, issues, amounts, info, out)
     counts = Counter(o.status.value for o in outcomes.values())
@@ -87,13 +90,20 @@ def _finish(
         stopped=stopped,
         requests=requests_made or {},
         existing_found=existing_found,
+        notes=list(raw.notes),
     )
 
 
-def run_validate(path: Path | str, *, sheet: str | None = None, output: Path | str | None = None) -> RunResult:
+def run_validate(
+    path: Path | str,
+    *,
+    sheet: str | None = None,
+    output: Path | str | None = None,
+    options: ParseOptions = DEFAULT_OPTIONS,
+) -> RunResult:
     """The dry run: every check that needs no Kantata account; writes the results workbook, sends nothing."""
     started = dt.datetime.now(dt.UTC)
-    raw, validated, items, issues, out = _prepare(path, sheet, output)
+    raw, validated, items, issues, out = _prepare(path, sheet, output, options)
     outcomes = {i.row: Outcome(i.row, Status.VALID) for i in items}
     return _finish(raw, validated, issues, outcomes, RunInfo(True, None, started), out)
 
@@ -107,12 +117,13 @@ def run_upload(
     session: requests.Session | None = None,
     on_outcomes: OnOutcomes | None = None,
     on_stage: Callable[[str], None] | None = None,
+    options: ParseOptions = DEFAULT_OPTIONS,
 ) -> RunResult:
     """Create the milestones of every valid row that Kantata does not already have; write the results."""
     started = dt.datetime.now(dt.UTC)
     if settings.token is None:
         raise MissingToken.from_env(TOKEN_ENV)
-    raw, validated, items, issues, out = _prepare(path, sheet, output)
+    raw, validated, items, issues, out = _prepare(path, sheet, output, options)
     client = KantataClient(settings, settings.token, session=session)
     say = on_stage or (lambda _: None)
     try:

@@ -23,14 +23,14 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from importer.columns import EXT, FIELDS, REQUIRED
+from importer.columns import EXT, FIELDS, LOCAL_ONLY, REQUIRED
 from importer.errors import CellIssue
 
 SERVICE_NAME = "kantata-import"
 SERVICE_MODEL = "billing_schedule_row"
 KEY_PREFIX = "ki1-"
 _KEY_FIELDS = ("workspace_id", "title", "amount_in_cents", "date_to_invoice", "billing_type", "story_id")
-_TOP_FIELDS = tuple(f.name for f in FIELDS if not f.name.startswith(EXT))
+_TOP_FIELDS = tuple(f.name for f in FIELDS if not f.name.startswith(EXT) and f.name not in LOCAL_ONLY)
 _EXT_FIELDS = tuple(f.name for f in FIELDS if f.name.startswith(EXT))
 
 

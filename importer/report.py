@@ -231,6 +231,7 @@ class _Writer:
         ]
         if info.note:
             lines.append(("Stopped early", info.note))
+        lines += [("Note", note) for note in raw.notes]
         lines.append(("", None))
         lines += [(f"Rows {s.value}", counts.get(s, 0)) for s in Status]
         ws.set_column(0, 0, 22)
@@ -267,19 +268,19 @@ class _Writer:
     # --- Errors ---
 
     def _errors_sheet(self, ws: Worksheet) -> None:
-        header = ["Row", "Column", "Header", "Value", "Code", "Message", "Go to"]
+        header = ["Row", "Column", "Header", "Value", "Code", "Message", "Go to", "Severity"]
         for c, text in enumerate(header):
             ws.write_string(0, c, text, self.fmt_bold)
-        entries: list[tuple[int, str | None, str | None, str, str, str]] = [
-            (i.row, i.column, i.header, i.value, i.code, i.message) for i in self.issues
+        entries: list[tuple[int, str | None, str | None, str, str, str, str]] = [
+            (i.row, i.column, i.header, i.value, i.code, i.message, i.severity) for i in self.issues
         ]
         for o in self.outcomes.values():
             if o.status in (Status.REJECTED, Status.NOT_SENT):
                 code = "rejected-by-kantata" if o.status is Status.REJECTED else "not-sent"
-                entries += [(o.row, None, None, "", code, message) for message in o.errors]
+                entries += [(o.row, None, None, "", code, message, "error") for message in o.errors]
         entries.sort(key=lambda e: e[0])
         sheet_ref = "'" + self.sheet_name.replace("'", "''") + "'"
-        for r, (row, column, head, value, code, message) in enumerate(entries, start=1):
+        for r, (row, column, head, value, code, message, severity) in enumerate(entries, start=1):
             ws.write_number(r, 0, row)
             self._cell(ws, r, 1, column)
             self._cell(ws, r, 2, head)
@@ -288,6 +289,7 @@ class _Writer:
             self._cell(ws, r, 5, message)
             cell = f"{column or 'A'}{row}"
             ws.write_url(r, 6, f"internal:{sheet_ref}!{cell}", self.fmt_link, cell)
+            ws.write_string(r, 7, severity)
         ws.freeze_panes(1, 0)
         ws.set_column(5, 5, 90)
         if entries:

@@ -16,12 +16,13 @@ import pandera.pandas as pa
 from pandera.config import ValidationDepth, config_context
 from pandera.typing import Series
 
-from importer.cells import CellProblem, as_text, is_blank, parser_for
-from importer.columns import BY_NAME, EXT, EXT_FIELDS, EXT_REQUIRED, FIELDS, Field
+from importer.cells import DEFAULT_OPTIONS, ERROR_VALUES, CellProblem, ParseOptions, as_text, is_blank, parser_for
+from importer.columns import BY_NAME, EXT, EXT_FIELDS, EXT_REQUIRED, FIELDS, LOCAL_ONLY, Field
 from importer.errors import CellIssue
 from importer.loader import RawSchedule
 
-_DTYPES = {"text": "str", "choice": "str", "cents": "Int64", "id": "Int64", "date": object, "bool": "boolean"}
+_DTYPES = {"text": "str", "choice": "str", "cents": "Int64", "money": "Int64", "id": "Int64", "date": object,
+           "bool": "boolean"}  # fmt: skip
 
 
 class MilestoneRows(pa.DataFrameModel):
@@ -67,11 +68,13 @@ class Validated:
     total_rows: int
 
 
-def validate_rows(raw: RawSchedule) -> Validated:
-    typed, issues = _parse(raw)
+def validate_rows(raw: RawSchedule, options: ParseOptions = DEFAULT_OPTIONS) -> Validated:
+    typed, parsed = _parse(raw, options)
+    issues = [*raw.issues, *parsed]  # the loader's findings (merged cells, ...) first: they are the cause
+    typed = _merge_amounts(raw, typed, issues)
     issues += _check(raw, typed)
     issues = _dedupe(raw, issues)
-    invalid = frozenset(i.row for i in issues)
+    invalid = frozenset(i.row for i in issues if i.is_error)
     rows = typed.loc[~typed.index.isin(list(invalid))]
     return Validated(rows=rows, issues=issues, invalid_rows=invalid, total_rows=len(typed))
 
@@ -79,7 +82,7 @@ def validate_rows(raw: RawSchedule) -> Validated:
 # --- step 1: cells -> typed values --------------------------------------------------------------------------
 
 
-def _parse(raw: RawSchedule) -> tuple[pd.DataFrame, list[CellIssue]]:
+def _parse(raw: RawSchedule, options: ParseOptions) -> tuple[pd.DataFrame, list[CellIssue]]:
     issues: list[CellIssue] = []
     columns: dict[str, Any] = {}
     for f in FIELDS:
@@ -87,13 +90,15 @@ def _parse(raw: RawSchedule) -> tuple[pd.DataFrame, list[CellIssue]]:
         if letter is None:
             values: list[object] = [None] * len(raw.frame)
         else:
-            values = _parse_column(raw, f, letter, issues)
+            values = _parse_column(raw, f, letter, issues, options)
         columns[f.name] = pd.Series(values, index=raw.frame.index, dtype=_DTYPES[f.kind])  # type: ignore[call-overload]
     return pd.DataFrame(columns, index=raw.frame.index), issues
 
 
-def _parse_column(raw: RawSchedule, f: Field, letter: str, issues: list[CellIssue]) -> list[object]:
-    parse: Callable[[object], object] = parser_for(f)
+def _parse_column(
+    raw: RawSchedule, f: Field, letter: str, issues: list[CellIssue], options: ParseOptions
+) -> list[object]:
+    parse: Callable[[object], object] = parser_for(f, options)
     header = raw.header_of(letter)
     out: list[object] = []
     for row, cell in raw.frame[letter].items():
@@ -101,12 +106,32 @@ def _parse_column(raw: RawSchedule, f: Field, letter: str, issues: list[CellIssu
             out.append(None)
             continue
         try:
+            if isinstance(cell, str) and cell.strip() in ERROR_VALUES:
+                raise CellProblem("formula-error", f"{cell.strip()} is an Excel error (a broken formula); fix it")
             out.append(parse(cell))
         except CellProblem as problem:
             out.append(None)
             message = f"{header}: {problem.message}"
             issues.append(CellIssue(int(row), letter, header, as_text(cell), problem.code, message))  # type: ignore[call-overload]
     return out
+
+
+def _merge_amounts(raw: RawSchedule, typed: pd.DataFrame, issues: list[CellIssue]) -> pd.DataFrame:
+    """`amount` (currency units) fills `amount_in_cents`; when both are given they must agree to the cent."""
+    given = typed["amount"].notna()
+    both = given & typed["amount_in_cents"].notna()
+    cents_from_amount: dict[Any, Any] = typed["amount"].to_dict()
+    cents_given: dict[Any, Any] = typed["amount_in_cents"].to_dict()
+    for row in typed.index[both & (typed["amount"] != typed["amount_in_cents"])]:
+        letter = raw.fields["amount"]
+        header, cents_header = raw.header_of(letter), raw.header_of(raw.fields["amount_in_cents"])
+        issues.append(CellIssue(
+            int(row), letter, header, as_text(raw.frame.at[row, letter]), "amounts-disagree",
+            f"{header} {as_text(raw.frame.at[row, letter])} is {cents_from_amount[row]} cents, but "
+            f"{cents_header} says {cents_given[row]}; keep one of them",
+        ))  # fmt: skip
+    typed["amount_in_cents"] = typed["amount_in_cents"].fillna(typed["amount"])
+    return typed.drop(columns=list(LOCAL_ONLY))
 
 
 # --- step 2: rules (pandera) ------------------------------------------------------------------------------
@@ -172,10 +197,10 @@ def _rule(raw: RawSchedule, row: int, name: str, code: str, what: str) -> CellIs
 
 def _dedupe(raw: RawSchedule, issues: list[CellIssue]) -> list[CellIssue]:
     """One issue per (row, column): a parse failure also shows up as a missing value, and is the real cause."""
-    seen: set[tuple[int, str | None]] = set()
+    seen: set[tuple[int, str | None, str]] = set()
     unique: list[CellIssue] = []
-    for issue in issues:  # parse issues come first, so they win
-        key = (issue.row, issue.column or issue.header)
+    for issue in issues:  # loader and parse issues come first, so they win
+        key = (issue.row, issue.column or issue.header, issue.severity)
         if key not in seen:
             seen.add(key)
             unique.append(issue)

@@ -1,0 +1,164 @@
+"""What openpyxl's fast read-only mode does not tell: merged cells, hidden rows and columns, formulas with no
+saved result, and table totals rows, read from the package's XML directly, plus the package checks that must
+happen before any XML is parsed (zip bomb, encrypted workbook).
+
+One streaming pass over the sheet's XML with one regular expression: the loader stays in read-only mode (fast,
+constant memory) and still meets the cells a careful user would want to hear about. Small parts (workbook,
+relationships, tables) are parsed with defusedxml, so a hostile package cannot expand entities.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from defusedxml import ElementTree
+
+OLE2_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")  # an encrypted .xlsx or an old .xls is an OLE2 compound file
+MAX_UNCOMPRESSED = 1024 * 2**20  # 1 GiB of XML in all: far above a 1M-row schedule (~300 MB), far below a bomb
+MAX_RATIO = 200  # real sheets compress 5-30x; a member 200x its compressed size (and over 10 MB) is a bomb
+_CHUNK = 1 << 20
+_OVERLAP = 1 << 16  # longer than any tag we look for (a formula is at most 8,192 characters)
+_NS = {
+    "m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+    "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
+    "rel": "http://schemas.openxmlformats.org/package/2006/relationships",
+}
+
+_SCAN = re.compile(
+    rb"<row\b(?P<row>[^>]*)>"
+    rb"|<col\b(?P<col>[^>]*)/?>"
+    rb"|<mergeCell\b[^>]*\bref=\"(?P<merge>[A-Z]+[0-9]+:[A-Z]+[0-9]+)\""
+    rb"|<c\b[^>]*\br=\"(?P<nocache>[A-Z]+[0-9]+)\"[^>]*>\s*<f\b[^>]*(?:/>|>[^<]*</f>)\s*(?:<v>\s*</v>|<v/>)?\s*</c>"
+)
+_ATTR = re.compile(rb'\b(r|hidden|min|max)="([^"]*)"')
+
+
+class PackageProblem(Exception):
+    """The package is not a workbook we may open; the message is a sentence for the user."""
+
+
+@dataclass(slots=True)
+class Table:
+    name: str
+    first_row: int
+    last_row: int
+    totals_rows: int
+
+
+@dataclass(slots=True)
+class SheetMeta:
+    hidden_rows: set[int] = field(default_factory=set)
+    hidden_columns: set[int] = field(default_factory=set)  # 1-based column numbers
+    merged: list[str] = field(default_factory=list)  # "A5:B6"
+    formulas_without_value: list[str] = field(default_factory=list)  # "D7"
+    tables: list[Table] = field(default_factory=list)
+
+
+def check_package(path: Path) -> None:
+    """Refuse what must not be opened: encrypted or old workbooks, broken zips, zip bombs."""
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if head == OLE2_MAGIC:
+        raise PackageProblem(
+            "is password-protected (encrypted) or an old-format .xls workbook; open it in Excel, remove the "
+            "password (File > Info > Protect Workbook) and save it as an Excel Workbook (.xlsx)"
+        )
+    if not zipfile.is_zipfile(path):
+        raise PackageProblem(
+            "is not an .xlsx workbook (its contents are not a zip package); if it is CSV text, rename it to .csv, "
+            "otherwise open it in Excel and save it as .xlsx"
+        )
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise PackageProblem(f"is a damaged .xlsx package ({exc}); save it again from Excel") from None
+    total = sum(m.file_size for m in members)
+    if total > MAX_UNCOMPRESSED:
+        raise PackageProblem(
+            f"would expand to {total // 2**20} MiB of data, over the {MAX_UNCOMPRESSED // 2**20} MiB limit; "
+            "split the schedule into smaller files"
+        )
+    for m in members:
+        if m.file_size > 10 * 2**20 and m.file_size > MAX_RATIO * max(m.compress_size, 1):
+            raise PackageProblem(
+                f"contains {m.filename}, which expands {m.file_size // max(m.compress_size, 1)}x: "
+                "that is a zip bomb, not a spreadsheet; it was not opened"
+            )
+
+
+def sheet_meta(path: Path, sheet: str) -> SheetMeta:
+    """Merged cells, hidden rows/columns, uncached formulas and tables of one sheet."""
+    with zipfile.ZipFile(path) as zf:
+        part = _sheet_part(zf, sheet)
+        meta = SheetMeta()
+        if part is None:
+            return meta
+        _scan(zf, part, meta)
+        meta.tables = _tables(zf, part)
+        return meta
+
+
+def _sheet_part(zf: zipfile.ZipFile, sheet: str) -> str | None:
+    workbook = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+    rels = ElementTree.fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+    targets = {r.get("Id"): r.get("Target", "") for r in rels.findall("rel:Relationship", _NS)}
+    for node in workbook.findall("m:sheets/m:sheet", _NS):
+        if node.get("name") == sheet:
+            target = targets.get(node.get(f"{{{_NS['r']}}}id"), "")
+            return target.lstrip("/") if target.startswith("/") else posixpath.normpath(f"xl/{target}")
+    return None
+
+
+def _scan(zf: zipfile.ZipFile, part: str, meta: SheetMeta) -> None:
+    tail = b""
+    with zf.open(part) as fh:
+        while True:
+            chunk = fh.read(_CHUNK)
+            buffer = tail + chunk
+            cut = len(buffer) if not chunk else max(0, len(buffer) - _OVERLAP)
+            for match in _SCAN.finditer(buffer):
+                if match.start() >= cut:
+                    break
+                _take(match, meta)
+            if not chunk:
+                return
+            tail = buffer[cut:]
+
+
+def _take(match: re.Match[bytes], meta: SheetMeta) -> None:
+    if match.group("row") is not None:
+        attrs = dict(_ATTR.findall(match.group("row")))
+        if attrs.get(b"hidden") in (b"1", b"true") and b"r" in attrs:
+            meta.hidden_rows.add(int(attrs[b"r"]))
+    elif match.group("col") is not None:
+        attrs = dict(_ATTR.findall(match.group("col")))
+        if attrs.get(b"hidden") in (b"1", b"true"):
+            meta.hidden_columns.update(range(int(attrs.get(b"min", b"1")), int(attrs.get(b"max", b"1")) + 1))
+    elif match.group("merge") is not None:
+        meta.merged.append(match.group("merge").decode())
+    elif match.group("nocache") is not None:
+        meta.formulas_without_value.append(match.group("nocache").decode())
+
+
+def _tables(zf: zipfile.ZipFile, part: str) -> list[Table]:
+    rels_name = posixpath.join(posixpath.dirname(part), "_rels", posixpath.basename(part) + ".rels")
+    if rels_name not in zf.namelist():
+        return []
+    rels = ElementTree.fromstring(zf.read(rels_name))
+    tables: list[Table] = []
+    for rel in rels.findall("rel:Relationship", _NS):
+        if not rel.get("Type", "").endswith("/table"):
+            continue
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(part), rel.get("Target", "")))
+        node = ElementTree.fromstring(zf.read(target))
+        ref = node.get("ref", "")
+        rows = [int(n) for n in re.findall(r"[0-9]+", ref)]
+        if len(rows) == 2:
+            tables.append(Table(node.get("displayName") or node.get("name") or "table", rows[0], rows[1],
+                                int(node.get("totalsRowCount") or 0)))  # fmt: skip
+    return tables
