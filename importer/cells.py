@@ -141,6 +141,11 @@ def parse_amount(value: object, decimals: int) -> int:
         if not math.isfinite(value):
             raise CellProblem("amount-not-a-number", f"{value} is not an amount")
         amount = Decimal(repr(value))
+        if len(amount.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS and abs(amount) >= 10**13:
+            raise CellProblem(
+                "amount-too-large",
+                f"{value!r} has more digits than a number cell holds exactly; type it as text to keep every digit",
+            )
         if len(amount.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS and amount != amount.to_integral_value():
             raise CellProblem(
                 "amount-too-many-decimals",
@@ -151,9 +156,9 @@ def parse_amount(value: object, decimals: int) -> int:
         amount = Decimal(value)
     else:
         amount = _money_text(value)
-    exponent = amount.as_tuple().exponent
+    exponent = amount.normalize().as_tuple().exponent  # "4.930" is 4.93: trailing zeros lose nothing
     assert isinstance(exponent, int)  # finite by construction
-    places = max(0, -exponent) if amount != amount.to_integral_value() else 0
+    places = max(0, -exponent)
     if places > decimals:
         raise CellProblem(
             "amount-too-many-decimals",
@@ -169,16 +174,17 @@ def parse_amount(value: object, decimals: int) -> int:
 
 
 def _money_text(text: str) -> Decimal:
+    """Peel currency marks, an accounting (parenthesised) negative and a sign, in whatever order they come:
+    "$(1,234.56)", "($1,234.56)", "-$5", "$-5", "USD 10.5", "10.5 EUR"."""
     raw = text.strip()
-    body = raw.replace("\u00a0", " ").replace(" ", "")
+    body = raw.replace("\u00a0", "").replace(" ", "")
     negative = False
-    if body.startswith("(") and body.endswith(")"):  # accounting negative
-        negative, body = True, body[1:-1]
-    if body.startswith(("-", "+")):
-        negative, body = negative != body.startswith("-"), body[1:]
-    body = _CURRENCY_CODE.sub("", body).strip(_CURRENCY_SIGNS)
-    if body.startswith("-") and not negative:  # "$-12.00"
-        negative, body = True, body[1:]
+    for _ in range(3):
+        body = _CURRENCY_CODE.sub("", body).strip(_CURRENCY_SIGNS)
+        if body.startswith("(") and body.endswith(")"):
+            negative, body = not negative, body[1:-1]
+        elif body[:1] in ("-", "+"):
+            negative, body = negative != (body[0] == "-"), body[1:]
     match = _MONEY_TEXT.fullmatch(body)
     if not body or match is None or not (match.group("digits") or match.group("frac")):
         raise CellProblem("amount-not-a-number", f'"{raw}" is not an amount; enter e.g. 1234.56 or (1,234.56)')
@@ -205,9 +211,18 @@ def parse_date(value: object, date_format: str | None = None) -> dt.date:
                 return dt.date.fromisoformat(text)
             except ValueError:
                 raise CellProblem("invalid-date", f'"{text}" is not a real date; check the month and day') from None
+        if date_format is not None:
+            try:
+                return dt.datetime.strptime(text, date_format).date()
+            except ValueError:
+                raise CellProblem(
+                    "invalid-date", f'"{text}" does not match --date-format {date_format} and is not like 2026-03-31'
+                ) from None
+        if _INT_TEXT.fullmatch(text) and _is_serial(int(text)):
+            return EXCEL_EPOCH + dt.timedelta(days=int(text))  # an Excel date serial, as CSV exports write them
+        hint = " (day or month first? say which with --date-format %d/%m/%Y)" if "/" in text or "." in text else ""
         raise CellProblem(
-            "invalid-date",
-            f'"{text}" is not a date Kantata accepts; enter a date cell or text like 2026-03-31',
+            "invalid-date", f'"{text}" is not a date Kantata accepts; enter a date cell or text like 2026-03-31{hint}'
         )
     raise CellProblem(
         "invalid-date",

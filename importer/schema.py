@@ -17,7 +17,7 @@ from pandera.config import ValidationDepth, config_context
 from pandera.typing import Series
 
 from importer.cells import DEFAULT_OPTIONS, ERROR_VALUES, CellProblem, ParseOptions, as_text, is_blank, parser_for
-from importer.columns import BY_NAME, EXT, EXT_FIELDS, EXT_REQUIRED, FIELDS, LOCAL_ONLY, Field
+from importer.columns import BY_NAME, EXT, EXT_FIELDS, EXT_REQUIRED, FIELDS, LOCAL_ONLY, SUBSTITUTES, Field
 from importer.errors import CellIssue
 from importer.loader import RawSchedule
 
@@ -187,6 +187,8 @@ def _missing(value: Any) -> bool:
 
 
 def _rule(raw: RawSchedule, row: int, name: str, code: str, what: str) -> CellIssue:
+    if name not in raw.fields and SUBSTITUTES.get(name) in raw.fields:
+        name = SUBSTITUTES[name]  # "Amount is required" when the sheet gives amounts in currency units
     letter = raw.fields.get(name)
     label = raw.header_of(letter) if letter else BY_NAME[name].label
     value = as_text(raw.frame.at[row, letter]) if letter else ""

@@ -32,7 +32,7 @@ _SCAN = re.compile(
     rb"<row\b(?P<row>[^>]*)>"
     rb"|<col\b(?P<col>[^>]*)/?>"
     rb"|<mergeCell\b[^>]*\bref=\"(?P<merge>[A-Z]+[0-9]+:[A-Z]+[0-9]+)\""
-    rb"|<c\b[^>]*\br=\"(?P<nocache>[A-Z]+[0-9]+)\"[^>]*>\s*<f\b[^>]*(?:/>|>[^<]*</f>)\s*(?:<v>\s*</v>|<v/>)?\s*</c>"
+    rb"|<c\b[^>]*\br=\"(?P<nocache>[A-Z]+[0-9]+)\"[^>]*>\s*<f\b[^>]*(?:/>|>[^<]*</f>)\s*(?:<v>\s*</v>|<v\s*/>)?\s*</c>"
 )
 _ATTR = re.compile(rb'\b(r|hidden|min|max)="([^"]*)"')
 
@@ -83,6 +83,16 @@ def check_package(path: Path) -> None:
             f"would expand to {total // 2**20} MiB of data, over the {MAX_UNCOMPRESSED // 2**20} MiB limit; "
             "split the schedule into smaller files"
         )
+    with zipfile.ZipFile(path) as zf:
+        for m in members:
+            if m.filename.endswith((".xml", ".rels")) and m.file_size:
+                with zf.open(m) as fh:
+                    head = fh.read(4096)
+                if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
+                    raise PackageProblem(
+                        f"contains XML entity or DTD declarations ({m.filename}), which spreadsheets do not need "
+                        "(a known attack); it was not opened"
+                    )
     for m in members:
         if m.file_size > 10 * 2**20 and m.file_size > MAX_RATIO * max(m.compress_size, 1):
             raise PackageProblem(
@@ -110,8 +120,15 @@ def _sheet_part(zf: zipfile.ZipFile, sheet: str) -> str | None:
     for node in workbook.findall("m:sheets/m:sheet", _NS):
         if node.get("name") == sheet:
             target = targets.get(node.get(f"{{{_NS['r']}}}id"), "")
-            return target.lstrip("/") if target.startswith("/") else posixpath.normpath(f"xl/{target}")
+            return _resolve("xl/workbook.xml", target)
     return None
+
+
+def _resolve(source: str, target: str) -> str:
+    """A relationship target as a member name: absolute ("/xl/tables/table1.xml") or relative to its source."""
+    if target.startswith("/"):
+        return target.lstrip("/")
+    return posixpath.normpath(posixpath.join(posixpath.dirname(source), target))
 
 
 def _scan(zf: zipfile.ZipFile, part: str, meta: SheetMeta) -> None:
@@ -154,8 +171,7 @@ def _tables(zf: zipfile.ZipFile, part: str) -> list[Table]:
     for rel in rels.findall("rel:Relationship", _NS):
         if not rel.get("Type", "").endswith("/table"):
             continue
-        target = posixpath.normpath(posixpath.join(posixpath.dirname(part), rel.get("Target", "")))
-        node = ElementTree.fromstring(zf.read(target))
+        node = ElementTree.fromstring(zf.read(_resolve(part, rel.get("Target", ""))))
         ref = node.get("ref", "")
         rows = [int(n) for n in re.findall(r"[0-9]+", ref)]
         if len(rows) == 2:

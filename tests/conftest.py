@@ -22,6 +22,27 @@ MakeSchedule = Callable[..., Path]
 
 
 @pytest.fixture(autouse=True)
+def no_formula_in_any_results_workbook(tmp_path: Path) -> Iterator[None]:
+    """After every test: each results workbook it wrote holds no formula cell (we never write one, and copy
+    cached values, not formulas, from the input)."""
+    yield
+    for path in tmp_path.rglob("*.xlsx"):
+        try:
+            wb = openpyxl.load_workbook(path, read_only=True)
+        except Exception:
+            continue  # the corpus's broken inputs
+        try:
+            if "Errors" not in wb.sheetnames or "Summary" not in wb.sheetnames:
+                continue
+            for ws in wb.worksheets:
+                for row in ws.iter_rows():
+                    for cell in row:
+                        assert getattr(cell, "data_type", None) != "f", f"{path.name} {ws.title}!{cell.coordinate}"
+        finally:
+            wb.close()
+
+
+@pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No KANTATA_* or PANDERA_* setting of the developer's leaks into a test; no ~/.netrc either."""
     for name in list(os.environ):

@@ -1,0 +1,355 @@
+"""Real spreadsheets as they come: a corpus of messy and hostile files, each with its exact outcome.
+
+Every case is built by code into tmp_path (real .xlsx written by openpyxl or xlsxwriter, real CSV bytes),
+run through the CLI in-process, and checked for: the exit code, the exact (row, column, code) of every issue
+in the results workbook's Errors sheet (or the one sentence on stderr for an unusable file), the cents that
+reached the sandbox where it matters, and that the input file was not modified.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+import hashlib
+import io
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+import xlsxwriter
+from openpyxl.worksheet.table import Table, TableStyleInfo
+
+from importer.cli import main
+from importer.sandbox import DEFAULT_TOKEN
+
+H = ["title", "amount_in_cents", "workspace_id", "date_to_invoice", "story_id", "billing_type"]
+D = dt.date(2026, 3, 31)
+AMOUNT_H = ["title", "amount", "workspace_id"]
+
+
+def _xlsx(rows: list[list[Any]], *, headers: list[str] = H, sheet: str = "Billing",
+          tweak: Callable[[Any], None] | None = None) -> Callable[[Path], Path]:  # fmt: skip
+    def build(folder: Path) -> Path:
+        path = folder / "in.xlsx"
+        wb = openpyxl.Workbook()
+        ws = wb.active
+        assert ws is not None
+        ws.title = sheet
+        ws.append(headers)
+        for row in rows:
+            ws.append(row)
+        if tweak is not None:
+            tweak(wb)
+        wb.save(path)
+        return path
+
+    return build
+
+
+def _csv(data: bytes, name: str = "in.csv") -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        path = folder / name
+        path.write_bytes(data)
+        return path
+
+    return build
+
+
+def _raw(name: str, data: bytes) -> Callable[[Path], Path]:
+    return _csv(data, name)
+
+
+def _text_cells(wb: Any) -> None:
+    for row in wb.active.iter_rows(min_row=2):
+        for cell in row:
+            if isinstance(cell.value, str):
+                cell.data_type = "s"
+
+
+def _xlsxwriter(write: Callable[[Any], None]) -> Callable[[Path], Path]:
+    def build(folder: Path) -> Path:
+        path = folder / "in.xlsx"
+        wb = xlsxwriter.Workbook(str(path))
+        ws = wb.add_worksheet("Billing")
+        ws.write_row(0, 0, H[:3])
+        write(ws)
+        wb.close()
+        return path
+
+    return build
+
+
+def _valid_xlsx_bytes() -> bytes:
+    buffer = io.BytesIO()
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.append(H[:3])
+    ws.append(["A", 100, 1001])
+    wb.save(buffer)
+    return buffer.getvalue()
+
+
+def _with_member(name: str, data: bytes) -> bytes:
+    """A valid workbook with one member replaced (or added)."""
+    source = zipfile.ZipFile(io.BytesIO(_valid_xlsx_bytes()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for item in source.infolist():
+            zf.writestr(item, data if item.filename == name else source.read(item.filename))
+        if name not in source.namelist():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+def _excel_sheet(cells: str) -> Callable[[Path], Path]:
+    """A workbook whose sheet XML is written as Excel writes it: doubles with all 17 significant digits
+    (openpyxl and xlsxwriter write at most 15, hiding float artefacts)."""
+    xml = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+           '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData>'
+           '<row r="1"><c r="A1" t="inlineStr"><is><t>title</t></is></c><c r="B1" t="inlineStr"><is><t>amount</t>'
+           '</is></c><c r="C1" t="inlineStr"><is><t>workspace_id</t></is></c></row>'
+           f"{cells}</sheetData></worksheet>")  # fmt: skip
+    return _raw("in.xlsx", _with_member("xl/worksheets/sheet1.xml", xml.encode()))
+
+
+BILLION_LAUGHS = (
+    b'<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
+    b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">\n'
+    b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>\n'
+    b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="1" uniqueCount="1">'
+    b"<si><t>&lol3;</t></si></sst>"
+)
+
+
+def _zip_bomb() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr("xl/worksheets/sheet1.xml", b"\0" * (40 * 2**20))
+    return out.getvalue()
+
+
+@dataclass
+class Case:
+    build: Callable[[Path], Path]
+    exit: int
+    issues: list[tuple[int, str | None, str]] = field(default_factory=list)  # (row, column, code), errors+warnings
+    args: list[str] = field(default_factory=list)
+    stderr: str | None = None  # a sentence that must appear on stderr
+    sent: dict[str, int] | None = None  # title -> cents that must reach Kantata (runs an upload)
+
+
+def _formula_with_saved_value(ws: Any) -> None:
+    ws.write(1, 0, "F")
+    ws.write_formula(1, 1, "=100*5", None, 500)  # as Excel saves it: the formula and its result
+    ws.write(1, 2, 1001)
+
+
+def _hide_row(wb: Any) -> None:
+    wb.active.row_dimensions[3].hidden = True
+
+
+def _hide_col(wb: Any) -> None:
+    wb.active.column_dimensions["G"].hidden = True
+
+
+def _merge(wb: Any) -> None:
+    wb.active.merge_cells("C2:C3")
+
+
+def _table(wb: Any) -> None:
+    ws = wb.active
+    ws.append(["Total", "=SUBTOTAL(109,B2:B3)", None, None, None, None])
+    table = Table(displayName="Billing2026", ref="A1:F4", totalsRowCount=1)
+    table.tableStyleInfo = TableStyleInfo(name="TableStyleMedium9", showRowStripes=True)
+    ws.add_table(table)
+
+
+def _two_sheets(wb: Any) -> None:
+    notes = wb.create_sheet("Notes", 0)
+    notes.append(["Read me first"])
+
+
+def _hidden_first(wb: Any) -> None:
+    old = wb.create_sheet("Old", 0)
+    old.append(H)
+    old.append(["Old row", 1, 1001, None, None, None])
+    old.sheet_state = "hidden"
+
+
+def _error_value(wb: Any) -> None:
+    cell = wb.active["B2"]
+    cell.value = "#REF!"
+    cell.data_type = "e"
+
+
+CASES: dict[str, Case] = {
+    # --- layout ---
+    "header below a title block": Case(
+        _xlsx([["Monthly billing"], [], H, ["A", 100, 1001, D, None, "fixed_date"]], headers=["Acme Corp"]),
+        0, sent={"A": 100}),
+    "columns in any order + extra column kept": Case(
+        _xlsx([[1001, "PO-1", 250, "B"]], headers=["workspace_id", "PO", "amount_in_cents", "title"]), 0,
+        sent={"B": 250}),
+    "readable template headers": Case(
+        _xlsx([["C", 300, 1001, D, 5001, "Upon completion"]],
+              headers=["Title", "Amount (cents)", "Project ID", "Date to invoice", "Task ID", "Billing type"]), 0,
+        sent={"C": 300}),
+    "blank rows inside and at the end": Case(
+        _xlsx([["A", 1, 1001, None, None, None], [], [None, None], ["B", 2, 1001, None, None, None], [], []]), 0,
+        sent={"A": 1, "B": 2}),
+    "several sheets: first matching one is used": Case(_xlsx([["A", 5, 1001, None, None, None]], tweak=_two_sheets),
+                                                        0, stderr='read sheet "Billing"', sent={"A": 5}),
+    "hidden sheet is skipped by default": Case(_xlsx([["New", 7, 1001, None, None, None]], tweak=_hidden_first), 0,
+                                               sent={"New": 7}),
+    "--sheet picks a sheet": Case(_xlsx([["A", 1, 1001, None, None, None]], sheet="2026"), 0, args=["--sheet", "2026"]),
+    "--sheet that does not exist": Case(_xlsx([["A", 1, 1001, None, None, None]]), 2, args=["--sheet", "2025"],
+                                        stderr='has no sheet "2025"'),
+    "hidden row is kept and reported": Case(
+        _xlsx([["A", 1, 1001, None, None, None], ["B", 2, 1001, None, None, None]], tweak=_hide_row), 0,
+        issues=[(3, None, "hidden-row")], sent={"A": 1, "B": 2}),
+    "hidden column is kept and noted": Case(
+        _xlsx([["A", 1, 1001, None, None, None, "secret"]], headers=[*H, "Notes"], tweak=_hide_col), 0,
+        stderr="hidden columns G (Notes)"),
+    "merged cells in the data": Case(
+        _xlsx([["A", 1, 1001, None, None, None], ["B", 2, None, None, None, None]], tweak=_merge), 1,
+        issues=[(2, "C", "merged-cells"), (3, "C", "merged-cells")]),
+    "duplicate headers": Case(_xlsx([["A", 1, 1001]], headers=["title", "amount_in_cents", "workspace_id", "Title"]),
+                              2, stderr="columns A and D both hold title"),
+    "missing required column": Case(_xlsx([["A", 1]], headers=["title", "amount_in_cents", "Notes"]), 2,
+                                    stderr="no column for workspace_id"),
+    "no header at all": Case(_xlsx([["x", "y"]], headers=["foo", "bar"]), 2, stderr="no sheet has a header row"),
+    "Excel table with a totals row": Case(
+        _xlsx([["A", 100, 1001, None, None, None], ["B", 200, 1001, None, None, None]], tweak=_table), 0,
+        stderr="skipped the totals row of table Billing2026", sent={"A": 100, "B": 200}),
+    # --- cells ---
+    "formula with no saved value": Case(_xlsx([["A", "=10*10", 1001, None, None, None]]), 1,
+                                        issues=[(2, "B", "formula-without-value")]),
+    "formula with its saved value is used": Case(
+        _xlsxwriter(_formula_with_saved_value), 0, sent={"F": 500}),
+    "Excel error value #REF!": Case(_xlsx([["A", 1, 1001, None, None, None]], tweak=_error_value), 1,
+                                    issues=[(2, "B", "formula-error")]),
+    "numbers stored as text": Case(_xlsx([["A", "12345", "1001", "2026-03-31", None, None]], tweak=_text_cells), 0,
+                                   sent={"A": 12345}),
+    "spaces and non-breaking spaces": Case(
+        _xlsx([["  Spaced\u00a0", "\u00a0 777 ", " 1001 ", None, None, " fixed_date "]], tweak=_text_cells), 0,
+        sent={"Spaced": 777}),
+    "id stored as 1001.0": Case(_xlsx([["A", 1, 1001.0, None, None, None], ["B", 2, "1001.0", None, None, None]],
+                                      tweak=_text_cells), 0, sent={"A": 1, "B": 2}),
+    "id 1001.5 is not an id": Case(_xlsx([["A", 1, 1001.5, None, None, None]]), 1, issues=[(2, "C", "id-not-whole")]),
+    "ambiguous text date": Case(_xlsx([["A", 1, 1001, "03/04/2026", None, None]]), 1,
+                                issues=[(2, "D", "invalid-date")]),
+    "ambiguous text date with --date-format": Case(_xlsx([["A", 1, 1001, "03/04/2026", None, None]]), 0,
+                                                   args=["--date-format", "%d/%m/%Y"], sent={"A": 1}),
+    "date with a time of day": Case(_xlsx([["A", 1, 1001, dt.datetime(2026, 3, 31, 14, 30), None, None]]), 1,
+                                    issues=[(2, "D", "date-has-time")]),
+    "cents with decimals are never rounded": Case(_xlsx([["A", 12.5, 1001, None, None, None]]), 1,
+                                                  issues=[(2, "B", "amount-not-whole")]),
+    # --- money in currency units ---
+    "amount column, number cells": Case(
+        _xlsx([["A", 1234.56, 1001], ["B", -0.01, 1001], ["C", 0.1, 1001]], headers=AMOUNT_H),
+        0, sent={"A": 123456, "B": -1, "C": 10}),
+    "amount column, text with separators and symbols": Case(
+        _xlsx([["A", "1,234.56", 1001], ["B", "(1,234.56)", 1001], ["C", "$99.90", 1001], ["D", "-$5", 1001]],
+              headers=["title", "amount", "workspace_id"], tweak=_text_cells), 0,
+        sent={"A": 123456, "B": -123456, "C": 9990, "D": -500}),
+    "amount with too many decimals": Case(_xlsx([["A", 12.345, 1001]], headers=["title", "amount", "workspace_id"]), 1,
+                                          issues=[(2, "B", "amount-too-many-decimals")]),
+    "amount that is a float artefact (Excel's 17 digits)": Case(_excel_sheet(
+        '<row r="2"><c r="A2" t="inlineStr"><is><t>A</t></is></c><c r="B2"><v>0.30000000000000004</v></c>'
+        '<c r="C2"><v>1001</v></c></row>'), 1, issues=[(2, "B", "amount-too-many-decimals")]),
+    "amount Excel stores as a 17-digit double": Case(_excel_sheet(
+        '<row r="2"><c r="A2" t="inlineStr"><is><t>A</t></is></c><c r="B2"><v>1234.5599999999999</v></c>'
+        '<c r="C2"><v>1001</v></c></row>'), 0, sent={"A": 123456}),
+    "amount and cents agree": Case(_xlsx([["A", 12.34, 1234, 1001]],
+                                         headers=["title", "amount", "amount_in_cents", "workspace_id"]), 0,
+                                   sent={"A": 1234}),
+    "amount and cents disagree": Case(_xlsx([["A", 12.34, 1243, 1001]],
+                                            headers=["title", "amount", "amount_in_cents", "workspace_id"]), 1,
+                                      issues=[(2, "B", "amounts-disagree")]),
+    "amount in yen with --currency-decimals 0": Case(
+        _xlsx([["A", 1500, 1004], ["B", "12.5", 1004]], headers=["title", "amount", "workspace_id"]), 1,
+        args=["--currency-decimals", "0"], issues=[(3, "B", "amount-too-many-decimals")]),
+    "amount in dinars with --currency-decimals 3": Case(
+        _xlsx([["A", 1.234, 1005]], headers=["title", "amount", "workspace_id"]), 0,
+        args=["--currency-decimals", "3"], sent={"A": 1234}),
+    # --- CSV ---
+    "csv utf-8 with BOM": Case(
+        _csv(codecs.BOM_UTF8 + "title,amount_in_cents,workspace_id\r\nCafé,100,1001\r\n".encode()), 0,
+        sent={"Café": 100}),
+    "csv utf-16 (Excel Unicode text, tabs)": Case(
+        _csv(codecs.BOM_UTF16_LE + "title\tamount_in_cents\tworkspace_id\r\nNaïve\t200\t1001\r\n".encode("utf-16-le")),
+        0, stderr="read as UTF-16", sent={"Naïve": 200}),
+    "csv windows-1252": Case(_csv("title,amount_in_cents,workspace_id\nRésumé,300,1001\n".encode("cp1252")), 0,
+                             stderr="read it as Windows-1252", sent={"Résumé": 300}),
+    "csv semicolons": Case(_csv(b"title;amount_in_cents;workspace_id\nA;400;1001\n"), 0, sent={"A": 400}),
+    "csv tabs": Case(_csv(b"title\tamount_in_cents\tworkspace_id\nA\t500\t1001\n"), 0, sent={"A": 500}),
+    "csv quoted newline keeps row numbers": Case(
+        _csv(b'title,amount_in_cents,workspace_id\n"Two\nlines",1,1001\nBad,x,1001\n'), 1,
+        issues=[(3, "B", "amount-not-a-number")]),
+    "csv date serial": Case(_csv(b"title,amount_in_cents,workspace_id,date_to_invoice\nA,1,1001,46112\n"), 0,
+                            sent={"A": 1}),
+    # --- files that are not schedules ---
+    "empty csv": Case(_csv(b""), 2, stderr="is empty"),
+    "empty xlsx": Case(_raw("in.xlsx", b""), 2, stderr="not an .xlsx workbook"),
+    "text renamed to .xlsx": Case(_raw("in.xlsx", b"title,amount\nA,1\n"), 2, stderr="rename it to .csv"),
+    "old .xls": Case(_raw("in.xls", bytes.fromhex("D0CF11E0A1B11AE1") + b"\0" * 100), 2, stderr="Save As"),
+    "password-protected workbook": Case(_raw("in.xlsx", bytes.fromhex("D0CF11E0A1B11AE1") + b"\0" * 100), 2,
+                                        stderr="password-protected"),
+    "truncated zip": Case(_raw("in.xlsx", _valid_xlsx_bytes()[:900]), 2, stderr="in.xlsx: "),
+    "zip bomb": Case(_raw("in.xlsx", _zip_bomb()), 2, stderr="zip bomb"),
+    "XML entity attack in the sheet": Case(_raw("in.xlsx", _with_member("xl/worksheets/sheet1.xml", BILLION_LAUGHS)),
+                                           2, stderr="XML entity"),
+    "XML entity attack in shared strings": Case(_raw("in.xlsx", _with_member("xl/sharedStrings.xml", BILLION_LAUGHS)),
+                                                2, stderr="XML entity"),
+    "macro-enabled .xlsm": Case(_raw("in.xlsm", _valid_xlsx_bytes()), 0),
+    "binary junk as csv": Case(_csv(b"\x00\x01\x02PK\x03\x04" * 20), 2, stderr="not a text file"),
+    "unknown extension": Case(_raw("in.numbers", b"x"), 2, stderr='extension ".numbers"'),
+}  # fmt: skip
+
+
+def _errors_sheet(path: Path) -> list[tuple[int, str | None, str]]:
+    wb = openpyxl.load_workbook(path, read_only=True)
+    try:
+        rows = list(wb["Errors"].iter_rows(min_row=2, values_only=True))
+    finally:
+        wb.close()
+    return [(int(str(r[0])), None if r[1] is None else str(r[1]), str(r[4])) for r in rows]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_corpus(name: str, tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch,
+                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    case = CASES[name]
+    path = case.build(tmp_path)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    out = tmp_path / "results.xlsx"
+    if case.sent is not None:
+        monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
+        monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+        code = main(["upload", str(path), "-o", str(out), *case.args])
+    else:
+        code = main(["validate", str(path), "-o", str(out), *case.args])
+    captured = capsys.readouterr()
+
+    assert code == case.exit, captured.err
+    assert "Traceback" not in captured.err and "internal error" not in captured.err
+    if case.stderr is not None:
+        assert case.stderr in captured.err, captured.err
+    if code == 2:
+        assert not out.exists()
+        assert len([line for line in captured.err.splitlines() if line.startswith("error:")]) == 1
+    else:
+        assert _errors_sheet(out) == case.issues
+    if case.sent is not None:
+        assert {str(m["title"]): m["amount_in_cents"] for m in sandbox.milestones()} == case.sent
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before  # the input is never modified
+
+
+def test_the_corpus_has_at_least_forty_files() -> None:
+    assert len(CASES) >= 40

@@ -1,0 +1,95 @@
+"""Invariants that money and idempotence rest on, over many values (hypothesis)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from decimal import Decimal
+from pathlib import Path
+
+import openpyxl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from importer.cells import CellProblem, parse_amount, parse_cents
+from importer.loader import load_schedule
+from importer.schema import validate_rows
+
+# Every amount of at most 15 significant digits, in cents: what a user can type and Excel can hold exactly.
+CENTS = st.integers(min_value=-(10**15) + 1, max_value=10**15 - 1)
+
+
+def _typed(cents: int) -> Decimal:
+    return Decimal(cents).scaleb(-2)
+
+
+def _as_excel_stores_it(cents: int) -> float:
+    """Excel keeps the typed decimal as a double and writes it with 17 significant digits; a reader parses that."""
+    return float(format(float(str(_typed(cents))), ".17g"))
+
+
+@given(CENTS)
+def test_any_amount_typed_in_excel_with_two_decimals_is_exact_cents(cents: int) -> None:
+    assert parse_amount(_as_excel_stores_it(cents), 2) == cents
+    result = parse_amount(str(_typed(cents)), 2)
+    assert result == cents and type(result) is int
+
+
+@given(CENTS, st.sampled_from(["{}", "${}", "USD {}", "{} EUR"]), st.booleans())
+def test_any_amount_typed_as_text_with_separators_is_exact_cents(cents: int, wrap: str, accounting: bool) -> None:
+    text = f"{abs(_typed(cents)):,.2f}"
+    if cents < 0:
+        text = f"({text})" if accounting else f"-{text}"
+    assert parse_amount(wrap.format(text), 2) == cents
+
+
+@given(st.decimals(min_value=-(10**6), max_value=10**6, places=3, allow_nan=False, allow_infinity=False))
+def test_a_third_decimal_is_refused_never_rounded(value: Decimal) -> None:
+    if value == value.quantize(Decimal("0.01")):
+        assert parse_amount(str(value), 2) == int(value.scaleb(2))
+    else:
+        with pytest.raises(CellProblem):
+            parse_amount(str(value), 2)
+        with pytest.raises(CellProblem):
+            parse_amount(float(value), 2)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer()))
+def test_amount_in_cents_never_accepts_a_fraction(value: float) -> None:
+    with pytest.raises(CellProblem):
+        parse_cents(value)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(CENTS, min_size=1, max_size=200))
+def test_amounts_round_trip_through_a_real_workbook(
+    tmp_path_factory: pytest.TempPathFactory, amounts: list[int]
+) -> None:
+    """Through the real loader and schema, from sheet XML written as Excel writes numbers (17 digits)."""
+    rows = "".join(
+        f'<row r="{n}"><c r="A{n}" t="inlineStr"><is><t>T{n}</t></is></c>'
+        f'<c r="B{n}"><v>{format(_as_excel_stores_it(c), ".17g")}</v></c><c r="C{n}"><v>1001</v></c></row>'
+        for n, c in enumerate(amounts, start=2)
+    )
+    path = _workbook(tmp_path_factory.mktemp("wb"), rows)
+    validated = validate_rows(load_schedule(path))
+    assert validated.issues == []
+    assert validated.rows["amount_in_cents"].tolist() == amounts
+
+
+def _workbook(folder: Path, rows: str) -> Path:
+    buffer = io.BytesIO()
+    wb = openpyxl.Workbook()
+    wb.save(buffer)
+    header = ('<row r="1"><c r="A1" t="inlineStr"><is><t>title</t></is></c><c r="B1" t="inlineStr"><is><t>amount'
+              '</t></is></c><c r="C1" t="inlineStr"><is><t>workspace_id</t></is></c></row>')  # fmt: skip
+    sheet = ('<?xml version="1.0" encoding="UTF-8"?><worksheet xmlns="http://schemas.openxmlformats.org/'
+             f'spreadsheetml/2006/main"><sheetData>{header}{rows}</sheetData></worksheet>')  # fmt: skip
+    source = zipfile.ZipFile(buffer)
+    path = folder / "amounts.xlsx"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for item in source.infolist():
+            name = item.filename
+            zf.writestr(item, sheet.encode() if name == "xl/worksheets/sheet1.xml" else source.read(name))
+    return path
