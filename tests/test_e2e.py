@@ -197,8 +197,18 @@ def test_text_that_looks_like_a_formula_is_written_as_text(tmp_path: Path) -> No
     ws = wb.active
     assert ws is not None
     ws.title = "Billing"
-    ws.append(["title", "amount_in_cents", "workspace_id", "Note", "Other"])
-    for col, text in enumerate(['=HYPERLINK("http://evil","x")', "100", "1001", "+cmd|' /C calc'!A0", "@SUM(1)"], 1):
+    ws.append(["title", "amount_in_cents", "workspace_id", "Note", "Other", "Tab", "CR", "Minus"])
+    texts = [
+        '=HYPERLINK("http://evil","x")',
+        "100",
+        "1001",
+        "+cmd|' /C calc'!A0",
+        "@SUM(1)",
+        "\t=1+1",
+        "\r=1+1",
+        "-2+3",
+    ]
+    for col, text in enumerate(texts, 1):
         cell = ws.cell(row=2, column=col)
         cell.value = text
         cell.data_type = "s"  # text in the input, as Excel stores a cell typed with a leading apostrophe
@@ -213,6 +223,10 @@ def test_text_that_looks_like_a_formula_is_written_as_text(tmp_path: Path) -> No
     assert ws["A2"].value == '=HYPERLINK("http://evil","x")' and ws["A2"].data_type == "s"
     assert ws["D2"].value == "+cmd|' /C calc'!A0" and ws["D2"].data_type == "s"
     assert ws["E2"].value == "@SUM(1)" and ws["E2"].data_type == "s"
+    given = openpyxl.load_workbook(path)["Billing"]  # a raw CR reads back as LF (XML line-end normalisation)
+    for coord in ("F2", "G2", "H2"):
+        assert ws[coord].value == given[coord].value and ws[coord].data_type == "s", coord
+    assert ws["F2"].quotePrefix and ws["H2"].quotePrefix
 
 
 def test_token_never_appears_in_any_output(sandbox: Any, make_schedule: MakeSchedule, tmp_path: Path) -> None:
