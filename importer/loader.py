@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import pandas as pd
 
@@ -87,30 +87,88 @@ def load_schedule(path: Path | str, *, sheet: str | None = None) -> RawSchedule:
 # --- xlsx -------------------------------------------------------------------------------------------------
 
 
-def _load_xlsx(path: Path, sheet: str | None) -> RawSchedule:
-    import openpyxl  # imported here: a CSV run should not pay for it
+class _Book(Protocol):
+    """The two readers behind one face: sheet names with their visibility, and a sheet's rows."""
 
+    def sheets(self) -> list[tuple[str, bool]]: ...
+    def rows(self, name: str) -> Iterator[Row]: ...
+    def close(self) -> None: ...
+
+
+class _CalamineBook:
+    """python-calamine (Rust): ~10x faster than openpyxl read-only (../shared/PERF-NOTES.md). It shows error
+    cells and formulas without a saved value as blank; xlsx_meta finds those in the XML, so nothing is lost."""
+
+    def __init__(self, path: Path) -> None:
+        from python_calamine import CalamineWorkbook
+
+        self._book = CalamineWorkbook.from_path(str(path))
+
+    def sheets(self) -> list[tuple[str, bool]]:
+        return [(s.name, str(s.visible).rsplit(".", 1)[-1].casefold() == "visible") for s in self._book.sheets_metadata]
+
+    def rows(self, name: str) -> Iterator[Row]:
+        sheet = self._book.get_sheet_by_name(name)
+        top = sheet.start[0] if sheet.start else 0
+        left = sheet.start[1] if sheet.start else 0
+        for _ in range(top):  # the reader starts at the first used row; Excel's numbering starts at 1
+            yield ()
+        pad = (None,) * left
+        for row in sheet.to_python(skip_empty_area=False):
+            yield pad + tuple(None if v == "" else v for v in row)
+
+    def close(self) -> None:
+        self._book.close()
+
+
+class _OpenpyxlBook:
+    """openpyxl read-only: the fallback for packages calamine cannot read."""
+
+    def __init__(self, path: Path) -> None:
+        import openpyxl
+
+        self._book = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
+
+    def sheets(self) -> list[tuple[str, bool]]:
+        return [(ws.title, ws.sheet_state == "visible") for ws in self._book.worksheets]
+
+    def rows(self, name: str) -> Iterator[Row]:
+        return self._book[name].iter_rows(values_only=True)
+
+    def close(self) -> None:
+        self._book.close()
+
+
+def _open_book(path: Path) -> _Book:
+    try:
+        return _CalamineBook(path)
+    except Exception:  # noqa: BLE001 - any reader failure: let the other reader decide
+        pass
+    try:
+        return _OpenpyxlBook(path)
+    except Exception as exc:  # a damaged or hostile package can fail in many ways; all mean "unusable"
+        raise ScheduleError(_unreadable(exc), path=path) from exc
+
+
+def _load_xlsx(path: Path, sheet: str | None) -> RawSchedule:
     try:
         check_package(path)
     except PackageProblem as problem:
         raise ScheduleError(str(problem), path=path) from None
+    book = _open_book(path)
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
-    except Exception as exc:  # a damaged or hostile package can fail in many ways; all mean "unusable"
-        raise ScheduleError(_unreadable(exc), path=path) from exc
-    try:
-        names = workbook.sheetnames
+        sheets = book.sheets()
+        names = [n for n, _ in sheets]
         if sheet is not None:
             if sheet not in names:
                 listed = ", ".join(f'"{n}"' for n in names)
                 raise ScheduleError(f'has no sheet "{sheet}"; its sheets are {listed}', path=path)
             candidates = [sheet]
         else:
-            candidates = [n for n in names if workbook[n].sheet_state == "visible"]
+            candidates = [n for n, visible in sheets if visible]
         tried: list[str] = []
         for name in candidates:
-            rows = workbook[name].iter_rows(values_only=True)
-            found = _build(path, "xlsx", name, rows, explicit=sheet is not None)
+            found = _build(path, "xlsx", name, book.rows(name), explicit=sheet is not None)
             if found is not None:
                 if sheet is None and len(names) > 1:
                     found.notes.append(f'read sheet "{name}" (the first whose header row matches)')
@@ -122,7 +180,7 @@ def _load_xlsx(path: Path, sheet: str | None) -> RawSchedule:
     except Exception as exc:
         raise ScheduleError(_unreadable(exc), path=path) from exc
     finally:
-        workbook.close()
+        book.close()
     looked = ", ".join(f'"{n}"' for n in tried) or "none (every sheet is hidden)"
     raise ScheduleError(
         f"no sheet has a header row with the columns {_required_text()} in its first {HEADER_SEARCH_ROWS} rows "
@@ -234,6 +292,14 @@ def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
                                         f"{coord} holds a formula with no saved result (the file was written by a "
                                         "program that does not calculate); open it in Excel and save it again",
                                         severity))  # fmt: skip
+    for coord, value in meta.error_values.items():
+        row, letter = _row_of(coord), coord.rstrip("0123456789")
+        if row in data_rows and letter in raw.frame.columns:
+            raw.frame.at[row, letter] = value  # shown as Excel shows it; the schema refuses it in a field column
+            if letter not in field_letters:
+                message = f"{coord} holds the Excel error {value}; it is kept as text"
+                raw.issues.append(CellIssue(row, letter, raw.header_of(letter), value, "formula-error", message,
+                                            "warning"))  # fmt: skip
     if data_rows and max(data_rows) >= EXCEL_LAST_ROW:
         raise ScheduleError(
             f"has data on row {EXCEL_LAST_ROW:,}, Excel's last row: the export was probably cut off. Split the "

@@ -33,6 +33,7 @@ _SCAN = re.compile(
     rb"|<col\b(?P<col>[^>]*)/?>"
     rb"|<mergeCell\b[^>]*\bref=\"(?P<merge>[A-Z]+[0-9]+:[A-Z]+[0-9]+)\""
     rb"|<c\b[^>]*\br=\"(?P<nocache>[A-Z]+[0-9]+)\"[^>]*>\s*<f\b[^>]*(?:/>|>[^<]*</f>)\s*(?:<v>\s*</v>|<v\s*/>)?\s*</c>"
+    rb"|<c\b(?P<error>[^>]*\bt=\"e\"[^>]*)>(?:\s*<f\b[^>]*(?:/>|>[^<]*</f>))?\s*<v>(?P<errval>[^<]*)</v>"
 )
 _ATTR = re.compile(rb'\b(r|hidden|min|max)="([^"]*)"')
 
@@ -55,6 +56,7 @@ class SheetMeta:
     hidden_columns: set[int] = field(default_factory=set)  # 1-based column numbers
     merged: list[str] = field(default_factory=list)  # "A5:B6"
     formulas_without_value: list[str] = field(default_factory=list)  # "D7"
+    error_values: dict[str, str] = field(default_factory=dict)  # "B5" -> "#REF!" (some readers show them as blank)
     tables: list[Table] = field(default_factory=list)
 
 
@@ -160,6 +162,10 @@ def _take(match: re.Match[bytes], meta: SheetMeta) -> None:
         meta.merged.append(match.group("merge").decode())
     elif match.group("nocache") is not None:
         meta.formulas_without_value.append(match.group("nocache").decode())
+    elif match.group("error") is not None:
+        ref = re.search(rb'\br="([A-Z]+[0-9]+)"', match.group("error"))
+        if ref is not None:
+            meta.error_values[ref.group(1).decode()] = match.group("errval").decode(errors="replace")
 
 
 def _tables(zf: zipfile.ZipFile, part: str) -> list[Table]:

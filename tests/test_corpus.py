@@ -353,3 +353,31 @@ def test_corpus(name: str, tmp_path: Path, sandbox: Any, monkeypatch: pytest.Mon
 
 def test_the_corpus_has_at_least_forty_files() -> None:
     assert len(CASES) >= 40
+
+
+XLSX_CASES = [n for n, c in CASES.items() if c.exit != 2 and c.build.__qualname__.startswith(("_xlsx", "_excel"))]
+
+
+@pytest.mark.parametrize("name", XLSX_CASES)
+def test_corpus_through_the_fallback_reader(name: str, tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """The openpyxl reader (used when calamine cannot read a package) gives the same outcome, cell for cell."""
+    import importer.loader
+
+    def refuse(path: Path) -> None:
+        raise RuntimeError("calamine unavailable")
+
+    monkeypatch.setattr(importer.loader, "_CalamineBook", refuse)
+    test_corpus(name, tmp_path, sandbox, monkeypatch, capsys)
+
+
+def test_the_fast_reader_is_the_one_used(tmp_path: Path) -> None:
+    import importer.loader
+
+    path = _xlsx([["A", 1, 1001, None, None, None]])(tmp_path)
+    book = importer.loader._open_book(path)
+    try:
+        assert type(book).__name__ == "_CalamineBook"
+    finally:
+        book.close()
+    assert len(XLSX_CASES) >= 25
