@@ -66,27 +66,21 @@ class Plan:
             yield self.to_send[start : start + self.batch_size]
 
 
-def _plain(value: object) -> Any:
-    """A JSON-ready Python value from a typed frame cell (ints stay ints; no float ever appears)."""
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "item"):  # numpy scalar
-        return value.item()
-    return value
+def _columns(rows: pd.DataFrame) -> dict[str, list[Any]]:
+    """Each field that has a value anywhere, as a plain Python list (None where blank, ISO text for dates).
 
-
-def request_body(record: Mapping[Any, Any]) -> dict[str, Any]:
-    """The milestone object with only the fields the user gave."""
-    body = {name: v for name in _TOP_FIELDS if (v := _plain(record.get(name))) is not None}
-    ext = {name[len(EXT) :]: v for name in _EXT_FIELDS if (v := _plain(record.get(name))) is not None}
-    if ext:
-        body["external_reference"] = ext
-    for name in REQUIRED:
-        if name not in body:  # the schema guarantees these; a miss here is a bug, never a silent omission
-            raise AssertionError(f"valid row without {name}")
-    return body
+    Column-wise, because building request dicts row by row from a DataFrame is slow (../shared/PERF-NOTES.md).
+    """
+    out: dict[str, list[Any]] = {}
+    for name in (*_TOP_FIELDS, *_EXT_FIELDS):
+        if name not in rows.columns or not rows[name].notna().any():
+            continue
+        # pandas-stubs omits None as na_value, which pandas documents and this relies on (NA -> None)
+        values = rows[name].to_numpy(dtype=object, na_value=None).tolist()  # type: ignore[call-overload]
+        if name == "date_to_invoice":
+            values = [None if v is None else v.isoformat() for v in values]
+        out[name] = values
+    return out
 
 
 def build_items(rows: pd.DataFrame) -> tuple[list[Item], list[CellIssue]]:
@@ -95,18 +89,25 @@ def build_items(rows: pd.DataFrame) -> tuple[list[Item], list[CellIssue]]:
     issues: list[CellIssue] = []
     occurrences: Counter[str] = Counter()
     first_row: dict[ImportKey, int] = {}
-    for row, record in zip(rows.index, rows.to_dict("records"), strict=True):
-        body = request_body(record)
-        ext = body.get("external_reference")
-        if ext is None:
+    columns = _columns(rows)
+    top = [(name, columns[name]) for name in _TOP_FIELDS if name in columns]
+    ext = [(name[len(EXT) :], columns[name]) for name in _EXT_FIELDS if name in columns]
+    for i, row in enumerate(rows.index.tolist()):
+        body = {name: v for name, values in top if (v := values[i]) is not None}
+        reference = {name: v for name, values in ext if (v := values[i]) is not None}
+        for name in REQUIRED:
+            if name not in body:  # the schema guarantees these; a miss here is a bug, never a silent omission
+                raise AssertionError(f"valid row {row} without {name}")
+        if reference:
+            body["external_reference"] = reference
+            key = ImportKey(reference["service_name"], reference["service_model"], reference["service_model_ref"])
+        else:
             content = json.dumps([body.get(name) for name in _KEY_FIELDS], ensure_ascii=False)
             occurrences[content] += 1
             digest = hashlib.sha256(f"{content}#{occurrences[content]}".encode()).hexdigest()
             key = ImportKey(SERVICE_NAME, SERVICE_MODEL, KEY_PREFIX + digest[:24])
             body["external_reference"] = {"service_name": key.service_name, "service_model": key.service_model,
                                           "service_model_ref": key.ref}  # fmt: skip
-        else:
-            key = ImportKey(ext["service_name"], ext["service_model"], ext["service_model_ref"])
         if key in first_row:
             issues.append(CellIssue(int(row), None, None, str(key), "duplicate-external-reference",
                                     f"external reference {key} is also used by row {first_row[key]}; "
