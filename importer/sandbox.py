@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import datetime as dt
 import http
-import ipaddress
 import json
 import math
 import re
@@ -31,6 +30,8 @@ from dataclasses import dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, NamedTuple, cast
 from urllib.parse import parse_qs, urlsplit
+
+from importer.settings import is_loopback
 
 DEFAULT_TOKEN: Final = "sandbox-token"
 MAX_BATCH: Final = 100
@@ -486,21 +487,12 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class Sandbox:
     """The look-alike server: SQLite data, fault switches and counters, served from a daemon thread."""
 
     def __init__(self, *, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0, token: str = DEFAULT_TOKEN,
                  faults: Faults | None = None) -> None:  # fmt: skip
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"the sandbox serves loopback only, not {host!r}: its token is no secret")
         self._store = _Store(db)
         self._host, self._port, self._token = host, port, token
@@ -838,7 +830,7 @@ def serve(*, host: str = "127.0.0.1", port: int = 8765, db: str = ":memory:", to
 
 
 def _loopback(host: str) -> str:
-    if not _is_loopback(host):
+    if not is_loopback(host):
         raise argparse.ArgumentTypeError(f"{host!r} is not a loopback address; the sandbox serves this machine only")
     return host
 

@@ -45,7 +45,8 @@ class Secret:
         return hash(self._value)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Plain http is tolerated only here: the sandbox, never a real network."""
     if host == "localhost":
         return True
     try:
@@ -59,7 +60,7 @@ def check_base_url(url: str) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ConfigError(f"base URL {sanitize_url(url)!r} is not an http(s) URL, e.g. {DEFAULT_BASE_URL}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
             f"base URL {sanitize_url(url)!r} is plain http: the token would cross the network unencrypted. "
             "Use https (plain http is allowed only to loopback, for the sandbox)."
