@@ -12,10 +12,11 @@ from pathlib import Path
 
 import xlsxwriter
 
-from importer.columns import FIELDS
+from importer.columns import FIELDS, LOCAL_ONLY
 from importer.errors import ConfigError
 
 SHEET = "Billing"
+COLUMNS = tuple(f for f in FIELDS if f.name not in LOCAL_ONLY)  # one amount column to fill: cents
 DATA_ROWS = 1000  # rows that carry the dropdown and the formats; users may go past them
 _WIDTHS = {"text": 30, "cents": 16, "id": 12, "date": 16, "choice": 18, "bool": 14}
 _FIXED_DATE = dt.datetime(2026, 1, 1)  # stable document properties, so regenerating changes nothing
@@ -53,7 +54,7 @@ def _write(path: Path) -> None:
     }
     ws = wb.add_worksheet(SHEET)
     last = DATA_ROWS
-    for c, f in enumerate(FIELDS):
+    for c, f in enumerate(COLUMNS):
         ws.write_string(0, c, f.label, required if f.required else bold)
         ws.set_column(c, c, _WIDTHS[f.kind], formats.get(f.kind))
         validation: dict[str, object] = {"input_title": f.label[:32], "input_message": f.help[:255]}
@@ -96,7 +97,15 @@ def _instructions(wb: xlsxwriter.Workbook) -> None:
         ("", ""),
         ("Column", "What to enter"),
     ]  # fmt: skip
-    lines += [(f.label, f.help) for f in FIELDS]
+    lines += [(f.label, f.help) for f in COLUMNS]
+    lines += [
+        ("", ""),
+        (
+            "Amount (optional)",
+            "You may add a column headed Amount and give amounts in currency units "
+            "(1234.56) instead of cents; it is converted exactly.",
+        ),
+    ]
     for r, (label, text) in enumerate(lines):
         ws.write_string(r, 0, label, bold)
         ws.write_string(r, 1, text)
