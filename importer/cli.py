@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help="decimal places an Amount column may have (default 2; 0 for JPY, 3 for KWD)",
         )
-        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
     schedule_command("validate", "Dry run: check every row of a schedule and write the results; send nothing.")
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Write a blank billing schedule workbook to fill in.")  # fmt: skip
     tpl.add_argument("-o", "--output", type=Path, default=Path("billing_schedule.xlsx"),
                      help="where to write it (default: billing_schedule.xlsx; never overwrites)")  # fmt: skip
-    tpl.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    tpl.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     sbx = sub.add_parser("sandbox", help="Run the built-in Kantata look-alike on loopback.",
                          description="Run the built-in Kantata OX look-alike on loopback, to point tools at. "
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     from importer import sandbox
 
     sandbox.add_arguments(sbx)
-    sbx.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    sbx.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 

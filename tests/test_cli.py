@@ -1,0 +1,48 @@
+"""The CLI's own duties: exit codes for bugs, --debug, flag checks, notes on stderr."""
+
+from __future__ import annotations
+
+import pytest
+
+import importer.cli
+from importer.cli import main
+from tests.conftest import MakeSchedule, good_row
+
+
+def test_an_internal_error_is_exit_70_with_a_hint_and_debug_shows_the_traceback(
+    make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(importer.cli, "run_validate", broken)
+    path = make_schedule([good_row(1)])
+    assert main(["validate", str(path)]) == 70
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: boom (run again with --debug" in err and "Traceback" not in err
+    assert main(["--debug", "validate", str(path)]) == 70
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_date_format_without_codes_is_refused(make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]) -> None:
+    path = make_schedule([good_row(1)])
+    assert main(["validate", str(path), "--date-format", "dd/mm/yyyy"]) == 2
+    assert "has no % codes" in capsys.readouterr().err
+
+
+def test_argparse_errors_are_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["upload"])
+    assert info.value.code == 2
+
+
+def test_notes_and_warnings_go_to_stderr_and_quiet_silences_them(
+    make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = make_schedule([good_row(1)], fmt="csv")
+    path.write_bytes(path.read_text().replace("Milestone", "Résumé").encode("cp1252"))
+    assert main(["validate", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "note: " in captured.err and "Windows-1252" in captured.err and "1 valid" in captured.out
+    assert main(["validate", str(path), "-q", "-o", str(path.with_name("q.xlsx"))]) == 0
+    assert capsys.readouterr().err == ""

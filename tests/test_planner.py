@@ -1,0 +1,68 @@
+"""Import keys and batches: stable keys, exactly the fields given, batches that partition the rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from importer.loader import load_schedule
+from importer.planner import KEY_PREFIX, SERVICE_NAME, ImportKey, Item, build_items, plan
+from importer.schema import validate_rows
+from tests.conftest import MakeSchedule
+
+
+def _items(path: Path) -> list[Item]:
+    items, issues = build_items(validate_rows(load_schedule(path)).rows)
+    assert issues == []
+    return items
+
+
+def test_body_holds_only_the_fields_given_with_exact_types(make_schedule: MakeSchedule) -> None:
+    import datetime as dt
+
+    (item,) = _items(make_schedule([["A", -1500, 1001, dt.date(2026, 3, 31), None, None]]))
+    assert item.body == {"title": "A", "amount_in_cents": -1500, "workspace_id": 1001, "date_to_invoice": "2026-03-31",
+                         "external_reference": {"service_name": SERVICE_NAME, "service_model": "billing_schedule_row",
+                                                "service_model_ref": item.key.ref}}  # fmt: skip
+    assert type(item.body["amount_in_cents"]) is int and item.key.ref.startswith(KEY_PREFIX)
+
+
+def test_derived_key_ignores_column_order_and_extra_columns_but_not_content(make_schedule: MakeSchedule) -> None:
+    base = _items(make_schedule([["A", 100, 1001]], headers=["title", "amount_in_cents", "workspace_id"], name="a"))
+    moved = _items(make_schedule([[1001, "note", "A", 100]], headers=["workspace_id", "Notes", "title",
+                                                                       "amount_in_cents"], name="b"))  # fmt: skip
+    edited = _items(make_schedule([["A", 101, 1001]], headers=["title", "amount_in_cents", "workspace_id"], name="c"))
+    assert base[0].key == moved[0].key != edited[0].key
+
+
+def test_identical_rows_get_distinct_keys_and_keep_them_when_moved(make_schedule: MakeSchedule) -> None:
+    first = _items(make_schedule([["A", 1, 1001], ["A", 1, 1001], ["B", 2, 1001]],
+                                 headers=["title", "amount_in_cents", "workspace_id"], name="a"))  # fmt: skip
+    later = _items(make_schedule([["B", 2, 1001], ["A", 1, 1001], ["A", 1, 1001]],
+                                 headers=["title", "amount_in_cents", "workspace_id"], name="b"))  # fmt: skip
+    assert len({i.key for i in first}) == 3
+    assert {i.key for i in first} == {i.key for i in later}
+
+
+def test_a_user_reference_is_the_key_and_may_not_repeat(make_schedule: MakeSchedule) -> None:
+    headers = ["title", "amount_in_cents", "workspace_id", "External service", "External type", "External ID"]
+    path = make_schedule([["A", 1, 1001, "NetSuite", "line", "L-1"], ["B", 2, 1001, "NetSuite", "line", "L-1"]],
+                         headers=headers)  # fmt: skip
+    items, issues = build_items(validate_rows(load_schedule(path)).rows)
+    assert [i.key for i in items] == [ImportKey("NetSuite", "line", "L-1")]
+    assert [(i.row, i.code) for i in issues] == [(3, "duplicate-external-reference")]
+    assert "row 2" in issues[0].message
+
+
+@given(st.integers(min_value=0, max_value=450), st.integers(min_value=1, max_value=100), st.data())
+def test_batches_partition_the_rows_not_in_kantata(n: int, size: int, data: st.DataObject) -> None:
+    items = [Item(r, ImportKey("s", "m", str(r)), {}) for r in range(2, n + 2)]
+    found = data.draw(st.lists(st.sampled_from(items), unique=True)) if items else []
+    existing = {i.key: f"id{i.row}" for i in found}
+    the_plan = plan(items, existing, batch_size=size)
+    batches = list(the_plan.batches())
+    assert [i for b in batches for i in b] == [i for i in items if i.key not in existing]
+    assert all(1 <= len(b) <= size for b in batches)
+    assert the_plan.existing == {i.row: f"id{i.row}" for i in items if i.key in existing}
