@@ -170,6 +170,10 @@ def _table(wb: Any) -> None:
     ws.add_table(table)
 
 
+def _cut_off_export(wb: Any) -> None:
+    wb.active.cell(row=1_048_576, column=1, value="last row Excel has")
+
+
 def _two_sheets(wb: Any) -> None:
     notes = wb.create_sheet("Notes", 0)
     notes.append(["Read me first"])
@@ -307,6 +311,8 @@ CASES: dict[str, Case] = {
                                            2, stderr="XML entity"),
     "XML entity attack in shared strings": Case(_raw("in.xlsx", _with_member("xl/sharedStrings.xml", BILLION_LAUGHS)),
                                                 2, stderr="XML entity"),
+    "data on Excel's last row (1,048,576)": Case(_xlsx([["A", 1, 1001, None, None, None]], tweak=_cut_off_export), 2,
+                                                 stderr="has data on row 1,048,576"),
     "macro-enabled .xlsm": Case(_raw("in.xlsm", _valid_xlsx_bytes()), 0),
     "binary junk as csv": Case(_csv(b"\x00\x01\x02PK\x03\x04" * 20), 2, stderr="not a text file"),
     "unknown extension": Case(_raw("in.numbers", b"x"), 2, stderr='extension ".numbers"'),
