@@ -151,8 +151,11 @@ class KantataClient:
                     self.backoff(attempt, response)
                 continue
             if response.status_code != 200:
+                hint = (
+                    "; check --base-url (e.g. https://api.mavenlink.com/api/v1)" if response.status_code == 404 else ""
+                )
                 raise ApiUnavailable(
-                    f"Kantata answered GET {path} with HTTP {response.status_code}: {error_text(response)}",
+                    f"Kantata answered GET {path} with HTTP {response.status_code}: {error_text(response)}{hint}",
                     status=response.status_code,
                 )
             return _json(response)

@@ -281,3 +281,35 @@ def test_cli_summary_equals_library_result(
     out = capsys.readouterr().out
     assert ", ".join(f"{n} {s}" for s, n in result.counts.items() if n) in out
     assert read_results(path.with_name("cli.xlsx")) == read_results(path.with_name("lib.xlsx"))
+
+
+def test_unwritable_results_folder_is_refused_before_anything_is_sent(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: make the folder a file instead
+            locked.chmod(0o700)
+            locked.rmdir()
+            locked.write_text("not a folder")
+            expected = "does not exist"
+        else:
+            expected = "permission denied"
+        path = make_schedule([good_row(1)])
+        assert main(["upload", str(path), "-o", str(locked / "results.xlsx")]) == 2
+        assert expected in capsys.readouterr().err
+        assert sandbox.stats().get("POST /billing_milestones", 0) == 0 and sandbox.milestones() == []
+    finally:
+        if locked.is_dir():
+            locked.chmod(0o700)
+
+
+def test_wrong_base_url_path_says_to_check_it(
+    sandbox: Any, make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+    path = make_schedule([good_row(1)])
+    assert main(["upload", str(path), "--base-url", sandbox.url.replace("/api/v1", "/api/v9/nothing")]) == 4
+    assert "check --base-url" in capsys.readouterr().err
