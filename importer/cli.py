@@ -17,6 +17,7 @@ from typing import TextIO
 
 from importer import __version__
 from importer.cells import ParseOptions
+from importer.concurrency import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from importer.errors import EXIT_CODE_HELP, ConfigError, ExitCode, ImporterError
 from importer.pipeline import RunResult, run_upload, run_validate
 from importer.settings import (
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--base-url", help=f"Kantata API URL (or set {BASE_URL_ENV}; default {DEFAULT_BASE_URL})")
     up.add_argument("--batch-size", type=int, help=f"milestones per request, 1-{MAX_BATCH} (default {MAX_BATCH})")
     up.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"requests in flight at most, 1-{MAX_CONCURRENCY} (default {DEFAULT_CONCURRENCY}; "
+        "lowered automatically while Kantata answers 429)",
+    )
+    up.add_argument(
         "--sandbox",
         action="store_true",
         help="upload to a built-in Kantata look-alike on this machine (no account, no network)",
@@ -142,7 +149,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    overrides = {"base_url": args.base_url, "batch_size": args.batch_size}
+    overrides = {"base_url": args.base_url, "batch_size": args.batch_size, "concurrency": args.concurrency}
     if args.sandbox:
         with _sandbox_server() as (url, token):
             settings = replace(Settings.from_env(**overrides), base_url=url, token=token)

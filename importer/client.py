@@ -10,8 +10,10 @@ same reason (it would re-POST).
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import requests
 
 from importer import __version__
+from importer.concurrency import Limiter
 from importer.errors import ApiUnavailable, TokenRejected
 from importer.planner import ImportKey
 from importer.settings import Secret, Settings, sanitize_url
@@ -62,10 +65,17 @@ class CreateAnswer:
 
 @dataclass(slots=True)
 class Stats:
+    """Request counts; `count` is the only writer, so threads sending at once lose no increment."""
+
     posts: int = 0
     gets: int = 0
     retries: int = 0
     throttled: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -103,7 +113,14 @@ class KantataClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self.session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            # One pooled connection per request in flight (requests' default pool keeps 10).
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(10, settings.concurrency))
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        self.session = session
+        self.limiter = Limiter(settings.concurrency)
         self.session.auth = BearerAuth(token)
         self.session.trust_env = False  # no ~/.netrc, no proxy variables surprising a finance laptop
         self.session.headers.update({"Accept": "application/json", "User-Agent": f"kantata-import/{__version__}"})
@@ -119,7 +136,7 @@ class KantataClient:
         delay = _retry_after(response) if response is not None else None
         if delay is None:
             delay = random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2**attempt))
-        self.stats.retries += 1
+        self.stats.count("retries")
         self._sleep(min(delay, self.settings.backoff_cap * 4))
 
     def _url(self, path: str) -> str:
@@ -136,8 +153,9 @@ class KantataClient:
         last = ""
         for attempt in range(self.settings.max_attempts):
             try:
-                self.stats.gets += 1
-                response = self.session.get(self._url(path), params=params, timeout=self._timeout)
+                self.stats.count("gets")
+                with self.limiter.slot() as generation:
+                    response = self.session.get(self._url(path), params=params, timeout=self._timeout)
             except requests.RequestException as exc:
                 last = f"{type(exc).__name__}"
                 if attempt + 1 < self.settings.max_attempts:
@@ -145,7 +163,9 @@ class KantataClient:
                 continue
             self._raise_for_auth(response)
             if response.status_code == 429 or response.status_code >= 500:
-                self.stats.throttled += response.status_code == 429
+                self.limiter.throttled(generation)  # 429, or a server in distress: fewer requests at once
+                if response.status_code == 429:
+                    self.stats.count("throttled")
                 last = f"HTTP {response.status_code}: {error_text(response)}"
                 if attempt + 1 < self.settings.max_attempts:
                     self.backoff(attempt, response)
@@ -158,6 +178,7 @@ class KantataClient:
                     f"Kantata answered GET {path} with HTTP {response.status_code}: {error_text(response)}{hint}",
                     status=response.status_code,
                 )
+            self.limiter.succeeded()
             return _json(response)
         raise ApiUnavailable(
             f"Kantata at {sanitize_url(self.settings.base_url)} did not answer GET {path} after "
@@ -170,22 +191,25 @@ class KantataClient:
         params: dict[str, str | int] = {"per_page": PER_PAGE, "include": "external_references"}
         for attempt in range(self.settings.max_attempts):
             try:
-                self.stats.posts += 1
-                response = self.session.post(
-                    self._url("billing_milestones"),
-                    params=params,
-                    json={"billing_milestones": list(bodies)},
-                    timeout=self._timeout,
-                )
+                self.stats.count("posts")
+                with self.limiter.slot() as generation:
+                    response = self.session.post(
+                        self._url("billing_milestones"),
+                        params=params,
+                        json={"billing_milestones": list(bodies)},
+                        timeout=self._timeout,
+                    )
             except requests.RequestException as exc:
                 raise OutcomeUnknown(f"no answer ({type(exc).__name__})") from exc
             self._raise_for_auth(response)
             if response.status_code == 429:
-                self.stats.throttled += 1
+                self.stats.count("throttled")
+                self.limiter.throttled(generation)
                 if attempt + 1 < self.settings.max_attempts:
                     self.backoff(attempt, response)
                 continue
             if response.status_code >= 500:
+                self.limiter.throttled(generation)  # a server in distress gets fewer requests at once, too
                 raise OutcomeUnknown(f"HTTP {response.status_code}: {error_text(response)}")
             if response.status_code in (400, 422):
                 return CreateAnswer(response.status_code, errors=_errors(response))
@@ -195,6 +219,7 @@ class KantataClient:
                     f"{error_text(response)}",
                     status=response.status_code,
                 )
+            self.limiter.succeeded()
             data = _json(response)
             return CreateAnswer(200, ids=milestone_keys(data), count=int(data.get("count") or 0))
         raise ApiUnavailable(
@@ -209,7 +234,7 @@ class KantataClient:
         by_service: dict[tuple[str, str], list[str]] = {}
         for key in sorted(wanted):
             by_service.setdefault((key.service_name, key.service_model), []).append(key.ref)
-        found: dict[ImportKey, str] = {}
+        every_query: list[dict[str, str | int]] = []
         for (service, model), refs in by_service.items():
             listable = [r for r in refs if "," not in r]  # a comma would split the list filter
             queries: list[dict[str, str | int]] = [
@@ -217,12 +242,25 @@ class KantataClient:
                 for i in range(0, len(listable), LOOKUP_CHUNK)
             ]
             queries += [{"external_reference_service_model_ref": r} for r in refs if "," in r]
-            for query in queries:
-                base = {"external_reference_service_name": service, "external_reference_service_model": model}
-                for key, milestone_id in self._pages("billing_milestones", {**base, **query}):
-                    if key in wanted:  # filters can be ignored by the server: trust only exact matches
-                        found.setdefault(key, milestone_id)
+            base = {"external_reference_service_name": service, "external_reference_service_model": model}
+            every_query.extend({**base, **query} for query in queries)
+        found: dict[ImportKey, str] = {}
+        for page_keys in self._each(every_query):
+            for key, milestone_id in page_keys:
+                if key in wanted:  # filters can be ignored by the server: trust only exact matches
+                    found.setdefault(key, milestone_id)
         return found
+
+    def _each(self, queries: list[dict[str, str | int]]) -> Iterable[list[tuple[ImportKey, str]]]:
+        """Every page of every query; several queries in flight at once when there are many."""
+        if len(queries) <= 1 or self.settings.concurrency == 1:
+            yield from (list(self._pages("billing_milestones", q)) for q in queries)
+            return
+        pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="kantata-lookup")
+        try:
+            yield from pool.map(lambda q: list(self._pages("billing_milestones", q)), queries)
+        finally:  # on an error or Ctrl-C, the queries not yet started are not sent
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _pages(self, path: str, params: dict[str, str | int]) -> Iterable[tuple[ImportKey, str]]:
         page = 1

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from importer.concurrency import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from importer.errors import ConfigError, MissingToken
 
 DEFAULT_BASE_URL = "https://api.mavenlink.com/api/v1"
@@ -84,6 +85,7 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     token: Secret | None = None
     batch_size: int = MAX_BATCH
+    concurrency: int = DEFAULT_CONCURRENCY  # requests in flight at most; fewer while Kantata answers 429
     connect_timeout: float = 10.0
     read_timeout: float = 200.0  # Kantata times requests out server-side after 3 minutes
     max_attempts: int = 6  # tries per request before the run stops with `not_sent` rows
@@ -93,6 +95,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH} (Kantata's limit per request)")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ConfigError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
 
     @classmethod

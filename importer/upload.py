@@ -18,7 +18,9 @@ refusal is looked up. This halves the cost of isolating bad rows against an all-
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +42,19 @@ class UploadResult:
     requests: dict[str, int] = field(default_factory=dict)
 
 
+class _Stop(Exception):
+    """Raised in a sending thread when another thread has stopped the run: send nothing more."""
+
+
 class Uploader:
+    """Sends the batches of a plan, several at once (`Settings.concurrency`), each until every row of it settles.
+
+    Batches are independent: a batch's rows are sent, looked up and isolated by one thread, so the rules above
+    hold per batch whatever the others do. Shared state (outcomes, the callbacks that journal them) is behind
+    one lock. The first thread to hit a reason to stop (Kantata unreachable, token refused) stops the others
+    before their next request; Ctrl-C does the same from the main thread, and in-flight batches are settled.
+    """
+
     def __init__(
         self, client: KantataClient, *, on_outcomes: OnOutcomes | None = None, on_sending: OnSending | None = None
     ) -> None:
@@ -53,22 +67,32 @@ class Uploader:
         self.all_or_nothing = False  # proven: Kantata created nothing of a refused batch that held a valid row
         self._partial_seen = False  # seen: a refused batch had rows created
         self._refused_absent: set[int] = set()  # rows of refused batches that a look-up found absent
+        self._lock = threading.RLock()
+        self._stop: ImporterError | None = None
+        self._halt = False
+        self._items: dict[int, Item] = {}
+        self._sent: set[int] = set()  # rows handed to Kantata at least once (maybe created, maybe not)
 
     def run(self, plan: Plan, *, sent_before: Collection[int] = ()) -> UploadResult:
         """Send the plan. `sent_before`: rows an interrupted run of this import sent (from the journal); those
         Kantata has are reported `created`, as an uninterrupted run would have, rather than `exists`."""
         self._record([Outcome(row, Status.CREATED if row in sent_before else Status.EXISTS, mid)
                       for row, mid in plan.existing.items()])  # fmt: skip
-        stopped: ImporterError | None = None
-        batch: list[Item] = []
+        self._items = {i.row: i for i in plan.to_send}
+        workers = max(1, min(self.client.settings.concurrency, -(-len(plan.to_send) // plan.batch_size)))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="kantata-send")
         try:
-            for batch in plan.batches():
-                self.send(batch)
-        except (ApiUnavailable, AuthError) as exc:
-            stopped = exc
+            futures = [pool.submit(self._send_batch, batch) for batch in plan.batches()]
+            for future in futures:
+                future.result()  # _send_batch catches what stops a run; anything else is a bug, raised here
         except KeyboardInterrupt:
-            stopped = Interrupted()
-            self._resolve_in_flight(batch)
+            self._stop_with(Interrupted())
+            pool.shutdown(wait=True, cancel_futures=True)  # threads finish the request they are in, no more
+            self._resolve_in_flight()
+        finally:
+            self._halt = True  # every batch is done by now, unless a bug is on its way up: then stop the rest
+            pool.shutdown(wait=True, cancel_futures=True)
+        stopped = self._stop
         reason = f"not sent: {stopped}" if stopped else "not sent"
         self._record(
             [Outcome(i.row, Status.NOT_SENT, None, (reason,)) for i in plan.to_send if i.row not in self.outcomes]
@@ -84,20 +108,42 @@ class Uploader:
                 "GET": stats.gets,
                 "retries": stats.retries,
                 "429": stats.throttled,
+                "concurrency_lowest": self.client.limiter.lowest,
             },
         )
+
+    def _stop_with(self, reason: ImporterError) -> None:
+        with self._lock:
+            if self._stop is None:
+                self._stop = reason
+
+    def _send_batch(self, batch: Sequence[Item]) -> None:
+        try:
+            self.send(batch)
+        except _Stop:
+            pass
+        except (ApiUnavailable, AuthError) as exc:
+            self._stop_with(exc)
+
+    def _check_stop(self) -> None:
+        if self._stop is not None or self._halt:
+            raise _Stop
 
     def send(self, items: Sequence[Item]) -> None:
         """Send one batch until every row in it has an outcome (or the run must stop)."""
         pending = [i for i in items if i.row not in self.outcomes]
         attempt = 0
         while pending:
-            if self._on_sending is not None:
-                self._on_sending(pending)
+            self._check_stop()
+            with self._lock:
+                self._sent.update(i.row for i in pending)
+                if self._on_sending is not None:
+                    self._on_sending(pending)
             try:
                 answer = self.client.create([i.body for i in pending])
             except OutcomeUnknown as unknown:
-                self.unknown += 1
+                with self._lock:
+                    self.unknown += 1
                 pending = self._created_by_lookup(pending)
                 attempt += 1
                 if pending and attempt >= self.client.settings.max_attempts:
@@ -110,12 +156,14 @@ class Uploader:
                     self.client.backoff(attempt)
                 continue
             if answer.refused:
-                self.refused += 1
+                with self._lock:
+                    self.refused += 1
                 self._isolate(pending, answer.errors)
                 return
             created = [i for i in pending if i.key in answer.ids]
-            if not self._partial_seen and any(i.row in self._refused_absent for i in created):
-                self.all_or_nothing = True
+            with self._lock:
+                if not self._partial_seen and any(i.row in self._refused_absent for i in created):
+                    self.all_or_nothing = True
             self._record([Outcome(i.row, Status.CREATED, answer.ids[i.key]) for i in created])
             # An answer may list only part of what it created (paged results): look the rest up.
             pending = self._created_by_lookup([i for i in pending if i.key not in answer.ids])
@@ -131,8 +179,9 @@ class Uploader:
             remaining = pending
         else:
             remaining = self._created_by_lookup(pending)
-            self._partial_seen |= len(remaining) < len(pending)
-            self._refused_absent.update(i.row for i in remaining)
+            with self._lock:
+                self._partial_seen |= len(remaining) < len(pending)
+                self._refused_absent.update(i.row for i in remaining)
         if not remaining:
             return
         by_index: dict[int, list[str]] = {}
@@ -161,19 +210,23 @@ class Uploader:
         self._record([Outcome(i.row, Status.CREATED, found[i.key]) for i in items if i.key in found])
         return [i for i in items if i.key not in found]
 
-    def _resolve_in_flight(self, batch: Sequence[Item]) -> None:
-        """After Ctrl-C the batch on the wire may have been written: one look-up settles it."""
+    def _resolve_in_flight(self) -> None:
+        """After Ctrl-C the batches on the wire may have been written: one look-up settles them."""
         # What cannot be settled now stays not_sent: the next run looks those keys up before sending.
+        with self._lock:
+            unsettled = [row for row in self._sent if row not in self.outcomes]
+        items = [self._items[row] for row in unsettled if row in self._items]
         with contextlib.suppress(ImporterError, KeyboardInterrupt):
-            self._created_by_lookup([i for i in batch if i.row not in self.outcomes])
+            self._created_by_lookup(items)
 
     def _record(self, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:
             return
-        for outcome in outcomes:
-            self.outcomes[outcome.row] = outcome
-        if self._on_outcomes is not None:
-            self._on_outcomes(outcomes)
+        with self._lock:
+            for outcome in outcomes:
+                self.outcomes[outcome.row] = outcome
+            if self._on_outcomes is not None:
+                self._on_outcomes(outcomes)
 
 
 def _message(error: dict[str, Any]) -> str:

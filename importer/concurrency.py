@@ -1,0 +1,69 @@
+"""How many requests may be in flight to Kantata at once, adapting to its rate limit.
+
+Kantata publishes its rate limits only to customers and documents only "answer 429, retry after a small delay"
+(`api-notes.md`). So the importer starts at a modest number of requests in flight and, like TCP's congestion
+control (additive increase, multiplicative decrease), halves it when a 429 comes back and adds one back after
+a run of successes, never above what the user allowed. Several requests in flight when a 429 burst arrives
+halve the limit once, not once each: a 429 counts only for a request sent after the last decrease.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+DEFAULT_CONCURRENCY = 4  # "a few requests in flight" (api-notes.md, Rate limits)
+MAX_CONCURRENCY = 16
+GROW_AFTER = 20  # successes in a row before one more request may be in flight
+
+
+class Limiter:
+    """A semaphore whose size shrinks on 429 and grows back slowly; shared by every thread of one client."""
+
+    def __init__(self, maximum: int, *, grow_after: int = GROW_AFTER) -> None:
+        if not 1 <= maximum <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
+        self.maximum = maximum
+        self.limit = maximum
+        self.lowest = maximum  # the lowest limit this run came down to, for the summary
+        self.decreases = 0
+        self._grow_after = grow_after
+        self._active = 0
+        self._successes = 0
+        self._generation = 0  # bumped at every decrease
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def slot(self) -> Iterator[int]:
+        """Wait for room, hold it for one request; yields the generation the request was sent in."""
+        with self._cond:
+            while self._active >= self.limit:
+                self._cond.wait()
+            self._active += 1
+            generation = self._generation
+        try:
+            yield generation
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify()
+
+    def throttled(self, generation: int) -> None:
+        """A request sent in `generation` was answered 429."""
+        with self._cond:
+            self._successes = 0
+            if generation < self._generation or self.limit == 1:
+                return  # this burst already halved the limit, or it cannot go lower
+            self.limit = max(1, self.limit // 2)
+            self.lowest = min(self.lowest, self.limit)
+            self.decreases += 1
+            self._generation += 1
+
+    def succeeded(self) -> None:
+        with self._cond:
+            self._successes += 1
+            if self.limit < self.maximum and self._successes >= self._grow_after:
+                self.limit += 1
+                self._successes = 0
+                self._cond.notify()
