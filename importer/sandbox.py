@@ -500,6 +500,8 @@ class Sandbox:
         self._faults = faults or Faults()
         self._lock = threading.Lock()  # guards faults, counters and the fault phase counters
         self._stats: Counter[str] = Counter()
+        self._in_flight = 0
+        self._most_in_flight = 0
         self._phase: Counter[str] = Counter()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -573,6 +575,7 @@ class Sandbox:
             self._faults = Faults()
             self._stats.clear()
             self._phase.clear()
+            self._most_in_flight = 0
 
     def milestones(self) -> list[dict[str, object]]:
         """Every stored milestone (ids as integers), oldest first, its reference flattened as external_reference.*"""
@@ -582,6 +585,12 @@ class Sandbox:
         """Requests per route ("POST /billing_milestones") and faults injected ("429", "503", "drop_after_write")."""
         with self._lock:
             return dict(self._stats)
+
+    @property
+    def most_in_flight(self) -> int:
+        """The most requests answered at once since the last reset: what a client's concurrency looked like."""
+        with self._lock:
+            return self._most_in_flight
 
     def _tick(self, *, stat: str | None = None, phase: str | None = None, every: int = 0) -> bool:
         """Count a stat and/or a phase; True when the phase has reached a multiple of ``every``."""
@@ -594,6 +603,17 @@ class Sandbox:
             return self._phase[phase] % every == 0
 
     def _respond(self, method: str, target: str, authorization: str | None, body: bytes) -> _Reply:
+        """Count the request as in flight while it is served (`most_in_flight`)."""
+        with self._lock:
+            self._in_flight += 1
+            self._most_in_flight = max(self._most_in_flight, self._in_flight)
+        try:
+            return self._serve_one(method, target, authorization, body)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _serve_one(self, method: str, target: str, authorization: str | None, body: bytes) -> _Reply:
         """One request, in order: latency, counting, 429, auth, POST failures, then the route."""
         with self._lock:
             faults = self._faults

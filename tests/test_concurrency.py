@@ -1,0 +1,100 @@
+"""Several batches in flight: the limiter's arithmetic, and what the sandbox sees of a real upload."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from importer.concurrency import Limiter
+from importer.pipeline import run_upload
+from importer.sandbox import DEFAULT_TOKEN
+from importer.settings import Secret, Settings
+
+
+def test_a_burst_of_429s_halves_the_limit_once_and_successes_grow_it_back() -> None:
+    limiter = Limiter(8, grow_after=3)
+    with limiter.slot() as first, limiter.slot() as second:
+        pass
+    limiter.throttled(first)
+    limiter.throttled(second)  # sent before the decrease: the same burst
+    assert limiter.limit == 4 and limiter.decreases == 1
+    with limiter.slot() as later:
+        pass
+    limiter.throttled(later)
+    assert limiter.limit == 2 and limiter.lowest == 2
+    for _ in range(3):
+        limiter.succeeded()
+    assert limiter.limit == 3
+    for _ in range(100):
+        limiter.succeeded()
+    assert limiter.limit == 8  # never above what the user allowed
+
+
+def test_the_limit_never_goes_below_one() -> None:
+    limiter = Limiter(2)
+    for _ in range(5):
+        with limiter.slot() as generation:
+            pass
+        limiter.throttled(generation)
+    assert limiter.limit == 1
+
+
+def test_no_more_requests_in_flight_than_the_limit() -> None:
+    limiter = Limiter(3)
+    active = 0
+    most = 0
+    lock = threading.Lock()
+
+    def work() -> None:
+        nonlocal active, most
+        with limiter.slot():
+            with lock:
+                active += 1
+                most = max(most, active)
+            time.sleep(0.01)
+            with lock:
+                active -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == 3
+
+
+@pytest.mark.parametrize("bad", [0, 17])
+def test_concurrency_out_of_range_is_refused(bad: int) -> None:
+    with pytest.raises(ValueError, match="between 1 and 16"):
+        Limiter(bad)
+
+
+def _schedule(tmp_path: Path, n: int) -> Path:
+    path = tmp_path / "s.csv"
+    path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"R{i},{i},1001\n" for i in range(n)))
+    return path
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_the_sandbox_sees_as_many_requests_at_once_as_allowed(sandbox: Any, tmp_path: Path, concurrency: int) -> None:
+    sandbox.reset()
+    sandbox.set_faults(latency=0.03)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=concurrency)
+    result = run_upload(_schedule(tmp_path, 200), settings)
+    assert result.counts["created"] == 200 and len(sandbox.milestones()) == 200
+    assert sandbox.most_in_flight == concurrency
+
+
+def test_429s_bring_the_concurrency_down_and_every_row_still_lands_once(sandbox: Any, tmp_path: Path) -> None:
+    sandbox.reset()
+    sandbox.set_faults(rate_limit_every=4, retry_after=0.01, latency=0.01)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=8,
+                        backoff_base=0.001, max_attempts=10)  # fmt: skip
+    result = run_upload(_schedule(tmp_path, 300), settings)
+    assert result.counts["created"] == 300
+    assert sorted(str(m["title"]) for m in sandbox.milestones()) == sorted(f"R{i}" for i in range(300))
+    assert result.requests["429"] > 0 and result.requests["concurrency_lowest"] < 8
