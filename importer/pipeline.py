@@ -20,7 +20,7 @@ from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, 
 from importer.journal import Journal, journal_path
 from importer.loader import RawSchedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
-from importer.planner import Item, build_items, plan
+from importer.planner import Item, build_items, plan, reference_issues
 from importer.report import RunInfo, check_output, default_output, write_results
 from importer.schema import Validated, validate_rows
 from importer.settings import TOKEN_ENV, Settings, sanitize_url
@@ -45,13 +45,18 @@ class RunResult:
 
 
 def _prepare(
-    path: Path | str, sheet: str | None, output: Path | str | None, options: ParseOptions
+    path: Path | str, sheet: str | None, output: Path | str | None, options: ParseOptions, *, requests: bool
 ) -> tuple[RawSchedule, Validated, list[Item], list[CellIssue], Path]:
+    """Load and validate; build the requests (keys and bodies) only when they will be sent or looked up."""
     schedule = Path(path)
     out = check_output(Path(output) if output else default_output(schedule), schedule)
     raw = load_schedule(schedule, sheet=sheet)
     validated = validate_rows(raw, options)
-    items, key_issues = build_items(validated.rows)
+    items: list[Item] = []
+    if requests:
+        items, key_issues = build_items(validated.rows)
+    else:
+        key_issues = reference_issues(validated.rows)
     issues = sorted([*validated.issues, *key_issues], key=lambda i: i.row)
     return raw, validated, items, issues, out
 
@@ -103,8 +108,9 @@ def run_validate(
 ) -> RunResult:
     """The dry run: every check that needs no Kantata account; writes the results workbook, sends nothing."""
     started = dt.datetime.now(dt.UTC)
-    raw, validated, items, issues, out = _prepare(path, sheet, output, options)
-    outcomes = {i.row: Outcome(i.row, Status.VALID) for i in items}
+    raw, validated, _, issues, out = _prepare(path, sheet, output, options, requests=False)
+    failed = {i.row for i in issues if i.is_error}
+    outcomes = {row: Outcome(row, Status.VALID) for row in validated.rows.index.tolist() if row not in failed}
     return _finish(raw, validated, issues, outcomes, RunInfo(True, None, started), out)
 
 
@@ -123,7 +129,7 @@ def run_upload(
     started = dt.datetime.now(dt.UTC)
     if settings.token is None:
         raise MissingToken.from_env(TOKEN_ENV)
-    raw, validated, items, issues, out = _prepare(path, sheet, output, options)
+    raw, validated, items, issues, out = _prepare(path, sheet, output, options, requests=True)
     client = KantataClient(settings, settings.token, session=session)
     say = on_stage or (lambda _: None)
     try:

@@ -98,27 +98,46 @@ def _parse(raw: RawSchedule, options: ParseOptions) -> tuple[pd.DataFrame, list[
 def _parse_column(
     raw: RawSchedule, f: Field, letter: str, issues: list[CellIssue], options: ParseOptions
 ) -> list[object]:
+    """Each cell parsed once per distinct value: a schedule repeats its workspaces, types and dates thousands
+    of times. Keyed by (type, value), since 1, 1.0 and True are equal in Python but not to a parser."""
     parse: Callable[[object], object] = parser_for(f, options)
     header = raw.header_of(letter)
     out: list[object] = []
+    cache: dict[tuple[type, object], object] = {}
     for row, cell in raw.frame[letter].items():
-        if is_blank(cell):
-            out.append(None)
-            continue
+        key = (type(cell), cell)
         try:
-            if isinstance(cell, str) and cell.strip() in ERROR_VALUES:
-                raise CellProblem("formula-error", f"{cell.strip()} is an Excel error (a broken formula); fix it")
-            out.append(parse(cell))
-        except CellProblem as problem:
+            result = cache[key]
+        except KeyError:
+            result = cache[key] = _parse_cell(cell, parse)
+        except TypeError:  # an unhashable value: parse it each time
+            result = _parse_cell(cell, parse)
+        if isinstance(result, CellProblem):
             out.append(None)
-            message = f"{header}: {problem.message}"
-            issues.append(CellIssue(int(row), letter, header, as_text(cell), problem.code, message))  # type: ignore[call-overload]
+            message = f"{header}: {result.message}"
+            issues.append(CellIssue(int(row), letter, header, as_text(cell), result.code, message))  # type: ignore[call-overload]
+        else:
+            out.append(result)
     return out
+
+
+def _parse_cell(cell: object, parse: Callable[[object], object]) -> object:
+    """The typed value, None for a blank, or the CellProblem that makes the cell an error."""
+    if is_blank(cell):
+        return None
+    try:
+        if isinstance(cell, str) and cell.strip() in ERROR_VALUES:
+            raise CellProblem("formula-error", f"{cell.strip()} is an Excel error (a broken formula); fix it")
+        return parse(cell)
+    except CellProblem as problem:
+        return problem
 
 
 def _merge_amounts(raw: RawSchedule, typed: pd.DataFrame, issues: list[CellIssue]) -> pd.DataFrame:
     """`amount` (currency units) fills `amount_in_cents`; when both are given they must agree to the cent."""
     given = typed["amount"].notna()
+    if not given.any():
+        return typed.drop(columns=list(LOCAL_ONLY))
     both = given & typed["amount_in_cents"].notna()
     cents_from_amount: dict[Any, Any] = typed["amount"].to_dict()
     cents_given: dict[Any, Any] = typed["amount_in_cents"].to_dict()

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from importer.loader import load_schedule
-from importer.planner import KEY_PREFIX, SERVICE_NAME, ImportKey, Item, build_items, plan
+from importer.planner import KEY_PREFIX, SERVICE_NAME, ImportKey, Item, build_items, plan, reference_issues
 from importer.schema import validate_rows
 from tests.conftest import MakeSchedule
 
@@ -54,6 +54,18 @@ def test_a_user_reference_is_the_key_and_may_not_repeat(make_schedule: MakeSched
     assert [i.key for i in items] == [ImportKey("NetSuite", "line", "L-1")]
     assert [(i.row, i.code) for i in issues] == [(3, "duplicate-external-reference")]
     assert "row 2" in issues[0].message
+
+
+def test_the_dry_run_check_finds_the_same_reused_references_as_build_items(make_schedule: MakeSchedule) -> None:
+    headers = ["title", "amount_in_cents", "workspace_id", "External service", "External type", "External ID"]
+    path = make_schedule([["A", 1, 1001, "NetSuite", "line", "L-1"], ["B", 2, 1001, None, None, None],
+                          ["C", 3, 1001, "NetSuite", "line", "L-2"], ["D", 4, 1001, "NetSuite", "line", "L-1"],
+                          ["E", 5, 1001, "NetSuite", "other", "L-1"], ["F", 6, 1001, "NetSuite", "line", "L-1"]],
+                         headers=headers)  # fmt: skip
+    rows = validate_rows(load_schedule(path)).rows
+    _, from_items = build_items(rows)
+    assert [i.row for i in from_items] == [5, 7]
+    assert reference_issues(rows) == from_items
 
 
 @given(st.integers(min_value=0, max_value=450), st.integers(min_value=1, max_value=100), st.data())

@@ -1,0 +1,41 @@
+"""The I/O floor of a dry run: the fastest way here to read a schedule's raw cells and write them back with three
+outcome columns as .xlsx. No checks at all; what any tool that reads and writes these files must at least spend.
+
+    python -m benchmarks.floor SCHEDULE OUT.xlsx
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import xlsxwriter
+
+
+def read_cells(path: Path) -> list[list[object]]:
+    if path.suffix == ".csv":
+        import csv
+
+        with path.open(newline="", encoding="utf-8") as fh:
+            return [list(row) for row in csv.reader(fh)]
+    from python_calamine import CalamineWorkbook
+
+    return CalamineWorkbook.from_path(str(path)).get_sheet_by_index(0).to_python()  # type: ignore[return-value]
+
+
+def write_cells(rows: list[list[object]], out: Path) -> None:
+    wb = xlsxwriter.Workbook(str(out), {"constant_memory": True})
+    ws = wb.add_worksheet("Schedule")
+    ws.write_row(0, 0, [*rows[0], "status", "billing_milestone_id", "errors"])
+    for r in range(1, len(rows)):
+        ws.write_row(r, 0, [*rows[r], "valid", "", ""])
+    wb.close()
+
+
+def main(argv: list[str]) -> int:
+    write_cells(read_cells(Path(argv[0])), Path(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
