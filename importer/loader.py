@@ -115,7 +115,7 @@ class _CalamineBook:
             yield ()
         pad = (None,) * left
         for row in sheet.to_python(skip_empty_area=False):
-            yield pad + tuple(None if v == "" else v for v in row)
+            yield pad + tuple([None if v == "" else v for v in row])
 
     def close(self) -> None:
         self._book.close()
@@ -407,7 +407,7 @@ def _data_rows(rows: Iterable[Row], header_row: int) -> tuple[list[int], list[Ro
     data: list[Row] = []
     blank = 0
     for number, row in enumerate(rows, start=header_row + 1):
-        if all(is_blank(c) for c in row):
+        if row.count(None) == len(row) or all(is_blank(c) for c in row):  # the first test is the cheap, common one
             blank += 1
             continue
         index.append(number)
