@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 
 from importer.cells import DEFAULT_OPTIONS, ParseOptions
+from importer.checks import OnlineCheck, check_online, duplicate_rows
 from importer.client import KantataClient
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, MissingToken
 from importer.journal import Journal, journal_path
@@ -90,7 +91,7 @@ def _finish(
         stopped=stopped,
         requests=requests_made or {},
         existing_found=existing_found,
-        notes=list(raw.notes),
+        notes=[*raw.notes, *info.notes],
     )
 
 
@@ -100,12 +101,58 @@ def run_validate(
     sheet: str | None = None,
     output: Path | str | None = None,
     options: ParseOptions = DEFAULT_OPTIONS,
+    settings: Settings | None = None,
+    session: requests.Session | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """The dry run: every check that needs no Kantata account; writes the results workbook, sends nothing."""
+    """The dry run; writes the results workbook and sends nothing.
+
+    Without `settings` it checks each row on its own. With `settings` (a token) it also asks Kantata, with GETs
+    only, whether projects and tasks exist and belong together, whether amounts fit each project's currency and
+    which rows an earlier run created (`checks.py`); those rows are `exists`."""
     started = dt.datetime.now(dt.UTC)
+    if settings is not None and settings.token is None:
+        raise MissingToken.from_env(TOKEN_ENV)
     raw, validated, items, issues, out = _prepare(path, sheet, output, options)
+    issues += duplicate_rows(raw, validated.rows)
     outcomes = {i.row: Outcome(i.row, Status.VALID) for i in items}
-    return _finish(raw, validated, issues, outcomes, RunInfo(True, None, started), out)
+    if settings is None:
+        return _finish(raw, validated, _in_order(issues), outcomes, RunInfo(True, None, started), out)
+    (on_stage or (lambda _: None))(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
+    checked, made = _check_online(raw, validated, items, settings, session, options)
+    for row, milestone_id in checked.existing.items():
+        outcomes[row] = Outcome(row, Status.EXISTS, milestone_id)
+    for issue in checked.issues:
+        if issue.is_error:
+            outcomes[issue.row] = Outcome(issue.row, Status.INVALID)
+    cost = ", ".join(f"{route} {n}" for route, n in sorted(made.items()))
+    notes = (*checked.notes, f"online checks: {sum(made.values())} requests to Kantata ({cost}), nothing sent")
+    info = RunInfo(True, sanitize_url(settings.base_url), started, notes=notes)
+    all_issues = _in_order([*issues, *checked.issues])
+    return _finish(raw, validated, all_issues, outcomes, info, out, None, made, len(checked.existing))
+
+
+def _check_online(
+    raw: RawSchedule,
+    validated: Validated,
+    items: list[Item],
+    settings: Settings,
+    session: requests.Session | None,
+    options: ParseOptions,
+) -> tuple[OnlineCheck, dict[str, int]]:
+    """The online checks over one client, and what they cost in requests per route."""
+    assert settings.token is not None  # run_validate refused a missing token before reading the file
+    client = KantataClient(settings, settings.token, session=session)
+    try:
+        checked = check_online(raw, validated.rows, items, client, options)
+    finally:
+        client.close()
+    return checked, dict(client.stats.routes)
+
+
+def _in_order(issues: list[CellIssue]) -> list[CellIssue]:
+    """By row, then by column as the sheet lays them out (A..Z, AA..), row-wide issues first."""
+    return sorted(issues, key=lambda i: (i.row, len(i.column or ""), i.column or ""))
 
 
 def run_upload(
