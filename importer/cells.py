@@ -54,6 +54,12 @@ def currency_decimals(code: str) -> int:
     return _CURRENCY_DECIMALS.get(code.strip().upper(), 2)
 
 
+def subunit(code: str) -> str:
+    """What one unit of amount_in_cents is in this currency: "1/100 of a USD", "whole JPY"."""
+    decimals = currency_decimals(code)
+    return f"whole {code}" if decimals == 0 else f"1/{10**decimals} of a {code}"
+
+
 @dataclass(frozen=True, slots=True)
 class ParseOptions:
     """What the user told us about their cells: `--date-format` and `--currency-decimals`."""

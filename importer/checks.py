@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from importer.cells import CellProblem, ParseOptions, as_text, currency_decimals, is_blank, parse_amount
+from importer.cells import CellProblem, ParseOptions, as_text, currency_decimals, is_blank, parse_amount, subunit
 from importer.client import KantataClient, StoryInfo, WorkspaceInfo
 from importer.columns import BY_NAME
 from importer.errors import CellIssue
@@ -179,10 +179,10 @@ def _currency_notes(raw: RawSchedule, rows: pd.DataFrame, workspaces: Mapping[in
         project = workspaces.get(workspace)
         if project is None or project.currency is None or (decimals := currency_decimals(project.currency)) == 2:
             continue
-        unit = f"whole {project.currency}" if decimals == 0 else f"1/{10**decimals} of a {project.currency}"
-        shown = f"{Decimal(cents).scaleb(-decimals):,.{decimals}f} {project.currency}"
-        notes.append(f'project {workspace} ("{project.title}") is in {project.currency}, which {_has(decimals)}: '
-                     f"its {label} values count {unit} (row {row}: {cents} is {shown})")  # fmt: skip
+        code = project.currency
+        shown = f"{Decimal(cents).scaleb(-decimals):,.{decimals}f} {code}"
+        notes.append(f'project {workspace} ("{project.title}") is in {code}, which {_has(decimals)}: '
+                     f"its {label} values count {subunit(code)} (row {row}: {cents} is {shown})")  # fmt: skip
     hidden = sorted({w for w in rows["workspace_id"].astype(int) if w in workspaces and not workspaces[w].currency})
     if hidden:
         listed = ", ".join(map(str, hidden))

@@ -16,7 +16,7 @@ import requests
 
 from importer.cells import DEFAULT_OPTIONS, ParseOptions
 from importer.checks import OnlineCheck, check_online, duplicate_rows
-from importer.client import KantataClient
+from importer.client import KantataClient, WorkspaceInfo
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, MissingToken
 from importer.journal import Journal, journal_path
 from importer.loader import RawSchedule, load_schedule
@@ -25,6 +25,7 @@ from importer.planner import Item, build_items, plan
 from importer.report import RunInfo, check_output, default_output, write_results
 from importer.schema import Validated, validate_rows
 from importer.settings import TOKEN_ENV, Settings, sanitize_url
+from importer.template import check_template_path, write_template
 from importer.upload import OnOutcomes, Uploader
 
 
@@ -206,6 +207,29 @@ def run_upload(
     if stopped is None:  # every row settled and the workbook written: nothing left to resume
         journal_path(out).unlink(missing_ok=True)
     return result_
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateResult:
+    path: Path
+    workspaces: list[WorkspaceInfo] | None  # None: made without a token, so without a Workspaces sheet
+
+
+def run_template(
+    path: Path | str, settings: Settings | None = None, *, session: requests.Session | None = None
+) -> TemplateResult:
+    """Write the blank schedule; with `settings` (a token) add the projects it can see, for looking ids up."""
+    out = check_template_path(Path(path))  # before asking Kantata anything
+    if settings is None:
+        return TemplateResult(write_template(out), None)
+    if settings.token is None:
+        raise MissingToken.from_env(TOKEN_ENV)
+    client = KantataClient(settings, settings.token, session=session)
+    try:
+        workspaces = client.all_workspaces()
+    finally:
+        client.close()
+    return TemplateResult(write_template(out, workspaces=workspaces), workspaces)
 
 
 def _both(first: OnOutcomes, second: OnOutcomes | None) -> OnOutcomes:
