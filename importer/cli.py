@@ -265,5 +265,7 @@ def _report(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> No
         print(f"next: {nxt}")
     elif result.exit_code == ExitCode.STOPPED:
         print("next: run the same command again when Kantata is reachable; it resumes without duplicates")
+    elif dry_run and result.exit_code == ExitCode.OK and not result.counts["valid"] and result.counts["exists"]:
+        print("next: nothing to upload: every row is already in Kantata")
     elif dry_run and result.exit_code == ExitCode.OK:
         print(f"next: kantata-import upload {args.schedule}")

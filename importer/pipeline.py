@@ -127,7 +127,11 @@ def run_validate(
         if issue.is_error:
             outcomes[issue.row] = Outcome(issue.row, Status.INVALID)
     cost = ", ".join(f"{route} {n}" for route, n in sorted(made.items()))
-    notes = (*checked.notes, f"online checks: {sum(made.values())} requests to Kantata ({cost}), nothing sent")
+    total = sum(made.values())
+    notes = (
+        *checked.notes,
+        f"online checks: {total} request{'s' if total != 1 else ''} to Kantata ({cost}), nothing sent",
+    )
     info = RunInfo(True, sanitize_url(settings.base_url), started, notes=notes)
     all_issues = _in_order([*issues, *checked.issues])
     return _finish(raw, validated, all_issues, outcomes, info, out, None, made, len(checked.existing))

@@ -322,3 +322,18 @@ def test_issue_order_is_by_row_then_column(settings: Settings, make_schedule: Ma
         ("B", "amount-read-with-other-decimals"),
         ("E", "story-in-other-workspace"),
     ]
+
+
+def test_cli_when_every_row_is_already_in_kantata_there_is_nothing_to_upload(
+    sandbox: Any, settings: Settings, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    path = make_schedule([good_row(n) for n in range(3)])
+    run_upload(path, settings, output=path.with_name("up.xlsx"))
+    monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+    assert main(["validate", str(path), "--online"]) == 0
+    captured = capsys.readouterr()
+    assert "note: online checks: 1 request to Kantata (GET /billing_milestones 1), nothing sent" in captured.err
+    assert captured.out.splitlines()[0] == '3 rows read (sheet "Billing"): 3 exists'
+    assert captured.out.splitlines()[-1] == "next: nothing to upload: every row is already in Kantata"
