@@ -57,6 +57,10 @@ def check_online(
     stories = client.stories(int(s) for s in story_ids) if len(story_ids) else {}
     result.issues += _workspace_issues(raw, todo, workspaces)
     result.issues += _story_issues(raw, todo, workspaces, stories)
+    unplaced = sorted(s.id for s in stories.values() if s.workspace_id is None)
+    if unplaced:
+        listed = ", ".join(map(str, unplaced))
+        result.notes.append(f"Kantata did not say which project task {listed} belongs to: not checked")
     result.issues += _amount_issues(raw, todo, workspaces, options)
     result.notes += _currency_notes(raw, todo, workspaces)
     return result
@@ -69,9 +73,11 @@ def duplicate_rows(raw: RawSchedule, rows: pd.DataFrame) -> list[CellIssue]:
     wrong for a row pasted twice; only the user knows which, so it is a warning, not an error."""
     letter = raw.fields.get("title")
     header = raw.header_of(letter) if letter else BY_NAME["title"].label
+    same_columns = rows[list(_SAME)]
+    involved = same_columns[same_columns.duplicated(keep=False)]  # vectorised: a 100k-row loop costs ~0.7 s
     first: dict[tuple[Any, ...], int] = {}
     issues: list[CellIssue] = []
-    for row, *values in rows[list(_SAME)].itertuples(name=None):
+    for row, *values in involved.itertuples(name=None):
         same = tuple(None if pd.isna(v) else v for v in values)
         if same not in first:
             first[same] = int(row)
@@ -121,10 +127,10 @@ def _story_issues(
             issues.append(_issue(raw, row, "story_id", "story-not-found",
                                  f"Kantata has no task {story} that this token can see (no such id, or an "
                                  "archived, deleted or to-do task, which Kantata hides); check the id"))  # fmt: skip
-        elif info.workspace_id != workspace:
-            owner = f"project {info.workspace_id}" if info.workspace_id else "a project Kantata did not name"
-            message = (f'task {story} ("{info.title}") belongs to {owner}, not to project {workspace} of this row; '
-                       f"use a task of project {workspace}, or correct the Project ID")  # fmt: skip
+        elif info.workspace_id is not None and info.workspace_id != workspace:
+            message = (f'task {story} ("{info.title}") belongs to project {info.workspace_id}, not to '
+                       f"project {workspace} of this row; use a task of project {workspace}, or correct the "
+                       "Project ID")  # fmt: skip
             issues.append(_issue(raw, row, "story_id", "story-in-other-workspace", message))
     return issues
 
