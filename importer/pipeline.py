@@ -215,6 +215,8 @@ def run_upload(
 
 @dataclass(frozen=True, slots=True)
 class TemplateResult:
+    """The template written, and the projects listed in it, so the CLI can say how many the token sees."""
+
     path: Path
     workspaces: list[WorkspaceInfo] | None  # None: made without a token, so without a Workspaces sheet
 
