@@ -39,6 +39,27 @@ _CURRENCY_SIGNS = "$€£¥₩₹₽₪₫₺₴₦฿"
 _CURRENCY_CODE = re.compile(r"^[A-Z]{3}\s*|\s*[A-Z]{3}$")
 
 
+# ISO 4217 minor units: how many decimals a currency has, so what one unit of amount_in_cents is worth.
+# Every currency not listed has 2 (USD, EUR, GBP, ...).
+_CURRENCY_DECIMALS: dict[str, int] = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+                     "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    "CLF": 4, "UYW": 4,
+}  # fmt: skip
+
+
+def currency_decimals(code: str) -> int:
+    """Decimals of an ISO 4217 currency: 0 for JPY, 3 for KWD, 2 for USD and any code not in the table."""
+    return _CURRENCY_DECIMALS.get(code.strip().upper(), 2)
+
+
+def subunit(code: str) -> str:
+    """What one unit of amount_in_cents is in this currency: "1/100 of a USD", "whole JPY"."""
+    decimals = currency_decimals(code)
+    return f"whole {code}" if decimals == 0 else f"1/{10**decimals} of a {code}"
+
+
 @dataclass(frozen=True, slots=True)
 class ParseOptions:
     """What the user told us about their cells: `--date-format` and `--currency-decimals`."""

@@ -19,7 +19,7 @@ from importer import __version__
 from importer.cells import ParseOptions
 from importer.concurrency import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from importer.errors import EXIT_CODE_HELP, ConfigError, ExitCode, ImporterError
-from importer.pipeline import RunResult, run_upload, run_validate
+from importer.pipeline import RunResult, run_template, run_upload, run_validate
 from importer.settings import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
@@ -37,11 +37,27 @@ Load a billing schedule (.xlsx or .csv) into Kantata OX as billing milestones, e
 
   kantata-import template -o schedule.xlsx        blank schedule to fill in
   kantata-import validate schedule.xlsx           dry run: checks every row, sends nothing
+  kantata-import validate schedule.xlsx --online  ... and asks Kantata (read-only) about projects and tasks
   kantata-import upload schedule.xlsx             creates the milestones, writes schedule.results.xlsx
   kantata-import upload schedule.xlsx --sandbox   the same against a built-in Kantata look-alike
   kantata-import sandbox --port 8765              run that look-alike on its own
 
 The API token is read from the environment variable KANTATA_API_TOKEN (never from a flag)."""
+
+
+VALIDATE_HELP = """\
+Dry run: check every row of a schedule and write the results; send nothing.
+
+With --online (or --sandbox) it also asks Kantata, with GET requests only, whether each row's project
+exists and the token can see it, whether its task belongs to that project, whether Amount fits the
+project's currency (0 decimals for JPY, 3 for KWD), and which rows an earlier upload created (status
+exists). Look-ups are batched, 200 ids a request; the note at the end says how many requests it took."""
+
+TEMPLATE_HELP = """\
+Write a blank billing schedule workbook to fill in, with an Example sheet of filled-in rows.
+
+With --online (or --sandbox) it adds a Workspaces sheet listing the projects the token can see
+(id, title, currency), to look ids up in."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def schedule_command(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODE_HELP,
+        p = sub.add_parser(name, help=help_text.splitlines()[0], description=help_text, epilog=EXIT_CODE_HELP,
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         p.add_argument("schedule", type=Path, help="the billing schedule, .xlsx or .csv")
         p.add_argument("-o", "--output", type=Path, help="results workbook (default: <schedule>.results.xlsx)")
@@ -78,9 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
-    schedule_command("validate", "Dry run: check every row of a schedule and write the results; send nothing.")
+    val = schedule_command("validate", VALIDATE_HELP)
+    val.add_argument("--online", action="store_true", help="also check against Kantata, reading only (needs "
+                     f"{TOKEN_ENV}): projects, tasks, currencies, rows already created")  # fmt: skip
+    _connection_arguments(val, "check against")
     up = schedule_command("upload", "Create a billing milestone for every valid row not already in Kantata.")
-    up.add_argument("--base-url", help=f"Kantata API URL (or set {BASE_URL_ENV}; default {DEFAULT_BASE_URL})")
     up.add_argument("--batch-size", type=int, help=f"milestones per request, 1-{MAX_BATCH} (default {MAX_BATCH})")
     up.add_argument(
         "--concurrency",
@@ -88,18 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"requests in flight at most, 1-{MAX_CONCURRENCY} (default {DEFAULT_CONCURRENCY}; "
         "lowered automatically while Kantata answers 429)",
     )
-    up.add_argument(
-        "--sandbox",
-        action="store_true",
-        help="upload to a built-in Kantata look-alike on this machine (no account, no network)",
-    )
-    up.add_argument("--non-interactive", action="store_true",
-                    help=f"never prompt for the token; fail if {TOKEN_ENV} is not set")  # fmt: skip
+    _connection_arguments(up, "upload to")
 
-    tpl = sub.add_parser("template", help="Write a blank billing schedule workbook to fill in.",
-                         description="Write a blank billing schedule workbook to fill in.")  # fmt: skip
+    tpl = sub.add_parser("template", help=TEMPLATE_HELP.splitlines()[0],
+                         description=TEMPLATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     tpl.add_argument("-o", "--output", type=Path, default=Path("billing_schedule.xlsx"),
                      help="where to write it (default: billing_schedule.xlsx; never overwrites)")  # fmt: skip
+    tpl.add_argument("--online", action="store_true",
+                     help=f"add a Workspaces sheet: the projects the token ({TOKEN_ENV}) can see")  # fmt: skip
+    _connection_arguments(tpl, "list the projects of")
     tpl.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     sbx = sub.add_parser("sandbox", help="Run the built-in Kantata look-alike on loopback.",
@@ -110,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_arguments(sbx)
     sbx.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _connection_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """Which Kantata to talk to and how to get the token: one set of flags for every command that connects."""
+    parser.add_argument("--base-url", help=f"Kantata API URL (or set {BASE_URL_ENV}; default {DEFAULT_BASE_URL})")
+    where = "a built-in Kantata look-alike on this machine (no account, no network)"
+    parser.add_argument("--sandbox", action="store_true", help=f"{verb} {where}")
+    parser.add_argument("--non-interactive", action="store_true",
+                        help=f"never prompt for the token; fail if {TOKEN_ENV} is not set")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,25 +167,42 @@ def _options(args: argparse.Namespace) -> ParseOptions:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    result = run_validate(args.schedule, sheet=args.sheet, output=args.output, options=_options(args))
+    options = _options(args)
+    if not (args.online or args.sandbox):
+        result = run_validate(args.schedule, sheet=args.sheet, output=args.output, options=options)
+    else:
+        with _connection(args, quiet=args.quiet) as settings:
+            result = run_validate(args.schedule, sheet=args.sheet, output=args.output, options=options,
+                                  settings=settings, on_stage=None if args.quiet else _err)  # fmt: skip
     _report(result, args, dry_run=True)
     return int(result.exit_code)
 
 
 def _upload(args: argparse.Namespace) -> int:
-    overrides = {"base_url": args.base_url, "batch_size": args.batch_size, "concurrency": args.concurrency}
+    with _connection(args, quiet=args.quiet) as settings:
+        return _run_upload(args, settings)
+
+
+@contextmanager
+def _connection(args: argparse.Namespace, *, quiet: bool) -> Iterator[Settings]:
+    """Settings with a token, from --sandbox (a look-alike for this command only) or from the environment and
+    flags (prompting for the token unless --non-interactive); says which Kantata, and whence the token."""
+    overrides = {name: getattr(args, name, None) for name in ("base_url", "batch_size", "concurrency")}
     if args.sandbox:
         with _sandbox_server() as (url, token):
             settings = replace(Settings.from_env(**overrides), base_url=url, token=token)
-            return _run_upload(args, settings)
+            if not quiet:
+                _err(f"kantata: {sanitize_url(settings.base_url)} (token from the built-in sandbox)")
+            yield settings
+        return
     settings = Settings.from_env(**overrides)
     token = settings.require_token(interactive=not args.non_interactive)
-    return _run_upload(args, replace(settings, token=token))
+    if not quiet:
+        _err(f"kantata: {sanitize_url(settings.base_url)} (token from {TOKEN_ENV})")
+    yield replace(settings, token=token)
 
 
 def _run_upload(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.quiet:
-        _err(f"kantata: {sanitize_url(settings.base_url)} (token from {_token_source(args)})")
     result = run_upload(
         args.schedule,
         settings,
@@ -174,10 +215,6 @@ def _run_upload(args: argparse.Namespace, settings: Settings) -> int:
     return int(result.exit_code)
 
 
-def _token_source(args: argparse.Namespace) -> str:
-    return "the built-in sandbox" if args.sandbox else TOKEN_ENV
-
-
 @contextmanager
 def _sandbox_server() -> Iterator[tuple[str, Secret]]:
     from importer.sandbox import DEFAULT_TOKEN, Sandbox
@@ -188,10 +225,13 @@ def _sandbox_server() -> Iterator[tuple[str, Secret]]:
 
 
 def _template(args: argparse.Namespace) -> int:
-    from importer.template import write_template
-
-    path = write_template(args.output)
-    print(f"wrote {path}: fill in the Billing sheet, then run: kantata-import validate {path}")
+    if not (args.online or args.sandbox):
+        made = run_template(args.output)
+    else:
+        with _connection(args, quiet=False) as settings:
+            made = run_template(args.output, settings)
+    listed = "" if made.workspaces is None else f" (Workspaces sheet: {len(made.workspaces)} projects)"
+    print(f"wrote {made.path}{listed}: fill in the Billing sheet, then run: kantata-import validate {made.path}")
     return int(ExitCode.OK)
 
 
@@ -231,5 +271,7 @@ def _report(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> No
         print(f"next: {nxt}")
     elif result.exit_code == ExitCode.STOPPED:
         print("next: run the same command again when Kantata is reachable; it resumes without duplicates")
+    elif dry_run and result.exit_code == ExitCode.OK and not result.counts["valid"] and result.counts["exists"]:
+        print("next: nothing to upload: every row is already in Kantata")
     elif dry_run and result.exit_code == ExitCode.OK:
         print(f"next: kantata-import upload {args.schedule}")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -26,7 +27,7 @@ from importer.errors import ApiUnavailable, TokenRejected
 from importer.planner import ImportKey
 from importer.settings import Secret, Settings, sanitize_url
 
-LOOKUP_CHUNK = 200  # external_reference_service_model_refs takes up to 200 ids (api-notes.md)
+LOOKUP_CHUNK = 200  # external_reference_service_model_refs takes up to 200 ids (api-notes.md); `only=` likewise
 PER_PAGE = 200  # the documented maximum page size
 
 
@@ -63,6 +64,9 @@ class CreateAnswer:
         return self.status in (400, 422)
 
 
+_Info = TypeVar("_Info", "WorkspaceInfo", "StoryInfo")
+
+
 @dataclass(slots=True)
 class Stats:
     """Request counts; `count` is the only writer, so threads sending at once lose no increment."""
@@ -71,11 +75,32 @@ class Stats:
     gets: int = 0
     retries: int = 0
     throttled: int = 0
+    routes: Counter[str] = field(default_factory=Counter)  # "GET /workspaces" -> requests sent, retries included
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def count(self, name: str, n: int = 1) -> None:
+    def count(self, name: str, route: str | None = None) -> None:
         with self._lock:
-            setattr(self, name, getattr(self, name) + n)
+            setattr(self, name, getattr(self, name) + 1)
+            if route is not None:
+                self.routes[route] += 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceInfo:
+    """A project the token can see; `currency` is None when Kantata withholds it (no financial access)."""
+
+    id: int
+    title: str
+    currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoryInfo:
+    """A task the token can see, with the project it belongs to (None if Kantata did not say)."""
+
+    id: int
+    title: str
+    workspace_id: int | None
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -125,6 +150,8 @@ class KantataClient:
         self.session.trust_env = False  # no ~/.netrc, no proxy variables surprising a finance laptop
         self.session.headers.update({"Accept": "application/json", "User-Agent": f"kantata-import/{__version__}"})
         self.stats = Stats()
+        self._workspace_cache: dict[int, WorkspaceInfo | None] = {}
+        self._story_cache: dict[int, StoryInfo | None] = {}
         self._sleep = sleep
         self._timeout = (settings.connect_timeout, settings.read_timeout)
 
@@ -153,7 +180,7 @@ class KantataClient:
         last = ""
         for attempt in range(self.settings.max_attempts):
             try:
-                self.stats.count("gets")
+                self.stats.count("gets", f"GET /{path}")
                 with self.limiter.slot() as generation:
                     response = self.session.get(self._url(path), params=params, timeout=self._timeout)
             except requests.RequestException as exc:
@@ -191,7 +218,7 @@ class KantataClient:
         params: dict[str, str | int] = {"per_page": PER_PAGE, "include": "external_references"}
         for attempt in range(self.settings.max_attempts):
             try:
-                self.stats.count("posts")
+                self.stats.count("posts", "POST /billing_milestones")
                 with self.limiter.slot() as generation:
                     response = self.session.post(
                         self._url("billing_milestones"),
@@ -263,14 +290,57 @@ class KantataClient:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _pages(self, path: str, params: dict[str, str | int]) -> Iterable[tuple[ImportKey, str]]:
+        for data in self._each_page(path, {**params, "include": "external_references"}):
+            yield from milestone_keys(data).items()
+
+    def _each_page(self, path: str, params: Mapping[str, str | int]) -> Iterator[dict[str, Any]]:
+        """Every page of a listing, PER_PAGE at a time, until the page count Kantata gives is reached."""
         page = 1
         while True:
-            data = self.get(path, {**params, "include": "external_references", "per_page": PER_PAGE, "page": page})
-            yield from milestone_keys(data).items()
+            data = self.get(path, {**params, "per_page": PER_PAGE, "page": page})
+            yield data
             meta = data.get("meta") or {}
             if page >= int(meta.get("page_count") or 1):
                 return
             page += 1
+
+    def workspaces(self, ids: Iterable[int]) -> dict[int, WorkspaceInfo]:
+        """The projects among `ids` that the token can see (a miss is simply absent), `only=` 200 ids a request.
+
+        Cached for the client's life: GET /workspaces has a rate limit of its own, and a schedule names the same
+        few projects on many rows."""
+        return self._lookup("workspaces", ids, {}, self._workspace_cache, _workspace)
+
+    def stories(self, ids: Iterable[int]) -> dict[int, StoryInfo]:
+        """The tasks among `ids` that the token can see, each with its project (`include=workspace`), cached."""
+        return self._lookup("stories", ids, {"include": "workspace"}, self._story_cache, _story)
+
+    def all_workspaces(self) -> list[WorkspaceInfo]:
+        """Every project the token can see, in Kantata's order (for the template's lookup sheet)."""
+        found = [_workspace(obj) for data in self._each_page("workspaces", {}) for obj in _primary(data, "workspaces")]
+        return [w for w in found if w is not None]
+
+    def _lookup(
+        self,
+        path: str,
+        ids: Iterable[int],
+        extra: Mapping[str, str],
+        cache: dict[int, _Info | None],
+        make: Callable[[Mapping[str, Any]], _Info | None],
+    ) -> dict[int, _Info]:
+        wanted = sorted(set(ids))
+        unknown = [i for i in wanted if i not in cache]
+        for start in range(0, len(unknown), LOOKUP_CHUNK):
+            chunk = unknown[start : start + LOOKUP_CHUNK]
+            found: dict[int, _Info] = {}
+            for data in self._each_page(path, {**extra, "only": ",".join(map(str, chunk))}):
+                for obj in _primary(data, path):
+                    info = make(obj)
+                    if info is not None:
+                        found[info.id] = info
+            # Only what was asked (a filter the server ignored must not add rows); a miss is cached too.
+            cache.update({i: found.get(i) for i in chunk})
+        return {i: info for i in wanted if (info := cache[i]) is not None}
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
@@ -285,6 +355,37 @@ def _json(response: requests.Response) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiUnavailable("Kantata answered with JSON that is not an object", status=response.status_code)
     return data
+
+
+def _primary(data: Mapping[str, Any], key: str) -> Iterator[Mapping[str, Any]]:
+    """The primary objects of an answer, in `results` order (a top-level collection may hold side-loads too)."""
+    objects = data.get(key) or {}
+    for entry in data.get("results") or []:
+        if isinstance(entry, dict) and entry.get("key") == key:
+            obj = objects.get(str(entry.get("id")))
+            if isinstance(obj, dict):
+                yield obj
+
+
+def _int(value: object) -> int | None:
+    """An id as Kantata sends it (a string of digits), or None for anything else."""
+    text = str(value).strip() if value is not None else ""
+    return int(text) if text.isdigit() else None
+
+
+def _workspace(obj: Mapping[str, Any]) -> WorkspaceInfo | None:
+    ident = _int(obj.get("id"))
+    if ident is None:
+        return None
+    currency = obj.get("currency")
+    return WorkspaceInfo(ident, str(obj.get("title") or ""), str(currency).upper() if currency else None)
+
+
+def _story(obj: Mapping[str, Any]) -> StoryInfo | None:
+    ident = _int(obj.get("id"))
+    if ident is None:
+        return None
+    return StoryInfo(ident, str(obj.get("title") or ""), _int(obj.get("workspace_id")))
 
 
 def _errors(response: requests.Response) -> list[dict[str, Any]]:

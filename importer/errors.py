@@ -39,6 +39,7 @@ exit codes:
   2    the file or the arguments are unusable; nothing was sent
   3    the API token is missing or was refused; nothing was sent
   4    the run had to stop midway (Kantata unreachable); unsent rows are marked not_sent, re-run to resume
+       (validate --online: nothing was written)
   130  interrupted (Ctrl-C); the results workbook was written, re-run to resume
   70   internal error (a bug): run again with --debug for the traceback"""
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import requests
 
 from importer.cells import DEFAULT_OPTIONS, ParseOptions
-from importer.client import KantataClient
+from importer.checks import OnlineCheck, check_online, duplicate_rows
+from importer.client import KantataClient, WorkspaceInfo
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, MissingToken
 from importer.journal import Journal, journal_path
 from importer.loader import RawSchedule, load_schedule
@@ -24,6 +25,7 @@ from importer.planner import Item, build_items, plan, reference_issues
 from importer.report import RunInfo, check_output, default_output, write_results
 from importer.schema import Validated, validate_rows
 from importer.settings import TOKEN_ENV, Settings, sanitize_url
+from importer.template import check_template_path, write_template
 from importer.upload import OnOutcomes, Uploader
 
 
@@ -95,7 +97,7 @@ def _finish(
         stopped=stopped,
         requests=requests_made or {},
         existing_found=existing_found,
-        notes=list(raw.notes),
+        notes=[*raw.notes, *info.notes],
     )
 
 
@@ -105,13 +107,63 @@ def run_validate(
     sheet: str | None = None,
     output: Path | str | None = None,
     options: ParseOptions = DEFAULT_OPTIONS,
+    settings: Settings | None = None,
+    session: requests.Session | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """The dry run: every check that needs no Kantata account; writes the results workbook, sends nothing."""
+    """The dry run; writes the results workbook and sends nothing.
+
+    Without `settings` it checks each row on its own. With `settings` (a token) it also asks Kantata, with GETs
+    only, whether projects and tasks exist and belong together, whether amounts fit each project's currency and
+    which rows an earlier run created (`checks.py`); those rows are `exists`."""
     started = dt.datetime.now(dt.UTC)
-    raw, validated, _, issues, out = _prepare(path, sheet, output, options, requests=False)
+    if settings is not None and settings.token is None:
+        raise MissingToken.from_env(TOKEN_ENV)
+    raw, validated, items, issues, out = _prepare(path, sheet, output, options, requests=settings is not None)
+    issues += duplicate_rows(raw, validated.rows)
     failed = {i.row for i in issues if i.is_error}
     outcomes = {row: Outcome(row, Status.VALID) for row in validated.rows.index.tolist() if row not in failed}
-    return _finish(raw, validated, issues, outcomes, RunInfo(True, None, started), out)
+    if settings is None:
+        return _finish(raw, validated, _in_order(issues), outcomes, RunInfo(True, None, started), out)
+    (on_stage or (lambda _: None))(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
+    checked, made = _check_online(raw, validated, items, settings, session, options)
+    for row, milestone_id in checked.existing.items():
+        outcomes[row] = Outcome(row, Status.EXISTS, milestone_id)
+    for issue in checked.issues:
+        if issue.is_error:
+            outcomes[issue.row] = Outcome(issue.row, Status.INVALID)
+    cost = ", ".join(f"{route} {n}" for route, n in sorted(made.items()))
+    total = sum(made.values())
+    notes = (
+        *checked.notes,
+        f"online checks: {total} request{'s' if total != 1 else ''} to Kantata ({cost}), nothing sent",
+    )
+    info = RunInfo(True, sanitize_url(settings.base_url), started, notes=notes)
+    all_issues = _in_order([*issues, *checked.issues])
+    return _finish(raw, validated, all_issues, outcomes, info, out, None, made, len(checked.existing))
+
+
+def _check_online(
+    raw: RawSchedule,
+    validated: Validated,
+    items: list[Item],
+    settings: Settings,
+    session: requests.Session | None,
+    options: ParseOptions,
+) -> tuple[OnlineCheck, dict[str, int]]:
+    """The online checks over one client, and what they cost in requests per route."""
+    assert settings.token is not None  # run_validate refused a missing token before reading the file
+    client = KantataClient(settings, settings.token, session=session)
+    try:
+        checked = check_online(raw, validated.rows, items, client, options)
+    finally:
+        client.close()
+    return checked, dict(client.stats.routes)
+
+
+def _in_order(issues: list[CellIssue]) -> list[CellIssue]:
+    """By row, then by column as the sheet lays them out (A..Z, AA..), row-wide issues first."""
+    return sorted(issues, key=lambda i: (i.row, len(i.column or ""), i.column or ""))
 
 
 def run_upload(
@@ -165,6 +217,31 @@ def run_upload(
     if stopped is None:  # every row settled and the workbook written: nothing left to resume
         journal_path(out).unlink(missing_ok=True)
     return result_
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateResult:
+    """The template written, and the projects listed in it, so the CLI can say how many the token sees."""
+
+    path: Path
+    workspaces: list[WorkspaceInfo] | None  # None: made without a token, so without a Workspaces sheet
+
+
+def run_template(
+    path: Path | str, settings: Settings | None = None, *, session: requests.Session | None = None
+) -> TemplateResult:
+    """Write the blank schedule; with `settings` (a token) add the projects it can see, for looking ids up."""
+    out = check_template_path(Path(path))  # before asking Kantata anything
+    if settings is None:
+        return TemplateResult(write_template(out), None)
+    if settings.token is None:
+        raise MissingToken.from_env(TOKEN_ENV)
+    client = KantataClient(settings, settings.token, session=session)
+    try:
+        workspaces = client.all_workspaces()
+    finally:
+        client.close()
+    return TemplateResult(write_template(out, workspaces=workspaces), workspaces)
 
 
 def _both(first: OnOutcomes, second: OnOutcomes | None) -> OnOutcomes:

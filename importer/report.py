@@ -51,6 +51,7 @@ class RunInfo:
     base_url: str | None  # sanitised; None for an offline dry run
     started: dt.datetime
     note: str = ""  # why the run stopped early, if it did
+    notes: tuple[str, ...] = ()  # remarks of the run besides the file's (online checks: currencies, requests)
 
 
 def check_output(output: Path, schedule: Path) -> Path:
@@ -235,7 +236,7 @@ class _Writer:
         ]
         if info.note:
             lines.append(("Stopped early", info.note))
-        lines += [("Note", note) for note in raw.notes]
+        lines += [("Note", note) for note in (*raw.notes, *info.notes)]
         lines.append(("", None))
         lines += [(f"Rows {s.value}", counts.get(s, 0)) for s in Status]
         ws.set_column(0, 0, 22)

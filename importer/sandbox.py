@@ -121,6 +121,7 @@ class Faults:
     partial_create: bool = False  # UNCONFIRMED alternative: valid items of a refused batch are created
     error_index: bool = False  # UNCONFIRMED alternative: list errors carry the item's "index"
     paginate_create: bool = True  # a create of many answers only one page (per_page, default 20)
+    no_financial_access: bool = False  # documented: workspaces come without `currency` for such a user
 
     def __post_init__(self) -> None:
         for name in ("rate_limit_every", "fail_every", "drop_after_write_every"):
@@ -396,9 +397,11 @@ def _reference_json(row: sqlite3.Row) -> dict[str, Any]:
             "created_at": row["created_at"]}  # fmt: skip
 
 
-def _workspace_json(workspace: Workspace) -> dict[str, Any]:
+def _workspace_json(workspace: Workspace, faults: Faults) -> dict[str, Any]:
     shown = workspace._asdict()
     del shown["visible"]
+    if faults.no_financial_access:
+        del shown["currency"]  # api-notes: `currency` only for users with financial access to the project
     return shown | {"id": str(workspace.id)}
 
 
@@ -719,13 +722,14 @@ class Sandbox:
         self._store.delete(cast(int, ident))
         return _Reply(204)
 
-    def _workspaces(self, _ident: int | None, query: Mapping[str, str], _body: bytes, _faults: Faults) -> _Reply:
+    def _workspaces(self, _ident: int | None, query: Mapping[str, str], _body: bytes, faults: Faults) -> _Reply:
         chosen = [w for w in self._store.workspaces.values() if w.visible]
         if "only" in query:
             chosen = [w for w in chosen if w.id in _ids(query["only"])]
-        return self._paged("workspaces", [_workspace_json(w) for w in sorted(chosen)], query)
+        shown = [_workspace_json(w, faults) for w in sorted(chosen)]
+        return self._paged("workspaces", shown, query)
 
-    def _stories(self, _ident: int | None, query: Mapping[str, str], _body: bytes, _faults: Faults) -> _Reply:
+    def _stories(self, _ident: int | None, query: Mapping[str, str], _body: bytes, faults: Faults) -> _Reply:
         workspaces = self._store.workspaces
         chosen = [s for s in self._store.stories.values() if workspaces[s.workspace_id].visible]
         for name, attribute in (("only", "id"), ("workspace_ids", "workspace_id")):
@@ -738,7 +742,7 @@ class Sandbox:
         reply = self._paged("stories", objects, query)
         if with_workspace and reply.body is not None:
             shown = sorted({self._store.stories[int(story_id)].workspace_id for story_id in reply.body["stories"]})
-            reply.body["workspaces"] = {str(w): _workspace_json(workspaces[w]) for w in shown}
+            reply.body["workspaces"] = {str(w): _workspace_json(workspaces[w], faults) for w in shown}
         return reply
 
     @staticmethod
@@ -897,6 +901,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give each error of a list the item's index (UNCONFIRMED Kantata behaviour)")  # fmt: skip
     faults.add_argument("--no-paginate-create", dest="paginate_create", action="store_false",
                         help="answer a create with every created milestone, ignoring per_page")  # fmt: skip
+    faults.add_argument("--no-financial-access", action="store_true",
+                        help="answer as for a user without financial access: projects without currency")  # fmt: skip
 
 
 def faults_from_args(args: argparse.Namespace) -> Faults:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 from pathlib import Path
 
+import pytest
+
 import importer
-from importer.cli import build_parser
+from importer.cli import build_parser, main
 from importer.errors import EXIT_CODE_HELP, ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,3 +51,20 @@ def test_public_api_is_exactly_all() -> None:
     public = {n for n in vars(importer) if not n.startswith("_") and n not in {"annotations"}}
     modules = {n for n in public if type(getattr(importer, n)).__name__ == "module"}
     assert public - modules == set(importer.__all__) - {"__version__"}
+
+
+def test_readme_online_capture_is_what_the_command_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    command = (
+        "$ KANTATA_API_TOKEN= .venv/bin/kantata-import validate samples/schedule_with_mistakes.xlsx --online --sandbox"
+    )
+    block = README.split(command + "\n", 1)[1].split("```", 1)[0].splitlines()
+    sample = tmp_path / "samples" / "schedule_with_mistakes.xlsx"
+    sample.parent.mkdir()
+    shutil.copy(ROOT / "samples" / sample.name, sample)
+    assert main(["validate", str(sample), "--online", "--sandbox"]) == 1
+    captured = capsys.readouterr()
+    printed = (captured.err + captured.out).replace(str(tmp_path) + "/", "").splitlines()
+    port = re.compile(r"127\.0\.0\.1:\d+")
+    assert [port.sub("127.0.0.1:PORT", line) for line in printed] == [
+        port.sub("127.0.0.1:PORT", line) for line in block
+    ]

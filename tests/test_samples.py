@@ -13,13 +13,13 @@ from importer.settings import Secret, Settings
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
-def _documented() -> list[tuple[str, str, str]]:
-    """(cell, code, message) from the mistakes table of samples/README.md."""
+def _documented(columns: int = 4) -> list[tuple[str, str, str]]:
+    """(cell, code, message) from the mistakes table (4 columns) or the online table (3) of samples/README.md."""
     rows = []
     for line in (SAMPLES / "README.md").read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and re.fullmatch(r"[A-Z]+\d+|row \d+", cells[0]):
-            rows.append((cells[0], cells[2].split()[0].strip("`"), cells[3]))
+        if len(cells) == columns and re.fullmatch(r"[A-Z]+\d+|row \d+", cells[0]):
+            rows.append((cells[0], cells[-2].split()[0].strip("`"), cells[-1]))
     return rows
 
 
@@ -47,3 +47,14 @@ def test_mistakes_are_reported_exactly_as_documented(sandbox: Any, tmp_path: Pat
     assert rejected == [d for d in documented if d[1] == "rejected-by-kantata"]
     assert uploaded.counts["created"] == 2
     assert sorted(str(m["title"]) for m in sandbox.milestones()) == ["Credit note", "Kickoff workshop"]
+
+
+def test_an_online_dry_run_finds_before_sending_what_upload_had_kantata_reject(sandbox: Any, tmp_path: Path) -> None:
+    online = _documented(columns=3)
+    assert [cell for cell, _, _ in online] == ["E11", "C12"]
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
+    checked = run_validate(SAMPLES / "schedule_with_mistakes.xlsx", output=tmp_path / "v.xlsx", settings=settings)
+    offline = [d for d in _documented() if d[1] != "rejected-by-kantata"]
+    assert [(i.cell, i.code, i.message) for i in checked.issues] == offline + online
+    assert checked.counts["valid"] == 2 and checked.counts["invalid"] == 9
+    assert sandbox.milestones() == []

@@ -389,6 +389,16 @@ def test_lists_only_visible_workspaces(api: Api) -> None:
     assert [w.id for w in SEED_WORKSPACES if not w.visible] == [1099]
 
 
+def test_without_financial_access_workspaces_come_without_currency(sandbox: Sandbox, api: Api) -> None:
+    sandbox.set_faults(no_financial_access=True)
+    assert api.get("workspaces", only="1004").json()["workspaces"]["1004"] == {
+        "id": "1004", "title": "Daikoku Mobile App", "currency_base_unit": 1, "currency_symbol": "¥"}  # fmt: skip
+    side_loaded = api.get("stories", only="5007", include="workspace").json()["workspaces"]["1004"]
+    assert "currency" not in side_loaded and side_loaded["title"] == "Daikoku Mobile App"
+    sandbox.reset()
+    assert api.get("workspaces", only="1004").json()["workspaces"]["1004"]["currency"] == "JPY"
+
+
 def test_lists_stories_with_workspace_only_when_included(api: Api) -> None:
     plain = api.get("stories", workspace_ids="1001").json()
     assert result_ids_of(plain) == ["5001", "5002", "5003"]
@@ -549,11 +559,12 @@ def test_flags_become_faults() -> None:
     args = parser.parse_args(["--host", "::1", "--port", "0", "--db", "x.sqlite", "--rate-limit-every", "5",
                               "--retry-after", "0.25", "--fail-every", "7", "--fail-status", "502", "--latency", "0.1",
                               "--drop-after-write-every", "3", "--reject-title", "Nope", "--partial-create",
-                              "--error-index", "--no-paginate-create"])  # fmt: skip
+                              "--error-index", "--no-paginate-create", "--no-financial-access"])  # fmt: skip
     assert (args.host, args.port, args.db) == ("::1", 0, "x.sqlite")
     assert faults_from_args(args) == Faults(rate_limit_every=5, retry_after=0.25, fail_every=7, fail_status=502,
                                             latency=0.1, drop_after_write_every=3, reject_title="Nope",
-                                            partial_create=True, error_index=True, paginate_create=False)  # fmt: skip
+                                            partial_create=True, error_index=True, paginate_create=False,
+                                            no_financial_access=True)  # fmt: skip
 
 
 def test_serve_prints_its_url_answers_and_stops_on_ctrl_c() -> None:
