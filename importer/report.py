@@ -164,11 +164,20 @@ class _Writer:
             ws.write_string(hr, c, name, self.fmt_bold)
         by_row = _messages_by_row(self.issues)
         letters = raw.frame.columns
+        write_number, write_string, cell = ws.write_number, ws.write_string, self._cell
         for row_number, values in zip(raw.frame.index, raw.frame.itertuples(index=False, name=None), strict=True):
             r = int(row_number) - 1
             for c, value in enumerate(values):
-                if c not in skip:
-                    self._cell(ws, r, c, value)
+                # The common cells inline (this loop runs once per cell of the file); the rest through _cell.
+                kind = type(value)
+                if value is None or c in skip:
+                    continue
+                if kind is str and len(value) < MAX_CELL_TEXT and not value.startswith(FORMULA_TRIGGERS):
+                    write_string(r, c, value)
+                elif (kind is float and value == value) or (kind is int and abs(value) < MAX_EXACT_FLOAT_INT):
+                    write_number(r, c, value)
+                else:
+                    cell(ws, r, c, value)
             outcome = self.outcomes.get(int(row_number))
             if outcome is None:
                 raise AssertionError(f"row {row_number} has no outcome")  # every row must end with one

@@ -29,7 +29,7 @@ _NS = {
 }
 
 _SCAN = re.compile(
-    rb"<row\b(?P<row>[^>]*)>"
+    rb"<row\b(?P<row>[^>]*\bhidden=\"(?:1|true)\"[^>]*)>"  # only hidden rows: no Python work per visible row
     rb"|<col\b(?P<col>[^>]*)/?>"
     rb"|<mergeCell\b[^>]*\bref=\"(?P<merge>[A-Z]+[0-9]+:[A-Z]+[0-9]+)\""
     rb"|<c\b[^>]*\br=\"(?P<nocache>[A-Z]+[0-9]+)\"[^>]*>\s*<f\b[^>]*(?:/>|>[^<]*</f>)\s*(?:<v>\s*</v>|<v\s*/>)?\s*</c>"
