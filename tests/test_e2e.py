@@ -313,3 +313,32 @@ def test_wrong_base_url_path_says_to_check_it(
     path = make_schedule([good_row(1)])
     assert main(["upload", str(path), "--base-url", sandbox.url.replace("/api/v1", "/api/v9/nothing")]) == 4
     assert "check --base-url" in capsys.readouterr().err
+
+
+def test_summary_totals_per_project_are_exact_sums_by_status(sandbox: Any, make_schedule: MakeSchedule) -> None:
+    rows = [good_row(n, workspace=1001 + n % 3) for n in range(30)]
+    rows[4][1] = -123_456_789_012  # large and negative amounts add up exactly
+    rows[7][1] = "12.5"  # invalid: not counted
+    first = make_schedule(rows[:10], name="first")
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
+    run_upload(first, settings)  # rows 0-9 are then `exists` in the second run
+    path = make_schedule(rows, name="all")
+    result = run_upload(path, settings)
+    assert result.counts["exists"] == 9 and result.counts["created"] == 20 and result.counts["invalid"] == 1
+    expected: dict[int, dict[str, int]] = {}
+    for n, row in enumerate(rows):
+        if n == 7:
+            continue
+        status = "exists" if n < 10 else "created"
+        by_status = expected.setdefault(row[2], {})
+        by_status[status] = by_status.get(status, 0) + int(row[1])
+    summary = list(openpyxl.load_workbook(result.output, read_only=True)["Summary"].iter_rows(values_only=True))
+    top = next(i for i, r in enumerate(summary) if r[0] == "Project ID")
+    header = list(summary[top])
+    assert header == ["Project ID", "Rows", "created (cents)", "exists (cents)", "Total (cents)"]
+    got = {r[0]: {"created": r[2], "exists": r[3], "rows": r[1], "total": r[4]} for r in summary[top + 1 : top + 4]}
+    for workspace, by_status in expected.items():
+        assert got[workspace]["created"] == by_status.get("created", 0)
+        assert got[workspace]["exists"] == by_status.get("exists", 0)
+        assert got[workspace]["total"] == sum(by_status.values())
+    assert sum(g["rows"] for g in got.values()) == 29
