@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
@@ -30,6 +29,8 @@ from importer.columns import OUTCOME_COLUMNS, column_index, column_letter, norma
 from importer.errors import CellIssue, ConfigError
 from importer.loader import RawSchedule
 from importer.outcomes import Outcome, Status
+from importer.progress import CHUNK, Tick, Ticker
+from importer.totals import ProjectTotal
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV/spreadsheet injection
 MAX_CELL_TEXT = 32767  # Excel's limit per cell
@@ -80,23 +81,30 @@ def write_results(
     raw: RawSchedule,
     outcomes: Mapping[int, Outcome],
     issues: Sequence[CellIssue],
-    amounts: pd.DataFrame,
+    totals: Sequence[ProjectTotal],
     info: RunInfo,
     output: Path,
+    *,
+    on_progress: Tick | None = None,
 ) -> Path:
-    """Write atomically: a temp file beside the target, renamed over it only once complete."""
+    """Write atomically: a temp file beside the target, renamed over it only once complete.
+
+    `on_progress(done, total)` hears of the rows written every few thousand, and once more when the file is in
+    place (closing a large workbook takes a while of its own)."""
     out = check_output(output, raw.path)
+    ticker = Ticker(on_progress, len(raw.frame))
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".tmp.xlsx")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         workbook = xlsxwriter.Workbook(str(tmp), {"constant_memory": True, "strings_to_numbers": False})
-        _Writer(workbook, raw, outcomes, issues, amounts, info).write()
+        _Writer(workbook, raw, outcomes, issues, totals, info, ticker).write()
         workbook.close()
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    ticker.end(len(raw.frame))
     return out
 
 
@@ -107,15 +115,17 @@ class _Writer:
         raw: RawSchedule,
         outcomes: Mapping[int, Outcome],
         issues: Sequence[CellIssue],
-        amounts: pd.DataFrame,
+        totals: Sequence[ProjectTotal],
         info: RunInfo,
+        ticker: Ticker,
     ) -> None:
         self.wb = workbook
         self.raw = raw
         self.outcomes = outcomes
         self.issues = issues
-        self.amounts = amounts
+        self.totals = totals
         self.info = info
+        self.ticker = ticker
         self.fmt_date = workbook.add_format({"num_format": "yyyy-mm-dd"})
         self.fmt_datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
         self.fmt_text = workbook.add_format({"quote_prefix": True})
@@ -163,7 +173,11 @@ class _Writer:
             ws.write_string(hr, c, name, self.fmt_bold)
         by_row = _messages_by_row(self.issues)
         letters = raw.frame.columns
-        for row_number, values in zip(raw.frame.index, raw.frame.itertuples(index=False, name=None), strict=True):
+        for done, (row_number, values) in enumerate(
+            zip(raw.frame.index, raw.frame.itertuples(index=False, name=None), strict=True)
+        ):
+            if not done % CHUNK:
+                self.ticker.at(done)
             r = int(row_number) - 1
             for c, value in enumerate(values):
                 if c not in skip:
@@ -249,25 +263,21 @@ class _Writer:
 
     def _totals(self, ws: Worksheet, top: int) -> None:
         """Amount per workspace and status, in the currency's subunits (cents), for rows that parsed."""
-        totals: dict[int, Counter[str]] = defaultdict(Counter)
-        rows: Counter[int] = Counter()
-        for row, workspace, cents in self.amounts.itertuples(name=None):
-            outcome = self.outcomes.get(int(row))
-            if outcome is None or pd.isna(workspace) or pd.isna(cents):
-                continue
-            totals[int(workspace)][outcome.status.value] += int(cents)
-            rows[int(workspace)] += 1
-        statuses = [s.value for s in Status if any(s.value in t for t in totals.values())]
+        statuses = [s.value for s in Status if any(s.value in t.cents for t in self.totals)]
+        currency = any(t.currency for t in self.totals)
         header = ["Project ID", "Rows", *[f"{s} (cents)" for s in statuses], "Total (cents)"]
+        header += ["Currency"] if currency else []
         ws.write_string(top, 0, "Amounts per project (rows that passed validation)", self.fmt_bold)
         for c, text in enumerate(header):
             ws.write_string(top + 1, c, text, self.fmt_bold)
-        for r, workspace in enumerate(sorted(totals), start=top + 2):
-            ws.write_number(r, 0, workspace)
-            ws.write_number(r, 1, rows[workspace])
+        for r, total in enumerate(self.totals, start=top + 2):
+            ws.write_number(r, 0, total.workspace_id)
+            ws.write_number(r, 1, sum(total.rows.values()))
             for c, s in enumerate(statuses, start=2):
-                ws.write_number(r, c, totals[workspace][s])
-            ws.write_number(r, len(header) - 1, sum(totals[workspace].values()))
+                self._cell(ws, r, c, total.cents[s])  # as text beyond 2**53, where a number cell loses digits
+            self._cell(ws, r, 2 + len(statuses), total.total_cents)
+            if currency:
+                self._cell(ws, r, 3 + len(statuses), total.currency)
 
     # --- Errors ---
 

@@ -20,6 +20,7 @@ from importer.cells import DEFAULT_OPTIONS, ERROR_VALUES, CellProblem, ParseOpti
 from importer.columns import BY_NAME, EXT, EXT_FIELDS, EXT_REQUIRED, FIELDS, LOCAL_ONLY, SUBSTITUTES, Field
 from importer.errors import CellIssue
 from importer.loader import RawSchedule
+from importer.progress import CHUNK, Tick, Ticker
 
 _DTYPES = {"text": "str", "choice": "str", "cents": "Int64", "money": "Int64", "id": "Int64", "date": object,
            "bool": "boolean"}  # fmt: skip
@@ -68,40 +69,51 @@ class Validated:
     total_rows: int
 
 
-def validate_rows(raw: RawSchedule, options: ParseOptions = DEFAULT_OPTIONS) -> Validated:
-    typed, parsed = _parse(raw, options)
+def validate_rows(
+    raw: RawSchedule, options: ParseOptions = DEFAULT_OPTIONS, *, on_progress: Tick | None = None
+) -> Validated:
+    """Parse and check every row; `on_progress(done, total)` hears of the rows parsed every few thousand."""
+    ticker = Ticker(on_progress, len(raw.frame))
+    typed, parsed = _parse(raw, options, ticker)
     issues = [*raw.issues, *parsed]  # the loader's findings (merged cells, ...) first: they are the cause
     typed = _merge_amounts(raw, typed, issues)
     issues += _check(raw, typed)
     issues = _dedupe(raw, issues)
     invalid = frozenset(i.row for i in issues if i.is_error)
     rows = typed.loc[~typed.index.isin(list(invalid))]
+    ticker.end(len(typed))
     return Validated(rows=rows, issues=issues, invalid_rows=invalid, total_rows=len(typed))
 
 
 # --- step 1: cells -> typed values --------------------------------------------------------------------------
 
 
-def _parse(raw: RawSchedule, options: ParseOptions) -> tuple[pd.DataFrame, list[CellIssue]]:
+def _parse(raw: RawSchedule, options: ParseOptions, ticker: Ticker) -> tuple[pd.DataFrame, list[CellIssue]]:
+    """Column by column within chunks of rows, so that progress can be told without a call per row."""
     issues: list[CellIssue] = []
-    columns: dict[str, Any] = {}
-    for f in FIELDS:
-        letter = raw.fields.get(f.name)
-        if letter is None:
-            values: list[object] = [None] * len(raw.frame)
-        else:
-            values = _parse_column(raw, f, letter, issues, options)
-        columns[f.name] = pd.Series(values, index=raw.frame.index, dtype=_DTYPES[f.kind])  # type: ignore[call-overload]
+    values: dict[str, list[object]] = {f.name: [] for f in FIELDS}
+    total = len(raw.frame)
+    for start in range(0, total, CHUNK):
+        chunk = raw.frame.iloc[start : start + CHUNK]
+        for f in FIELDS:
+            letter = raw.fields.get(f.name)
+            if letter is None:
+                values[f.name] += [None] * len(chunk)
+            else:
+                values[f.name] += _parse_column(raw, chunk[letter], f, letter, issues, options)
+        ticker.at(start + len(chunk))
+    columns = {f.name: pd.Series(values[f.name], index=raw.frame.index, dtype=_DTYPES[f.kind])  # type: ignore[call-overload]
+               for f in FIELDS}  # fmt: skip
     return pd.DataFrame(columns, index=raw.frame.index), issues
 
 
 def _parse_column(
-    raw: RawSchedule, f: Field, letter: str, issues: list[CellIssue], options: ParseOptions
+    raw: RawSchedule, cells: pd.Series[Any], f: Field, letter: str, issues: list[CellIssue], options: ParseOptions
 ) -> list[object]:
     parse: Callable[[object], object] = parser_for(f, options)
     header = raw.header_of(letter)
     out: list[object] = []
-    for row, cell in raw.frame[letter].items():
+    for row, cell in cells.items():
         if is_blank(cell):
             out.append(None)
             continue
