@@ -1,24 +1,34 @@
 """`kantata-import`: argument parsing, printing and exit codes over `importer.pipeline`. No rules live here.
 
 argparse rather than click: it adds no dependency, and `main(argv) -> int` is trivial to test in-process and as
-a subprocess. Only this module prints or decides an exit code.
+a subprocess. Only this module prints or decides an exit code. What a run shows:
+
+- stderr: notes, the issue table, progress bars (only on a terminal, never with --quiet), stage messages;
+- stdout: the closing summary (counts, amounts per project, results path, the next command), or with --json
+  exactly one JSON object (docs/summary.schema.json) and the human summary moves to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, NoReturn, TextIO
 
 from importer import __version__
 from importer.cells import ParseOptions
+from importer.config import CONFIG_NAME, FileConfig, load_config
 from importer.errors import EXIT_CODE_HELP, ConfigError, ExitCode, ImporterError
+from importer.outcomes import Status
 from importer.pipeline import RunResult, run_upload, run_validate
+from importer.progress import Stage
 from importer.settings import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
@@ -28,8 +38,12 @@ from importer.settings import (
     Settings,
     sanitize_url,
 )
+from importer.summary import error_kind, error_summary, run_summary
+from importer.totals import decimals_for, format_units
 
 MAX_ISSUES_SHOWN = 20
+MAX_PROJECTS_SHOWN = 20
+DEFAULT_CURRENCY_DECIMALS = 2
 
 DESCRIPTION = """\
 Load a billing schedule (.xlsx or .csv) into Kantata OX as billing milestones, exactly once.
@@ -40,11 +54,30 @@ Load a billing schedule (.xlsx or .csv) into Kantata OX as billing milestones, e
   kantata-import upload schedule.xlsx --sandbox   the same against a built-in Kantata look-alike
   kantata-import sandbox --port 8765              run that look-alike on its own
 
-The API token is read from the environment variable KANTATA_API_TOKEN (never from a flag)."""
+The API token is read from the environment variable KANTATA_API_TOKEN (never from a flag or a file).
+Settings you use every time (base_url, sheet, batch_size, concurrency, date_format, currency_decimals) can live
+in kantata-import.toml in the current folder, or [tool.kantata-import] in pyproject.toml; flags and
+environment variables beat it."""
+
+
+class _UsageError(SystemExit):
+    """argparse's exit 2 for a bad flag, keeping the message so that --json can report it too."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(int(ExitCode.UNUSABLE_INPUT))
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        text = f"{self.prog}: error: {message}"
+        _err(text)
+        raise _UsageError(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kantata-import",
         description=DESCRIPTION,
         epilog=EXIT_CODE_HELP,
@@ -60,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("schedule", type=Path, help="the billing schedule, .xlsx or .csv")
         p.add_argument("-o", "--output", type=Path, help="results workbook (default: <schedule>.results.xlsx)")
         p.add_argument("--sheet", help="sheet to read (default: the first sheet whose header row matches)")
-        p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+        p.add_argument("-q", "--quiet", action="store_true", help="print only the summary: no notes, issues or bars")
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON summary on stdout for scripts (docs/summary.schema.json); "
+                       "the human summary goes to stderr")  # fmt: skip
+        p.add_argument("--config", type=Path, metavar="PATH",
+                       help=f"settings file to use instead of ./{CONFIG_NAME} or [tool.kantata-import] "
+                       "in ./pyproject.toml")  # fmt: skip
         p.add_argument(
             "--date-format",
             metavar="FORMAT",
@@ -69,10 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--currency-decimals",
             type=int,
-            default=2,
             choices=range(5),
             metavar="N",
-            help="decimal places an Amount column may have (default 2; 0 for JPY, 3 for KWD)",
+            help="decimal places an Amount column may have, and amounts are shown with (default 2; 0 for JPY, "
+            "3 for KWD)",
         )
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
@@ -107,26 +146,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(tokens)
+    except _UsageError as exc:
+        if "--json" in tokens:
+            command = next((t for t in tokens if t in {"validate", "upload"}), None)
+            _json_error(argparse.Namespace(command=command, json=True), ExitCode.UNUSABLE_INPUT, "usage-error",
+                        exc.message)  # fmt: skip
+        raise
     handlers = {"validate": _validate, "upload": _upload, "template": _template, "sandbox": _sandbox}
     try:
         return int(handlers[args.command](args))
     except ImporterError as exc:
         _err(f"error: {exc}")
+        _json_error(args, exc.exit_code, error_kind(exc), str(exc))
         return int(exc.exit_code)
     except KeyboardInterrupt:
         _err("interrupted")
+        _json_error(args, ExitCode.INTERRUPTED, "interrupted", "interrupted")
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
         else:
             _err(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
+        _json_error(args, ExitCode.BUG, "internal-error", f"{type(exc).__name__}: {exc}")
         return int(ExitCode.BUG)
 
 
 def _err(text: str, stream: TextIO | None = None) -> None:
     print(text, file=stream or sys.stderr, flush=True)
+
+
+def _configure(args: argparse.Namespace) -> FileConfig:
+    """Fill the flags not given from the config file (flag > env > file > default); say which file was used."""
+    config = load_config(args.config)
+    args.flags_given = {k for k in ("sheet", "date_format", "currency_decimals") if getattr(args, k) is not None}
+    if args.sheet is None and args.schedule.suffix.casefold() != ".csv":
+        args.sheet = config.get("sheet")  # a CSV has no sheets: a workbook's sheet name in the file is moot
+    if args.date_format is None:
+        args.date_format = config.get("date_format")
+    if args.currency_decimals is None:
+        file_value = config.get("currency_decimals")
+        args.currency_decimals = DEFAULT_CURRENCY_DECIMALS if file_value is None else file_value
+    if config.path is not None and not args.quiet:
+        _err(f"config: {config.path}")
+    return config
 
 
 def _options(args: argparse.Namespace) -> ParseOptions:
@@ -136,18 +202,22 @@ def _options(args: argparse.Namespace) -> ParseOptions:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    result = run_validate(args.schedule, sheet=args.sheet, output=args.output, options=_options(args))
+    _configure(args)
+    options = _options(args)
+    with _progress(args) as bars:
+        result = run_validate(args.schedule, sheet=args.sheet, output=args.output, options=options, on_progress=bars)
     _report(result, args, dry_run=True)
     return int(result.exit_code)
 
 
 def _upload(args: argparse.Namespace) -> int:
+    config = _configure(args)
     overrides = {"base_url": args.base_url, "batch_size": args.batch_size}
     if args.sandbox:
         with _sandbox_server() as (url, token):
-            settings = replace(Settings.from_env(**overrides), base_url=url, token=token)
+            settings = replace(Settings.from_env(config=config.settings(), **overrides), base_url=url, token=token)
             return _run_upload(args, settings)
-    settings = Settings.from_env(**overrides)
+    settings = Settings.from_env(config=config.settings(), **overrides)
     token = settings.require_token(interactive=not args.non_interactive)
     return _run_upload(args, replace(settings, token=token))
 
@@ -155,14 +225,17 @@ def _upload(args: argparse.Namespace) -> int:
 def _run_upload(args: argparse.Namespace, settings: Settings) -> int:
     if not args.quiet:
         _err(f"kantata: {sanitize_url(settings.base_url)} (token from {_token_source(args)})")
-    result = run_upload(
-        args.schedule,
-        settings,
-        sheet=args.sheet,
-        output=args.output,
-        on_stage=None if args.quiet else _err,
-        options=_options(args),
-    )
+    options = _options(args)
+    with _progress(args) as bars:
+        result = run_upload(
+            args.schedule,
+            settings,
+            sheet=args.sheet,
+            output=args.output,
+            on_stage=None if args.quiet else (bars.say if bars else _err),
+            options=options,
+            on_progress=bars,
+        )
     _report(result, args, dry_run=False)
     return int(result.exit_code)
 
@@ -196,33 +269,191 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _report(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> None:
-    """Issues to stderr (the first few, in Excel coordinates); the summary to stdout."""
-    for note in result.notes:
+    """Issues to stderr (the first few, in Excel coordinates); the closing summary to stdout, or with --json the
+    JSON summary to stdout and the closing summary to stderr."""
+    if not args.quiet:
+        _show_issues(result)
+    if result.stopped is not None:
+        _err(f"stopped: {result.stopped}")
+    if args.json:
         if not args.quiet:
-            _err(f"note: {note}")
-    if result.issues and not args.quiet:
+            for line in _closing_summary(result, args, dry_run=dry_run):
+                _err(line)
+        print(json.dumps(run_summary(result, command=args.command), indent=2, ensure_ascii=False), flush=True)
+    else:
+        for line in _closing_summary(result, args, dry_run=dry_run):
+            print(line)
+
+
+def _show_issues(result: RunResult) -> None:
+    for note in result.notes:
+        _err(f"note: {note}")
+    if result.issues:
         _err(f"{'row':>6}  {'cell':<6} {'code':<30} message")
         for issue in result.issues[:MAX_ISSUES_SHOWN]:
             prefix = "" if issue.is_error else "warning: "
             _err(f"{issue.row:>6}  {issue.column or '-':<6} {issue.code:<30} {prefix}{issue.message}")
         if len(result.issues) > MAX_ISSUES_SHOWN:
             _err(f"... and {len(result.issues) - MAX_ISSUES_SHOWN} more: see the Errors sheet of the results")
-    rejected = [o for o in result.outcomes.values() if o.status.value == "rejected"]
-    if rejected and not args.quiet:
-        for o in sorted(rejected, key=lambda o: o.row)[:MAX_ISSUES_SHOWN]:
-            _err(f"{o.row:>6}  {'-':<6} {'rejected-by-kantata':<30} {'; '.join(o.errors)}")
-    if result.stopped is not None:
-        _err(f"stopped: {result.stopped}")
+    rejected = [o for o in result.outcomes.values() if o.status is Status.REJECTED]
+    for o in sorted(rejected, key=lambda o: o.row)[:MAX_ISSUES_SHOWN]:
+        _err(f"{o.row:>6}  {'-':<6} {'rejected-by-kantata':<30} {'; '.join(o.errors)}")
+
+
+def _closing_summary(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> list[str]:
+    """Counts per status, amounts per project, where the results are and what to do next."""
     counts = ", ".join(f"{n} {status}" for status, n in result.counts.items() if n)
     where = f' (sheet "{result.sheet}")' if result.sheet else ""
-    print(f"{result.rows} rows read{where}: {counts or 'nothing to do'}")
-    print(f"results: {result.output}")
-    if result.exit_code == ExitCode.ROWS_FAILED:
-        nxt = "fix the rows marked invalid or rejected and run the same command again"
-        if not dry_run:
-            nxt += " (rows already created will be skipped)"
-        print(f"next: {nxt}")
-    elif result.exit_code == ExitCode.STOPPED:
-        print("next: run the same command again when Kantata is reachable; it resumes without duplicates")
-    elif dry_run and result.exit_code == ExitCode.OK:
-        print(f"next: kantata-import upload {args.schedule}")
+    lines = [f"{result.rows} rows read{where}: {counts or 'nothing to do'}"]
+    lines += _amounts(result, args, dry_run=dry_run)
+    lines.append(f"results: {result.output}")
+    nxt = _next_step(result, args, dry_run=dry_run)
+    if nxt:
+        lines.append(f"next: {nxt}")
+    return lines
+
+
+def _amounts(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> list[str]:
+    """Per project, the rows that will be (dry run) or are (upload) in Kantata and their amount, exactly."""
+    shown = [t for t in result.totals if t.landed_rows]
+    if not shown:
+        return []
+    table = [(f"  project {t.workspace_id}", str(t.landed_rows),
+              format_units(t.landed_cents, decimals_for(t.currency, args.currency_decimals)) + (
+                  f" {t.currency}" if t.currency else "")) for t in shown[:MAX_PROJECTS_SHOWN]]  # fmt: skip
+    head = ("to be created (valid rows)" if dry_run else "created or already in Kantata", "rows", "amount")
+    w = [max(len(row[i]) for row in [head, *table]) for i in range(3)]
+    lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}" for a, b, c in [head, *table]]
+    if len(shown) > MAX_PROJECTS_SHOWN:
+        lines.append(f"  ... and {len(shown) - MAX_PROJECTS_SHOWN} more projects: see the Summary sheet of the results")
+    if any(t.currency is None for t in shown):
+        lines.append(f"  amounts in currency units with {args.currency_decimals} decimals (--currency-decimals); "
+                     "cents on the Summary sheet")  # fmt: skip
+    return lines
+
+
+def _next_step(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> str | None:
+    """The command to run next, spelled out."""
+    code = result.exit_code
+    if code == ExitCode.ROWS_FAILED:
+        failed = " and ".join(f"{n} {s}" for s, n in result.counts.items() if n and s in ("invalid", "rejected"))
+        rows = "row" if sum(result.counts[s] for s in ("invalid", "rejected")) == 1 else "rows"
+        if dry_run:
+            return f"fix the {failed} {rows} (see the Errors sheet), then run {_command(args, 'validate')} again"
+        return (f"fix the {failed} {rows} (see the Errors sheet) and run the same command again: "
+                "rows already created will be skipped")  # fmt: skip
+    if code == ExitCode.STOPPED:
+        return "run the same command again when Kantata is reachable; it resumes without duplicates"
+    if code == ExitCode.INTERRUPTED:
+        return "run the same command again to resume; nothing is sent twice"
+    if dry_run and code == ExitCode.OK and result.counts[Status.VALID.value]:
+        return _command(args, "upload")
+    return None
+
+
+def _command(args: argparse.Namespace, command: str) -> str:
+    """`kantata-import COMMAND SCHEDULE` with the reading flags the user typed (a config file needs no repeat)."""
+    words = ["kantata-import", command, str(args.schedule)]
+    for name in ("sheet", "date_format", "currency_decimals"):
+        if name in getattr(args, "flags_given", ()):
+            words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if args.config is not None:
+        words += ["--config", str(args.config)]
+    return shlex.join(words)
+
+
+def _json_error(args: argparse.Namespace, code: ExitCode, kind: str, message: str) -> None:
+    """Under --json, a run that could not finish still prints its one JSON object."""
+    if not getattr(args, "json", False):
+        return
+    schedule = getattr(args, "schedule", None)
+    summary = error_summary(command=args.command, file=None if schedule is None else str(schedule),
+                            sheet=getattr(args, "sheet", None), exit_code=code, kind=kind, message=message)  # fmt: skip
+    print(json.dumps(summary, indent=2, ensure_ascii=False), flush=True)
+
+
+# --- progress bars ------------------------------------------------------------------------------------------
+
+_LABELS = {
+    Stage.READ: "reading",
+    Stage.VALIDATE: "checking",
+    Stage.PREPARE: "preparing",
+    Stage.LOOKUP: "looking up",
+    Stage.SEND: "sending",
+    Stage.WRITE: "writing results",
+}
+
+
+class _Bars:
+    """The pipeline's progress as one tqdm bar per stage on stderr, with rows/s and the time left.
+
+    A bar appears only once its stage has run for `delay` seconds, so a small schedule shows none and a large
+    one shows where the time goes; a finished bar stays, with its rate.
+    """
+
+    def __init__(self, stream: TextIO, *, delay: float = 0.5) -> None:
+        self._stream = stream
+        self._delay = delay
+        self._stage: Stage | None = None
+        self._bar: Any = None
+
+    def __call__(self, stage: Stage, done: int, total: int | None) -> None:
+        if stage is not self._stage:
+            self.close()
+            self._stage = stage
+            self._bar = self._open(stage, total)
+        bar = self._bar
+        if bar is None:
+            return  # the stage's bar is finished
+        if total != bar.total:
+            bar.total = total
+        bar.update(done - bar.n)
+        if total is not None and done >= total:
+            self.close()
+
+    def _open(self, stage: Stage, total: int | None) -> Any:
+        from tqdm import tqdm
+
+        class Bar(tqdm):  # type: ignore[type-arg]
+            monitor_interval = 0  # no monitor thread: updates come from the pipeline's own calls
+
+        width = max(len(label) for label in _LABELS.values())
+        columns, lines = _screen(self._stream)
+        return Bar(total=total, desc=f"{_LABELS[stage]:<{width}}", unit=" rows", file=self._stream,
+                   delay=self._delay, ncols=columns, nrows=lines, leave=True,
+                   bar_format="{desc}  {percentage:3.0f}%|{bar}{r_bar}")  # fmt: skip
+
+    def say(self, text: str) -> None:
+        """A stage message, printed above the bar in progress rather than through it."""
+        if self._bar is None:
+            _err(text, self._stream)
+        else:
+            self._bar.write(text, file=self._stream)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _screen(stream: TextIO) -> tuple[int, int]:
+    """The terminal's columns and lines; 80x24 where it does not say (a terminal that reports 0x0, as a new
+    pseudo-terminal does, would make tqdm draw nothing)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError):
+        return 80, 24
+    return (min(size.columns, 120) if size.columns > 0 else 80), (size.lines if size.lines > 0 else 24)
+
+
+@contextmanager
+def _progress(args: argparse.Namespace) -> Iterator[_Bars | None]:
+    """Bars only for a person watching: stderr is a terminal and --quiet was not given."""
+    if args.quiet or not sys.stderr.isatty():
+        yield None
+        return
+    bars = _Bars(sys.stderr)
+    try:
+        yield bars
+    finally:
+        bars.close()

@@ -285,14 +285,8 @@ class _Writer:
         header = ["Row", "Column", "Header", "Value", "Code", "Message", "Go to", "Severity"]
         for c, text in enumerate(header):
             ws.write_string(0, c, text, self.fmt_bold)
-        entries: list[tuple[int, str | None, str | None, str, str, str, str]] = [
-            (i.row, i.column, i.header, i.value, i.code, i.message, i.severity) for i in self.issues
-        ]
-        for o in self.outcomes.values():
-            if o.status in (Status.REJECTED, Status.NOT_SENT):
-                code = "rejected-by-kantata" if o.status is Status.REJECTED else "not-sent"
-                entries += [(o.row, None, None, "", code, message, "error") for message in o.errors]
-        entries.sort(key=lambda e: e[0])
+        entries = [(i.row, i.column, i.header, i.value, i.code, i.message, i.severity)
+                   for i in all_issues(self.issues, self.outcomes)]  # fmt: skip
         sheet_ref = "'" + self.sheet_name.replace("'", "''") + "'"
         for r, (row, column, head, value, code, message, severity) in enumerate(entries, start=1):
             ws.write_number(r, 0, row)
@@ -308,6 +302,18 @@ class _Writer:
         ws.set_column(5, 5, 90)
         if entries:
             ws.autofilter(0, 0, len(entries), len(header) - 1)
+
+
+def all_issues(issues: Sequence[CellIssue], outcomes: Mapping[int, Outcome]) -> list[CellIssue]:
+    """Every problem of the run in row order: the checks' issues plus Kantata's refusals and rows not sent.
+    What the Errors sheet lists and `--json` reports, from one place."""
+    out = list(issues)
+    for o in outcomes.values():
+        if o.status in (Status.REJECTED, Status.NOT_SENT):
+            code = "rejected-by-kantata" if o.status is Status.REJECTED else "not-sent"
+            out += [CellIssue(o.row, None, None, "", code, message) for message in o.errors]
+    out.sort(key=lambda i: i.row)
+    return out
 
 
 def _unique(name: str, taken: set[str]) -> str:
