@@ -71,9 +71,8 @@ class _UsageError(SystemExit):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        text = f"{self.prog}: error: {message}"
-        _err(text)
-        raise _UsageError(text)
+        _err(f"{self.prog}: error: {message}")
+        raise _UsageError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -75,9 +75,9 @@ def load_schedule(path: Path | str, *, sheet: str | None = None, on_progress: Ti
 
 def _load(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
     if not path.exists():
-        raise ScheduleError("file not found", path=path)
+        raise ScheduleError(f"file not found (looked for {path.absolute()}); check the name and folder", path=path)
     if not path.is_file():
-        raise ScheduleError("is not a file", path=path)
+        raise ScheduleError("is a folder, not a file; give the schedule's file name", path=path)
     suffix = path.suffix.casefold()
     if suffix in {".xlsx", ".xlsm"}:
         return _load_xlsx(path, sheet, ticker)
@@ -222,12 +222,12 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
 def _load_csv(path: Path, ticker: Ticker) -> RawSchedule:
     size = path.stat().st_size
     if size == 0:
-        raise ScheduleError("is empty", path=path)
+        raise ScheduleError("is empty; export the schedule again", path=path)
     if size > MAX_CSV_BYTES:
         raise ScheduleError(f"is larger than {MAX_CSV_BYTES // 2**20} MiB; split it into smaller files", path=path)
     data = path.read_bytes()
     if b"\x00" in data[:4096] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ScheduleError("is not a text file (it contains NUL bytes); is it a workbook with the wrong name?",
+        raise ScheduleError("is not a text file (it contains NUL bytes); if it is a workbook, rename it to .xlsx",
                             path=path)  # fmt: skip
     text, note = _decode(data)
     rows = _csv_rows(path, text)
@@ -272,13 +272,15 @@ def _csv_rows(path: Path, text: str) -> list[Row]:
     try:
         return [tuple(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)]
     except csv.Error as exc:
-        raise ScheduleError(f"is not well-formed CSV ({exc})", path=path) from None
+        raise ScheduleError(f"is not well-formed CSV ({exc}); open it in Excel and save it again as CSV UTF-8",
+                            path=path) from None  # fmt: skip
 
 
 def _unreadable(exc: Exception) -> str:
     name = type(exc).__name__
     if name in {"EntitiesForbidden", "DTDForbidden", "ExternalReferenceForbidden", "NotSupportedError"}:
-        return "contains XML entity or DTD declarations, which spreadsheets do not need (a known attack); not opened"
+        return ("contains XML entity or DTD declarations, which spreadsheets do not need (a known attack); not opened: "
+                "ask for a copy saved from Excel")  # fmt: skip
     return f"could not be read as an .xlsx workbook ({name}: {exc}); open it in Excel and save it again"
 
 
@@ -295,7 +297,7 @@ def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
                 f"skipped the totals row of table {table.name} (row {', '.join(map(str, sorted(totals)))})"
             )
     for row in sorted(meta.hidden_rows & data_rows):
-        message = "this row is hidden in Excel; it is imported like any other row"
+        message = "this row is hidden in Excel; it is imported like any other row (delete it if it should not be)"
         raw.issues.append(CellIssue(row, None, None, "", "hidden-row", message, "warning"))
     hidden = [column_letter(c - 1) for c in sorted(meta.hidden_columns) if c - 1 < len(raw.headers)]
     if hidden:
@@ -428,8 +430,8 @@ def _check_header(
     missing = [name for name in REQUIRED if name not in fields and SUBSTITUTES.get(name) not in fields]
     if missing:
         raise ScheduleError(
-            f"the header row (row {header_row}) has no column for {', '.join(missing)}; "
-            f"required columns are {_required_text()}",
+            f"the header row (row {header_row}) has no column for {', '.join(missing)}; add it (headed e.g. "
+            f"{', '.join(BY_NAME[m].label for m in missing)}); required columns are {_required_text()}",
             path=path,
             sheet=sheet,
         )

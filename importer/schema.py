@@ -119,7 +119,8 @@ def _parse_column(
             continue
         try:
             if isinstance(cell, str) and cell.strip() in ERROR_VALUES:
-                raise CellProblem("formula-error", f"{cell.strip()} is an Excel error (a broken formula); fix it")
+                raise CellProblem("formula-error", f"{cell.strip()} is an Excel error (a broken formula); fix the "
+                                  "formula in Excel, or type the value")  # fmt: skip
             out.append(parse(cell))
         except CellProblem as problem:
             out.append(None)
@@ -172,25 +173,26 @@ def _issues_for(
 ) -> list[CellIssue]:
     if context == "DataFrameSchema":
         if check == "story-required":
-            return [_rule(raw, row, "story_id", "story-required", "is required when billing type is upon_completion")]
+            return [_rule(raw, row, "story_id", "story-required", "{label} is required when billing type is "
+                          "upon_completion: enter the task's id, or make it fixed_date")]  # fmt: skip
         if check == "external-reference-incomplete":
             return [
                 _rule(raw, row, name, "external-reference-incomplete",
-                      "is required when any external reference column is filled in "
-                      "(service, type and ID go together)")
+                      "{label} is empty but other external reference cells are filled: fill in service, type and "
+                      "ID together, or clear them")
                 for name in EXT_REQUIRED
                 if _missing(typed.at[row, name])
             ]  # fmt: skip
         raise AssertionError(f"unmapped dataframe check {check}")
     f = BY_NAME[column]
-    if check == "not_nullable":
-        return [_rule(raw, row, column, "required", "is required")]
+    if check in {"not_nullable"} or check.startswith("str_length"):
+        return [_rule(raw, row, column, "required", "{label} is required: fill in this cell")]
     if check.startswith("isin"):
-        return [_rule(raw, row, column, "invalid-choice", f"must be {' or '.join(f.choices)}")]
+        choices = ", ".join(f.choices[:-1]) + " or " + f.choices[-1]
+        return [_rule(raw, row, column, "invalid-choice", f'{{label}} "{{value}}" is not allowed; enter {choices}')]
     if check.startswith("greater_than"):
-        return [_rule(raw, row, column, "id-not-positive", "must be a positive whole number (a Kantata id)")]
-    if check.startswith("str_length"):
-        return [_rule(raw, row, column, "required", "is required")]
+        return [_rule(raw, row, column, "id-not-positive",
+                      "{label} {value} is not a Kantata id; enter the id, a whole number above 0")]  # fmt: skip
     raise AssertionError(f"unmapped check {check} on {column}")
 
 
@@ -198,15 +200,15 @@ def _missing(value: Any) -> bool:
     return bool(pd.isna(value))
 
 
-def _rule(raw: RawSchedule, row: int, name: str, code: str, what: str) -> CellIssue:
+def _rule(raw: RawSchedule, row: int, name: str, code: str, message: str) -> CellIssue:
+    """An issue on the cell of field `name`; `message` may name {label} (the header as typed) and {value}."""
     if name not in raw.fields and SUBSTITUTES.get(name) in raw.fields:
         name = SUBSTITUTES[name]  # "Amount is required" when the sheet gives amounts in currency units
     letter = raw.fields.get(name)
     label = raw.header_of(letter) if letter else BY_NAME[name].label
     value = as_text(raw.frame.at[row, letter]) if letter else ""
-    shown = f' (is "{value}")' if value and code != "required" else ""
-    where = "" if letter else f"; the sheet has no {label} column"
-    return CellIssue(row, letter, label, value, code, f"{label} {what}{shown}{where}")
+    where = "" if letter else f" (add a {label} column)"
+    return CellIssue(row, letter, label, value, code, message.format(label=label, value=value) + where)
 
 
 def _dedupe(raw: RawSchedule, issues: list[CellIssue]) -> list[CellIssue]:
