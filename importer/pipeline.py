@@ -152,7 +152,7 @@ def run_upload(
             say(f"looking up {len(items)} import keys in Kantata")
             lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(items))
             existing = client.find_existing(i.key for i in items) if items else {}
-            lookup.end()
+            lookup.end(len(items))
         except ApiUnavailable as exc:  # nothing was sent: every row is not_sent, the re-run starts afresh
             existing, stopped = {}, exc
         the_plan = plan(items, existing, batch_size=settings.batch_size)
