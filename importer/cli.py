@@ -91,8 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         p.add_argument("schedule", type=Path, help="the billing schedule, .xlsx or .csv")
         p.add_argument("-o", "--output", type=Path, help="results workbook (default: <schedule>.results.xlsx)")
-        p.add_argument("--sheet", help="sheet to read (default: the first sheet whose header row matches)")
-        p.add_argument("-q", "--quiet", action="store_true", help="print only the summary: no notes, issues or bars")
+        p.add_argument("--sheet", help="sheet to read (or sheet in the config file; default: the first sheet whose "
+                       "header row matches)")  # fmt: skip
+        p.add_argument("-q", "--quiet", action="store_true",
+                       help="print only the summary: no notes, issues or progress bars (bars show only on a "
+                       "terminal anyway)")  # fmt: skip
         p.add_argument("--json", action="store_true",
                        help="print one JSON summary on stdout for scripts (docs/summary.schema.json); "
                        "the human summary goes to stderr")  # fmt: skip
@@ -102,23 +105,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--date-format",
             metavar="FORMAT",
-            help="how text dates that are not ISO (2026-03-31) are written, e.g. %%d/%%m/%%Y or %%m/%%d/%%Y",
+            help="how text dates that are not ISO (2026-03-31) are written, e.g. %%d/%%m/%%Y or %%m/%%d/%%Y "
+            "(or date_format in the config file)",
         )
         p.add_argument(
             "--currency-decimals",
             type=int,
             choices=range(5),
             metavar="N",
-            help="decimal places an Amount column may have, and amounts are shown with (default 2; 0 for JPY, "
-            "3 for KWD)",
+            help="decimal places of the currency: what an Amount column may have and how totals are shown "
+            "(or currency_decimals in the config file; default 2; 0 for JPY, 3 for KWD)",
         )
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 
     schedule_command("validate", "Dry run: check every row of a schedule and write the results; send nothing.")
     up = schedule_command("upload", "Create a billing milestone for every valid row not already in Kantata.")
-    up.add_argument("--base-url", help=f"Kantata API URL (or set {BASE_URL_ENV}; default {DEFAULT_BASE_URL})")
-    up.add_argument("--batch-size", type=int, help=f"milestones per request, 1-{MAX_BATCH} (default {MAX_BATCH})")
+    up.add_argument("--base-url", help=f"Kantata API URL (or set {BASE_URL_ENV}, or base_url in the config file; "
+                    f"default {DEFAULT_BASE_URL})")  # fmt: skip
+    up.add_argument("--batch-size", type=int, help=f"milestones per request, 1-{MAX_BATCH} (or batch_size in the "
+                    f"config file; default {MAX_BATCH})")  # fmt: skip
     up.add_argument(
         "--sandbox",
         action="store_true",
@@ -326,8 +332,8 @@ def _amounts(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> l
     if len(shown) > MAX_PROJECTS_SHOWN:
         lines.append(f"  ... and {len(shown) - MAX_PROJECTS_SHOWN} more projects: see the Summary sheet of the results")
     if any(t.currency is None for t in shown):
-        lines.append(f"  amounts in currency units with {args.currency_decimals} decimals (--currency-decimals); "
-                     "cents on the Summary sheet")  # fmt: skip
+        lines.append(f"  amounts with {args.currency_decimals} decimals (--currency-decimals); exact cents on the "
+                     "Summary sheet")  # fmt: skip
     return lines
 
 

@@ -68,7 +68,7 @@ def find_config(folder: Path) -> Path | None:
 def load_config(path: Path | None = None, *, folder: Path | None = None) -> FileConfig:
     """The file given (`--config`), or the one found in `folder` (default: the current folder), checked."""
     if path is None:
-        path = find_config(folder or Path.cwd())
+        path = find_config(folder or Path())
         if path is None:
             return FileConfig()
     elif not path.is_file():

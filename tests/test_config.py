@@ -39,7 +39,7 @@ def test_every_key_is_read(here: Path) -> None:
     _write(here, 'base_url = "https://file.example/api/v1"\nsheet = "2026"\nbatch_size = 50\nconcurrency = 8\n'
                  'date_format = "%d/%m/%Y"\ncurrency_decimals = 3\n')  # fmt: skip
     config = load_config()
-    assert config.path == here / "kantata-import.toml"
+    assert config.path is not None and config.path.resolve() == here / "kantata-import.toml"
     settings = Settings.from_env({}, config=config.settings())
     assert (settings.base_url, settings.batch_size, settings.concurrency) == ("https://file.example/api/v1", 50, 8)
     assert (config.get("sheet"), config.get("date_format"), config.get("currency_decimals")) == ("2026", "%d/%m/%Y", 3)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
 import importer
 from importer.cli import build_parser
+from importer.config import KEYS
 from importer.errors import EXIT_CODE_HELP, ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,3 +50,11 @@ def test_public_api_is_exactly_all() -> None:
     public = {n for n in vars(importer) if not n.startswith("_") and n not in {"annotations"}}
     modules = {n for n in public if type(getattr(importer, n)).__name__ == "module"}
     assert public - modules == set(importer.__all__) - {"__version__"}
+
+
+def test_readme_documents_every_config_key_and_summary_field() -> None:
+    for key in KEYS:
+        assert f"`{key}`" in README and f"{key} = " in README, key
+    schema = json.loads((ROOT / "docs" / "summary.schema.json").read_text(encoding="utf-8"))
+    for name in schema["required"]:
+        assert f'"{name}"' in README or f"`{name}`" in README, name

@@ -239,7 +239,7 @@ def test_the_next_command_after_a_clean_dry_run_repeats_the_flags_typed(
     assert main(["validate", str(path), "--sheet", "Sheet A", "--currency-decimals", "3"]) == 0
     out = capsys.readouterr().out
     assert f"next: kantata-import upload {path} --sheet 'Sheet A' --currency-decimals 3\n" in out
-    assert "amounts in currency units with 3 decimals" in out and "10.001" in out
+    assert "amounts with 3 decimals (--currency-decimals)" in out and "10.001" in out
 
 
 @given(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.integers(min_value=0, max_value=4))
