@@ -1,7 +1,8 @@
 """`kantata-import`: argument parsing, printing and exit codes over `importer.pipeline`. No rules live here.
 
 argparse rather than click: it adds no dependency, and `main(argv) -> int` is trivial to test in-process and as
-a subprocess. Only this module prints or decides an exit code. What a run shows:
+a subprocess. Only this module prints (with bars.py, to the stderr it hands it) or decides an exit code.
+What a run shows:
 
 - stderr: notes, the issue table, progress bars (only on a terminal, never with --quiet), stage messages;
 - stdout: the closing summary (counts, amounts per project, results path, the next command), or with --json
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import traceback
@@ -20,15 +20,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import NoReturn, TextIO
 
 from importer import __version__
+from importer.bars import Bars
 from importer.cells import ParseOptions
 from importer.config import CONFIG_NAME, FileConfig, load_config
 from importer.errors import EXIT_CODE_HELP, ConfigError, ExitCode, ImporterError
 from importer.outcomes import Status
 from importer.pipeline import RunResult, run_upload, run_validate
-from importer.progress import Stage
 from importer.settings import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt:
         _err("interrupted")
-        _json_error(args, ExitCode.INTERRUPTED, "interrupted", "interrupted")
+        _json_error(args, ExitCode.INTERRUPTED, "interrupted", "interrupted (Ctrl-C); run the same command again")
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:
         if args.debug:
@@ -377,87 +377,13 @@ def _json_error(args: argparse.Namespace, code: ExitCode, kind: str, message: st
     print(json.dumps(summary, indent=2, ensure_ascii=False), flush=True)
 
 
-# --- progress bars ------------------------------------------------------------------------------------------
-
-_LABELS = {
-    Stage.READ: "reading",
-    Stage.VALIDATE: "checking",
-    Stage.PREPARE: "preparing",
-    Stage.LOOKUP: "looking up",
-    Stage.SEND: "sending",
-    Stage.WRITE: "writing results",
-}
-
-
-class _Bars:
-    """The pipeline's progress as one tqdm bar per stage on stderr, with rows/s and the time left.
-
-    A bar appears only once its stage has run for `delay` seconds, so a small schedule shows none and a large
-    one shows where the time goes; a finished bar stays, with its rate.
-    """
-
-    def __init__(self, stream: TextIO, *, delay: float = 0.5) -> None:
-        self._stream = stream
-        self._delay = delay
-        self._stage: Stage | None = None
-        self._bar: Any = None
-
-    def __call__(self, stage: Stage, done: int, total: int | None) -> None:
-        if stage is not self._stage:
-            self.close()
-            self._stage = stage
-            self._bar = self._open(stage, total)
-        bar = self._bar
-        if bar is None:
-            return  # the stage's bar is finished
-        if total != bar.total:
-            bar.total = total
-        bar.update(done - bar.n)
-        if total is not None and done >= total:
-            self.close()
-
-    def _open(self, stage: Stage, total: int | None) -> Any:
-        from tqdm import tqdm
-
-        class Bar(tqdm):  # type: ignore[type-arg]
-            monitor_interval = 0  # no monitor thread: updates come from the pipeline's own calls
-
-        width = max(len(label) for label in _LABELS.values())
-        columns, lines = _screen(self._stream)
-        return Bar(total=total, desc=f"{_LABELS[stage]:<{width}}", unit=" rows", file=self._stream,
-                   delay=self._delay, ncols=columns, nrows=lines, leave=True,
-                   bar_format="{desc}  {percentage:3.0f}%|{bar}{r_bar}")  # fmt: skip
-
-    def say(self, text: str) -> None:
-        """A stage message, printed above the bar in progress rather than through it."""
-        if self._bar is None:
-            _err(text, self._stream)
-        else:
-            self._bar.write(text, file=self._stream)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-
-
-def _screen(stream: TextIO) -> tuple[int, int]:
-    """The terminal's columns and lines; 80x24 where it does not say (a terminal that reports 0x0, as a new
-    pseudo-terminal does, would make tqdm draw nothing)."""
-    try:
-        size = os.get_terminal_size(stream.fileno())
-    except (OSError, ValueError):
-        return 80, 24
-    return (min(size.columns, 120) if size.columns > 0 else 80), (size.lines if size.lines > 0 else 24)
-
-
 @contextmanager
-def _progress(args: argparse.Namespace) -> Iterator[_Bars | None]:
+def _progress(args: argparse.Namespace) -> Iterator[Bars | None]:
     """Bars only for a person watching: stderr is a terminal and --quiet was not given."""
     if args.quiet or not sys.stderr.isatty():
         yield None
         return
-    bars = _Bars(sys.stderr)
+    bars = Bars(sys.stderr)
     try:
         yield bars
     finally:

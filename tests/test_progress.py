@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import select
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from importer.bars import Bars
 from importer.pipeline import run_upload, run_validate
 from importer.progress import CHUNK, Stage, Ticker
 from importer.sandbox import DEFAULT_TOKEN
@@ -104,6 +106,34 @@ def test_ticker_calls_back_at_the_start_per_chunk_and_at_the_end() -> None:
 
 
 # --- the CLI: bars on a terminal only ---------------------------------------------------------------------
+
+
+def test_bars_draw_one_bar_per_stage_and_print_messages_above_them() -> None:
+    stream = io.StringIO()
+    bars = Bars(stream, delay=0)
+    bars(Stage.READ, 0, None)
+    bars(Stage.READ, 5, 10)
+    bars.say("a message")
+    bars(Stage.READ, 10, 10)
+    bars(Stage.READ, 10, 10)  # a late call for a finished stage draws nothing more
+    bars(Stage.SEND, 0, 4)
+    bars.close()
+    lines = stream.getvalue().replace("\r", "\n").splitlines()
+    finals = [line for line in lines if "10/10" in line]
+    assert finals and all(line.startswith("reading") and "100%" in line and "rows/s" in line for line in finals)
+    assert "a message" in lines and lines.index("a message") < lines.index(finals[0])
+    after = lines[len(lines) - lines[::-1].index(finals[-1]) :]
+    assert not any(line.startswith("reading") for line in after)  # no second bar for the finished stage
+    assert any(line.startswith("sending") and "0/4" in line for line in lines)
+
+
+def test_a_short_stage_shows_no_bar() -> None:
+    stream = io.StringIO()
+    bars = Bars(stream)  # the CLI's delay: 0.5 s
+    bars(Stage.READ, 0, 48)
+    bars(Stage.READ, 48, 48)
+    bars.close()
+    assert stream.getvalue() == ""
 
 
 def _run_in_pty(args: list[str], env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
