@@ -133,7 +133,7 @@ def _whole_number(value: object, *, what: str, example: str) -> int:
     else:
         raise CellProblem(f"{what}-not-a-number", f"{as_text(value)} is not a number; enter {example}")
     if abs(number) > MAX_INT64:
-        raise CellProblem(f"{what}-too-large", f"{number} is too large")
+        raise CellProblem(f"{what}-too-large", f"{number} is too large for Kantata; check the cell")
     return number
 
 
@@ -160,7 +160,7 @@ def parse_amount(value: object, decimals: int) -> int:
         raise CellProblem("amount-not-a-number", f"{as_text(value)} is not an amount; enter e.g. 1234.56")
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise CellProblem("amount-not-a-number", f"{value} is not an amount")
+            raise CellProblem("amount-not-a-number", f"{value} is not an amount; enter e.g. 1234.56")
         amount = Decimal(repr(value))
         if len(amount.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS and abs(amount) >= 10**13:
             raise CellProblem(
@@ -183,14 +183,14 @@ def parse_amount(value: object, decimals: int) -> int:
     if places > decimals:
         raise CellProblem(
             "amount-too-many-decimals",
-            f"{as_text(value)} has {places} decimal places; this currency has {decimals}: enter it exactly "
-            "(nothing is rounded)",
+            f"{as_text(value)} has {places} decimal places, the currency {decimals}; enter the exact amount "
+            "(nothing is rounded), or set --currency-decimals",
         )
     cents = amount.scaleb(decimals)
     if cents != cents.to_integral_value():  # unreachable given the check above; kept as the invariant
         raise AssertionError(f"inexact conversion of {value!r}")
     if abs(cents) > MAX_INT64:
-        raise CellProblem("amount-too-large", f"{as_text(value)} is too large")
+        raise CellProblem("amount-too-large", f"{as_text(value)} is too large for Kantata; check the cell")
     return int(cents)
 
 
@@ -212,7 +212,7 @@ def _money_text(text: str) -> Decimal:
     try:
         amount = Decimal(body.replace(",", ""))
     except InvalidOperation:
-        raise CellProblem("amount-not-a-number", f'"{raw}" is not an amount') from None
+        raise CellProblem("amount-not-a-number", f'"{raw}" is not an amount; enter e.g. 1234.56') from None
     return -amount if negative else amount
 
 
@@ -237,18 +237,21 @@ def parse_date(value: object, date_format: str | None = None) -> dt.date:
                 return dt.datetime.strptime(text, date_format).date()
             except ValueError:
                 raise CellProblem(
-                    "invalid-date", f'"{text}" does not match --date-format {date_format} and is not like 2026-03-31'
+                    "invalid-date",
+                    f'"{text}" does not match --date-format {date_format}; write it that way, or like 2026-03-31',
                 ) from None
         if _INT_TEXT.fullmatch(text) and _is_serial(int(text)):
             return EXCEL_EPOCH + dt.timedelta(days=int(text))  # an Excel date serial, as CSV exports write them
-        hint = " (day or month first? say which with --date-format %d/%m/%Y)" if "/" in text or "." in text else ""
+        if "/" in text or "." in text:
+            raise CellProblem(
+                "invalid-date", f'"{text}" is not written like 2026-03-31; retype it, or pass --date-format %d/%m/%Y'
+            )
+        raise CellProblem("invalid-date", f'"{text}" is not a date; enter a date cell or text like 2026-03-31')
+    if isinstance(value, int | float) and not isinstance(value, bool):
         raise CellProblem(
-            "invalid-date", f'"{text}" is not a date Kantata accepts; enter a date cell or text like 2026-03-31{hint}'
+            "invalid-date", f"{as_text(value)} is a number, not a date; format the cell as a date, or type 2026-03-31"
         )
-    raise CellProblem(
-        "invalid-date",
-        f"{as_text(value)} is not a date; enter a date cell or text like 2026-03-31",
-    )
+    raise CellProblem("invalid-date", f"{as_text(value)} is not a date; enter a date cell or text like 2026-03-31")
 
 
 def _is_serial(number: int) -> bool:
@@ -276,7 +279,7 @@ def parse_bool(value: object) -> bool:
         return True
     if text in _FALSE:
         return False
-    raise CellProblem("invalid-boolean", f'"{as_text(value)}" is not TRUE or FALSE')
+    raise CellProblem("invalid-boolean", f'"{as_text(value)}" is not TRUE or FALSE; enter one of them')
 
 
 DEFAULT_OPTIONS = ParseOptions()

@@ -43,6 +43,7 @@ class OnlineCheck:
     issues: list[CellIssue] = field(default_factory=list)
     existing: dict[int, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    currencies: dict[int, str] = field(default_factory=dict)  # project -> ISO code, where Kantata told it
 
 
 def check_online(
@@ -63,6 +64,7 @@ def check_online(
         result.notes.append(f"Kantata did not say which project task {listed} belongs to: not checked")
     result.issues += _amount_issues(raw, todo, workspaces, options)
     result.notes += _currency_notes(raw, todo, workspaces)
+    result.currencies = {w: info.currency for w, info in workspaces.items() if info.currency}
     return result
 
 

@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import pandas as pd
 
@@ -29,6 +29,7 @@ from importer.columns import (
     normalise_header,
 )
 from importer.errors import CellIssue, ScheduleError
+from importer.progress import Tick, Ticker
 from importer.xlsx_meta import PackageProblem, SheetMeta, check_package, sheet_meta
 
 HEADER_SEARCH_ROWS = 30  # a title block above the header is common; a header further down is not
@@ -63,19 +64,27 @@ class RawSchedule:
         return self.headers[self.letters.index(letter)]
 
 
-def load_schedule(path: Path | str, *, sheet: str | None = None) -> RawSchedule:
+def load_schedule(path: Path | str, *, sheet: str | None = None, on_progress: Tick | None = None) -> RawSchedule:
+    """Read the schedule; `on_progress(done, total)` hears of the rows below the header every few thousand."""
     path = Path(path)
+    ticker = Ticker(on_progress, None)
+    raw = _load(path, sheet, ticker)
+    ticker.end()
+    return raw
+
+
+def _load(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
     if not path.exists():
-        raise ScheduleError("file not found", path=path)
+        raise ScheduleError(f"file not found (looked for {path.absolute()}); check the name and folder", path=path)
     if not path.is_file():
-        raise ScheduleError("is not a file", path=path)
+        raise ScheduleError("is a folder, not a file; give the schedule's file name", path=path)
     suffix = path.suffix.casefold()
     if suffix in {".xlsx", ".xlsm"}:
-        return _load_xlsx(path, sheet)
+        return _load_xlsx(path, sheet, ticker)
     if suffix == ".csv":
         if sheet is not None:
-            raise ScheduleError("--sheet applies to .xlsx workbooks; a CSV file has no sheets", path=path)
-        return _load_csv(path)
+            raise ScheduleError("is a CSV file, which has no sheets; leave out --sheet", path=path)
+        return _load_csv(path, ticker)
     if suffix == ".xls":
         raise ScheduleError(
             "is an old-format .xls workbook; open it in Excel and use File > Save As > Excel Workbook (.xlsx)",
@@ -92,6 +101,7 @@ class _Book(Protocol):
 
     def sheets(self) -> list[tuple[str, bool]]: ...
     def rows(self, name: str) -> Iterator[Row]: ...
+    def height(self, name: str) -> int | None: ...  # the sheet's last used row, when the reader knows it
     def close(self) -> None: ...
 
 
@@ -103,12 +113,18 @@ class _CalamineBook:
         from python_calamine import CalamineWorkbook
 
         self._book = CalamineWorkbook.from_path(str(path))
+        self._loaded: tuple[str, Any] | None = None  # the last sheet parsed: height() and rows() share it
+
+    def _sheet(self, name: str) -> Any:
+        if self._loaded is None or self._loaded[0] != name:
+            self._loaded = (name, self._book.get_sheet_by_name(name))
+        return self._loaded[1]
 
     def sheets(self) -> list[tuple[str, bool]]:
         return [(s.name, str(s.visible).rsplit(".", 1)[-1].casefold() == "visible") for s in self._book.sheets_metadata]
 
     def rows(self, name: str) -> Iterator[Row]:
-        sheet = self._book.get_sheet_by_name(name)
+        sheet = self._sheet(name)
         top = sheet.start[0] if sheet.start else 0
         left = sheet.start[1] if sheet.start else 0
         for _ in range(top):  # the reader starts at the first used row; Excel's numbering starts at 1
@@ -117,7 +133,12 @@ class _CalamineBook:
         for row in sheet.to_python(skip_empty_area=False):
             yield pad + tuple([None if v == "" else v for v in row])
 
+    def height(self, name: str) -> int | None:
+        sheet = self._sheet(name)
+        return int(sheet.height) + (sheet.start[0] if sheet.start else 0)
+
     def close(self) -> None:
+        self._loaded = None
         self._book.close()
 
 
@@ -135,6 +156,10 @@ class _OpenpyxlBook:
     def rows(self, name: str) -> Iterator[Row]:
         return self._book[name].iter_rows(values_only=True)
 
+    def height(self, name: str) -> int | None:
+        rows = self._book[name].max_row  # from the sheet's <dimension>, which a writer may leave out
+        return rows if isinstance(rows, int) else None
+
     def close(self) -> None:
         self._book.close()
 
@@ -150,7 +175,7 @@ def _open_book(path: Path) -> _Book:
         raise ScheduleError(_unreadable(exc), path=path) from exc
 
 
-def _load_xlsx(path: Path, sheet: str | None) -> RawSchedule:
+def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
     try:
         check_package(path)
     except PackageProblem as problem:
@@ -168,7 +193,8 @@ def _load_xlsx(path: Path, sheet: str | None) -> RawSchedule:
             candidates = [n for n, visible in sheets if visible]
         tried: list[str] = []
         for name in candidates:
-            found = _build(path, "xlsx", name, book.rows(name), explicit=sheet is not None)
+            ticker.total = book.height(name)
+            found = _build(path, "xlsx", name, book.rows(name), explicit=sheet is not None, ticker=ticker)
             if found is not None:
                 if sheet is None and len(names) > 1:
                     found.notes.append(f'read sheet "{name}" (the first whose header row matches)')
@@ -193,19 +219,20 @@ def _load_xlsx(path: Path, sheet: str | None) -> RawSchedule:
 # --- csv --------------------------------------------------------------------------------------------------
 
 
-def _load_csv(path: Path) -> RawSchedule:
+def _load_csv(path: Path, ticker: Ticker) -> RawSchedule:
     size = path.stat().st_size
     if size == 0:
-        raise ScheduleError("is empty", path=path)
+        raise ScheduleError("is empty; export the schedule again", path=path)
     if size > MAX_CSV_BYTES:
         raise ScheduleError(f"is larger than {MAX_CSV_BYTES // 2**20} MiB; split it into smaller files", path=path)
     data = path.read_bytes()
     if b"\x00" in data[:4096] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ScheduleError("is not a text file (it contains NUL bytes); is it a workbook with the wrong name?",
+        raise ScheduleError("is not a text file (it contains NUL bytes); if it is a workbook, rename it to .xlsx",
                             path=path)  # fmt: skip
     text, note = _decode(data)
     rows = _csv_rows(path, text)
-    found = _build(path, "csv", None, iter(rows), explicit=True)
+    ticker.total = len(rows)
+    found = _build(path, "csv", None, iter(rows), explicit=True, ticker=ticker)
     if found is not None and note:
         found.notes.append(note)
     if found is None:
@@ -245,13 +272,15 @@ def _csv_rows(path: Path, text: str) -> list[Row]:
     try:
         return [tuple(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)]
     except csv.Error as exc:
-        raise ScheduleError(f"is not well-formed CSV ({exc})", path=path) from None
+        raise ScheduleError(f"is not well-formed CSV ({exc}); open it in Excel and save it again as CSV UTF-8",
+                            path=path) from None  # fmt: skip
 
 
 def _unreadable(exc: Exception) -> str:
     name = type(exc).__name__
     if name in {"EntitiesForbidden", "DTDForbidden", "ExternalReferenceForbidden", "NotSupportedError"}:
-        return "contains XML entity or DTD declarations, which spreadsheets do not need (a known attack); not opened"
+        return ("contains XML entity or DTD declarations, which spreadsheets do not need (a known attack); not opened: "
+                "ask for a copy saved from Excel")  # fmt: skip
     return f"could not be read as an .xlsx workbook ({name}: {exc}); open it in Excel and save it again"
 
 
@@ -268,7 +297,7 @@ def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
                 f"skipped the totals row of table {table.name} (row {', '.join(map(str, sorted(totals)))})"
             )
     for row in sorted(meta.hidden_rows & data_rows):
-        message = "this row is hidden in Excel; it is imported like any other row"
+        message = "this row is hidden in Excel; it is imported like any other row (delete it if it should not be)"
         raw.issues.append(CellIssue(row, None, None, "", "hidden-row", message, "warning"))
     hidden = [column_letter(c - 1) for c in sorted(meta.hidden_columns) if c - 1 < len(raw.headers)]
     if hidden:
@@ -330,7 +359,13 @@ def _header_fields(row: Row) -> dict[int, str]:
 
 
 def _build(
-    path: Path, kind: Literal["xlsx", "csv"], sheet: str | None, rows: Iterator[Row], *, explicit: bool
+    path: Path,
+    kind: Literal["xlsx", "csv"],
+    sheet: str | None,
+    rows: Iterator[Row],
+    *,
+    explicit: bool,
+    ticker: Ticker,
 ) -> RawSchedule | None:
     """Find the header in the first rows, then take every non-blank row below it. None if no header."""
     preamble: list[Row] = []
@@ -348,7 +383,9 @@ def _build(
     headers = [as_text(c).strip() if not is_blank(c) else "" for c in header]
     fields = _check_header(path, sheet, header_row, headers, explicit=explicit)
     previous = [column_letter(i) for i, h in enumerate(headers) if normalise_header(h) in _OUTCOME_KEYS]
-    index, data, blank = _data_rows(rows, header_row)
+    if ticker.total is not None:
+        ticker.total = max(ticker.total - header_row, 0)  # the rows below the header: what the bar counts
+    index, data, blank = _data_rows(rows, header_row, ticker)
     width = max([len(headers), *(len(r) for r in data)]) if data else len(headers)
     headers += [""] * (width - len(headers))
     letters = [column_letter(i) for i in range(width)]
@@ -393,20 +430,21 @@ def _check_header(
     missing = [name for name in REQUIRED if name not in fields and SUBSTITUTES.get(name) not in fields]
     if missing:
         raise ScheduleError(
-            f"the header row (row {header_row}) has no column for {', '.join(missing)}; "
-            f"required columns are {_required_text()}",
+            f"the header row (row {header_row}) has no column for {', '.join(missing)}; add it (headed e.g. "
+            f"{', '.join(BY_NAME[m].label for m in missing)}); required columns are {_required_text()}",
             path=path,
             sheet=sheet,
         )
     return fields
 
 
-def _data_rows(rows: Iterable[Row], header_row: int) -> tuple[list[int], list[Row], int]:
+def _data_rows(rows: Iterable[Row], header_row: int, ticker: Ticker) -> tuple[list[int], list[Row], int]:
     """Row numbers and cells of the non-blank rows below the header, and how many blank rows were skipped."""
     index: list[int] = []
     data: list[Row] = []
     blank = 0
     for number, row in enumerate(rows, start=header_row + 1):
+        ticker.at(number - header_row)
         if row.count(None) == len(row) or all(is_blank(c) for c in row):  # the first test is the cheap, common one
             blank += 1
             continue

@@ -2,13 +2,16 @@
 
 result = run_upload("schedule.xlsx", Settings.from_env())
 print(result.counts, result.output)
+
+Neither prints: progress goes to an optional `on_progress(stage, done, total)` (see `importer.progress`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +25,12 @@ from importer.journal import Journal, journal_path
 from importer.loader import RawSchedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
 from importer.planner import Item, build_items, plan, reference_issues
+from importer.progress import OnProgress, Stage, Ticker, for_stage
 from importer.report import RunInfo, check_output, default_output, write_results
 from importer.schema import Validated, validate_rows
 from importer.settings import TOKEN_ENV, Settings, sanitize_url
 from importer.template import check_template_path, write_template
+from importer.totals import ProjectTotal, project_totals
 from importer.upload import OnOutcomes, Uploader
 
 
@@ -44,19 +49,29 @@ class RunResult:
     requests: dict[str, int] = field(default_factory=dict)
     existing_found: int = 0
     notes: list[str] = field(default_factory=list)  # file-level remarks: encoding, sheet used, skipped rows
+    totals: list[ProjectTotal] = field(default_factory=list)  # per project: rows and cents per status
+    schedule: Path | None = None  # the input file
+    dry_run: bool = True
+    base_url: str | None = None  # sanitised; None for a dry run
 
 
 def _prepare(
-    path: Path | str, sheet: str | None, output: Path | str | None, options: ParseOptions, *, requests: bool
+    path: Path | str,
+    sheet: str | None,
+    output: Path | str | None,
+    options: ParseOptions,
+    on_progress: OnProgress | None,
+    *,
+    requests: bool,
 ) -> tuple[RawSchedule, Validated, list[Item], list[CellIssue], Path]:
     """Load and validate; build the requests (keys and bodies) only when they will be sent or looked up."""
     schedule = Path(path)
     out = check_output(Path(output) if output else default_output(schedule), schedule)
-    raw = load_schedule(schedule, sheet=sheet)
-    validated = validate_rows(raw, options)
+    raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ))
+    validated = validate_rows(raw, options, on_progress=for_stage(on_progress, Stage.VALIDATE))
     items: list[Item] = []
     if requests:
-        items, key_issues = build_items(validated.rows)
+        items, key_issues = build_items(validated.rows, on_progress=for_stage(on_progress, Stage.PREPARE))
     else:
         key_issues = reference_issues(validated.rows)
     issues = sorted([*validated.issues, *key_issues], key=lambda i: i.row)
@@ -73,12 +88,15 @@ def _finish(
     stopped: ImporterError | None = None,
     requests_made: dict[str, int] | None = None,
     existing_found: int = 0,
+    on_progress: OnProgress | None = None,
+    *,
+    currencies: Mapping[int, str] | None = None,
 ) -> RunResult:
     for issue in issues:
         if issue.is_error:
             outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
-    amounts = validated.rows[["workspace_id", "amount_in_cents"]]
-    written = write_results(raw, outcomes, issues, amounts, info, out)
+    totals = project_totals(validated.rows, outcomes, currencies)
+    written = write_results(raw, outcomes, issues, totals, info, out, on_progress=for_stage(on_progress, Stage.WRITE))
     counts = Counter(o.status.value for o in outcomes.values())
     if stopped is not None:
         code = stopped.exit_code
@@ -98,6 +116,10 @@ def _finish(
         requests=requests_made or {},
         existing_found=existing_found,
         notes=[*raw.notes, *info.notes],
+        totals=totals,
+        schedule=raw.path,
+        dry_run=info.dry_run,
+        base_url=info.base_url,
     )
 
 
@@ -110,6 +132,7 @@ def run_validate(
     settings: Settings | None = None,
     session: requests.Session | None = None,
     on_stage: Callable[[str], None] | None = None,
+    on_progress: OnProgress | None = None,
 ) -> RunResult:
     """The dry run; writes the results workbook and sends nothing.
 
@@ -119,12 +142,14 @@ def run_validate(
     started = dt.datetime.now(dt.UTC)
     if settings is not None and settings.token is None:
         raise MissingToken.from_env(TOKEN_ENV)
-    raw, validated, items, issues, out = _prepare(path, sheet, output, options, requests=settings is not None)
+    raw, validated, items, issues, out = _prepare(path, sheet, output, options, on_progress,
+                                                  requests=settings is not None)  # fmt: skip
     issues += duplicate_rows(raw, validated.rows)
     failed = {i.row for i in issues if i.is_error}
     outcomes = {row: Outcome(row, Status.VALID) for row in validated.rows.index.tolist() if row not in failed}
     if settings is None:
-        return _finish(raw, validated, _in_order(issues), outcomes, RunInfo(True, None, started), out)
+        return _finish(raw, validated, _in_order(issues), outcomes, RunInfo(True, None, started), out,
+                       on_progress=on_progress)  # fmt: skip
     (on_stage or (lambda _: None))(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
     checked, made = _check_online(raw, validated, items, settings, session, options)
     for row, milestone_id in checked.existing.items():
@@ -140,7 +165,8 @@ def run_validate(
     )
     info = RunInfo(True, sanitize_url(settings.base_url), started, notes=notes)
     all_issues = _in_order([*issues, *checked.issues])
-    return _finish(raw, validated, all_issues, outcomes, info, out, None, made, len(checked.existing))
+    return _finish(raw, validated, all_issues, outcomes, info, out, None, made, len(checked.existing), on_progress,
+                   currencies=checked.currencies)  # fmt: skip
 
 
 def _check_online(
@@ -176,19 +202,22 @@ def run_upload(
     on_outcomes: OnOutcomes | None = None,
     on_stage: Callable[[str], None] | None = None,
     options: ParseOptions = DEFAULT_OPTIONS,
+    on_progress: OnProgress | None = None,
 ) -> RunResult:
     """Create the milestones of every valid row that Kantata does not already have; write the results."""
     started = dt.datetime.now(dt.UTC)
     if settings.token is None:
         raise MissingToken.from_env(TOKEN_ENV)
-    raw, validated, items, issues, out = _prepare(path, sheet, output, options, requests=True)
+    raw, validated, items, issues, out = _prepare(path, sheet, output, options, on_progress, requests=True)
     client = KantataClient(settings, settings.token, session=session)
     say = on_stage or (lambda _: None)
     try:
         stopped: ImporterError | None = None
         try:
             say(f"looking up {len(items)} import keys in Kantata")
+            lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(items))
             existing = client.find_existing(i.key for i in items) if items else {}
+            lookup.end(len(items))
         except ApiUnavailable as exc:  # nothing was sent: every row is not_sent, the re-run starts afresh
             existing, stopped = {}, exc
         the_plan = plan(items, existing, batch_size=settings.batch_size)
@@ -198,7 +227,7 @@ def run_upload(
                 say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent before)")
             needed = -(-len(the_plan.to_send) // settings.batch_size)
             say(f"sending {len(the_plan.to_send)} rows in {needed} request{'s' if needed != 1 else ''}")
-            record = _both(journal.record, on_outcomes)
+            record = _both(_both(journal.record, on_outcomes), _sent(on_progress, the_plan.to_send))
             try:
                 uploader = Uploader(client, on_outcomes=record, on_sending=journal.sending)
                 result = uploader.run(the_plan, sent_before=journal.sent_before)
@@ -213,7 +242,7 @@ def run_upload(
         client.close()
     made = {**made, "GET": client.stats.gets, "POST": client.stats.posts}
     info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "")
-    result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing))
+    result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing), on_progress)
     if stopped is None:  # every row settled and the workbook written: nothing left to resume
         journal_path(out).unlink(missing_ok=True)
     return result_
@@ -242,6 +271,26 @@ def run_template(
     finally:
         client.close()
     return TemplateResult(write_template(out, workspaces=workspaces), workspaces)
+
+
+def _sent(on_progress: OnProgress | None, to_send: Sequence[Item]) -> OnOutcomes | None:
+    """Sending progress from the outcomes as they arrive: rows of the plan settled so far, once per batch."""
+    if on_progress is None:
+        return None
+    rows = {i.row for i in to_send}
+    settled: set[int] = set()
+    ticker = Ticker(for_stage(on_progress, Stage.SEND), len(rows), chunk=1)
+    lock = threading.Lock()  # outcomes may arrive from several sending threads
+
+    def count(outcomes: Sequence[Outcome]) -> None:
+        with lock:
+            settled.update(o.row for o in outcomes if o.row in rows and o.status is not Status.NOT_SENT)
+            if len(settled) < len(rows):
+                ticker.at(len(settled))
+            elif ticker.done < len(rows):
+                ticker.end(len(settled))
+
+    return count
 
 
 def _both(first: OnOutcomes, second: OnOutcomes | None) -> OnOutcomes:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from importer.columns import EXT, EXT_REQUIRED, FIELDS, LOCAL_ONLY, REQUIRED
 from importer.errors import CellIssue
+from importer.progress import Tick, Ticker
 
 SERVICE_NAME = "kantata-import"
 SERVICE_MODEL = "billing_schedule_row"
@@ -83,8 +84,9 @@ def _columns(rows: pd.DataFrame) -> dict[str, list[Any]]:
     return out
 
 
-def build_items(rows: pd.DataFrame) -> tuple[list[Item], list[CellIssue]]:
+def build_items(rows: pd.DataFrame, *, on_progress: Tick | None = None) -> tuple[list[Item], list[CellIssue]]:
     """Give every valid row its key and body; a user key used by two rows makes the later row an issue."""
+    ticker = Ticker(on_progress, len(rows))
     items: list[Item] = []
     issues: list[CellIssue] = []
     occurrences: Counter[str] = Counter()
@@ -93,6 +95,7 @@ def build_items(rows: pd.DataFrame) -> tuple[list[Item], list[CellIssue]]:
     top = [(name, columns[name]) for name in _TOP_FIELDS if name in columns]
     ext = [(name[len(EXT) :], columns[name]) for name in _EXT_FIELDS if name in columns]
     for i, row in enumerate(rows.index.tolist()):
+        ticker.at(i)
         body = {name: v for name, values in top if (v := values[i]) is not None}
         reference = {name: v for name, values in ext if (v := values[i]) is not None}
         for name in REQUIRED:
@@ -113,6 +116,7 @@ def build_items(rows: pd.DataFrame) -> tuple[list[Item], list[CellIssue]]:
             continue
         first_row[key] = int(row)
         items.append(Item(int(row), key, body))
+    ticker.end(len(rows))
     return items, issues
 
 

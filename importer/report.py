@@ -19,9 +19,8 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import pandas as pd
 import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
@@ -30,6 +29,8 @@ from importer.columns import OUTCOME_COLUMNS, column_index, column_letter, norma
 from importer.errors import CellIssue, ConfigError
 from importer.loader import RawSchedule
 from importer.outcomes import Outcome, Status
+from importer.progress import CHUNK, Tick, Ticker
+from importer.totals import ProjectTotal
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV/spreadsheet injection
 MAX_CELL_TEXT = 32767  # Excel's limit per cell
@@ -81,23 +82,30 @@ def write_results(
     raw: RawSchedule,
     outcomes: Mapping[int, Outcome],
     issues: Sequence[CellIssue],
-    amounts: pd.DataFrame,
+    totals: Sequence[ProjectTotal],
     info: RunInfo,
     output: Path,
+    *,
+    on_progress: Tick | None = None,
 ) -> Path:
-    """Write atomically: a temp file beside the target, renamed over it only once complete."""
+    """Write atomically: a temp file beside the target, renamed over it only once complete.
+
+    `on_progress(done, total)` hears of the rows written every few thousand, and once more when the file is in
+    place (closing a large workbook takes a while of its own)."""
     out = check_output(output, raw.path)
+    ticker = Ticker(on_progress, len(raw.frame))
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".tmp.xlsx")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         workbook = xlsxwriter.Workbook(str(tmp), {"constant_memory": True, "strings_to_numbers": False})
-        _Writer(workbook, raw, outcomes, issues, amounts, info).write()
+        _Writer(workbook, raw, outcomes, issues, totals, info, ticker).write()
         workbook.close()
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    ticker.end(len(raw.frame))
     return out
 
 
@@ -108,15 +116,17 @@ class _Writer:
         raw: RawSchedule,
         outcomes: Mapping[int, Outcome],
         issues: Sequence[CellIssue],
-        amounts: pd.DataFrame,
+        totals: Sequence[ProjectTotal],
         info: RunInfo,
+        ticker: Ticker,
     ) -> None:
         self.wb = workbook
         self.raw = raw
         self.outcomes = outcomes
         self.issues = issues
-        self.amounts = amounts
+        self.totals = totals
         self.info = info
+        self.ticker = ticker
         self.fmt_date = workbook.add_format({"num_format": "yyyy-mm-dd"})
         self.fmt_datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
         self.fmt_text = workbook.add_format({"quote_prefix": True})
@@ -165,7 +175,11 @@ class _Writer:
         by_row = _messages_by_row(self.issues)
         letters = raw.frame.columns
         write_number, write_string, cell = ws.write_number, ws.write_string, self._cell
-        for row_number, values in zip(raw.frame.index, raw.frame.itertuples(index=False, name=None), strict=True):
+        for done, (row_number, values) in enumerate(
+            zip(raw.frame.index, raw.frame.itertuples(index=False, name=None), strict=True)
+        ):
+            if not done % CHUNK:
+                self.ticker.at(done)
             r = int(row_number) - 1
             for c, value in enumerate(values):
                 # The common cells inline (this loop runs once per cell of the file); the rest through _cell.
@@ -259,29 +273,21 @@ class _Writer:
 
     def _totals(self, ws: Worksheet, top: int) -> None:
         """Amount per workspace and status, in the currency's subunits (cents), for rows that parsed."""
-        frame = self.amounts.dropna()
-        by_row = [o.status.value if (o := self.outcomes.get(int(r))) else None for r in frame.index.tolist()]
-        frame = frame.assign(status=pd.Series(by_row, index=frame.index, dtype=object)).dropna(subset=["status"])
-        totals: dict[int, Counter[str]] = defaultdict(Counter)
-        rows: Counter[int] = Counter()
-        # Grouped in pandas (exact: Int64 sums), not row by row: this runs over every row of the file.
-        grouped = frame.groupby(["workspace_id", "status"])["amount_in_cents"]
-        for key, cents in grouped.sum().items():
-            workspace, status = cast(tuple[int, str], key)
-            totals[int(workspace)][str(status)] += int(cents)
-        for key, n in grouped.size().items():
-            rows[int(cast(tuple[int, str], key)[0])] += int(n)
-        statuses = [s.value for s in Status if any(s.value in t for t in totals.values())]
+        statuses = [s.value for s in Status if any(s.value in t.cents for t in self.totals)]
+        currency = any(t.currency for t in self.totals)
         header = ["Project ID", "Rows", *[f"{s} (cents)" for s in statuses], "Total (cents)"]
+        header += ["Currency"] if currency else []
         ws.write_string(top, 0, "Amounts per project (rows that passed validation)", self.fmt_bold)
         for c, text in enumerate(header):
             ws.write_string(top + 1, c, text, self.fmt_bold)
-        for r, workspace in enumerate(sorted(totals), start=top + 2):
-            ws.write_number(r, 0, workspace)
-            ws.write_number(r, 1, rows[workspace])
+        for r, total in enumerate(self.totals, start=top + 2):
+            ws.write_number(r, 0, total.workspace_id)
+            ws.write_number(r, 1, sum(total.rows.values()))
             for c, s in enumerate(statuses, start=2):
-                ws.write_number(r, c, totals[workspace][s])
-            ws.write_number(r, len(header) - 1, sum(totals[workspace].values()))
+                self._cell(ws, r, c, total.cents[s])  # as text beyond 2**53, where a number cell loses digits
+            self._cell(ws, r, 2 + len(statuses), total.total_cents)
+            if currency:
+                self._cell(ws, r, 3 + len(statuses), total.currency)
 
     # --- Errors ---
 
@@ -289,14 +295,8 @@ class _Writer:
         header = ["Row", "Column", "Header", "Value", "Code", "Message", "Go to", "Severity"]
         for c, text in enumerate(header):
             ws.write_string(0, c, text, self.fmt_bold)
-        entries: list[tuple[int, str | None, str | None, str, str, str, str]] = [
-            (i.row, i.column, i.header, i.value, i.code, i.message, i.severity) for i in self.issues
-        ]
-        for o in self.outcomes.values():
-            if o.status in (Status.REJECTED, Status.NOT_SENT):
-                code = "rejected-by-kantata" if o.status is Status.REJECTED else "not-sent"
-                entries += [(o.row, None, None, "", code, message, "error") for message in o.errors]
-        entries.sort(key=lambda e: e[0])
+        entries = [(i.row, i.column, i.header, i.value, i.code, i.message, i.severity)
+                   for i in all_issues(self.issues, self.outcomes)]  # fmt: skip
         sheet_ref = "'" + self.sheet_name.replace("'", "''") + "'"
         for r, (row, column, head, value, code, message, severity) in enumerate(entries, start=1):
             ws.write_number(r, 0, row)
@@ -312,6 +312,18 @@ class _Writer:
         ws.set_column(5, 5, 90)
         if entries:
             ws.autofilter(0, 0, len(entries), len(header) - 1)
+
+
+def all_issues(issues: Sequence[CellIssue], outcomes: Mapping[int, Outcome]) -> list[CellIssue]:
+    """Every problem of the run in row order: the checks' issues plus Kantata's refusals and rows not sent.
+    What the Errors sheet lists and `--json` reports, from one place."""
+    out = list(issues)
+    for o in outcomes.values():
+        if o.status in (Status.REJECTED, Status.NOT_SENT):
+            code = "rejected-by-kantata" if o.status is Status.REJECTED else "not-sent"
+            out += [CellIssue(o.row, None, None, "", code, message) for message in o.errors]
+    out.sort(key=lambda i: i.row)
+    return out
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -20,6 +20,7 @@ from importer.cells import DEFAULT_OPTIONS, ERROR_VALUES, CellProblem, ParseOpti
 from importer.columns import BY_NAME, EXT, EXT_FIELDS, EXT_REQUIRED, FIELDS, LOCAL_ONLY, SUBSTITUTES, Field
 from importer.errors import CellIssue
 from importer.loader import RawSchedule
+from importer.progress import CHUNK, Tick, Ticker
 
 _DTYPES = {"text": "str", "choice": "str", "cents": "Int64", "money": "Int64", "id": "Int64", "date": object,
            "bool": "boolean"}  # fmt: skip
@@ -68,43 +69,60 @@ class Validated:
     total_rows: int
 
 
-def validate_rows(raw: RawSchedule, options: ParseOptions = DEFAULT_OPTIONS) -> Validated:
-    typed, parsed = _parse(raw, options)
+def validate_rows(
+    raw: RawSchedule, options: ParseOptions = DEFAULT_OPTIONS, *, on_progress: Tick | None = None
+) -> Validated:
+    """Parse and check every row; `on_progress(done, total)` hears of the rows parsed every few thousand."""
+    ticker = Ticker(on_progress, len(raw.frame))
+    typed, parsed = _parse(raw, options, ticker)
     issues = [*raw.issues, *parsed]  # the loader's findings (merged cells, ...) first: they are the cause
     typed = _merge_amounts(raw, typed, issues)
     issues += _check(raw, typed)
     issues = _dedupe(raw, issues)
     invalid = frozenset(i.row for i in issues if i.is_error)
     rows = typed.loc[~typed.index.isin(list(invalid))]
+    ticker.end(len(typed))
     return Validated(rows=rows, issues=issues, invalid_rows=invalid, total_rows=len(typed))
 
 
 # --- step 1: cells -> typed values --------------------------------------------------------------------------
 
 
-def _parse(raw: RawSchedule, options: ParseOptions) -> tuple[pd.DataFrame, list[CellIssue]]:
+def _parse(raw: RawSchedule, options: ParseOptions, ticker: Ticker) -> tuple[pd.DataFrame, list[CellIssue]]:
+    """Column by column within chunks of rows, so that progress can be told without a call per row."""
     issues: list[CellIssue] = []
-    columns: dict[str, Any] = {}
-    for f in FIELDS:
-        letter = raw.fields.get(f.name)
-        if letter is None:
-            values: list[object] = [None] * len(raw.frame)
-        else:
-            values = _parse_column(raw, f, letter, issues, options)
-        columns[f.name] = pd.Series(values, index=raw.frame.index, dtype=_DTYPES[f.kind])  # type: ignore[call-overload]
+    values: dict[str, list[object]] = {f.name: [] for f in FIELDS}
+    total = len(raw.frame)
+    caches: dict[str, dict[tuple[type, object], object]] = {f.name: {} for f in FIELDS}  # across chunks
+    for start in range(0, total, CHUNK):
+        chunk = raw.frame.iloc[start : start + CHUNK]
+        for f in FIELDS:
+            letter = raw.fields.get(f.name)
+            if letter is None:
+                values[f.name] += [None] * len(chunk)
+            else:
+                values[f.name] += _parse_column(raw, chunk[letter], f, letter, issues, options, caches[f.name])
+        ticker.at(start + len(chunk))
+    columns = {f.name: pd.Series(values[f.name], index=raw.frame.index, dtype=_DTYPES[f.kind])  # type: ignore[call-overload]
+               for f in FIELDS}  # fmt: skip
     return pd.DataFrame(columns, index=raw.frame.index), issues
 
 
 def _parse_column(
-    raw: RawSchedule, f: Field, letter: str, issues: list[CellIssue], options: ParseOptions
+    raw: RawSchedule,
+    cells: pd.Series[Any],
+    f: Field,
+    letter: str,
+    issues: list[CellIssue],
+    options: ParseOptions,
+    cache: dict[tuple[type, object], object],
 ) -> list[object]:
     """Each cell parsed once per distinct value: a schedule repeats its workspaces, types and dates thousands
     of times. Keyed by (type, value), since 1, 1.0 and True are equal in Python but not to a parser."""
     parse: Callable[[object], object] = parser_for(f, options)
     header = raw.header_of(letter)
     out: list[object] = []
-    cache: dict[tuple[type, object], object] = {}
-    for row, cell in raw.frame[letter].items():
+    for row, cell in cells.items():
         key = (type(cell), cell)
         try:
             result = cache[key]
@@ -127,7 +145,10 @@ def _parse_cell(cell: object, parse: Callable[[object], object]) -> object:
         return None
     try:
         if isinstance(cell, str) and cell.strip() in ERROR_VALUES:
-            raise CellProblem("formula-error", f"{cell.strip()} is an Excel error (a broken formula); fix it")
+            raise CellProblem(
+                "formula-error",
+                f"{cell.strip()} is an Excel error (a broken formula); fix the formula in Excel, or type the value",
+            )
         return parse(cell)
     except CellProblem as problem:
         return problem
@@ -179,25 +200,26 @@ def _issues_for(
 ) -> list[CellIssue]:
     if context == "DataFrameSchema":
         if check == "story-required":
-            return [_rule(raw, row, "story_id", "story-required", "is required when billing type is upon_completion")]
+            return [_rule(raw, row, "story_id", "story-required", "{label} is required when billing type is "
+                          "upon_completion: enter the task's id, or make it fixed_date")]  # fmt: skip
         if check == "external-reference-incomplete":
             return [
                 _rule(raw, row, name, "external-reference-incomplete",
-                      "is required when any external reference column is filled in "
-                      "(service, type and ID go together)")
+                      "{label} is empty but other external reference cells are filled: fill in service, type and "
+                      "ID together, or clear them")
                 for name in EXT_REQUIRED
                 if _missing(typed.at[row, name])
             ]  # fmt: skip
         raise AssertionError(f"unmapped dataframe check {check}")
     f = BY_NAME[column]
-    if check == "not_nullable":
-        return [_rule(raw, row, column, "required", "is required")]
+    if check in {"not_nullable"} or check.startswith("str_length"):
+        return [_rule(raw, row, column, "required", "{label} is required: fill in this cell")]
     if check.startswith("isin"):
-        return [_rule(raw, row, column, "invalid-choice", f"must be {' or '.join(f.choices)}")]
+        choices = ", ".join(f.choices[:-1]) + " or " + f.choices[-1]
+        return [_rule(raw, row, column, "invalid-choice", f'{{label}} "{{value}}" is not allowed; enter {choices}')]
     if check.startswith("greater_than"):
-        return [_rule(raw, row, column, "id-not-positive", "must be a positive whole number (a Kantata id)")]
-    if check.startswith("str_length"):
-        return [_rule(raw, row, column, "required", "is required")]
+        return [_rule(raw, row, column, "id-not-positive",
+                      "{label} {value} is not a Kantata id; enter the id, a whole number above 0")]  # fmt: skip
     raise AssertionError(f"unmapped check {check} on {column}")
 
 
@@ -205,15 +227,15 @@ def _missing(value: Any) -> bool:
     return bool(pd.isna(value))
 
 
-def _rule(raw: RawSchedule, row: int, name: str, code: str, what: str) -> CellIssue:
+def _rule(raw: RawSchedule, row: int, name: str, code: str, message: str) -> CellIssue:
+    """An issue on the cell of field `name`; `message` may name {label} (the header as typed) and {value}."""
     if name not in raw.fields and SUBSTITUTES.get(name) in raw.fields:
         name = SUBSTITUTES[name]  # "Amount is required" when the sheet gives amounts in currency units
     letter = raw.fields.get(name)
     label = raw.header_of(letter) if letter else BY_NAME[name].label
     value = as_text(raw.frame.at[row, letter]) if letter else ""
-    shown = f' (is "{value}")' if value and code != "required" else ""
-    where = "" if letter else f"; the sheet has no {label} column"
-    return CellIssue(row, letter, label, value, code, f"{label} {what}{shown}{where}")
+    where = "" if letter else f" (add a {label} column)"
+    return CellIssue(row, letter, label, value, code, message.format(label=label, value=value) + where)
 
 
 def _dedupe(raw: RawSchedule, issues: list[CellIssue]) -> list[CellIssue]:

@@ -1,7 +1,7 @@
 """One typed settings object that both the CLI and Python callers build.
 
-A flag beats its environment variable; the token comes only from the environment or a hidden prompt, never a
-flag (flags land in shell history and `ps`).
+A flag beats its environment variable, which beats the config file (`importer.config`). The token comes only
+from the environment or a hidden prompt, never a flag (flags land in shell history and `ps`) or a file.
 """
 
 from __future__ import annotations
@@ -96,14 +96,23 @@ class Settings:
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH} (Kantata's limit per request)")
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
-            raise ConfigError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
+            raise ConfigError(f"concurrency must be between 1 and {MAX_CONCURRENCY} (requests in flight at once)")
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from KANTATA_* variables; keyword overrides (from flags) win when not None."""
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        config: Mapping[str, object] | None = None,
+        **overrides: object,
+    ) -> Settings:
+        """Settings from KANTATA_* variables over `config` (a config file's values) over the defaults; keyword
+        overrides (from flags) win when not None."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {"base_url": env.get(BASE_URL_ENV) or DEFAULT_BASE_URL}
+        values: dict[str, object] = {"base_url": DEFAULT_BASE_URL, **(config or {})}
+        if env.get(BASE_URL_ENV):
+            values["base_url"] = env[BASE_URL_ENV]
         if env.get(TOKEN_ENV):
             values["token"] = Secret(env[TOKEN_ENV])
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 import importer
 from importer.cli import build_parser, main
+from importer.config import KEYS
 from importer.errors import EXIT_CODE_HELP, ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,3 +70,11 @@ def test_readme_online_capture_is_what_the_command_prints(tmp_path: Path, capsys
     assert [port.sub("127.0.0.1:PORT", line) for line in printed] == [
         port.sub("127.0.0.1:PORT", line) for line in block
     ]
+
+
+def test_readme_documents_every_config_key_and_summary_field() -> None:
+    for key in KEYS:
+        assert f"`{key}`" in README and f"{key} = " in README, key
+    schema = json.loads((ROOT / "docs" / "summary.schema.json").read_text(encoding="utf-8"))
+    for name in schema["required"]:
+        assert f'"{name}"' in README or f"`{name}`" in README, name

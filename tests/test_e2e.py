@@ -341,4 +341,4 @@ def test_summary_totals_per_project_are_exact_sums_by_status(sandbox: Any, make_
         assert got[workspace]["created"] == by_status.get("created", 0)
         assert got[workspace]["exists"] == by_status.get("exists", 0)
         assert got[workspace]["total"] == sum(by_status.values())
-    assert sum(g["rows"] for g in got.values()) == 29
+    assert sum(int(str(g["rows"])) for g in got.values()) == 29

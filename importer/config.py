@@ -1,0 +1,115 @@
+"""Settings a repeat user keeps in one file instead of retyping flags.
+
+`kantata-import.toml` in the current folder, else a `[tool.kantata-import]` table in ./pyproject.toml, else
+the file given with `--config PATH`, which then is the only one read. Flags beat environment variables, which
+beat this file, which beats the defaults; `cli.py` does the merging. Every value is checked here, when the file
+is read, so a mistake in it stops `validate` as surely as `upload` (exit 2). A token is refused: a file is
+easily shared, committed or backed up, so tokens come only from KANTATA_API_TOKEN or the hidden prompt.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from importer.errors import ConfigError
+from importer.settings import TOKEN_ENV, Settings
+
+CONFIG_NAME = "kantata-import.toml"
+PYPROJECT_TABLE = "kantata-import"  # [tool.kantata-import] in pyproject.toml
+
+# key -> (type, what it means); the types are TOML's, checked exactly (TOML true is not a number here)
+KEYS: dict[str, tuple[type, str]] = {
+    "base_url": (str, "Kantata API URL, like --base-url"),
+    "sheet": (str, "sheet to read in .xlsx workbooks, like --sheet (ignored for CSV files)"),
+    "batch_size": (int, "milestones per request, like --batch-size"),
+    "concurrency": (int, "requests in flight at once while uploading"),
+    "date_format": (str, "how non-ISO text dates are written, like --date-format"),
+    "currency_decimals": (int, "decimal places of an Amount column, like --currency-decimals"),
+}
+SETTINGS_KEYS = ("base_url", "batch_size", "concurrency")  # the ones that go into Settings
+
+
+@dataclass(frozen=True, slots=True)
+class FileConfig:
+    """The values a config file set (only those), and where they came from."""
+
+    path: Path | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key)
+
+    def settings(self) -> dict[str, Any]:
+        """The values `Settings.from_env(config=...)` takes."""
+        return {k: v for k, v in self.values.items() if k in SETTINGS_KEYS}
+
+
+def find_config(folder: Path) -> Path | None:
+    """kantata-import.toml in `folder`, else its pyproject.toml if that has a [tool.kantata-import] table."""
+    own = folder / CONFIG_NAME
+    if own.is_file():
+        return own
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+            return None  # someone else's broken pyproject.toml is not ours to complain about
+        if isinstance(data.get("tool"), dict) and PYPROJECT_TABLE in data["tool"]:
+            return pyproject
+    return None
+
+
+def load_config(path: Path | None = None, *, folder: Path | None = None) -> FileConfig:
+    """The file given (`--config`), or the one found in `folder` (default: the current folder), checked."""
+    if path is None:
+        path = find_config(folder or Path())
+        if path is None:
+            return FileConfig()
+    elif not path.is_file():
+        raise ConfigError(f"config file {path} not found; check the path given to --config")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it, or remove it to use the defaults") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror})") from None
+    if path.name == "pyproject.toml":
+        table = data.get("tool", {}).get(PYPROJECT_TABLE) if isinstance(data.get("tool"), dict) else None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path} has no [tool.{PYPROJECT_TABLE}] table; add one, or point --config elsewhere")
+        data = table
+    return FileConfig(path, _checked(path, data))
+
+
+def _checked(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
+    for key in data:
+        if "token" in key.casefold():
+            raise ConfigError(
+                f"{path}: `{key}` is refused: a token in a file gets shared, committed and backed up. Remove it and "
+                f"set {TOKEN_ENV} in the environment instead (or let kantata-import prompt for it)"
+            )
+    for key, value in data.items():
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            raise ConfigError(f"{path}: unknown setting `{key}`; {hint}the settings are {', '.join(KEYS)}")
+        kind = KEYS[key][0]
+        if type(value) is not kind:
+            what = "a whole number, e.g. 100" if kind is int else 'text in quotes, e.g. "Billing"'
+            raise ConfigError(f"{path}: {key} must be {what} (is {value!r})")
+    values = dict(data)
+    if "date_format" in values and "%" not in values["date_format"]:
+        raise ConfigError(f'{path}: date_format {values["date_format"]!r} has no % codes; write e.g. "%d/%m/%Y"')
+    if "currency_decimals" in values and not 0 <= values["currency_decimals"] <= 4:
+        raise ConfigError(f"{path}: currency_decimals must be 0 to 4 (2 for USD, 0 for JPY, 3 for KWD)")
+    try:
+        Settings(**{k: v for k, v in values.items() if k in SETTINGS_KEYS})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return values
