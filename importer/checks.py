@@ -50,7 +50,7 @@ def check_online(
     raw: RawSchedule, rows: pd.DataFrame, items: Sequence[Item], client: KantataClient, options: ParseOptions
 ) -> OnlineCheck:
     """Compare the valid rows (indexed by Excel row) with Kantata; `items` carry their import keys."""
-    found = client.find_existing(i.key for i in items) if items else {}
+    found = client.find_imported(items)
     result = OnlineCheck(existing={i.row: found[i.key] for i in items if i.key in found})
     todo = rows.loc[~rows.index.isin(list(result.existing))]
     workspaces = client.workspaces(int(w) for w in todo["workspace_id"]) if len(todo) else {}

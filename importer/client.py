@@ -24,11 +24,12 @@ import requests
 from importer import __version__
 from importer.concurrency import Limiter
 from importer.errors import ApiUnavailable, TokenRejected
-from importer.planner import ImportKey
+from importer.planner import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
 from importer.settings import Secret, Settings, sanitize_url
 
 LOOKUP_CHUNK = 200  # external_reference_service_model_refs takes up to 200 ids (api-notes.md); `only=` likewise
 PER_PAGE = 200  # the documented maximum page size
+PROBE_CHUNK = 100  # project ids per "does this importer have anything here?" count
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -277,6 +278,42 @@ class KantataClient:
                 if key in wanted:  # filters can be ignored by the server: trust only exact matches
                     found.setdefault(key, milestone_id)
         return found
+
+    def find_imported(self, items: Sequence[Item]) -> dict[ImportKey, str]:
+        """`find_existing` for the rows of a schedule, skipping the look-ups that cannot find anything.
+
+        A derived key hashes the row's project in (planner.py), so a milestone with that key can only be in that
+        project: when Kantata counts no milestone of this importer in a group of projects, none of their rows'
+        keys needs looking up. A first import (a migration into new projects, a new month's projects) then costs
+        one request per PROBE_CHUNK projects instead of one per 200 rows (schedules of 200 rows or fewer skip the
+        count: their look-up is one request anyway). Counts that are not zero, or that
+        Kantata did not give, fall back to looking every key up. (A user's own external reference carries no
+        project, so those keys are always looked up.) This assumes a milestone never moves between projects,
+        which Kantata's documented update fields do not allow."""
+        if not items:
+            return {}
+        derived = [i for i in items if (i.key.service_name, i.key.service_model) == (SERVICE_NAME, SERVICE_MODEL)]
+        if len(derived) <= LOOKUP_CHUNK:  # one look-up request settles them all: a count would save nothing
+            return self.find_existing(i.key for i in items)
+        projects = sorted({int(i.body["workspace_id"]) for i in derived})
+        untouched = set(self.projects_without_imports(projects))
+        skip = {i.row for i in derived if int(i.body["workspace_id"]) in untouched}
+        wanted = [i.key for i in items if i.row not in skip]
+        return self.find_existing(wanted) if wanted else {}
+
+    def projects_without_imports(self, workspace_ids: Sequence[int]) -> list[int]:
+        """The projects in which Kantata counts no milestone with this importer's derived keys."""
+        empty: list[int] = []
+        for start in range(0, len(workspace_ids), PROBE_CHUNK):
+            chunk = workspace_ids[start : start + PROBE_CHUNK]
+            data = self.get("billing_milestones", {
+                "workspace_ids": ",".join(map(str, chunk)), "external_reference_service_name": SERVICE_NAME,
+                "external_reference_service_model": SERVICE_MODEL, "per_page": 1,
+            })  # fmt: skip
+            count = data.get("count", (data.get("meta") or {}).get("count"))
+            if isinstance(count, int) and not isinstance(count, bool) and count == 0 and not data.get("results"):
+                empty.extend(chunk)
+        return empty
 
     def _each(self, queries: list[dict[str, str | int]]) -> Iterable[list[tuple[ImportKey, str]]]:
         """Every page of every query; several queries in flight at once when there are many."""

@@ -216,7 +216,7 @@ def run_upload(
         try:
             say(f"looking up {len(items)} import keys in Kantata")
             lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(items))
-            existing = client.find_existing(i.key for i in items) if items else {}
+            existing = client.find_imported(items)
             lookup.end(len(items))
         except ApiUnavailable as exc:  # nothing was sent: every row is not_sent, the re-run starts afresh
             existing, stopped = {}, exc
