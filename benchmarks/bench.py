@@ -46,16 +46,20 @@ class Run:
     peak_mb: float
 
 
-def measure(cmd: Sequence[str], env: dict[str, str] | None = None) -> Run:
-    """One fresh process: wall time and its own peak resident memory (wait4's rusage, not the children's max)."""
+def measure(cmd: Sequence[str], env: dict[str, str] | None = None, marks: list[tuple[float, str]] | None = None) -> Run:
+    """One fresh process: wall time and its own peak resident memory (wait4's rusage, not the children's max).
+    With `marks`, every stderr line is recorded with the time it arrived (seconds from the start)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = [] if marks is None else marks
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append((time.perf_counter() - started, line.rstrip("\n")))
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
-    err = proc.stderr.read().decode() if proc.stderr else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(cmd)} failed with {proc.returncode}:\n{err}")
+        raise SystemExit(f"{' '.join(cmd)} failed with {proc.returncode}:\n" + "\n".join(t for _, t in lines))
     return Run(seconds, usage.ru_maxrss / 1024)
 
 
@@ -99,25 +103,42 @@ def dry_runs(folder: Path, sizes: list[tuple[int, str]], repeat: int, naive_up_t
     return out, per_row
 
 
-def upload(folder: Path, n: int, latency: float) -> tuple[Run, dict[str, int]]:
+def upload(folder: Path, n: int, latency: float) -> tuple[Run, dict[str, float]]:
     """One upload of n fresh rows at the default concurrency, in a fresh process, to a sandbox in this one (which
-    only waits meanwhile); returns the run and what the sandbox counted."""
+    only waits meanwhile); returns the run, what the sandbox counted and how long the sending stage took."""
     from importer.sandbox import DEFAULT_TOKEN, Sandbox
 
     path = ensure(folder, n, "csv")
     out = folder / f"upload_{n}_{latency}.xlsx"
     out.unlink(missing_ok=True)
+    marks: list[tuple[float, str]] = []
     with Sandbox() as sandbox:
         sandbox.set_faults(latency=latency)
         env = {**os.environ, "KANTATA_API_TOKEN": DEFAULT_TOKEN, "KANTATA_BASE_URL": sandbox.url}
-        run = measure([*CLI, "upload", str(path), "-q", "-o", str(out)], env)
+        run = measure([*CLI, "upload", str(path), "-o", str(out)], env, marks)
         stats = sandbox.stats()
         created = len(sandbox.milestones())
         if created != n:
             raise SystemExit(f"the upload created {created} milestones of {n}")
         made = {"POST": stats.get("POST /billing_milestones", 0), "GET": stats.get("GET /billing_milestones", 0),
                 "concurrency": sandbox.most_in_flight}  # fmt: skip
-    return run, made
+    at = {text.split(" ")[0]: t for t, text in marks}  # "sending ..." and "writing ..." are stage messages
+    return run, {**made, "send_seconds": at["writing"] - at["sending"]}
+
+
+def uploads(folder: Path, n: int) -> list[str]:
+    rows = ["| upload | rows | seconds (all) | of which sending | requests | floor (s) | sending ÷ floor "
+            "| all ÷ floor |", "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
+    for latency in (0.1, 0.0):
+        run, made = upload(folder, n, latency)
+        floor = made["POST"] * latency / DEFAULT_CONCURRENCY
+        send = made["send_seconds"]
+        ratios = f"{send / floor:.2f} | {run.seconds / floor:.2f}" if floor else "- | -"
+        rows.append(f"| {latency * 1000:.0f} ms latency, concurrency {DEFAULT_CONCURRENCY} (sandbox saw "
+                    f"{made['concurrency']:.0f} at once) | {n:,} | {run.seconds:.1f} | {send:.1f} | "
+                    f"{made['POST']:.0f} POST + {made['GET']:.0f} GET | {floor:.1f} | {ratios} |")  # fmt: skip
+        print(rows[-1], flush=True)
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,43 +146,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10k and 100k only, 3 repeats, upload of 20k rows")
     parser.add_argument("--repeat", type=int, help="fresh processes per figure (default 5, --quick 3)")
     parser.add_argument("--folder", type=Path, help="where schedules are generated (default: a temp folder)")
-    parser.add_argument("--skip-upload", action="store_true")
+    parser.add_argument("--skip-upload", action="store_true", help="only the dry runs")
+    parser.add_argument("--skip-dry-run", action="store_true", help="only the uploads")
     args = parser.parse_args(argv)
     repeat = args.repeat or (3 if args.quick else 5)
     folder = args.folder or Path(tempfile.gettempdir()) / "kantata-import-bench"
     folder.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"load average at start {os.getloadavg()[0]:.2f}; {repeat} runs per figure, medians")  # fmt: skip
-    sizes = [(10_000, "xlsx"), (100_000, "xlsx"), (10_000, "csv"), (100_000, "csv")]
-    if not args.quick:
-        sizes.append((1_000_000, "csv"))
-    table, per_row = dry_runs(folder, sizes, repeat, naive_up_to=100_000)
-    growth = []
-    if (1_000_000, "csv") in per_row:
-        g = per_row[(1_000_000, "csv")] / per_row[(100_000, "csv")]
-        growth.append(f"growth: µs/row at 1M ÷ at 100k (csv) = {g:.2f} (target ≤ 1.3)")
-    g = per_row[(100_000, "xlsx")] / per_row[(10_000, "xlsx")]
-    growth.append(f"growth: µs/row at 100k ÷ at 10k (xlsx) = {g:.2f}")
-    print("\n".join(growth), flush=True)
+          f"load average at start {os.getloadavg()[0]:.2f}; {repeat} runs per figure, medians", flush=True)  # fmt: skip
+    table: list[str] = []
+    growth: list[str] = []
+    if not args.skip_dry_run:
+        sizes = [(10_000, "xlsx"), (100_000, "xlsx"), (10_000, "csv"), (100_000, "csv")]
+        if not args.quick:
+            sizes.append((1_000_000, "csv"))
+        table, per_row = dry_runs(folder, sizes, repeat, naive_up_to=100_000)
+        if (1_000_000, "csv") in per_row:
+            g = per_row[(1_000_000, "csv")] / per_row[(100_000, "csv")]
+            growth.append(f"growth: µs/row at 1M ÷ at 100k (csv) = {g:.2f} (target ≤ 1.3)")
+        g = per_row[(100_000, "xlsx")] / per_row[(10_000, "xlsx")]
+        growth.append(f"growth: µs/row at 100k ÷ at 10k (xlsx) = {g:.2f}")
+        print("\n".join(growth), flush=True)
     if not args.skip_upload:
-        n = 20_000 if args.quick else 100_000
-        rows = [
-            "",
-            "| upload | rows | seconds | requests | floor (s) | ours ÷ floor |",
-            "| --- | ---: | ---: | --- | ---: | ---: |",
-        ]
-        for latency in (0.1, 0.0):
-            run, made = upload(folder, n, latency)
-            concurrency = DEFAULT_CONCURRENCY
-            floor = made["POST"] * latency / concurrency
-            everything = (made["POST"] + made["GET"]) * latency / concurrency
-            ratio = f"{run.seconds / floor:.2f} ({run.seconds / everything:.2f} counting look-ups)" if floor else "-"
-            rows.append(f"| latency {latency * 1000:.0f} ms, concurrency {concurrency} (seen {made['concurrency']}) | "
-                        f"{n:,} | {run.seconds:.1f} | {made['POST']} POST + {made['GET']} GET | {floor:.1f} | "
-                        f"{ratio} |")  # fmt: skip
-            print(rows[-1], flush=True)
-        table += rows
-    print("\n" + "\n".join(table + [""] + growth))
+        table += ["", *uploads(folder, 20_000 if args.quick else 100_000)]
+    print("\n" + "\n".join([*table, "", *growth]))
     return 0
 
 

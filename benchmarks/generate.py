@@ -16,7 +16,7 @@ import xlsxwriter
 
 HEADERS = ["title", "amount_in_cents", "workspace_id", "date_to_invoice", "story_id", "billing_type"]
 _SERVICES = ["Consulting", "Implementation", "Training", "Support retainer", "Data migration", "Licence resale"]
-_STORIES = {1001: [5001, 5002], 1002: [5003, 5004], 1003: [5005, 5006], 1004: [5007], 1005: [5008]}
+_STORIES = {1001: [5001, 5002, 5003], 1002: [5004, 5005], 1003: [5006], 1004: [5007], 1005: [5008]}  # the sandbox's
 
 
 def rows(n: int) -> Iterator[list[object]]:

@@ -242,6 +242,7 @@ def run_upload(
         client.close()
     made = {**made, "GET": client.stats.gets, "POST": client.stats.posts}
     info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "")
+    say(f"writing the results workbook ({len(raw.frame)} rows)")
     result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing), on_progress)
     if stopped is None:  # every row settled and the workbook written: nothing left to resume
         journal_path(out).unlink(missing_ok=True)

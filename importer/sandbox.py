@@ -696,8 +696,11 @@ class Sandbox:
         if "external_references" not in include:
             return _envelope("billing_milestones", objects, total, page, per_page)
         references = self._store.references([row["id"] for row in rows])
+        by_subject: dict[str, list[str]] = {}
+        for r in references:  # one pass, not one scan per milestone: pages hold up to 200 of each
+            by_subject.setdefault(str(r["subject_id"]), []).append(str(r["id"]))
         for obj in objects:
-            obj["external_reference_ids"] = [str(r["id"]) for r in references if str(r["subject_id"]) == obj["id"]]
+            obj["external_reference_ids"] = by_subject.get(obj["id"], [])
         body = _envelope("billing_milestones", objects, total, page, per_page)
         body["external_references"] = {str(r["id"]): _reference_json(r) for r in references}
         return body
