@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import requests
 
 from importer import __version__
-from importer.concurrency import Limiter
+from importer.concurrency import Cancelled, Limiter
 from importer.errors import ApiUnavailable, TokenRejected
 from importer.planner import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
 from importer.settings import Secret, Settings, sanitize_url
@@ -147,6 +147,7 @@ class KantataClient:
             session.mount("http://", adapter)
         self.session = session
         self.limiter = Limiter(settings.concurrency)
+        self.cancel = threading.Event()  # set by the uploader when the run stops: no more POSTs (GETs still go)
         self.session.auth = BearerAuth(token)
         self.session.trust_env = False  # no ~/.netrc, no proxy variables surprising a finance laptop
         self.session.headers.update({"Accept": "application/json", "User-Agent": f"kantata-import/{__version__}"})
@@ -159,13 +160,21 @@ class KantataClient:
     def close(self) -> None:
         self.session.close()
 
-    def backoff(self, attempt: int, response: requests.Response | None = None) -> None:
-        """Sleep before try `attempt + 1`: Retry-After when given, else full-jitter exponential backoff."""
+    def backoff(self, attempt: int, response: requests.Response | None = None, *, cancellable: bool = False) -> None:
+        """Sleep before try `attempt + 1`: Retry-After when given, else full-jitter exponential backoff. A
+        cancellable wait (before a POST) ends early with Cancelled when the run is stopped."""
         delay = _retry_after(response) if response is not None else None
         if delay is None:
             delay = random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2**attempt))
         self.stats.count("retries")
-        self._sleep(min(delay, self.settings.backoff_cap * 4))
+        delay = min(delay, self.settings.backoff_cap * 4)
+        if cancellable and self._sleep is time.sleep:
+            if self.cancel.wait(delay):  # a sleep that a stop cuts short
+                raise Cancelled
+        else:
+            self._sleep(delay)  # (or the sleep a test handed in)
+            if cancellable and self.cancel.is_set():
+                raise Cancelled
 
     def _url(self, path: str) -> str:
         return f"{self.settings.base_url}/{path.lstrip('/')}"
@@ -218,9 +227,11 @@ class KantataClient:
         """POST one batch. Retries 429 only; raises OutcomeUnknown when the write may have happened."""
         params: dict[str, str | int] = {"per_page": PER_PAGE, "include": "external_references"}
         for attempt in range(self.settings.max_attempts):
+            if self.cancel.is_set():
+                raise Cancelled  # a try before this one, if any, was answered 429: nothing was written
             try:
-                self.stats.count("posts", "POST /billing_milestones")
-                with self.limiter.slot() as generation:
+                with self.limiter.slot(self.cancel.is_set) as generation:
+                    self.stats.count("posts", "POST /billing_milestones")
                     response = self.session.post(
                         self._url("billing_milestones"),
                         params=params,
@@ -234,7 +245,7 @@ class KantataClient:
                 self.stats.count("throttled")
                 self.limiter.throttled(generation)
                 if attempt + 1 < self.settings.max_attempts:
-                    self.backoff(attempt, response)
+                    self.backoff(attempt, response, cancellable=True)
                 continue
             if response.status_code >= 500:
                 self.limiter.throttled(generation)  # a server in distress gets fewer requests at once, too

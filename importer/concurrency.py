@@ -10,12 +10,16 @@ halve the limit once, not once each: a 429 counts only for a request sent after 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 DEFAULT_CONCURRENCY = 4  # "a few requests in flight" (api-notes.md, Rate limits)
 MAX_CONCURRENCY = 16
 GROW_AFTER = 20  # successes in a row before one more request may be in flight
+
+
+class Cancelled(Exception):
+    """The run was stopped before this request went out: nothing was sent."""
 
 
 class Limiter:
@@ -35,10 +39,13 @@ class Limiter:
         self._cond = threading.Condition()
 
     @contextmanager
-    def slot(self) -> Iterator[int]:
-        """Wait for room, hold it for one request; yields the generation the request was sent in."""
+    def slot(self, cancelled: Callable[[], bool] | None = None) -> Iterator[int]:
+        """Wait for room, hold it for one request; yields the generation the request was sent in. Raises
+        Cancelled, sending nothing, when `cancelled()` becomes true while it waits (see `wake`)."""
         with self._cond:
-            while self._active >= self.limit:
+            while self._active >= self.limit or (cancelled is not None and cancelled()):
+                if cancelled is not None and cancelled():
+                    raise Cancelled
                 self._cond.wait()
             self._active += 1
             generation = self._generation
@@ -48,6 +55,11 @@ class Limiter:
             with self._cond:
                 self._active -= 1
                 self._cond.notify()
+
+    def wake(self) -> None:
+        """Let every waiting request re-check whether it was cancelled."""
+        with self._cond:
+            self._cond.notify_all()
 
     def throttled(self, generation: int) -> None:
         """A request sent in `generation` was answered 429."""

@@ -18,14 +18,31 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from importer.errors import ConfigError
 from importer.outcomes import Outcome, Status
 from importer.planner import Item
 
 VERSION = 1
+
+
+def _lock(fh: IO[str], path: Path) -> None:
+    """One run per import at a time: two runs would both look the same keys up, find nothing, and both send."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; running one upload at a time is up to the user
+        return
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConfigError(
+            f"another upload of this schedule to the same results workbook is running (it holds {path.name}); "
+            "wait for it to finish, or stop it first"
+        ) from None
 
 
 def journal_path(output: Path) -> Path:
@@ -45,16 +62,25 @@ class Journal:
         self.path = path
         self.digest = digest
         self.sent_before: set[int] = set()  # rows an interrupted run of this same import sent (or created)
+        self.in_flight: set[int] = set()  # of those, the ones whose answer it never saw
+        self.last_sent_at = 0.0  # when it last sent (time.time()): its requests may still be running at Kantata
         self._fh: IO[str] | None = None
 
     @classmethod
     def open(cls, path: Path, items: Sequence[Item]) -> Journal:
         """Resume the journal of the same import if there is one; otherwise start a new one."""
         journal = cls(path, schedule_digest(items))
-        journal.sent_before = journal._read_previous()
-        fresh = not journal.sent_before
-        journal._fh = path.open("w" if fresh else "a", encoding="utf-8")
-        if fresh:
+        fh = path.open("a", encoding="utf-8")  # not "w": another run may hold it, and must not lose it
+        try:
+            _lock(fh, path)
+            journal.sent_before = journal._read_previous()
+            if not journal.sent_before:
+                fh.truncate(0)
+        except BaseException:
+            fh.close()
+            raise
+        journal._fh = fh
+        if not journal.sent_before:
             journal._write([{"kind": "start", "v": VERSION, "digest": journal.digest}])
         return journal
 
@@ -64,6 +90,7 @@ class Journal:
         except OSError:
             return set()
         sent: set[int] = set()
+        created: set[int] = set()
         for number, line in enumerate(lines):
             try:
                 entry = json.loads(line)
@@ -73,13 +100,15 @@ class Journal:
                 return set()  # another schedule, or another version of this one: start afresh
             if entry.get("kind") == "sending":
                 sent.update(int(r) for r in entry["rows"])
+                self.last_sent_at = max(self.last_sent_at, float(entry.get("at") or 0))
             elif entry.get("kind") == "outcome" and entry.get("status") == Status.CREATED.value:
-                sent.add(int(entry["row"]))
-        return sent
+                created.add(int(entry["row"]))
+        self.in_flight = sent - created
+        return sent | created
 
     def sending(self, items: Sequence[Item]) -> None:
         """Called before a batch goes out: from here on, Kantata may hold these rows because of this import."""
-        self._write([{"kind": "sending", "rows": [i.row for i in items]}])
+        self._write([{"kind": "sending", "rows": [i.row for i in items], "at": time.time()}])
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Called as outcomes arrive; only what Kantata created matters for resuming."""

@@ -9,22 +9,26 @@ Neither prints: progress goes to an optional `on_progress(stage, done, total)` (
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import requests
 
 from importer.cells import DEFAULT_OPTIONS, ParseOptions
 from importer.checks import OnlineCheck, check_online, duplicate_rows
 from importer.client import KantataClient, WorkspaceInfo
-from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, MissingToken
+from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, Interrupted, MissingToken
 from importer.journal import Journal, journal_path
 from importer.loader import RawSchedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
-from importer.planner import Item, build_items, plan, reference_issues
+from importer.planner import ImportKey, Item, build_items, plan, reference_issues
 from importer.progress import OnProgress, Stage, Ticker, for_stage
 from importer.report import RunInfo, check_output, default_output, write_results
 from importer.schema import Validated, validate_rows
@@ -211,42 +215,101 @@ def run_upload(
     raw, validated, items, issues, out = _prepare(path, sheet, output, options, on_progress, requests=True)
     client = KantataClient(settings, settings.token, session=session)
     say = on_stage or (lambda _: None)
-    try:
-        stopped: ImporterError | None = None
+    stopped: ImporterError | None = None
+    with _patient_interrupts(say):
         try:
-            say(f"looking up {len(items)} import keys in Kantata")
-            lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(items))
-            existing = client.find_imported(items)
-            lookup.end(len(items))
-        except ApiUnavailable as exc:  # nothing was sent: every row is not_sent, the re-run starts afresh
-            existing, stopped = {}, exc
-        the_plan = plan(items, existing, batch_size=settings.batch_size)
-        if stopped is None:
+            # Opened first: it says what an interrupted run of this import left in flight.
             journal = Journal.open(journal_path(out), items)
-            if journal.sent_before:
-                say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent before)")
-            needed = -(-len(the_plan.to_send) // settings.batch_size)
-            say(f"sending {len(the_plan.to_send)} rows in {needed} request{'s' if needed != 1 else ''}")
-            record = _both(_both(journal.record, on_outcomes), _sent(on_progress, the_plan.to_send))
             try:
-                uploader = Uploader(client, on_outcomes=record, on_sending=journal.sending)
-                result = uploader.run(the_plan, sent_before=journal.sent_before)
+                if journal.sent_before:
+                    say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
+                        "before)")  # fmt: skip
+                try:
+                    say(f"looking up {len(items)} import keys in Kantata")
+                    lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(items))
+                    existing = client.find_imported(items)
+                    existing.update(_settle_in_flight(client, journal, items, existing, settings, say))
+                    lookup.end(len(items))
+                except ApiUnavailable as exc:  # nothing was sent: every row is not_sent, the re-run starts afresh
+                    existing, stopped = {}, exc
+                except KeyboardInterrupt:
+                    existing, stopped = {}, Interrupted()
+                the_plan = plan(items, existing, batch_size=settings.batch_size)
+                if stopped is None:
+                    needed = -(-len(the_plan.to_send) // settings.batch_size)
+                    say(f"sending {len(the_plan.to_send)} rows in {needed} request{'s' if needed != 1 else ''}")
+                    record = _both(_both(journal.record, on_outcomes), _sent(on_progress, the_plan.to_send))
+                    uploader = Uploader(client, on_outcomes=record, on_sending=journal.sending)
+                    result = uploader.run(the_plan, sent_before=journal.sent_before)
+                    outcomes, stopped, made = result.outcomes, result.stopped, result.requests
+                else:
+                    reason = f"not sent: {stopped}"
+                    outcomes = {i.row: Outcome(i.row, Status.NOT_SENT, None, (reason,)) for i in items}
+                    made = {}
             finally:
                 journal.close(finished=False)
-            outcomes, stopped, made = result.outcomes, result.stopped, result.requests
-        else:
-            reason = f"not sent: {stopped}"
-            outcomes = {i.row: Outcome(i.row, Status.NOT_SENT, None, (reason,)) for i in items}
-            made = {}
-    finally:
-        client.close()
-    made = {**made, "GET": client.stats.gets, "POST": client.stats.posts}
-    info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "")
-    say(f"writing the results workbook ({len(raw.frame)} rows)")
-    result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing), on_progress)
+        finally:
+            client.close()
+        made = {**made, "GET": client.stats.gets, "POST": client.stats.posts}
+        info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "")
+        say(f"writing the results workbook ({len(raw.frame)} rows)")
+        result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing),
+                          on_progress)  # fmt: skip
     if stopped is None:  # every row settled and the workbook written: nothing left to resume
         journal_path(out).unlink(missing_ok=True)
     return result_
+
+
+SETTLE_POLL = 2.0  # seconds between look-ups while waiting for an interrupted run's requests to finish
+
+
+def _settle_in_flight(
+    client: KantataClient,
+    journal: Journal,
+    items: Sequence[Item],
+    existing: Mapping[ImportKey, str],
+    settings: Settings,
+    say: Callable[[str], None],
+) -> dict[ImportKey, str]:
+    """Rows an interrupted run sent without seeing the answer may still be being written at Kantata (a request
+    can run for read_timeout seconds): wait for them rather than send them again and create them twice. They are
+    looked up every SETTLE_POLL seconds until they are all there or that much time has passed since the last
+    send; what is still missing then was never written, and is sent."""
+    pending = [i for i in items if i.row in journal.in_flight and i.key not in existing]
+    deadline = journal.last_sent_at + settings.read_timeout
+    found: dict[ImportKey, str] = {}
+    if pending and time.time() < deadline:
+        wait = deadline - time.time()
+        say(f"{len(pending)} rows the interrupted run sent are not in Kantata yet, and its requests may still be "
+            f"running: waiting up to {wait:.0f} s for them, so that nothing is created twice")  # fmt: skip
+    while pending and time.time() < deadline:
+        time.sleep(min(SETTLE_POLL, max(0.0, deadline - time.time())))
+        more = client.find_existing(i.key for i in pending)
+        found.update(more)
+        pending = [i for i in pending if i.key not in more]
+    return found
+
+
+@contextmanager
+def _patient_interrupts(say: Callable[[str], None]) -> Iterator[None]:
+    """The first Ctrl-C stops the upload (KeyboardInterrupt); later ones only say that it is finishing, so the
+    batches on the wire are settled and the results workbook is written. Only the main thread gets signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def later(signum: int, frame: FrameType | None) -> None:
+        say("finishing: settling what was sent and writing the results workbook (a second Ctrl-C is ignored)")
+
+    def first(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGINT, later)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass(frozen=True, slots=True)

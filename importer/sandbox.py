@@ -590,6 +590,12 @@ class Sandbox:
             return dict(self._stats)
 
     @property
+    def in_flight(self) -> int:
+        """Requests being answered right now (a client that went away does not stop them)."""
+        with self._lock:
+            return self._in_flight
+
+    @property
     def most_in_flight(self) -> int:
         """The most requests answered at once since the last reset: what a client's concurrency looked like."""
         with self._lock:

@@ -95,6 +95,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH} (Kantata's limit per request)")
+        if not 1 <= self.read_timeout <= 3600:
+            raise ConfigError("read_timeout must be between 1 and 3600 seconds")
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise ConfigError(f"concurrency must be between 1 and {MAX_CONCURRENCY} (requests in flight at once)")
         object.__setattr__(self, "base_url", check_base_url(self.base_url))

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from importer.client import KantataClient, OutcomeUnknown
+from importer.concurrency import Cancelled
 from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted
 from importer.outcomes import Outcome, Status
 from importer.planner import Item, Plan
@@ -91,6 +92,7 @@ class Uploader:
             self._resolve_in_flight()
         finally:
             self._halt = True  # every batch is done by now, unless a bug is on its way up: then stop the rest
+            self._cancel()
             pool.shutdown(wait=True, cancel_futures=True)
         stopped = self._stop
         reason = f"not sent: {stopped}" if stopped else "not sent"
@@ -116,11 +118,17 @@ class Uploader:
         with self._lock:
             if self._stop is None:
                 self._stop = reason
+        self._cancel()
+
+    def _cancel(self) -> None:
+        """No thread sends another POST: those waiting for a slot or a backoff give up at once."""
+        self.client.cancel.set()
+        self.client.limiter.wake()
 
     def _send_batch(self, batch: Sequence[Item]) -> None:
         try:
             self.send(batch)
-        except _Stop:
+        except (_Stop, Cancelled):
             pass
         except (ApiUnavailable, AuthError) as exc:
             self._stop_with(exc)
@@ -153,7 +161,8 @@ class Uploader:
                         attempts=attempt,
                     ) from None
                 if pending:
-                    self.client.backoff(attempt)
+                    self._check_stop()
+                    self.client.backoff(attempt, cancellable=True)
                 continue
             if answer.refused:
                 with self._lock:
@@ -175,7 +184,7 @@ class Uploader:
                 )
 
     def _isolate(self, pending: list[Item], errors: list[dict[str, Any]]) -> None:
-        if self.all_or_nothing:
+        if self.all_or_nothing and not self._partial_seen:  # another thread may have seen a partial create since
             remaining = pending
         else:
             remaining = self._created_by_lookup(pending)

@@ -202,9 +202,14 @@ def test_token_refused_midway_stops_with_exit_3_without_touching_other_rows(
     assert sandbox.stats()["POST /billing_milestones"] <= 2 * concurrency
 
 
-def _cli(path: Path, url: str, *extra: str) -> subprocess.Popen[str]:
+def _cli(path: Path, url: str, *extra: str, read_timeout: int = 20) -> subprocess.Popen[str]:
+    """The CLI as its own process. A short read_timeout bounds how long a resumed run waits for requests that an
+    interrupted run may have left running at Kantata (the default, 200 s, is Kantata's own limit)."""
     env = {**os.environ, "KANTATA_BASE_URL": url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
-    return subprocess.Popen([sys.executable, "-m", "importer", "upload", str(path), "--batch-size", "10", *extra],
+    config = path.with_name("test-config.toml")
+    config.write_text(f"read_timeout = {read_timeout}\n")
+    return subprocess.Popen([sys.executable, "-m", "importer", "upload", str(path), "--batch-size", "10",
+                             "--config", str(config), *extra],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
@@ -255,3 +260,74 @@ def test_killed_or_interrupted_upload_resumes_to_the_same_workbook(sandbox: Any,
     assert [r["status"] for r in results] == ["created"] * 200
     assert {r["title"]: r["billing_milestone_id"] for r in results} == ids
     assert not (tmp_path / ".schedule.results.xlsx.journal.jsonl").exists()
+
+
+def _journal_sendings(tmp_path: Path) -> int:
+    journal = tmp_path / ".schedule.results.xlsx.journal.jsonl"
+    return journal.read_text().count('"sending"') if journal.exists() else 0
+
+
+def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kantata(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    """Killed with four batches on the wire, which Kantata is still writing (6 s each): a re-run at once must not
+    send them again. It finds them missing, waits, finds them written, and sends only the rest."""
+    sandbox.reset()
+    sandbox.set_faults(latency=6.0)
+    path = _schedule(tmp_path, 80)
+    proc = _cli(path, sandbox.url, "--concurrency", "4")
+    deadline = time.monotonic() + 60
+    while _journal_sendings(tmp_path) < 4 or sandbox.most_in_flight < 4:  # journalled, and arrived at Kantata
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert len(sandbox.milestones()) == 0  # nothing written yet: all four batches are still at "Kantata"
+
+    sandbox.set_faults(latency=0.0)  # the re-run is fast; the four requests still finish in their 6 s
+    rerun = _cli(path, sandbox.url, "--concurrency", "4", read_timeout=15)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    while sandbox.in_flight:  # let the killed run's requests finish: only then can a duplicate show
+        assert time.monotonic() < deadline + 60
+        time.sleep(0.05)
+    titles = Counter(str(m["title"]) for m in sandbox.milestones())
+    assert len(titles) == 80 and set(titles.values()) == {1}, titles.most_common(3)  # none twice
+    assert "requests may still be running: waiting up to" in err
+    results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+    assert [r["status"] for r in results] == ["created"] * 80
+
+
+def test_a_second_ctrl_c_is_ignored_until_the_workbook_is_written(sandbox: Any, tmp_path: Path) -> None:
+    sandbox.reset()
+    sandbox.set_faults(latency=0.5)
+    path = _schedule(tmp_path, 200)
+    proc = _cli(path, sandbox.url, "--concurrency", "2")
+    _wait_for_posts(sandbox, 3, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    posts_at_interrupt = sandbox.stats()["POST /billing_milestones"]
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "a second Ctrl-C is ignored" in err
+    # No new request after the Ctrl-C: at most the ones on the wire then (2), and their settling look-up.
+    assert sandbox.stats()["POST /billing_milestones"] <= posts_at_interrupt + 2
+    results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+    assert {r["status"] for r in results} == {"created", "not_sent"}
+    ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
+    assert {r["title"]: r["billing_milestone_id"] for r in results if r["status"] == "created"} == ids
+
+
+def test_two_uploads_of_the_same_schedule_at_once_are_refused(sandbox: Any, tmp_path: Path) -> None:
+    sandbox.reset()
+    sandbox.set_faults(latency=0.3)
+    path = _schedule(tmp_path, 100)
+    first = _cli(path, sandbox.url, "--concurrency", "1")
+    _wait_for_posts(sandbox, 1, first)
+    second = _cli(path, sandbox.url)
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 2 and "another upload of this schedule" in err, err
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert len(sandbox.milestones()) == 100
