@@ -335,10 +335,29 @@ def test_summary_totals_per_project_are_exact_sums_by_status(sandbox: Any, make_
     summary = list(openpyxl.load_workbook(result.output, read_only=True)["Summary"].iter_rows(values_only=True))
     top = next(i for i, r in enumerate(summary) if r[0] == "Project ID")
     header = list(summary[top])
-    assert header == ["Project ID", "Rows", "created (cents)", "exists (cents)", "Total (cents)"]
+    assert header == ["Project ID", "Rows", "created (cents)", "exists (cents)", "Total (cents)", "Currency"]
+    assert [r[5] for r in summary[top + 1 : top + 4]] == ["USD", "EUR", "GBP"]  # the projects' currencies
     got = {r[0]: {"created": r[2], "exists": r[3], "rows": r[1], "total": r[4]} for r in summary[top + 1 : top + 4]}
     for workspace, by_status in expected.items():
         assert got[workspace]["created"] == by_status.get("created", 0)
         assert got[workspace]["exists"] == by_status.get("exists", 0)
         assert got[workspace]["total"] == sum(by_status.values())
     assert sum(int(str(g["rows"])) for g in got.values()) == 29
+
+
+def test_each_error_links_to_its_cell_in_the_results_sheet(make_schedule: MakeSchedule, tmp_path: Path) -> None:
+    rows = [good_row(1), good_row(2), good_row(3)]
+    rows[1][1] = "12.5"  # row 3, column B
+    rows[2][3] = "31/03/2026"  # row 4, column D
+    path = make_schedule(rows, name="links")
+    assert main(["validate", str(path), "-q"]) == 1
+    wb = openpyxl.load_workbook(tmp_path / "links.results.xlsx")
+    errors = wb["Errors"]
+    header = [c.value for c in errors[1]]
+    links = {}
+    for line in errors.iter_rows(min_row=2):
+        cells = dict(zip(header, line, strict=True))
+        assert cells["Go to"].hyperlink is not None
+        links[(cells["Row"].value, cells["Column"].value)] = cells["Go to"].hyperlink.location
+    sheet = wb.sheetnames[0]
+    assert links == {(3, "B"): f"'{sheet}'!B3", (4, "D"): f"'{sheet}'!D4"}

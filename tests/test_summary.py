@@ -186,7 +186,7 @@ def _terminal_totals(out: str) -> dict[int, tuple[int, str]]:
     for line in lines[start + 1 :]:
         if not line.startswith("  project "):
             break
-        _, workspace, rows, amount = line.split()
+        _, workspace, rows, amount, *currency = line.split()  # the currency when Kantata told it
         table[int(workspace)] = (int(rows), amount)
     return table
 
