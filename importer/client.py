@@ -223,14 +223,19 @@ class KantataClient:
             attempts=self.settings.max_attempts,
         )
 
-    def create(self, bodies: Sequence[dict[str, Any]]) -> CreateAnswer:
-        """POST one batch. Retries 429 only; raises OutcomeUnknown when the write may have happened."""
+    def create(self, bodies: Sequence[dict[str, Any]], *, on_send: Callable[[], None] | None = None) -> CreateAnswer:
+        """POST one batch. Retries 429 only; raises OutcomeUnknown when the write may have happened.
+
+        `on_send` runs just before each POST goes out, once a slot is held: what it records (the journal's
+        "sending") is then true of every request sent, and of no request that a stop cancelled before it left."""
         params: dict[str, str | int] = {"per_page": PER_PAGE, "include": "external_references"}
         for attempt in range(self.settings.max_attempts):
             if self.cancel.is_set():
                 raise Cancelled  # a try before this one, if any, was answered 429: nothing was written
             try:
                 with self.limiter.slot(self.cancel.is_set) as generation:
+                    if on_send is not None:
+                        on_send()
                     self.stats.count("posts", "POST /billing_milestones")
                     response = self.session.post(
                         self._url("billing_milestones"),

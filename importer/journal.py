@@ -101,6 +101,8 @@ class Journal:
             if entry.get("kind") == "sending":
                 sent.update(int(r) for r in entry["rows"])
                 self.last_sent_at = max(self.last_sent_at, float(entry.get("at") or 0))
+            elif entry.get("kind") == "unsent":
+                sent.difference_update(int(r) for r in entry["rows"])
             elif entry.get("kind") == "outcome" and entry.get("status") == Status.CREATED.value:
                 created.add(int(entry["row"]))
         self.in_flight = sent - created
@@ -109,6 +111,11 @@ class Journal:
     def sending(self, items: Sequence[Item]) -> None:
         """Called before a batch goes out: from here on, Kantata may hold these rows because of this import."""
         self._write([{"kind": "sending", "rows": [i.row for i in items], "at": time.time()}])
+
+    def withdrawn(self, items: Sequence[Item]) -> None:
+        """Called when a stop cancelled rows whose every request so far was answered (429) or never left: they
+        are not in Kantata, and a resumed run need not wait for them."""
+        self._write([{"kind": "unsent", "rows": [i.row for i in items]}])
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Called as outcomes arrive; only what Kantata created matters for resuming."""

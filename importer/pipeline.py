@@ -240,7 +240,8 @@ def run_upload(
                     needed = -(-len(the_plan.to_send) // settings.batch_size)
                     say(f"sending {len(the_plan.to_send)} rows in {needed} request{'s' if needed != 1 else ''}")
                     record = _both(_both(journal.record, on_outcomes), _sent(on_progress, the_plan.to_send))
-                    uploader = Uploader(client, on_outcomes=record, on_sending=journal.sending)
+                    uploader = Uploader(client, on_outcomes=record, on_sending=journal.sending,
+                                        on_withdrawn=journal.withdrawn)  # fmt: skip
                     result = uploader.run(the_plan, sent_before=journal.sent_before)
                     outcomes, stopped, made = result.outcomes, result.stopped, result.requests
                     currencies = _currencies(client, items) if stopped is None else {}

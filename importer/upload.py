@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from importer.client import KantataClient, OutcomeUnknown
@@ -57,9 +58,15 @@ class Uploader:
     """
 
     def __init__(
-        self, client: KantataClient, *, on_outcomes: OnOutcomes | None = None, on_sending: OnSending | None = None
+        self,
+        client: KantataClient,
+        *,
+        on_outcomes: OnOutcomes | None = None,
+        on_sending: OnSending | None = None,
+        on_withdrawn: OnSending | None = None,
     ) -> None:
         self.client = client
+        self._on_withdrawn = on_withdrawn
         self.outcomes: dict[int, Outcome] = {}
         self._on_outcomes = on_outcomes
         self._on_sending = on_sending
@@ -133,6 +140,20 @@ class Uploader:
         except (ApiUnavailable, AuthError) as exc:
             self._stop_with(exc)
 
+    def _sending(self, batch: Sequence[Item]) -> None:
+        """Just before a POST leaves: from now on Kantata may hold these rows (journalled before the request)."""
+        with self._lock:
+            self._sent.update(i.row for i in batch)
+            if self._on_sending is not None:
+                self._on_sending(batch)
+
+    def _withdrawn(self, batch: Sequence[Item]) -> None:
+        """A stop cancelled these rows before any request of theirs could write: none is in flight any more."""
+        with self._lock:
+            self._sent.difference_update(i.row for i in batch)
+            if self._on_withdrawn is not None:
+                self._on_withdrawn(batch)
+
     def _check_stop(self) -> None:
         if self._stop is not None or self._halt:
             raise _Stop
@@ -143,12 +164,13 @@ class Uploader:
         attempt = 0
         while pending:
             self._check_stop()
-            with self._lock:
-                self._sent.update(i.row for i in pending)
-                if self._on_sending is not None:
-                    self._on_sending(pending)
+            batch = pending
             try:
-                answer = self.client.create([i.body for i in pending])
+                answer = self.client.create([i.body for i in batch], on_send=partial(self._sending, batch))
+            except Cancelled:
+                if attempt == 0:  # no try of these rows went unanswered: Kantata does not have them
+                    self._withdrawn(batch)
+                raise
             except OutcomeUnknown as unknown:
                 with self._lock:
                     self.unknown += 1

@@ -331,3 +331,24 @@ def test_two_uploads_of_the_same_schedule_at_once_are_refused(sandbox: Any, tmp_
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert len(sandbox.milestones()) == 100
+
+
+def test_rows_cancelled_before_they_were_sent_do_not_make_the_rerun_wait(sandbox: Any, tmp_path: Path) -> None:
+    """429s bring the limit down to one request in flight, so the other sending threads wait for a slot; Ctrl-C
+    cancels them before they send. Their rows were never on the wire: the re-run must not wait for them."""
+    sandbox.reset()
+    sandbox.set_faults(rate_limit_every=2, retry_after=0.2, latency=0.2)
+    path = _schedule(tmp_path, 200)
+    proc = _cli(path, sandbox.url, "--concurrency", "4")
+    _wait_for_posts(sandbox, 6, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+
+    sandbox.set_faults(rate_limit_every=0, latency=0.0)
+    rerun = _cli(path, sandbox.url)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    assert "waiting up to" not in err, err  # nothing was left in flight: only rows that went out are waited for
+    titles = Counter(str(m["title"]) for m in sandbox.milestones())
+    assert len(titles) == 200 and set(titles.values()) == {1}
