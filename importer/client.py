@@ -160,20 +160,22 @@ class KantataClient:
     def close(self) -> None:
         self.session.close()
 
-    def backoff(self, attempt: int, response: requests.Response | None = None, *, cancellable: bool = False) -> None:
-        """Sleep before try `attempt + 1`: Retry-After when given, else full-jitter exponential backoff. A
-        cancellable wait (before a POST) ends early with Cancelled when the run is stopped."""
+    def backoff(
+        self, attempt: int, response: requests.Response | None = None, *, cancel: threading.Event | None = None
+    ) -> None:
+        """Sleep before try `attempt + 1`: Retry-After when given, else full-jitter exponential backoff. With
+        `cancel`, the wait ends early with Cancelled when that event is set (the run, or the look-up, stopped)."""
         delay = _retry_after(response) if response is not None else None
         if delay is None:
             delay = random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2**attempt))
         self.stats.count("retries")
         delay = min(delay, self.settings.backoff_cap * 4)
-        if cancellable and self._sleep is time.sleep:
-            if self.cancel.wait(delay):  # a sleep that a stop cuts short
+        if cancel is not None and self._sleep is time.sleep:
+            if cancel.wait(delay):  # a sleep that a stop cuts short
                 raise Cancelled
         else:
             self._sleep(delay)  # (or the sleep a test handed in)
-            if cancellable and self.cancel.is_set():
+            if cancel is not None and cancel.is_set():
                 raise Cancelled
 
     def _url(self, path: str) -> str:
@@ -185,10 +187,13 @@ class KantataClient:
                 response.status_code, error_text(response), response.headers.get("x-request-id")
             )
 
-    def get(self, path: str, params: Mapping[str, str | int]) -> dict[str, Any]:
-        """A GET, retried on 429, 5xx, timeouts and connection errors (reading twice is harmless)."""
+    def get(self, path: str, params: Mapping[str, str | int], *, stop: threading.Event | None = None) -> dict[str, Any]:
+        """A GET, retried on 429, 5xx, timeouts and connection errors (reading twice is harmless). With `stop`,
+        no further try (and no wait for one) once it is set: Cancelled."""
         last = ""
         for attempt in range(self.settings.max_attempts):
+            if stop is not None and stop.is_set():
+                raise Cancelled
             try:
                 self.stats.count("gets", f"GET /{path}")
                 with self.limiter.slot() as generation:
@@ -196,7 +201,7 @@ class KantataClient:
             except requests.RequestException as exc:
                 last = f"{type(exc).__name__}"
                 if attempt + 1 < self.settings.max_attempts:
-                    self.backoff(attempt)
+                    self.backoff(attempt, cancel=stop)
                 continue
             self._raise_for_auth(response)
             if response.status_code == 429 or response.status_code >= 500:
@@ -205,7 +210,7 @@ class KantataClient:
                     self.stats.count("throttled")
                 last = f"HTTP {response.status_code}: {error_text(response)}"
                 if attempt + 1 < self.settings.max_attempts:
-                    self.backoff(attempt, response)
+                    self.backoff(attempt, response, cancel=stop)
                 continue
             if response.status_code != 200:
                 hint = (
@@ -250,7 +255,7 @@ class KantataClient:
                 self.stats.count("throttled")
                 self.limiter.throttled(generation)
                 if attempt + 1 < self.settings.max_attempts:
-                    self.backoff(attempt, response, cancellable=True)
+                    self.backoff(attempt, response, cancel=self.cancel)
                 continue
             if response.status_code >= 500:
                 self.limiter.throttled(generation)  # a server in distress gets fewer requests at once, too
@@ -337,20 +342,26 @@ class KantataClient:
             yield from (list(self._pages("billing_milestones", q)) for q in queries)
             return
         pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="kantata-lookup")
+        stop = threading.Event()
         try:
-            yield from pool.map(lambda q: list(self._pages("billing_milestones", q)), queries)
-        finally:  # on an error or Ctrl-C, the queries not yet started are not sent
+            yield from pool.map(lambda q: list(self._pages("billing_milestones", q, stop)), queries)
+        finally:  # on an error or Ctrl-C: queries not started are not sent, running ones stop after this request
+            stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _pages(self, path: str, params: dict[str, str | int]) -> Iterable[tuple[ImportKey, str]]:
-        for data in self._each_page(path, {**params, "include": "external_references"}):
+    def _pages(
+        self, path: str, params: dict[str, str | int], stop: threading.Event | None = None
+    ) -> Iterable[tuple[ImportKey, str]]:
+        for data in self._each_page(path, {**params, "include": "external_references"}, stop):
             yield from milestone_keys(data).items()
 
-    def _each_page(self, path: str, params: Mapping[str, str | int]) -> Iterator[dict[str, Any]]:
+    def _each_page(
+        self, path: str, params: Mapping[str, str | int], stop: threading.Event | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Every page of a listing, PER_PAGE at a time, until the page count Kantata gives is reached."""
         page = 1
         while True:
-            data = self.get(path, {**params, "per_page": PER_PAGE, "page": page})
+            data = self.get(path, {**params, "per_page": PER_PAGE, "page": page}, stop=stop)
             yield data
             meta = data.get("meta") or {}
             if page >= int(meta.get("page_count") or 1):

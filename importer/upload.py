@@ -184,7 +184,7 @@ class Uploader:
                     ) from None
                 if pending:
                     self._check_stop()
-                    self.client.backoff(attempt, cancellable=True)
+                    self.client.backoff(attempt, cancel=self.client.cancel)
                 continue
             if answer.refused:
                 with self._lock:

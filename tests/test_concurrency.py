@@ -98,3 +98,34 @@ def test_429s_bring_the_concurrency_down_and_every_row_still_lands_once(sandbox:
     assert result.counts["created"] == 300
     assert sorted(str(m["title"]) for m in sandbox.milestones()) == sorted(f"R{i}" for i in range(300))
     assert result.requests["429"] > 0 and result.requests["concurrency_lowest"] < 8
+
+
+def test_ctrl_c_during_a_long_look_up_sends_no_further_get(sandbox: Any) -> None:
+    """Every GET answered 429 (Retry-After 1 s): the look-up threads are waiting to retry when Ctrl-C comes; they
+    stop there instead of sending their retries."""
+    import os
+    import signal
+
+    from importer.client import KantataClient
+    from importer.planner import SERVICE_MODEL, SERVICE_NAME, ImportKey
+
+    sandbox.reset()
+    sandbox.set_faults(rate_limit_every=1, retry_after=1)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), concurrency=4, max_attempts=6)
+    client = KantataClient(settings, Secret(DEFAULT_TOKEN))
+    keys = [ImportKey(SERVICE_NAME, SERVICE_MODEL, f"ki1-{n:024x}") for n in range(2000)]  # 10 look-ups
+    seen_at_interrupt: list[int] = []
+
+    def interrupt() -> None:
+        while sandbox.stats().get("GET /billing_milestones", 0) < 4:  # the first four are answered 429
+            time.sleep(0.01)
+        time.sleep(0.2)  # the threads are now waiting out Retry-After
+        seen_at_interrupt.append(sandbox.stats()["GET /billing_milestones"])
+        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: it wakes the main thread from its wait
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        client.find_existing(keys)
+    client.close()
+    assert seen_at_interrupt == [4]
+    assert sandbox.stats()["GET /billing_milestones"] == 4  # no retry, and no query not yet started, was sent
