@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import pandera.pandas as pa
@@ -120,23 +120,26 @@ def _parse_column(
     """Each cell parsed once per distinct value: a schedule repeats its workspaces, types and dates thousands
     of times. Keyed by (type, value), since 1, 1.0 and True are equal in Python but not to a parser."""
     parse: Callable[[object], object] = parser_for(f, options)
-    header = raw.header_of(letter)
-    out: list[object] = []
-    for row, cell in cells.items():
-        key = (type(cell), cell)
-        try:
-            result = cache[key]
-        except KeyError:
-            result = cache[key] = _parse_cell(cell, parse)
-        except TypeError:  # an unhashable value: parse it each time
-            result = _parse_cell(cell, parse)
-        if isinstance(result, CellProblem):
-            out.append(None)
-            message = f"{header}: {result.message}"
-            issues.append(CellIssue(int(row), letter, header, as_text(cell), result.code, message))  # type: ignore[call-overload]
-        else:
-            out.append(result)
-    return out
+
+    def fill(key: tuple[type, object], cell: object) -> object:
+        result = cache[key] = _parse_cell(cell, parse)
+        return result
+
+    values = cells.tolist()
+    try:  # one comprehension, not a loop of statements: this runs once per cell of the file
+        results = [cache[k] if (k := (type(c), c)) in cache else fill(k, c) for c in values]
+    except TypeError:  # an unhashable value somewhere (a reader's rich-text object): parse each cell
+        results = [_parse_cell(c, parse) for c in values]
+    bad = [i for i, r in enumerate(results) if isinstance(r, CellProblem)]
+    if bad:
+        header = raw.header_of(letter)
+        rows = cells.index.tolist()
+        for i in bad:
+            problem = cast(CellProblem, results[i])
+            issues.append(CellIssue(int(rows[i]), letter, header, as_text(values[i]), problem.code,
+                                    f"{header}: {problem.message}"))  # fmt: skip
+            results[i] = None
+    return results
 
 
 def _parse_cell(cell: object, parse: Callable[[object], object]) -> object:
