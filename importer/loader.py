@@ -438,6 +438,19 @@ def _check_header(
     return fields
 
 
+def _blank_row(row: Row) -> bool:
+    """`all(is_blank(c) for c in row)`, but a data row usually ends it at its first cell (this runs per row)."""
+    for cell in row:
+        if cell is None:
+            continue
+        if cell.__class__ is str:
+            if cell.strip():
+                return False
+        elif not is_blank(cell):
+            return False
+    return True
+
+
 def _data_rows(rows: Iterable[Row], header_row: int, ticker: Ticker) -> tuple[list[int], list[Row], int]:
     """Row numbers and cells of the non-blank rows below the header, and how many blank rows were skipped."""
     index: list[int] = []
@@ -445,7 +458,7 @@ def _data_rows(rows: Iterable[Row], header_row: int, ticker: Ticker) -> tuple[li
     blank = 0
     for number, row in enumerate(rows, start=header_row + 1):
         ticker.at(number - header_row)
-        if row.count(None) == len(row) or all(is_blank(c) for c in row):  # the first test is the cheap, common one
+        if _blank_row(row):
             blank += 1
             continue
         index.append(number)
