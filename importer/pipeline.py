@@ -268,7 +268,7 @@ def _currencies(client: KantataClient, items: Sequence[Item]) -> dict[int, str]:
     200 projects. Only a nicety: if Kantata withholds it (no financial access) or fails, totals stay in cents."""
     try:
         found = client.workspaces({int(i.body["workspace_id"]) for i in items})
-    except ImporterError:
+    except (ImporterError, KeyboardInterrupt):  # every row is settled by now: a Ctrl-C here costs only this
         return {}
     return {w: info.currency for w, info in found.items() if info.currency}
 
