@@ -313,7 +313,7 @@ class KantataClient:
         which Kantata's documented update fields do not allow."""
         if not items:
             return {}
-        derived = [i for i in items if (i.key.service_name, i.key.service_model) == (SERVICE_NAME, SERVICE_MODEL)]
+        derived = [i for i in items if i.key.derived]
         if len(derived) <= LOOKUP_CHUNK:  # one look-up request settles them all: a count would save nothing
             return self.find_existing(i.key for i in items)
         projects = sorted({int(i.body["workspace_id"]) for i in derived})

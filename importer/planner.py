@@ -40,8 +40,13 @@ class ImportKey(NamedTuple):
     service_model: str
     ref: str
 
+    @property
+    def derived(self) -> bool:
+        """The importer made this key from the row's content (not the user's own external reference)."""
+        return self.service_name == SERVICE_NAME and self.service_model == SERVICE_MODEL
+
     def __str__(self) -> str:
-        if self.service_name == SERVICE_NAME and self.service_model == SERVICE_MODEL:
+        if self.derived:
             return self.ref
         return f"{self.service_name}/{self.service_model}/{self.ref}"
 
