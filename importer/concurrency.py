@@ -43,9 +43,11 @@ class Limiter:
         """Wait for room, hold it for one request; yields the generation the request was sent in. Raises
         Cancelled, sending nothing, when `cancelled()` becomes true while it waits (see `wake`)."""
         with self._cond:
-            while self._active >= self.limit or (cancelled is not None and cancelled()):
+            while True:
                 if cancelled is not None and cancelled():
                     raise Cancelled
+                if self._active < self.limit:
+                    break
                 self._cond.wait()
             self._active += 1
             generation = self._generation
@@ -62,7 +64,7 @@ class Limiter:
             self._cond.notify_all()
 
     def throttled(self, generation: int) -> None:
-        """A request sent in `generation` was answered 429."""
+        """A request sent in `generation` was answered 429 (or 5xx: a server in distress)."""
         with self._cond:
             self._successes = 0
             if generation < self._generation or self.limit == 1:
