@@ -20,16 +20,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from importer import __version__
+from importer import __version__, prefetch
 from importer.bars import Bars
 from importer.cells import ParseOptions
 from importer.concurrency import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from importer.config import CONFIG_NAME, FileConfig, load_config
 from importer.errors import EXIT_CODE_HELP, ConfigError, ExitCode, ImporterError
 from importer.outcomes import Status
-from importer.pipeline import RunResult, run_template, run_upload, run_validate
 from importer.settings import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
@@ -41,6 +40,9 @@ from importer.settings import (
 )
 from importer.summary import error_kind, error_summary, run_summary
 from importer.totals import decimals_for, format_units
+
+if TYPE_CHECKING:
+    from importer.pipeline import RunResult
 
 MAX_ISSUES_SHOWN = 20
 MAX_PROJECTS_SHOWN = 20
@@ -240,6 +242,9 @@ def _options(args: argparse.Namespace) -> ParseOptions:
 def _validate(args: argparse.Namespace) -> int:
     config = _configure(args)
     options = _options(args)
+    prefetch.start(args.schedule, args.sheet)
+    from importer.pipeline import run_validate  # pandas and pandera: ~1 s, while the workbook is being read
+
     with _progress(args) as bars:
         if not (args.online or args.sandbox):
             result = run_validate(args.schedule, sheet=args.sheet, output=args.output, options=options,
@@ -254,6 +259,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _upload(args: argparse.Namespace) -> int:
     config = _configure(args)
+    prefetch.start(args.schedule, args.sheet)
     with _connection(args, config, quiet=args.quiet) as settings:
         return _run_upload(args, settings)
 
@@ -285,6 +291,8 @@ def _connection(args: argparse.Namespace, config: FileConfig | None, *, quiet: b
 
 
 def _run_upload(args: argparse.Namespace, settings: Settings) -> int:
+    from importer.pipeline import run_upload
+
     options = _options(args)
     with _progress(args) as bars:
         result = run_upload(
@@ -310,6 +318,8 @@ def _sandbox_server() -> Iterator[tuple[str, Secret]]:
 
 
 def _template(args: argparse.Namespace) -> int:
+    from importer.pipeline import run_template
+
     if not (args.online or args.sandbox):
         made = run_template(args.output)
     else:

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 import pandas as pd
 
+from importer import prefetch
 from importer.cells import as_text, is_blank
 from importer.columns import (
     BY_NAME,
@@ -29,6 +30,7 @@ from importer.columns import (
     normalise_header,
 )
 from importer.errors import CellIssue, ScheduleError
+from importer.prefetch import Early
 from importer.progress import Tick, Ticker
 from importer.xlsx_meta import PackageProblem, SheetMeta, check_package, sheet_meta
 
@@ -109,11 +111,15 @@ class _CalamineBook:
     """python-calamine (Rust): ~10x faster than openpyxl read-only (../shared/PERF-NOTES.md). It shows error
     cells and formulas without a saved value as blank; xlsx_meta finds those in the XML, so nothing is lost."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, early: Early | None = None) -> None:
+        self._loaded: tuple[str, Any] | None = None  # the last sheet parsed: height() and rows() share it
+        if early is not None:  # opened and parsed while the CLI imported pandas (prefetch.py)
+            self._book = early.book
+            self._loaded = (early.sheet_name, early.sheet)
+            return
         from python_calamine import CalamineWorkbook
 
         self._book = CalamineWorkbook.from_path(str(path))
-        self._loaded: tuple[str, Any] | None = None  # the last sheet parsed: height() and rows() share it
 
     def _sheet(self, name: str) -> Any:
         if self._loaded is None or self._loaded[0] != name:
@@ -176,11 +182,15 @@ def _open_book(path: Path) -> _Book:
 
 
 def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
-    try:
-        check_package(path)
-    except PackageProblem as problem:
-        raise ScheduleError(str(problem), path=path) from None
-    book = _open_book(path)
+    early = prefetch.claim(path, sheet)  # the package checks passed on that thread, for this very file
+    if early is not None:
+        book: _Book = _CalamineBook(path, early)
+    else:
+        try:
+            check_package(path)
+        except PackageProblem as problem:
+            raise ScheduleError(str(problem), path=path) from None
+        book = _open_book(path)
     try:
         sheets = book.sheets()
         names = [n for n, _ in sheets]
@@ -198,7 +208,7 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
             if found is not None:
                 if sheet is None and len(names) > 1:
                     found.notes.append(f'read sheet "{name}" (the first whose header row matches)')
-                _apply_meta(found, sheet_meta(path, name))
+                _apply_meta(found, early.meta if early and early.sheet_name == name else sheet_meta(path, name))
                 return found
             tried.append(name)
     except ScheduleError:

@@ -7,19 +7,22 @@ the very object the CLI prints. Amounts are integer cents; the base URL is the s
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from importer import __version__
 from importer.errors import ExitCode
 from importer.outcomes import Status
-from importer.pipeline import RunResult
-from importer.report import all_issues
+
+if TYPE_CHECKING:
+    from importer.pipeline import RunResult
 
 SCHEMA_VERSION = 1
 
 
 def run_summary(result: RunResult, *, command: str) -> dict[str, Any]:
     """The summary of a run that finished (exit 0 or 1) or stopped midway (exit 4 or 130)."""
+    from importer.report import all_issues  # xlsxwriter and pandas: not before the CLI needs them
+
     stopped = None
     if result.stopped is not None:
         stopped = {"kind": error_kind(result.stopped), "message": str(result.stopped)}

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from importer.cells import currency_decimals
 from importer.outcomes import Outcome, Status
@@ -49,6 +50,8 @@ def project_totals(
     amounts: pd.DataFrame, outcomes: Mapping[int, Outcome], currencies: Mapping[int, str] | None = None
 ) -> list[ProjectTotal]:
     """Per project, from the valid rows' `workspace_id` and `amount_in_cents` (indexed by row) and their outcomes."""
+    import pandas as pd  # here, not at the top: the CLI imports this module before it needs pandas
+
     rows: dict[int, Counter[str]] = defaultdict(Counter)
     cents: dict[int, Counter[str]] = defaultdict(Counter)
     frame = amounts[["workspace_id", "amount_in_cents"]].dropna()

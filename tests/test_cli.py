@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import importer.cli
+import importer.pipeline
 from importer.cli import main
 from tests.conftest import MakeSchedule, good_row
 
@@ -15,7 +15,7 @@ def test_an_internal_error_is_exit_70_with_a_hint_and_debug_shows_the_traceback(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(importer.cli, "run_validate", broken)
+    monkeypatch.setattr(importer.pipeline, "run_validate", broken)
     path = make_schedule([good_row(1)])
     assert main(["validate", str(path)]) == 70
     err = capsys.readouterr().err

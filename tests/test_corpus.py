@@ -374,6 +374,7 @@ def test_corpus_through_the_fallback_reader(name: str, tmp_path: Path, sandbox: 
         raise RuntimeError("calamine unavailable")
 
     monkeypatch.setattr(importer.loader, "_CalamineBook", refuse)
+    monkeypatch.setenv("KANTATA_IMPORT_NO_PREFETCH", "1")  # the CLI's early read is calamine too
     test_corpus(name, tmp_path, sandbox, monkeypatch, capsys)
 
 
