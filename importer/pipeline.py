@@ -9,6 +9,7 @@ Neither prints: progress goes to an optional `on_progress(stage, done, total)` (
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import threading
 import time
@@ -33,6 +34,7 @@ from importer.progress import OnProgress, Stage, Ticker, for_stage
 from importer.report import RunInfo, check_output, default_output, write_results
 from importer.schema import Validated, validate_rows
 from importer.settings import TOKEN_ENV, Settings, sanitize_url
+from importer.streaming import StreamedResults
 from importer.template import check_template_path, write_template
 from importer.totals import ProjectTotal, project_totals
 from importer.upload import OnOutcomes, Uploader
@@ -95,12 +97,17 @@ def _finish(
     on_progress: OnProgress | None = None,
     *,
     currencies: Mapping[int, str] | None = None,
+    stream: StreamedResults | None = None,
 ) -> RunResult:
     for issue in issues:
         if issue.is_error:
             outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
     totals = project_totals(validated.rows, outcomes, currencies)
-    written = write_results(raw, outcomes, issues, totals, info, out, on_progress=for_stage(on_progress, Stage.WRITE))
+    writing = for_stage(on_progress, Stage.WRITE)
+    if stream is not None:
+        written = stream.finish(outcomes, totals, info, on_progress=writing)
+    else:
+        written = write_results(raw, outcomes, issues, totals, info, out, on_progress=writing)
     counts = Counter(o.status.value for o in outcomes.values())
     if stopped is not None:
         code = stopped.exit_code
@@ -217,7 +224,8 @@ def run_upload(
     say = on_stage or (lambda _: None)
     stopped: ImporterError | None = None
     currencies: dict[int, str] = {}
-    with _patient_interrupts(say):
+    stream: StreamedResults | None = None
+    with _patient_interrupts(say), _abandoned_on_error(lambda: stream):
         try:
             # Opened first: it says what an interrupted run of this import left in flight.
             journal = Journal.open(journal_path(out), items)
@@ -239,7 +247,10 @@ def run_upload(
                 if stopped is None:
                     needed = -(-len(the_plan.to_send) // settings.batch_size)
                     say(f"sending {len(the_plan.to_send)} rows in {needed} request{'s' if needed != 1 else ''}")
+                    stream = _stream(raw, issues, out)
                     record = _both(_both(journal.record, on_outcomes), _sent(on_progress, the_plan.to_send))
+                    if stream is not None:
+                        record = _both(record, stream.add)
                     uploader = Uploader(client, on_outcomes=record, on_sending=journal.sending,
                                         on_withdrawn=journal.withdrawn)  # fmt: skip
                     result = uploader.run(the_plan, sent_before=journal.sent_before)
@@ -257,10 +268,31 @@ def run_upload(
         info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "")
         say(f"writing the results workbook ({len(raw.frame)} rows)")
         result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing),
-                          on_progress, currencies=currencies)  # fmt: skip
+                          on_progress, currencies=currencies, stream=stream)  # fmt: skip
     if stopped is None:  # every row settled and the workbook written: nothing left to resume
         journal_path(out).unlink(missing_ok=True)
     return result_
+
+
+def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path) -> StreamedResults | None:
+    """The results workbook written while sending (streaming.py); KANTATA_IMPORT_NO_STREAM=1 writes it after
+    the last answer instead, as a dry run does (the benchmark compares both)."""
+    if os.environ.get("KANTATA_IMPORT_NO_STREAM", "") not in {"", "0"}:
+        return None
+    stream = StreamedResults(raw, issues, out)
+    stream.add([Outcome(i.row, Status.INVALID) for i in issues if i.is_error])  # as _finish will record them
+    return stream
+
+
+@contextmanager
+def _abandoned_on_error(stream: Callable[[], StreamedResults | None]) -> Iterator[None]:
+    """A run that fails outright (a bug, a full disk) leaves no half-written temporary workbook behind."""
+    try:
+        yield
+    except BaseException:
+        if (current := stream()) is not None:
+            current.abandon()
+        raise
 
 
 def _currencies(client: KantataClient, items: Sequence[Item]) -> dict[int, str]:

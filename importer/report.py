@@ -99,7 +99,7 @@ def write_results(
     tmp = Path(tmp_name)
     try:
         workbook = xlsxwriter.Workbook(str(tmp), {"constant_memory": True, "strings_to_numbers": False})
-        _Writer(workbook, raw, outcomes, issues, totals, info, ticker).write()
+        Writer(workbook, raw, outcomes, issues, totals, info, ticker).write()
         workbook.close()
         os.replace(tmp, out)
     except BaseException:
@@ -109,7 +109,10 @@ def write_results(
     return out
 
 
-class _Writer:
+class Writer:
+    """The three sheets; the results sheet in steps (`results_head`, `rows`, `finish`) so that streaming.py can
+    write rows while an upload runs."""
+
     def __init__(
         self,
         workbook: xlsxwriter.Workbook,
@@ -117,7 +120,7 @@ class _Writer:
         outcomes: Mapping[int, Outcome],
         issues: Sequence[CellIssue],
         totals: Sequence[ProjectTotal],
-        info: RunInfo,
+        info: RunInfo | None,  # needed by the Summary sheet only: streaming.py gives it at the end
         ticker: Ticker,
     ) -> None:
         self.wb = workbook
@@ -127,6 +130,9 @@ class _Writer:
         self.totals = totals
         self.info = info
         self.ticker = ticker
+        self.placed: dict[str, int] = {}  # outcome column -> index; set by results_head
+        self.skip: set[int] = set()
+        self.by_row: dict[int, list[str]] = {}
         self.fmt_date = workbook.add_format({"num_format": "yyyy-mm-dd"})
         self.fmt_datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
         self.fmt_text = workbook.add_format({"quote_prefix": True})
@@ -139,7 +145,14 @@ class _Writer:
         self.errors_name = _unique("Errors", names)
 
     def write(self) -> None:
-        self._results_sheet(self.wb.add_worksheet(self.sheet_name))
+        ws = self.wb.add_worksheet(self.sheet_name)
+        self.results_head(ws)
+        self.rows(ws, 0, len(self.raw.frame))
+        self.finish(ws)
+
+    def finish(self, ws: Worksheet) -> None:
+        """Everything after the last row: the sheet's settings, then the Summary and Errors sheets."""
+        self._results_tail(ws)
         self._summary_sheet(self.wb.add_worksheet(self.summary_name))
         self._errors_sheet(self.wb.add_worksheet(self.errors_name))
 
@@ -159,10 +172,11 @@ class _Writer:
                 width += 1
         return placed
 
-    def _results_sheet(self, ws: Worksheet) -> None:
+    def results_head(self, ws: Worksheet) -> None:
+        """The rows above the data: the title block as it was, and the header with the outcome columns."""
         raw = self.raw
-        placed = self._outcome_letters()
-        skip = set(placed.values())
+        self.placed = placed = self._outcome_letters()
+        self.skip = skip = set(placed.values())
         for r, row in enumerate(raw.preamble):
             for c, value in enumerate(row):
                 self._cell(ws, r, c, value)
@@ -172,11 +186,15 @@ class _Writer:
                 self._cell(ws, hr, c, text, self.fmt_bold)
         for name, c in placed.items():
             ws.write_string(hr, c, name, self.fmt_bold)
-        by_row = _messages_by_row(self.issues)
-        letters = raw.frame.columns
+        self.by_row = _messages_by_row(self.issues)
+
+    def rows(self, ws: Worksheet, start: int, stop: int) -> None:
+        """Data rows at positions start..stop-1 of the frame, in order (constant-memory mode writes forward)."""
+        placed, skip, by_row = self.placed, self.skip, self.by_row
+        frame = self.raw.frame.iloc[start:stop]
         write_number, write_string, cell = ws.write_number, ws.write_string, self._cell
         for done, (row_number, values) in enumerate(
-            zip(raw.frame.index, raw.frame.itertuples(index=False, name=None), strict=True)
+            zip(frame.index, frame.itertuples(index=False, name=None), strict=True), start=start
         ):
             if not done % CHUNK:
                 self.ticker.at(done)
@@ -201,6 +219,10 @@ class _Writer:
             messages = by_row.get(int(row_number), []) + list(outcome.errors)
             if messages:
                 self._cell(ws, r, placed["errors"], "; ".join(dict.fromkeys(messages)))
+
+    def _results_tail(self, ws: Worksheet) -> None:
+        raw, placed, letters = self.raw, self.placed, self.raw.frame.columns
+        hr = raw.header_row - 1
         last = int(raw.frame.index[-1]) - 1 if len(raw.frame) else hr
         ws.freeze_panes(hr + 1, 0)
         ws.set_column(placed["errors"], placed["errors"], 60)
@@ -246,6 +268,7 @@ class _Writer:
 
     def _summary_sheet(self, ws: Worksheet) -> None:
         raw, info = self.raw, self.info
+        assert info is not None  # given by the time the Summary is written
         counts = Counter(o.status for o in self.outcomes.values())
         lines: list[tuple[str, Any]] = [
             ("File", str(raw.path)),

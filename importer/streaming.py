@@ -1,0 +1,159 @@
+"""The results workbook of an upload, written while the batches are on the wire.
+
+Writing 100k rows takes about as long as reading them and checking them together; an upload otherwise spends
+that time after the last answer. Constant-memory xlsxwriter writes rows forward only, so a thread writes each row
+once the outcome of every row above it is known; batches go out in row order, so it follows the answers closely,
+in the gaps while the senders wait on Kantata. `finish` writes the rest, then the Summary and Errors sheets.
+
+The file is exactly what `report.write_results` makes from the final outcomes: a row's outcome is recorded once,
+and `finish` checks that every row written early ended as written; if one did not, or the thread failed, the
+workbook is written again from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import xlsxwriter
+
+from importer.errors import CellIssue
+from importer.loader import RawSchedule
+from importer.outcomes import Outcome
+from importer.progress import CHUNK, Tick, Ticker
+from importer.report import RunInfo, Writer, check_output, write_results
+from importer.totals import ProjectTotal
+
+
+class StreamedResults:
+    """Feed it outcomes from any thread (`add`), then `finish` once, or `abandon` if the run failed outright."""
+
+    def __init__(self, raw: RawSchedule, issues: Sequence[CellIssue], output: Path) -> None:
+        self._raw, self._issues = raw, list(issues)
+        self._out = check_output(output, raw.path)
+        # The workbook and xlsxwriter's row files live in a scratch folder, not beside the results, until the
+        # end: an upload killed while sending leaves nothing in the user's folder.
+        self._scratch = tempfile.mkdtemp(prefix="kantata-import-")
+        self._tmp = Path(self._scratch) / "results.xlsx"
+        self._workbook = xlsxwriter.Workbook(
+            str(self._tmp), {"constant_memory": True, "strings_to_numbers": False, "tmpdir": self._scratch}
+        )
+        self._written: dict[int, Outcome] = {}  # what the rows written so far show: the writer reads this
+        self._writer = Writer(self._workbook, raw, self._written, self._issues, [], None, Ticker(None, None))
+        self._sheet = self._workbook.add_worksheet(self._writer.sheet_name)
+        self._writer.results_head(self._sheet)
+        self._rows = raw.frame.index.tolist()
+        self._next = 0  # position in the frame of the first row not written yet
+        self._known: dict[int, Outcome] = {}
+        self._cond = threading.Condition()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="results-writer", daemon=True)
+        self._thread.start()
+
+    def add(self, outcomes: Sequence[Outcome]) -> None:
+        with self._cond:
+            for outcome in outcomes:
+                self._known[outcome.row] = outcome
+            self._cond.notify()
+
+    @property
+    def rows_written(self) -> int:
+        """Rows written before `finish` (tests and the benchmark look at it)."""
+        return self._next
+
+    def _ready(self) -> int:
+        """How many rows from `_next` on have an outcome (at most a chunk, so `finish` never waits long)."""
+        stop = self._next
+        end = min(len(self._rows), self._next + CHUNK)
+        while stop < end and self._rows[stop] in self._known:
+            stop += 1
+        return stop - self._next
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closing and not (count := self._ready()):
+                        self._cond.wait()
+                    if self._closing:
+                        return
+                    start = self._next
+                    for row in self._rows[start : start + count]:
+                        self._written[row] = self._known[row]
+                self._writer.rows(self._sheet, start, start + count)
+                self._next = start + count
+        except BaseException as exc:  # noqa: BLE001 - kept for finish(), which writes the workbook afresh
+            self._error = exc
+
+    def finish(
+        self,
+        outcomes: Mapping[int, Outcome],
+        totals: Sequence[ProjectTotal],
+        info: RunInfo,
+        *,
+        on_progress: Tick | None = None,
+    ) -> Path:
+        """The workbook in place, from the final outcomes (every row has one by now)."""
+        self._stop_thread()
+        if self._error is not None or any(outcomes.get(row) != o for row, o in self._written.items()):
+            self.abandon()
+            return write_results(self._raw, outcomes, self._issues, totals, info, self._out, on_progress=on_progress)
+        total = len(self._rows)
+        ticker = Ticker(on_progress, total)
+        writer = self._writer
+        writer.outcomes, writer.totals, writer.info, writer.ticker = outcomes, totals, info, ticker
+        try:
+            ticker.at(self._next)
+            writer.rows(self._sheet, self._next, total)
+            writer.finish(self._sheet)
+            self._closed = True
+            self._workbook.close()
+            _move_into_place(self._tmp, self._out)
+        except BaseException:
+            self.abandon()
+            raise
+        finally:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        ticker.end(total)
+        return self._out
+
+    def abandon(self) -> None:
+        """Stop writing and remove what was written; the results are written another way, or not at all."""
+        self._stop_thread()
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):  # only to release its open row files; the file is not kept
+                self._workbook.close()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def _stop_thread(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+
+
+def _move_into_place(done: Path, out: Path) -> None:
+    """Atomically, as write_results does: a rename, or across file systems a copy beside the target first.
+    Owner-only, like the file write_results makes (mkstemp), so an upload and a dry run leave the same."""
+    os.chmod(done, 0o600)
+    try:
+        os.replace(done, out)
+        return
+    except OSError:
+        pass
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".tmp.xlsx")
+    os.close(fd)
+    try:
+        shutil.copyfile(done, name)
+        os.replace(name, out)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
