@@ -63,12 +63,19 @@ def measure(cmd: Sequence[str], env: dict[str, str] | None = None, marks: list[t
     return Run(seconds, usage.ru_maxrss / 1024)
 
 
-def interleaved(commands: dict[str, list[str]], repeat: int) -> dict[str, Run]:
-    """Median wall time and median peak memory of each command, run round-robin `repeat` times."""
+NO_PREFETCH = {"KANTATA_IMPORT_NO_PREFETCH": "1"}  # importer/prefetch.py off: the read waits for the imports
+NO_STREAM = {"KANTATA_IMPORT_NO_STREAM": "1"}  # importer/streaming.py off: the workbook waits for the last answer
+
+
+def interleaved(commands: dict[str, list[str]], repeat: int, envs: dict[str, dict[str, str]] | None = None
+                ) -> dict[str, Run]:  # fmt: skip
+    """Median wall time and median peak memory of each command, run round-robin `repeat` times; `envs` adds
+    environment variables to some of them."""
     runs: dict[str, list[Run]] = {name: [] for name in commands}
     for _ in range(repeat):
         for name, cmd in commands.items():
-            runs[name].append(measure(cmd))
+            extra = (envs or {}).get(name)
+            runs[name].append(measure(cmd, {**os.environ, **extra} if extra else None))
     return {name: Run(statistics.median(r.seconds for r in rs), statistics.median(r.peak_mb for r in rs))
             for name, rs in runs.items()}  # fmt: skip
 
@@ -91,11 +98,18 @@ def dry_runs(folder: Path, sizes: list[tuple[int, str]], repeat: int, naive_up_t
         }
         if n <= naive_up_to:
             commands["naive"] = [PY, "-m", "benchmarks.naive_peer", str(path), str(folder / f"naive_{n}.xlsx")]
-        result = interleaved(commands, repeat if n < 1_000_000 else max(1, repeat // 2))
+        if kind == "xlsx":
+            commands["ours, no read-ahead"] = [*commands["ours"][:-1], str(folder / f"ours_{n}_{kind}_np.xlsx")]
+        result = interleaved(commands, repeat if n < 1_000_000 else max(1, repeat // 2),
+                             {"ours, no read-ahead": NO_PREFETCH})  # fmt: skip
         floor, ours = result["floor"], result["ours"]
         per_row[(n, kind)] = ours.seconds / n
         out.append(line(f"I/O floor, {kind}", floor, n))
         out.append(line(f"dry run (validate), {kind}", ours, n, f"ours ÷ floor = {ours.seconds / floor.seconds:.2f}"))
+        if "ours, no read-ahead" in result:
+            plain = result["ours, no read-ahead"]
+            out.append(line(f"the same without reading ahead, {kind}", plain, n,
+                            f"÷ floor = {plain.seconds / floor.seconds:.2f}"))  # fmt: skip
         if "naive" in result:
             naive = result["naive"]
             out.append(line(f"naive peer, {kind}", naive, n, f"naive ÷ ours = {naive.seconds / ours.seconds:.2f}"))
@@ -103,7 +117,8 @@ def dry_runs(folder: Path, sizes: list[tuple[int, str]], repeat: int, naive_up_t
     return out, per_row
 
 
-def upload(folder: Path, n: int, latency: float) -> tuple[Run, dict[str, float]]:
+def upload(folder: Path, n: int, latency: float, extra_env: dict[str, str] | None = None
+           ) -> tuple[Run, dict[str, float]]:  # fmt: skip
     """One upload of n fresh rows at the default concurrency, in a fresh process, to a sandbox in this one (which
     only waits meanwhile); returns the run, what the sandbox counted and how long the sending stage took."""
     from importer.sandbox import DEFAULT_TOKEN, Sandbox
@@ -114,7 +129,7 @@ def upload(folder: Path, n: int, latency: float) -> tuple[Run, dict[str, float]]
     marks: list[tuple[float, str]] = []
     with Sandbox() as sandbox:
         sandbox.set_faults(latency=latency)
-        env = {**os.environ, "KANTATA_API_TOKEN": DEFAULT_TOKEN, "KANTATA_BASE_URL": sandbox.url}
+        env = {**os.environ, **(extra_env or {}), "KANTATA_API_TOKEN": DEFAULT_TOKEN, "KANTATA_BASE_URL": sandbox.url}
         run = measure([*CLI, "upload", str(path), "-o", str(out)], env, marks)
         stats = sandbox.stats()
         created = len(sandbox.milestones())
@@ -129,12 +144,13 @@ def upload(folder: Path, n: int, latency: float) -> tuple[Run, dict[str, float]]
 def uploads(folder: Path, n: int) -> list[str]:
     rows = ["| upload | rows | seconds (all) | of which sending | requests | floor (s) | sending ÷ floor "
             "| all ÷ floor |", "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
-    for latency in (0.1, 0.0):
-        run, made = upload(folder, n, latency)
+    variants = [(0.1, "", None), (0.1, ", workbook written after sending", NO_STREAM), (0.0, "", None)]
+    for latency, label, extra in variants:
+        run, made = upload(folder, n, latency, extra)
         floor = made["POST"] * latency / DEFAULT_CONCURRENCY
         send = made["send_seconds"]
         ratios = f"{send / floor:.2f} | {run.seconds / floor:.2f}" if floor else "- | -"
-        rows.append(f"| {latency * 1000:.0f} ms latency, concurrency {DEFAULT_CONCURRENCY} (sandbox saw "
+        rows.append(f"| {latency * 1000:.0f} ms latency{label}, concurrency {DEFAULT_CONCURRENCY} (sandbox saw "
                     f"{made['concurrency']:.0f} at once) | {n:,} | {run.seconds:.1f} | {send:.1f} | "
                     f"{made['POST']:.0f} POST + {made['GET']:.0f} GET | {floor:.1f} | {ratios} |")  # fmt: skip
         print(rows[-1], flush=True)
