@@ -51,9 +51,10 @@ def journal_path(output: Path) -> Path:
 
 def schedule_digest(items: Sequence[Item]) -> str:
     """Identity of what is being imported: the rows' keys and bodies, in order (not the file's bytes)."""
-    h = hashlib.sha256()
+    encode = json.JSONEncoder(sort_keys=True, default=str).encode  # what json.dumps(..., sort_keys=True,
+    h = hashlib.sha256()  # default=str) makes, without building an encoder per row
     for item in items:
-        h.update(json.dumps([item.row, str(item.key), item.body], sort_keys=True, default=str).encode())
+        h.update(encode([item.row, str(item.key), item.body]).encode())
     return h.hexdigest()
 
 

@@ -33,6 +33,9 @@ KEY_PREFIX = "ki1-"
 _KEY_FIELDS = ("workspace_id", "title", "amount_in_cents", "date_to_invoice", "billing_type", "story_id")
 _TOP_FIELDS = tuple(f.name for f in FIELDS if not f.name.startswith(EXT) and f.name not in LOCAL_ONLY)
 _EXT_FIELDS = tuple(f.name for f in FIELDS if f.name.startswith(EXT))
+# json.dumps(x, ensure_ascii=False) builds a new encoder on every call; one kept encoder writes the same text
+# (the key's formula must never change: it is how a re-run finds what an earlier version created).
+_KEY_TEXT = json.JSONEncoder(ensure_ascii=False).encode
 
 
 class ImportKey(NamedTuple):
@@ -110,7 +113,7 @@ def build_items(rows: pd.DataFrame, *, on_progress: Tick | None = None) -> tuple
             body["external_reference"] = reference
             key = ImportKey(reference["service_name"], reference["service_model"], reference["service_model_ref"])
         else:
-            content = json.dumps([body.get(name) for name in _KEY_FIELDS], ensure_ascii=False)
+            content = _KEY_TEXT([body.get(name) for name in _KEY_FIELDS])
             occurrences[content] += 1
             digest = hashlib.sha256(f"{content}#{occurrences[content]}".encode()).hexdigest()
             key = ImportKey(SERVICE_NAME, SERVICE_MODEL, KEY_PREFIX + digest[:24])

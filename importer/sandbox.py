@@ -116,6 +116,10 @@ class Faults:
     fail_every: int = 0  # every Nth POST answers fail_status before writing
     fail_status: int = 503
     latency: float = 0.0  # seconds slept before answering any request
+    # With latency: answer `latency` after the request arrived, the work done meanwhile (a server whose response
+    # time is `latency`), instead of sleeping first and working after (response time = latency + the work).
+    # Writes then happen at arrival, so tests that kill a client while a write is pending keep this off.
+    latency_covers_work: bool = False
     drop_after_write_every: int = 0  # every Nth create that wrote commits, then closes the socket unanswered
     reject_title: str | None = None  # an item with exactly this title is invalid ("Title is reserved")
     partial_create: bool = False  # UNCONFIRMED alternative: valid items of a refused batch are created
@@ -613,11 +617,16 @@ class Sandbox:
 
     def _respond(self, method: str, target: str, authorization: str | None, body: bytes) -> _Reply:
         """Count the request as in flight while it is served (`most_in_flight`)."""
+        arrived = time.monotonic()
         with self._lock:
             self._in_flight += 1
             self._most_in_flight = max(self._most_in_flight, self._in_flight)
+            faults = self._faults
         try:
-            return self._serve_one(method, target, authorization, body)
+            reply = self._serve_one(method, target, authorization, body)
+            if faults.latency and faults.latency_covers_work:
+                time.sleep(max(0.0, faults.latency - (time.monotonic() - arrived)))
+            return reply
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -626,7 +635,7 @@ class Sandbox:
         """One request, in order: latency, counting, 429, auth, POST failures, then the route."""
         with self._lock:
             faults = self._faults
-        if faults.latency:
+        if faults.latency and not faults.latency_covers_work:
             time.sleep(faults.latency)
         url = urlsplit(target)
         route, ident = _route(method, url.path)
@@ -901,6 +910,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--latency", type=_within(float, 0), default=0.0, metavar="S", help="wait S seconds before answering"
     )
+    faults.add_argument("--latency-covers-work", action="store_true",
+                        help="answer S seconds after the request arrived, the work done meanwhile")  # fmt: skip
     faults.add_argument("--drop-after-write-every", type=_within(int, 0), default=0, metavar="N",
                         help="every Nth create commits, then closes the connection without answering")  # fmt: skip
     faults.add_argument("--reject-title", metavar="T", help="refuse any milestone titled exactly T")

@@ -452,6 +452,31 @@ def test_latency_delays_every_answer(sandbox: Sandbox, api: Api) -> None:
     assert time.perf_counter() - started >= 0.1
 
 
+def test_latency_can_cover_the_work_the_write_happens_at_arrival_and_the_answer_at_latency(
+    sandbox: Sandbox, api: Api
+) -> None:
+    """--latency-covers-work: a server whose response time is the latency, work included (the benchmark's floor
+    assumes that); by default the latency comes first and the work after it."""
+    sandbox.set_faults(latency=0.4, latency_covers_work=True)
+    started = time.perf_counter()
+    answer: list[requests.Response] = []
+    sender = threading.Thread(target=lambda: answer.append(api.create(item(1))))
+    sender.start()
+    deadline = time.perf_counter() + 0.35
+    while not sandbox.milestones() and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert sandbox.milestones() and not answer  # written, not answered yet
+    sender.join()
+    assert answer[0].status_code == 200 and time.perf_counter() - started >= 0.4
+    sandbox.set_faults(latency=0.4, latency_covers_work=False)
+    sender = threading.Thread(target=lambda: answer.append(api.create(item(2))))
+    sender.start()
+    time.sleep(0.2)
+    assert len(sandbox.milestones()) == 1  # sleeping first: nothing written yet
+    sender.join()
+    assert len(sandbox.milestones()) == 2
+
+
 def test_drop_after_write_commits_then_closes_the_connection(sandbox: Sandbox, api: Api) -> None:
     sandbox.set_faults(drop_after_write_every=2)
     assert api.create(item(1)).status_code == 200
@@ -558,11 +583,13 @@ def test_flags_become_faults() -> None:
     assert faults_from_args(parser.parse_args([])) == Faults()
     args = parser.parse_args(["--host", "::1", "--port", "0", "--db", "x.sqlite", "--rate-limit-every", "5",
                               "--retry-after", "0.25", "--fail-every", "7", "--fail-status", "502", "--latency", "0.1",
+                              "--latency-covers-work",
                               "--drop-after-write-every", "3", "--reject-title", "Nope", "--partial-create",
                               "--error-index", "--no-paginate-create", "--no-financial-access"])  # fmt: skip
     assert (args.host, args.port, args.db) == ("::1", 0, "x.sqlite")
     assert faults_from_args(args) == Faults(rate_limit_every=5, retry_after=0.25, fail_every=7, fail_status=502,
-                                            latency=0.1, drop_after_write_every=3, reject_title="Nope",
+                                            latency=0.1, latency_covers_work=True, drop_after_write_every=3,
+                                            reject_title="Nope",
                                             partial_create=True, error_index=True, paginate_create=False,
                                             no_financial_access=True)  # fmt: skip
 
