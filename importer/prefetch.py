@@ -103,7 +103,7 @@ def _read(pending: _Pending, path: Path, sheet: str | None) -> None:
         except BaseException:
             book.close()
             raise
-    except Exception:  # noqa: BLE001, S110 - the loader repeats the read and reports whatever went wrong
+    except BaseException:  # noqa: BLE001, S110 - a Rust panic too (pyo3: BaseException); the loader reads again
         pending.result = None
     finally:
         pending.done.set()
