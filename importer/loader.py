@@ -170,11 +170,18 @@ class _OpenpyxlBook:
         self._book.close()
 
 
+def _reader_failed(exc: BaseException) -> bool:
+    """Any exception, or a Rust reader's panic: pyo3 raises PanicException, a BaseException (so that `except
+    Exception` does not swallow it); from a reader it only means that this file cannot be read that way."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
 def _open_book(path: Path) -> _Book:
     try:
         return _CalamineBook(path)
-    except Exception:  # noqa: BLE001 - any reader failure: let the other reader decide
-        pass
+    except BaseException as exc:  # any reader failure: let the other reader decide
+        if not _reader_failed(exc):
+            raise
     try:
         return _OpenpyxlBook(path)
     except Exception as exc:  # a damaged or hostile package can fail in many ways; all mean "unusable"
@@ -213,7 +220,9 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
             tried.append(name)
     except ScheduleError:
         raise
-    except Exception as exc:
+    except BaseException as exc:
+        if not _reader_failed(exc):
+            raise
         raise ScheduleError(_unreadable(exc), path=path) from exc
     finally:
         book.close()
@@ -286,7 +295,7 @@ def _csv_rows(path: Path, text: str) -> list[Row]:
                             path=path) from None  # fmt: skip
 
 
-def _unreadable(exc: Exception) -> str:
+def _unreadable(exc: BaseException) -> str:
     name = type(exc).__name__
     if name in {"EntitiesForbidden", "DTDForbidden", "ExternalReferenceForbidden", "NotSupportedError"}:
         return ("contains XML entity or DTD declarations, which spreadsheets do not need (a known attack); not opened: "

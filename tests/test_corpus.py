@@ -388,3 +388,31 @@ def test_the_fast_reader_is_the_one_used(tmp_path: Path) -> None:
     finally:
         book.close()
     assert len(XLSX_CASES) >= 25
+
+
+class PanicException(BaseException):
+    """What pyo3 raises when Rust code panics (python-calamine is Rust): a BaseException, not an Exception."""
+
+
+def test_a_panic_of_the_rust_reader_is_a_message_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importer.loader
+
+    path = _xlsx([["A", 1, 1001, "2026-01-31", None, "fixed_date"]])(tmp_path)
+    monkeypatch.setenv("KANTATA_IMPORT_NO_PREFETCH", "1")
+
+    def panics_on_open(self: object, path: Path, early: object = None) -> None:
+        raise PanicException("called `Option::unwrap()` on a `None` value")
+
+    with monkeypatch.context() as m:  # opening panics: the openpyxl reader takes over
+        m.setattr(importer.loader._CalamineBook, "__init__", panics_on_open)
+        assert main(["validate", str(path), "-o", str(tmp_path / "a.xlsx")]) == 0
+
+    def panics_on_rows(self: object, name: str) -> None:
+        raise PanicException("index out of bounds")
+
+    monkeypatch.setattr(importer.loader._CalamineBook, "rows", panics_on_rows)
+    assert main(["validate", str(path), "-o", str(tmp_path / "b.xlsx")]) == 2
+    err = capsys.readouterr().err
+    assert "could not be read as an .xlsx workbook (PanicException" in err and "Traceback" not in err
