@@ -127,7 +127,7 @@ class _CalamineBook:
         return self._loaded[1]
 
     def sheets(self) -> list[tuple[str, bool]]:
-        return [(s.name, str(s.visible).rsplit(".", 1)[-1].casefold() == "visible") for s in self._book.sheets_metadata]
+        return prefetch.sheet_visibility(self._book)
 
     def rows(self, name: str) -> Iterator[Row]:
         sheet = self._sheet(name)

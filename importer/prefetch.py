@@ -90,7 +90,7 @@ def _read(pending: _Pending, path: Path, sheet: str | None) -> None:
 
         book = CalamineWorkbook.from_path(str(path))
         try:
-            names = [(s.name, str(s.visible).rsplit(".", 1)[-1].casefold() == "visible") for s in book.sheets_metadata]
+            names = sheet_visibility(book)
             if sheet is not None:
                 first = sheet if sheet in {n for n, _ in names} else None
             else:
@@ -107,6 +107,12 @@ def _read(pending: _Pending, path: Path, sheet: str | None) -> None:
         pending.result = None
     finally:
         pending.done.set()
+
+
+def sheet_visibility(book: Any) -> list[tuple[str, bool]]:
+    """Each sheet of a calamine workbook and whether it is visible: the loader's view too, so that the read-ahead
+    parses the very sheet the loader tries first."""
+    return [(s.name, str(s.visible).rsplit(".", 1)[-1].casefold() == "visible") for s in book.sheets_metadata]
 
 
 def _close(early: Early | None) -> None:

@@ -40,13 +40,17 @@ class StreamedResults:
         # end: an upload killed while sending leaves nothing in the user's folder.
         self._scratch = tempfile.mkdtemp(prefix="kantata-import-")
         self._tmp = Path(self._scratch) / "results.xlsx"
-        self._workbook = xlsxwriter.Workbook(
-            str(self._tmp), {"constant_memory": True, "strings_to_numbers": False, "tmpdir": self._scratch}
-        )
         self._written: dict[int, Outcome] = {}  # what the rows written so far show: the writer reads this
-        self._writer = Writer(self._workbook, raw, self._written, self._issues, [], None, Ticker(None, None))
-        self._sheet = self._workbook.add_worksheet(self._writer.sheet_name)
-        self._writer.results_head(self._sheet)
+        try:
+            self._workbook = xlsxwriter.Workbook(
+                str(self._tmp), {"constant_memory": True, "strings_to_numbers": False, "tmpdir": self._scratch}
+            )
+            self._writer = Writer(self._workbook, raw, self._written, self._issues, [], None, Ticker(None, None))
+            self._sheet = self._workbook.add_worksheet(self._writer.sheet_name)
+            self._writer.results_head(self._sheet)
+        except BaseException:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise
         self._rows = raw.frame.index.tolist()
         self._next = 0  # position in the frame of the first row not written yet
         self._known: dict[int, Outcome] = {}
@@ -65,7 +69,7 @@ class StreamedResults:
 
     @property
     def rows_written(self) -> int:
-        """Rows written before `finish` (tests and the benchmark look at it)."""
+        """Rows written so far by the thread (the tests look at it)."""
         return self._next
 
     def _ready(self) -> int:
