@@ -314,6 +314,30 @@ def test_include_external_references_side_loads_them(sandbox: Sandbox, api: Api)
     assert "external_references" not in api.get("billing_milestones").json()
 
 
+def test_a_create_answers_exactly_what_a_listing_of_the_same_milestones_shows(sandbox: Sandbox, api: Api) -> None:
+    """The create answer is rendered from what was written, not read back: it must match the stored rows."""
+    items = [item(n, external_reference=ref(f"r-{n}", status="pending", locked=n % 2 == 0, external_link="x"))
+             if n % 3 else item(n, story_id=5001, billing_type="upon_completion", date_to_invoice=None)
+             for n in range(40)]  # fmt: skip
+    created = api.create(*items, per_page=15, page=2, include="external_references").json()
+    listed = api.get("billing_milestones", per_page=15, page=2, include="external_references").json()
+    assert created == listed
+    assert created["meta"] == {"count": 40, "page_count": 3, "page_number": 2, "page_size": 15}
+
+
+def test_ids_go_on_after_the_newest_is_deleted_as_autoincrement_would(sandbox: Sandbox, api: Api) -> None:
+    api.create(item(1, external_reference=ref("a")), item(2, external_reference=ref("b")))
+    assert api.session.delete(f"{sandbox.url}/billing_milestones/700002", timeout=5).status_code == 204
+    again = api.create(item(3, external_reference=ref("c")), include="external_references").json()
+    assert result_ids_of(again) == ["700003"]
+    assert list(again["external_references"]) == ["900003"]
+    assert [m["id"] for m in sandbox.milestones()] == [700001, 700003]
+
+
+def result_ids_of(body: dict[str, Any]) -> list[str]:
+    return [entry["id"] for entry in body["results"]]
+
+
 # --- reading ------------------------------------------------------------------------------------------------------
 
 
