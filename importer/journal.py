@@ -23,11 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+import pandas as pd
+
 from importer.errors import ConfigError
 from importer.outcomes import Outcome, Status
 from importer.planner import Item
 
-VERSION = 1
+VERSION = 2  # 2: the digest hashes the validated rows column-wise (1 hashed each request body)
 
 
 def _lock(fh: IO[str], path: Path) -> None:
@@ -49,12 +52,15 @@ def journal_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.journal.jsonl")
 
 
-def schedule_digest(items: Sequence[Item]) -> str:
-    """Identity of what is being imported: the rows' keys and bodies, in order (not the file's bytes)."""
-    encode = json.JSONEncoder(sort_keys=True, default=str).encode  # what json.dumps(..., sort_keys=True,
-    h = hashlib.sha256()  # default=str) makes, without building an encoder per row
-    for item in items:
-        h.update(encode([item.row, str(item.key), item.body]).encode())
+def schedule_digest(rows: pd.DataFrame, items: Sequence[Item]) -> str:
+    """Identity of what is being imported: the validated rows (values, columns, row numbers) and which of them
+    are sent. Keys and bodies are made from exactly these (planner.py), so this names them as well as hashing
+    every body would, column-wise: pandas' hash_pandas_object takes 0.08 s for 100k rows where encoding each
+    body took 0.5 s, all of it before the first request could leave."""
+    h = hashlib.sha256()
+    h.update(json.dumps([VERSION, [str(c) for c in rows.columns], [str(t) for t in rows.dtypes]]).encode())
+    h.update(pd.util.hash_pandas_object(rows, index=True).to_numpy().tobytes())
+    h.update(np.fromiter((i.row for i in items), dtype=np.int64, count=len(items)).tobytes())
     return h.hexdigest()
 
 
@@ -68,9 +74,9 @@ class Journal:
         self._fh: IO[str] | None = None
 
     @classmethod
-    def open(cls, path: Path, items: Sequence[Item]) -> Journal:
-        """Resume the journal of the same import if there is one; otherwise start a new one."""
-        journal = cls(path, schedule_digest(items))
+    def open(cls, path: Path, digest: str) -> Journal:
+        """Resume the journal of the same import (`schedule_digest`) if there is one; otherwise start a new one."""
+        journal = cls(path, digest)
         fh = path.open("a", encoding="utf-8")  # not "w": another run may hold it, and must not lose it
         try:
             _lock(fh, path)

@@ -29,7 +29,7 @@ from importer.cells import DEFAULT_OPTIONS, ParseOptions
 from importer.checks import OnlineCheck, check_online, duplicate_rows
 from importer.client import KantataClient, WorkspaceInfo
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, Interrupted, MissingToken
-from importer.journal import Journal, journal_path
+from importer.journal import Journal, journal_path, schedule_digest
 from importer.loader import RawSchedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
 from importer.planner import ImportKey, Item, build_items, plan, reference_issues
@@ -76,15 +76,15 @@ def _prepare(
     """Load and validate; build the requests (keys and bodies) only when they will be sent or looked up."""
     schedule = Path(path)
     out = check_output(Path(output) if output else default_output(schedule), schedule)
-    raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ))
+    with _collector_paused():
+        raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ))
+        validated = validate_rows(raw, options, on_progress=for_stage(on_progress, Stage.VALIDATE))
+        items: list[Item] = []
+        if requests:
+            items, key_issues = build_items(validated.rows, on_progress=for_stage(on_progress, Stage.PREPARE))
+        else:
+            key_issues = reference_issues(validated.rows)
     gc.freeze()  # see _unfreezing
-    validated = validate_rows(raw, options, on_progress=for_stage(on_progress, Stage.VALIDATE))
-    items: list[Item] = []
-    if requests:
-        items, key_issues = build_items(validated.rows, on_progress=for_stage(on_progress, Stage.PREPARE))
-    else:
-        key_issues = reference_issues(validated.rows)
-    gc.freeze()
     issues = sorted([*validated.issues, *key_issues], key=lambda i: i.row)
     return raw, validated, items, issues, out
 
@@ -137,6 +137,21 @@ def _finish(
         dry_run=info.dry_run,
         base_url=info.base_url,
     )
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cycle collection while reading and preparing: that makes a few hundred thousand objects (cells,
+    request bodies, keys) that all live on, and each collection it triggers walks all of them again: 0.3-1 s
+    of 3 for 100k rows (interleaved runs, benchmarks/README.md). Resumed (if it was on) however this ends; any
+    cycles made meanwhile are found by the next collection."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 _P = ParamSpec("_P")
@@ -255,7 +270,7 @@ def run_upload(
     with _patient_interrupts(say), _abandoned_on_error(lambda: stream):
         try:
             # Opened first: it says what an interrupted run of this import left in flight.
-            journal = Journal.open(journal_path(out), items)
+            journal = Journal.open(journal_path(out), schedule_digest(validated.rows, items))
             try:
                 if journal.sent_before:
                     say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "

@@ -422,12 +422,14 @@ def _written_milestone(milestone_id: int, item: _NewMilestone, at: str) -> dict[
     """The row `insert` wrote for `item`, as SQLite would give it back."""
     return {"id": milestone_id, "title": item.title, "amount_in_cents": item.amount_in_cents,
             "currency": item.currency, "date_to_invoice": item.date_to_invoice, "billing_type": item.billing_type,
-            "story_id": item.story_id, "workspace_id": item.workspace_id, "created_at": at, "updated_at": at}  # fmt: skip
+            "story_id": item.story_id, "workspace_id": item.workspace_id, "created_at": at,
+            "updated_at": at}  # fmt: skip
 
 
 def _written_reference(reference_id: int, milestone_id: int, ref: Mapping[str, Any], at: str) -> dict[str, Any]:
     return {"id": reference_id, "subject_type": "BillingMilestone", "subject_id": milestone_id,
-            **{name: ref.get(name) for name in _REFERENCE_TEXT}, "locked": int(ref["locked"]), "created_at": at}
+            **{name: ref.get(name) for name in _REFERENCE_TEXT}, "locked": int(ref["locked"]),
+            "created_at": at}  # fmt: skip
 
 
 def _milestone_json(row: _Row) -> dict[str, Any]:

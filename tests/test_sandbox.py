@@ -334,10 +334,6 @@ def test_ids_go_on_after_the_newest_is_deleted_as_autoincrement_would(sandbox: S
     assert [m["id"] for m in sandbox.milestones()] == [700001, 700003]
 
 
-def result_ids_of(body: dict[str, Any]) -> list[str]:
-    return [entry["id"] for entry in body["results"]]
-
-
 # --- reading ------------------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,63 @@
+"""The journal's identity of an import (schedule_digest) and what a reopened journal restores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from importer.cells import DEFAULT_OPTIONS
+from importer.journal import Journal, schedule_digest
+from importer.loader import load_schedule
+from importer.planner import build_items
+from importer.schema import validate_rows
+from tests.conftest import MakeSchedule, good_row
+
+
+def digest_of(path: Path) -> str:
+    validated = validate_rows(load_schedule(path), DEFAULT_OPTIONS)
+    items, _ = build_items(validated.rows)
+    return schedule_digest(validated.rows, items)
+
+
+def test_the_same_rows_give_the_same_digest_whatever_the_file(make_schedule: MakeSchedule) -> None:
+    rows = [good_row(n) for n in range(30)]
+    first = digest_of(make_schedule(rows, name="a"))
+    assert digest_of(make_schedule(rows, name="b")) == first  # another file, other bytes: the same import
+    assert digest_of(make_schedule(rows, name="c", fmt="csv")) == first  # the same cells saved as CSV
+
+
+def test_any_change_to_what_is_sent_changes_the_digest(make_schedule: MakeSchedule) -> None:
+    rows = [good_row(n) for n in range(30)]
+    first = digest_of(make_schedule(rows, name="a"))
+    amount = [list(r) for r in rows]
+    amount[17][1] += 1  # one cent on one row
+    moved = [list(r) for r in rows]
+    moved[3], moved[4] = moved[4], moved[3]  # the same rows, two of them swapped: other row numbers
+    fewer = rows[:-1]
+    task = [list(r) for r in rows]
+    task[5][4], task[5][5] = 5001, "upon_completion"
+    changed = [digest_of(make_schedule(r, name=f"v{i}")) for i, r in enumerate([amount, moved, fewer, task])]
+    assert len({first, *changed}) == 5
+
+
+def test_a_row_left_out_of_the_items_changes_the_digest(make_schedule: MakeSchedule) -> None:
+    validated = validate_rows(load_schedule(make_schedule([good_row(n) for n in range(5)])), DEFAULT_OPTIONS)
+    items, _ = build_items(validated.rows)
+    assert schedule_digest(validated.rows, items) != schedule_digest(validated.rows, items[:-1])
+
+
+def test_a_reopened_journal_restores_what_was_sent_only_for_its_digest(
+    tmp_path: Path, make_schedule: MakeSchedule
+) -> None:
+    validated = validate_rows(load_schedule(make_schedule([good_row(n) for n in range(5)])), DEFAULT_OPTIONS)
+    items, _ = build_items(validated.rows)
+    path = tmp_path / ".results.xlsx.journal.jsonl"
+    journal = Journal.open(path, "digest-a")
+    journal.sending(items[:3])
+    journal.close(finished=False)
+    same = Journal.open(path, "digest-a")
+    assert (same.sent_before, same.in_flight) == ({2, 3, 4}, {2, 3, 4})
+    same.close(finished=False)
+    other = Journal.open(path, "digest-b")
+    assert other.sent_before == set()
+    other.close(finished=True)
+    assert not path.exists()
