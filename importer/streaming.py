@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,12 @@ from importer.outcomes import Outcome
 from importer.progress import CHUNK, Tick, Ticker
 from importer.report import RunInfo, Writer, check_output, write_results
 from importer.totals import ProjectTotal
+
+# While the writer runs, a sending thread whose answer has arrived waits for it to let go of the GIL, up to the
+# switch interval (5 ms by default) at every step of reading the answer. 0.2 ms keeps those waits short: in
+# interleaved 100k uploads (100 ms latency) a request took 116.7 ms instead of 121.4 ms, and sending 30.0 s
+# instead of 31.2 s (benchmarks/README.md). Set while the writer runs, put back when it stops.
+SWITCH_INTERVAL = 0.0002
 
 
 class StreamedResults:
@@ -59,6 +66,8 @@ class StreamedResults:
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="results-writer", daemon=True)
+        self._switch_before: float | None = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_before, SWITCH_INTERVAL))
         self._thread.start()
 
     def add(self, outcomes: Sequence[Outcome]) -> None:
@@ -142,6 +151,9 @@ class StreamedResults:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+        if self._switch_before is not None:
+            sys.setswitchinterval(self._switch_before)
+            self._switch_before = None
 
 
 def _move_into_place(done: Path, out: Path) -> None:

@@ -110,3 +110,20 @@ def test_abandoning_leaves_no_file_anywhere(make_schedule: MakeSchedule, tmp_pat
     stream.abandon()
     assert not scratch.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["schedule.xlsx"]
+
+
+def test_the_switch_interval_is_short_while_writing_and_put_back_after(make_schedule: MakeSchedule,
+                                                                        tmp_path: Path) -> None:  # fmt: skip
+    import sys
+
+    raw = load_schedule(make_schedule([good_row(n) for n in range(3)]))
+    before = sys.getswitchinterval()
+    stream = StreamedResults(raw, [], tmp_path / "out.xlsx")
+    assert sys.getswitchinterval() == pytest.approx(importer.streaming.SWITCH_INTERVAL)
+    info = RunInfo(True, None, __import__("datetime").datetime.now())
+    stream.finish({r: Outcome(r, Status.VALID) for r in raw.frame.index.tolist()}, [], info)
+    assert sys.getswitchinterval() == pytest.approx(before)
+    other = StreamedResults(raw, [], tmp_path / "other.xlsx")
+    other.abandon()
+    other.abandon()
+    assert sys.getswitchinterval() == pytest.approx(before)
