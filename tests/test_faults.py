@@ -303,7 +303,12 @@ def test_a_second_ctrl_c_is_ignored_until_the_workbook_is_written(sandbox: Any, 
     sandbox.set_faults(latency=1.5)  # the run lasts seconds after the first Ctrl-C: the second comes during it
     path = _schedule(tmp_path, 200)
     proc = _cli(path, sandbox.url, "--concurrency", "2")
-    _wait_for_posts(sandbox, 1, proc)
+    _wait_for_posts(sandbox, 1, proc)  # counted after the latency: these are being answered now
+    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while sandbox.in_flight < 1:  # the next requests, still in their 1.5 s: the run settles them after Ctrl-C
+        assert proc.poll() is None and time.monotonic() < deadline, "no request in flight"
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
