@@ -124,6 +124,9 @@ def build_items(rows: pd.DataFrame, *, on_progress: Tick | None = None) -> tuple
     ticker = Ticker(on_progress, len(rows))
     items: list[Item] = []
     issues: list[CellIssue] = []
+    if rows.empty:  # no valid row (every one invalid, or only headers): nothing to send
+        ticker.end(0)
+        return items, issues
     occurrences: Counter[str] = Counter()
     first_row: dict[ImportKey, int] = {}
     columns = _columns(rows)

@@ -35,6 +35,26 @@ from importer.totals import ProjectTotal
 # interleaved 100k uploads (100 ms latency) a request took 116.7 ms instead of 121.4 ms, and sending 30.0 s
 # instead of 31.2 s (benchmarks/README.md). Set while the writer runs, put back when it stops.
 SWITCH_INTERVAL = 0.0002
+_switch_lock = threading.Lock()
+_writers = 0  # writers running in this process: the first sets the interval, the last puts it back
+_switch_before = 0.0
+
+
+def _writer_started() -> None:
+    global _writers, _switch_before
+    with _switch_lock:
+        if _writers == 0:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_before, SWITCH_INTERVAL))
+        _writers += 1
+
+
+def _writer_stopped() -> None:
+    global _writers
+    with _switch_lock:
+        _writers -= 1
+        if _writers == 0:
+            sys.setswitchinterval(_switch_before)
 
 
 class StreamedResults:
@@ -66,8 +86,8 @@ class StreamedResults:
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="results-writer", daemon=True)
-        self._switch_before: float | None = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._switch_before, SWITCH_INTERVAL))
+        self._switching = True
+        _writer_started()
         self._thread.start()
 
     def add(self, outcomes: Sequence[Outcome]) -> None:
@@ -151,9 +171,9 @@ class StreamedResults:
             self._closing = True
             self._cond.notify()
         self._thread.join()
-        if self._switch_before is not None:
-            sys.setswitchinterval(self._switch_before)
-            self._switch_before = None
+        if self._switching:
+            self._switching = False
+            _writer_stopped()
 
 
 def _move_into_place(done: Path, out: Path) -> None:

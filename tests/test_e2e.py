@@ -94,6 +94,18 @@ def test_invalid_rows_are_never_sent_and_exit_code_is_1(
     assert results[3]["billing_milestone_id"] is None
 
 
+@pytest.mark.parametrize("online", [False, True])
+def test_a_schedule_with_no_valid_row_still_gets_its_workbook(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, online: bool
+) -> None:
+    path = make_schedule([["Bad amount", "12.50", 1001, None, None, "fixed_date"], ["", 5, 1001, None, None, None]])
+    command = ["validate", str(path), "--online"] if online else ["upload", str(path)]
+    assert main(command) == 1
+    results = read_results(path.with_name("schedule.results.xlsx"))
+    assert [r["status"] for r in results] == ["invalid", "invalid"]
+    assert sandbox.stats().get("POST /billing_milestones", 0) == 0
+
+
 @pytest.mark.parametrize("error_index", [False, True])
 @pytest.mark.parametrize("partial_create", [False, True])
 def test_rejected_rows_get_kantatas_message_and_the_rest_are_created_once(

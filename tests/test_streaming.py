@@ -127,3 +127,9 @@ def test_the_switch_interval_is_short_while_writing_and_put_back_after(make_sche
     other.abandon()
     other.abandon()
     assert sys.getswitchinterval() == pytest.approx(before)
+    first = StreamedResults(raw, [], tmp_path / "first.xlsx")
+    second = StreamedResults(raw, [], tmp_path / "second.xlsx")  # two uploads in one process, overlapping
+    first.abandon()
+    assert sys.getswitchinterval() == pytest.approx(importer.streaming.SWITCH_INTERVAL)  # second still writes
+    second.abandon()
+    assert sys.getswitchinterval() == pytest.approx(before)
