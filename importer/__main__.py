@@ -1,3 +1,3 @@
-from importer.cli import main
+from importer.cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())

@@ -46,3 +46,18 @@ def test_notes_and_warnings_go_to_stderr_and_quiet_silences_them(
     assert "note: " in captured.err and "Windows-1252" in captured.err and "1 valid" in captured.out
     assert main(["validate", str(path), "-q", "-o", str(path.with_name("q.xlsx"))]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_the_command_entry_freezes_the_collector_for_the_exit_and_returns_mains_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    import importer.cli
+
+    monkeypatch.setattr(importer.cli, "main", lambda: 3)
+    try:
+        assert importer.cli.run() == 3
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
