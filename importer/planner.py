@@ -36,6 +36,7 @@ _EXT_FIELDS = tuple(f.name for f in FIELDS if f.name.startswith(EXT))
 # json.dumps(x, ensure_ascii=False) builds a new encoder on every call; one kept encoder writes the same text
 # (the key's formula must never change: it is how a re-run finds what an earlier version created).
 _KEY_TEXT = json.JSONEncoder(ensure_ascii=False).encode
+_STR_TEXT = json.encoder.encode_basestring  # what that encoder writes for a str (C, when built)
 
 
 class ImportKey(NamedTuple):
@@ -107,9 +108,6 @@ def _json_texts(values: list[Any]) -> list[str]:
         else:
             out.append(_KEY_TEXT(v))
     return out
-
-
-_STR_TEXT = json.encoder.encode_basestring  # what an ensure_ascii=False encoder writes for a str (C, when built)
 
 
 def _key_contents(columns: Mapping[str, list[Any]], n: int) -> list[str]:
