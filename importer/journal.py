@@ -9,7 +9,12 @@ is the one an uninterrupted run would have written. A journal belongs to one sch
 path; it is removed when a run ends with every row settled, and kept (for the next run to resume from) when it
 stops early.
 
-Format: JSON lines, flushed and fsynced after each batch. A torn last line (power loss mid-write) is ignored.
+Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out. A
+"created" line is not fsynced: should it be lost (power loss), the row counts as in flight on resume, and the
+look-up that settles in-flight rows finds it in Kantata at once, so nothing waits and nothing is sent twice.
+Skipping that fsync (1 ms under load, taken while the other threads wait) saves a slot's worth of time per
+answer. A torn last line (power loss mid-write) is ignored. Writes from several sending threads are serialised
+by the journal's own lock.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +78,7 @@ class Journal:
         self.in_flight: set[int] = set()  # of those, the ones whose answer it never saw
         self.last_sent_at = 0.0  # when it last sent (time.time()): its requests may still be running at Kantata
         self._fh: IO[str] | None = None
+        self._write_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: Path, digest: str) -> Journal:
@@ -129,13 +136,16 @@ class Journal:
         entries = [{"kind": "outcome", "row": o.row, "status": o.status.value, "id": o.milestone_id}
                    for o in outcomes if o.status is Status.CREATED]  # fmt: skip
         if entries:
-            self._write(entries)
+            self._write(entries, durable=False)  # see the module docstring: a lost one costs nothing
 
-    def _write(self, entries: list[dict[str, Any]]) -> None:
-        assert self._fh is not None
-        self._fh.write("".join(json.dumps(e) + "\n" for e in entries))
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+    def _write(self, entries: list[dict[str, Any]], *, durable: bool = True) -> None:
+        text = "".join(json.dumps(e) + "\n" for e in entries)
+        with self._write_lock:
+            assert self._fh is not None
+            self._fh.write(text)
+            self._fh.flush()
+            if durable:
+                os.fsync(self._fh.fileno())
 
     def close(self, *, finished: bool) -> None:
         if self._fh is not None:

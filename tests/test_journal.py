@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 from importer.cells import DEFAULT_OPTIONS
-from importer.journal import Journal, schedule_digest
+from importer.journal import Journal, journal_path, schedule_digest
 from importer.loader import load_schedule
+from importer.pipeline import run_upload
 from importer.planner import build_items
+from importer.sandbox import DEFAULT_TOKEN
 from importer.schema import validate_rows
+from importer.settings import Secret, Settings
 from tests.conftest import MakeSchedule, good_row
 
 
@@ -61,3 +66,34 @@ def test_a_reopened_journal_restores_what_was_sent_only_for_its_digest(
     assert other.sent_before == set()
     other.close(finished=True)
     assert not path.exists()
+
+
+def test_created_lines_lost_to_a_power_cut_cost_no_wait_and_no_duplicate(
+    sandbox: Any, tmp_path: Path, make_schedule: MakeSchedule
+) -> None:
+    """The journal does not fsync its "created" lines (journal.py). Say a power cut lost them: the batch's
+    "sending" line survived, just now, and Kantata has its rows. The re-run finds them by key at once, so it
+    neither waits for them (its read timeout is far off) nor sends them again, and reports them `created`."""
+    sandbox.reset()
+    rows = [good_row(n) for n in range(30)]
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, read_timeout=60)
+    earlier = run_upload(make_schedule(rows[:10], name="first_ten"), settings)  # the same keys as rows 2-11 below
+    assert earlier.counts["created"] == 10
+    path = make_schedule(rows, name="all")
+    validated = validate_rows(load_schedule(path), DEFAULT_OPTIONS)
+    items, _ = build_items(validated.rows)
+    journal = Journal.open(journal_path(path.with_name("all.results.xlsx")), schedule_digest(validated.rows, items))
+    journal.sending(items[:10])  # sent now; the lines saying they were created are gone
+    journal.close(finished=False)
+
+    said: list[str] = []
+    started = time.monotonic()
+    result = run_upload(path, settings, on_stage=said.append)
+    assert time.monotonic() - started < 30  # no wait for the read timeout (60 s after the "sending" line)
+    assert any("resuming an interrupted upload of this schedule (10 rows sent before)" in s for s in said), said
+    assert not any("waiting up to" in s for s in said), said
+    assert result.counts["created"] == 30 and result.counts["exists"] == 0
+    assert len(sandbox.milestones()) == 30  # none twice
+    assert [result.outcomes[row].milestone_id for row in range(2, 12)] == [
+        earlier.outcomes[row].milestone_id for row in range(2, 12)
+    ]
