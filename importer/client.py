@@ -9,6 +9,7 @@ same reason (it would re-POST).
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -30,6 +31,7 @@ from importer.settings import Secret, Settings, sanitize_url
 LOOKUP_CHUNK = 200  # external_reference_service_model_refs takes up to 200 ids (api-notes.md); `only=` likewise
 PER_PAGE = 200  # the documented maximum page size
 PROBE_CHUNK = 100  # project ids per "does this importer have anything here?" count
+_JSON_BODY = {"Content-Type": "application/json"}  # what requests sets for `json=`
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -234,6 +236,9 @@ class KantataClient:
         `on_send` runs just before each POST goes out, once a slot is held: what it records (the journal's
         "sending") is then true of every request sent, and of no request that a stop cancelled before it left."""
         params: dict[str, str | int] = {"per_page": PER_PAGE, "include": "external_references"}
+        # Encoded once, before a slot is taken: as `json=` would (requests' own dumps, allow_nan=False), but not
+        # inside the slot while other batches wait for it, and not again for a retry after 429.
+        payload = json.dumps({"billing_milestones": list(bodies)}, allow_nan=False).encode()
         for attempt in range(self.settings.max_attempts):
             if self.cancel.is_set():
                 raise Cancelled  # a try before this one, if any, was answered 429: nothing was written
@@ -245,7 +250,8 @@ class KantataClient:
                     response = self.session.post(
                         self._url("billing_milestones"),
                         params=params,
-                        json={"billing_milestones": list(bodies)},
+                        data=payload,
+                        headers=_JSON_BODY,
                         timeout=self._timeout,
                     )
             except requests.RequestException as exc:
