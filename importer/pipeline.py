@@ -275,6 +275,7 @@ def run_upload(
                 if journal.sent_before:
                     say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
                         "before)")  # fmt: skip
+                currencies_later = _currencies_meanwhile(client, items)
                 try:
                     say(f"looking up {len(items)} import keys in Kantata")
                     lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(items))
@@ -297,7 +298,7 @@ def run_upload(
                                         on_withdrawn=journal.withdrawn)  # fmt: skip
                     result = uploader.run(the_plan, sent_before=journal.sent_before)
                     outcomes, stopped, made = result.outcomes, result.stopped, result.requests
-                    currencies = _currencies(client, items) if stopped is None else {}
+                    currencies = currencies_later() if stopped is None else {}
                 else:
                     reason = f"not sent: {stopped}"
                     outcomes = {i.row: Outcome(i.row, Status.NOT_SENT, None, (reason,)) for i in items}
@@ -337,14 +338,30 @@ def _abandoned_on_error(stream: Callable[[], StreamedResults | None]) -> Iterato
         raise
 
 
-def _currencies(client: KantataClient, items: Sequence[Item]) -> dict[int, str]:
+def _currencies_meanwhile(client: KantataClient, items: Sequence[Item]) -> Callable[[], dict[int, str]]:
     """Each project's currency, so that totals show 120,001 JPY, not 1,200.01: one batched request for up to
-    200 projects. Only a nicety: if Kantata withholds it (no financial access) or fails, totals stay in cents."""
-    try:
-        found = client.workspaces({int(i.body["workspace_id"]) for i in items})
-    except (ImporterError, KeyboardInterrupt):  # every row is settled by now: a Ctrl-C here costs only this
-        return {}
-    return {w: info.currency for w, info in found.items() if info.currency}
+    200 projects. Only a nicety: if Kantata withholds it (no financial access) or fails, totals stay in cents.
+
+    Asked on a side thread while the keys are looked up and the batches sent (it was one more round trip after
+    the last answer); the returned call waits for it. A daemon thread, so a run that stops early neither waits
+    for it nor is kept from exiting by it."""
+    found: dict[int, str] = {}
+
+    def ask() -> None:
+        try:
+            answer = client.workspaces({int(i.body["workspace_id"]) for i in items})
+        except Exception:  # noqa: BLE001 - a nicety: whatever went wrong, totals stay in cents
+            return
+        found.update({w: info.currency for w, info in answer.items() if info.currency})
+
+    thread = threading.Thread(target=ask, name="kantata-currencies", daemon=True)
+    thread.start()
+
+    def result() -> dict[int, str]:
+        thread.join()
+        return found
+
+    return result
 
 
 SETTLE_POLL = 2.0  # seconds between look-ups while waiting for an interrupted run's requests to finish

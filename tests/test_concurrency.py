@@ -129,3 +129,45 @@ def test_ctrl_c_during_a_long_look_up_sends_no_further_get(sandbox: Any) -> None
     client.close()
     assert seen_at_interrupt == [4]
     assert sandbox.stats()["GET /billing_milestones"] == 4  # no retry, and no query not yet started, was sent
+
+
+def _posts(sandbox: Any) -> int:
+    """POSTs that have reached the sandbox (with latency_covers_work, counted when they arrive)."""
+    return int(sandbox.stats().get("POST /billing_milestones", 0))
+
+
+def test_the_next_batch_leaves_while_the_answer_before_it_is_still_being_recorded(sandbox: Any, tmp_path: Path) -> None:
+    """One request in flight at most, yet the second batch does not wait for the first's answer to be journalled
+    and handed to the results: a spare sending thread takes the free slot at once (upload.SENDERS_PER_SLOT)."""
+    sandbox.reset()
+    sandbox.set_faults(latency=0.1, latency_covers_work=True)
+    posts_seen: list[int] = []
+
+    def slow_to_record(outcomes: Any) -> None:
+        if not posts_seen:  # the first answer: has the second batch reached Kantata while this one is recorded?
+            deadline = time.monotonic() + 3
+            while _posts(sandbox) < 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        posts_seen.append(_posts(sandbox))
+
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=1)
+    result = run_upload(_schedule(tmp_path, 30), settings, on_outcomes=slow_to_record)
+    assert result.counts["created"] == 30 and len(sandbox.milestones()) == 30
+    assert posts_seen[0] == 2
+    assert sandbox.most_in_flight == 1  # the limiter still let one request out at a time
+
+
+def test_the_projects_currencies_are_asked_while_the_batches_are_sent(sandbox: Any, tmp_path: Path) -> None:
+    """Not one more round trip after the last answer: by the time the last batch is recorded, it is answered."""
+    sandbox.reset()
+    sandbox.set_faults(latency=0.05)
+    asked: list[int] = []
+
+    def note(outcomes: Any) -> None:
+        asked.append(int(sandbox.stats().get("GET /workspaces", 0)))
+
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=1)
+    result = run_upload(_schedule(tmp_path, 60), settings, on_outcomes=note)
+    assert result.counts["created"] == 60 and len(asked) == 6
+    assert asked[-1] == 1 and sandbox.stats()["GET /workspaces"] == 1
+    assert [t.currency for t in result.totals] == ["USD"]  # and its answer made it into the totals
