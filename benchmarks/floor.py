@@ -10,7 +10,7 @@ import gc
 import sys
 from pathlib import Path
 
-import xlsxwriter
+from importer.packing import ResultsWorkbook
 
 
 def read_cells(path: Path) -> list[list[object]]:
@@ -25,7 +25,9 @@ def read_cells(path: Path) -> list[list[object]]:
 
 
 def write_cells(rows: list[list[object]], out: Path) -> None:
-    wb = xlsxwriter.Workbook(str(out), {"constant_memory": True})
+    # Packed as the importer packs its results (zlib level 1, importer.packing): a floor must not pay
+    # what the importer does not.
+    wb = ResultsWorkbook(str(out), {"constant_memory": True})
     ws = wb.add_worksheet("Schedule")
     ws.write_row(0, 0, [*rows[0], "status", "billing_milestone_id", "errors"])
     for r in range(1, len(rows)):

@@ -29,6 +29,7 @@ from importer.columns import OUTCOME_COLUMNS, column_index, column_letter, norma
 from importer.errors import CellIssue, ConfigError
 from importer.loader import RawSchedule
 from importer.outcomes import Outcome, Status
+from importer.packing import ResultsWorkbook
 from importer.progress import CHUNK, Tick, Ticker
 from importer.totals import ProjectTotal
 
@@ -98,7 +99,7 @@ def write_results(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        workbook = xlsxwriter.Workbook(str(tmp), {"constant_memory": True, "strings_to_numbers": False})
+        workbook = ResultsWorkbook(str(tmp), {"constant_memory": True, "strings_to_numbers": False})
         Writer(workbook, raw, outcomes, issues, totals, info, ticker).write()
         workbook.close()
         os.replace(tmp, out)

@@ -21,11 +21,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import xlsxwriter
-
 from importer.errors import CellIssue
 from importer.loader import RawSchedule
 from importer.outcomes import Outcome
+from importer.packing import ResultsWorkbook
 from importer.progress import CHUNK, Tick, Ticker
 from importer.report import RunInfo, Writer, check_output, write_results
 from importer.totals import ProjectTotal
@@ -69,7 +68,7 @@ class StreamedResults:
         self._tmp = Path(self._scratch) / "results.xlsx"
         self._written: dict[int, Outcome] = {}  # what the rows written so far show: the writer reads this
         try:
-            self._workbook = xlsxwriter.Workbook(
+            self._workbook = ResultsWorkbook(
                 str(self._tmp), {"constant_memory": True, "strings_to_numbers": False, "tmpdir": self._scratch}
             )
             self._writer = Writer(self._workbook, raw, self._written, self._issues, [], None, Ticker(None, None))

@@ -19,6 +19,7 @@ from importer.report import RunInfo, write_results
 from importer.sandbox import DEFAULT_TOKEN
 from importer.streaming import StreamedResults
 from tests.conftest import MakeSchedule, good_row, read_results
+from tests.test_packing import packed_at
 
 
 def _cells(path: Path) -> dict[str, list[list[Any]]]:
@@ -58,6 +59,7 @@ def test_an_upload_writes_rows_while_sending_and_the_file_equals_write_results(
     assert seen["early"] > 100  # written while the last batches were still on the wire
     results = path.with_name("schedule.results.xlsx")
     assert _cells(results) == _cells(seen["reference"])
+    assert packed_at(results) == packed_at(seen["reference"]) == 1
     statuses = {r["_row"]: r["status"] for r in read_results(results)}
     assert statuses[4 + 7] == "invalid" and statuses[4 + 650] == "rejected"
     assert sum(s == "created" for s in statuses.values()) == 1198
