@@ -14,7 +14,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -306,7 +306,7 @@ class KantataClient:
                     found.setdefault(key, milestone_id)
         return found
 
-    def find_imported(self, items: Sequence[Item]) -> dict[ImportKey, str]:
+    def find_imported(self, items: Sequence[Item], *, untouched: Collection[int] | None = None) -> dict[ImportKey, str]:
         """`find_existing` for the rows of a schedule, skipping the look-ups that cannot find anything.
 
         A derived key hashes the row's project in (planner.py), so a milestone with that key can only be in that
@@ -316,14 +316,15 @@ class KantataClient:
         count: their look-up is one request anyway). Counts that are not zero, or that
         Kantata did not give, fall back to looking every key up. (A user's own external reference carries no
         project, so those keys are always looked up.) This assumes a milestone never moves between projects,
-        which Kantata's documented update fields do not allow."""
+        which Kantata's documented update fields do not allow. `untouched`: what `projects_without_imports`
+        already said of these rows' projects, if it was asked (the count is not asked again)."""
         if not items:
             return {}
         derived = [i for i in items if i.key.derived]
         if len(derived) <= LOOKUP_CHUNK:  # one look-up request settles them all: a count would save nothing
             return self.find_existing(i.key for i in items)
         projects = sorted({int(i.body["workspace_id"]) for i in derived})
-        untouched = set(self.projects_without_imports(projects))
+        untouched = set(self.projects_without_imports(projects) if untouched is None else untouched)
         skip = {i.row for i in derived if int(i.body["workspace_id"]) in untouched}
         wanted = [i.key for i in items if i.row not in skip]
         return self.find_existing(wanted) if wanted else {}

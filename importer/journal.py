@@ -58,15 +58,16 @@ def journal_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.journal.jsonl")
 
 
-def schedule_digest(rows: pd.DataFrame, items: Sequence[Item]) -> str:
+def schedule_digest(rows: pd.DataFrame, sent: Sequence[int]) -> str:
     """Identity of what is being imported: the validated rows (values, columns, row numbers) and which of them
-    are sent. Keys and bodies are made from exactly these (planner.py), so this names them as well as hashing
-    every body would, column-wise: pandas' hash_pandas_object takes 0.08 s for 100k rows where encoding each
-    body took 0.5 s, all of it before the first request could leave."""
+    are sent (`sent`: their row numbers). Keys and bodies are made from exactly these (planner.py), so this
+    names them as well as hashing every body would, column-wise: pandas' hash_pandas_object takes 0.08 s for
+    100k rows where encoding each body took 0.5 s, all of it before the first request could leave. Needing no
+    body, it can be taken before they are built."""
     h = hashlib.sha256()
     h.update(json.dumps([VERSION, [str(c) for c in rows.columns], [str(t) for t in rows.dtypes]]).encode())
     h.update(pd.util.hash_pandas_object(rows, index=True).to_numpy().tobytes())
-    h.update(np.fromiter((i.row for i in items), dtype=np.int64, count=len(items)).tobytes())
+    h.update(np.asarray(sent, dtype=np.int64).tobytes())
     return h.hexdigest()
 
 

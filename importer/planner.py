@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -66,14 +66,20 @@ class Item:
 
 @dataclass(slots=True)
 class Plan:
-    items: list[Item]  # every valid row, in file order
-    to_send: list[Item]  # the rows not found in Kantata
+    rows: list[int]  # the rows to send (not found in Kantata), in file order
+    items: Iterable[Item]  # their items, in the same order: a list, or built while the first batches are sent
     existing: dict[int, str]  # row -> milestone id, for rows an earlier run created
     batch_size: int
 
     def batches(self) -> Iterator[list[Item]]:
-        for start in range(0, len(self.to_send), self.batch_size):
-            yield self.to_send[start : start + self.batch_size]
+        batch: list[Item] = []
+        for item in self.items:
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
 
 def _columns(rows: pd.DataFrame) -> dict[str, list[Any]]:
@@ -119,12 +125,33 @@ def _key_contents(columns: Mapping[str, list[Any]], n: int) -> list[str]:
 
 def build_items(rows: pd.DataFrame, *, on_progress: Tick | None = None) -> tuple[list[Item], list[CellIssue]]:
     """Give every valid row its key and body; a user key used by two rows makes the later row an issue."""
-    ticker = Ticker(on_progress, len(rows))
-    items: list[Item] = []
     issues: list[CellIssue] = []
+    items = list(_items(rows, issues, on_progress))
+    return items, issues
+
+
+def has_user_keys(rows: pd.DataFrame) -> bool:
+    """Whether any row carries the user's own external reference (else every key is derived)."""
+    return any(c in rows.columns and bool(rows[c].notna().any()) for c in EXT_REQUIRED)
+
+
+def items_as_built(rows: pd.DataFrame) -> Iterator[Item]:
+    """`build_items` one item at a time, for rows without a user key, where no row can be an issue (a derived
+    key hashes its occurrence in): the first batches can go out while the rest are built."""
+    issues: list[CellIssue] = []
+    for item in _items(rows, issues, None):
+        yield item
+        if issues:  # sha-256 collided, or a user key slipped through: never send past it
+            raise AssertionError(f"row {issues[0].row}: {issues[0].message}")
+    if issues:
+        raise AssertionError(f"row {issues[0].row}: {issues[0].message}")
+
+
+def _items(rows: pd.DataFrame, issues: list[CellIssue], on_progress: Tick | None) -> Iterator[Item]:
+    ticker = Ticker(on_progress, len(rows))
     if rows.empty:  # no valid row (every one invalid, or only headers): nothing to send
         ticker.end(0)
-        return items, issues
+        return
     occurrences: Counter[str] = Counter()
     first_row: dict[ImportKey, int] = {}
     columns = _columns(rows)
@@ -155,9 +182,8 @@ def build_items(rows: pd.DataFrame, *, on_progress: Tick | None = None) -> tuple
             issues.append(_reused(int(row), key, first_row[key]))
             continue
         first_row[key] = int(row)
-        items.append(Item(int(row), key, body))
+        yield Item(int(row), key, body)
     ticker.end(len(rows))
-    return items, issues
 
 
 def _reused(row: int, key: ImportKey, first: int) -> CellIssue:
@@ -192,4 +218,4 @@ def plan(items: Sequence[Item], existing: Mapping[ImportKey, str], *, batch_size
     """Drop the rows Kantata already has; the rest go out in file order, `batch_size` at a time."""
     found = {item.row: existing[item.key] for item in items if item.key in existing}
     to_send = [item for item in items if item.row not in found]
-    return Plan(items=list(items), to_send=to_send, existing=found, batch_size=batch_size)
+    return Plan(rows=[i.row for i in to_send], items=to_send, existing=found, batch_size=batch_size)

@@ -97,12 +97,14 @@ class Uploader:
         Kantata has are reported `created`, as an uninterrupted run would have, rather than `exists`."""
         self._record([Outcome(row, Status.CREATED if row in sent_before else Status.EXISTS, mid)
                       for row, mid in plan.existing.items()])  # fmt: skip
-        self._items = {i.row: i for i in plan.to_send}
         workers = max(1, min(SENDERS_PER_SLOT * self.client.settings.concurrency,
-                             -(-len(plan.to_send) // plan.batch_size)))  # fmt: skip
+                             -(-len(plan.rows) // plan.batch_size)))  # fmt: skip
         pool = ThreadPoolExecutor(workers, thread_name_prefix="kantata-send")
         try:
-            futures = [pool.submit(self._send_batch, batch) for batch in plan.batches()]
+            futures = []
+            for batch in plan.batches():  # (the plan may build its items meanwhile: the first batches are out)
+                self._items.update((i.row, i) for i in batch)
+                futures.append(pool.submit(self._send_batch, batch))
             for future in futures:
                 future.result()  # _send_batch catches what stops a run; anything else is a bug, raised here
         except KeyboardInterrupt:
@@ -115,9 +117,7 @@ class Uploader:
             pool.shutdown(wait=True, cancel_futures=True)
         stopped = self._stop
         reason = f"not sent: {stopped}" if stopped else "not sent"
-        self._record(
-            [Outcome(i.row, Status.NOT_SENT, None, (reason,)) for i in plan.to_send if i.row not in self.outcomes]
-        )
+        self._record([Outcome(row, Status.NOT_SENT, None, (reason,)) for row in plan.rows if row not in self.outcomes])
         stats = self.client.stats
         return UploadResult(
             outcomes=self.outcomes,
@@ -179,7 +179,7 @@ class Uploader:
             batch = pending
             try:
                 answer = self.client.create([i.body for i in batch], on_send=partial(self._sending, batch))
-            except Cancelled:
+            except (Cancelled, AuthError):  # a stop before this try left, or the token refused at the door
                 if attempt == 0:  # no try of these rows went unanswered: Kantata does not have them
                     self._withdrawn(batch)
                 raise

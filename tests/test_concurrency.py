@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+import importer.pipeline
+import importer.planner
 from importer.concurrency import Limiter
 from importer.pipeline import run_upload
 from importer.sandbox import DEFAULT_TOKEN
@@ -171,3 +173,30 @@ def test_the_projects_currencies_are_asked_while_the_batches_are_sent(sandbox: A
     assert result.counts["created"] == 60 and len(asked) == 6
     assert asked[-1] == 1 and sandbox.stats()["GET /workspaces"] == 1
     assert [t.currency for t in result.totals] == ["USD"]  # and its answer made it into the totals
+
+
+def test_the_first_batches_leave_before_the_last_requests_are_built(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first import of over 200 rows without user keys builds its requests while the first batches are sent
+    (pipeline._deferrable): here the building waits, after the second batch, for the first POST to arrive."""
+    sandbox.reset()
+    sandbox.set_faults(latency=0.05, latency_covers_work=True)
+    building = importer.planner.items_as_built
+    posts_while_building: list[int] = []
+
+    def watched(rows: Any) -> Any:
+        for n, item in enumerate(building(rows)):
+            if n == 200:  # the first batch (rows 0-99) has been handed to a sending thread by now
+                deadline = time.monotonic() + 3
+                while _posts(sandbox) == 0 and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                posts_while_building.append(_posts(sandbox))
+            yield item
+
+    monkeypatch.setattr(importer.pipeline, "items_as_built", watched)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=100)
+    result = run_upload(_schedule(tmp_path, 1000), settings)
+    assert posts_while_building and posts_while_building[0] >= 1
+    assert result.counts["created"] == 1000 and len(sandbox.milestones()) == 1000
+    assert sandbox.stats()["GET /billing_milestones"] == 1  # the projects' count; no key was looked up

@@ -200,8 +200,8 @@ def test_token_refused_midway_stops_with_exit_3_without_touching_other_rows(
                              "not_sent": 200 - created}  # fmt: skip
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     assert {f"T{o.row - 2}": o.milestone_id for o in result.outcomes.values() if o.milestone_id} == ids
-    # Each thread stops after its first refused request: the 20 batches are not all tried.
-    assert sandbox.stats()["POST /billing_milestones"] <= 2 * concurrency
+    # Each sending thread stops after its first refused request: the 20 batches are not all tried.
+    assert sandbox.stats()["POST /billing_milestones"] <= 2 * SENDERS_PER_SLOT * concurrency
 
 
 def _cli(path: Path, url: str, *extra: str, read_timeout: int = 20) -> subprocess.Popen[str]:
@@ -359,3 +359,35 @@ def test_rows_cancelled_before_they_were_sent_do_not_make_the_rerun_wait(sandbox
     assert "waiting up to" not in err, err  # nothing was left in flight: only rows that went out are waited for
     titles = Counter(str(m["title"]) for m in sandbox.milestones())
     assert len(titles) == 200 and set(titles.values()) == {1}
+
+
+def test_a_first_import_built_while_sending_stops_and_resumes_exactly_once(sandbox: Any, tmp_path: Path) -> None:
+    """Over 200 rows without user keys, the requests are built while the first batches are out
+    (pipeline._deferrable). Stopped midway (the token revoked), the re-run resumes from the journal: it builds
+    every request first, settles what was sent by key, and creates each row once."""
+    sandbox.reset()
+    path = tmp_path / "s.csv"
+    path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},{1001 + n % 2}\n" for n in range(600)))
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=50)
+
+    def revoke_after_first_batch(outcomes: Any) -> None:
+        sandbox.set_token("another-token")
+
+    first = run_upload(path, settings, on_outcomes=revoke_after_first_batch)
+    assert int(first.exit_code) == 3
+    created = first.counts["created"]
+    assert 50 <= created < 600 and first.counts["not_sent"] == 600 - created
+    assert len(sandbox.milestones()) == created
+
+    sandbox.set_token(DEFAULT_TOKEN)
+    said: list[str] = []
+    started = time.monotonic()
+    second = run_upload(path, settings, on_stage=said.append)
+    assert int(second.exit_code) == 0, second.stopped
+    assert any(s.startswith("resuming an interrupted upload") for s in said), said
+    # The batches refused with 401 were not written: journalled as withdrawn, so nothing is waited for.
+    assert not any("waiting up to" in s for s in said) and time.monotonic() - started < 60, said
+    assert second.counts["created"] == 600 and second.counts["exists"] == 0  # as an uninterrupted run reports
+    titles = Counter(str(m["title"]) for m in sandbox.milestones())
+    assert len(titles) == 600 and set(titles.values()) == {1}
+    assert {o.milestone_id for o in second.outcomes.values()} == {str(m["id"]) for m in sandbox.milestones()}
