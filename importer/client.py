@@ -375,12 +375,12 @@ class KantataClient:
                 return
             page += 1
 
-    def workspaces(self, ids: Iterable[int]) -> dict[int, WorkspaceInfo]:
+    def workspaces(self, ids: Iterable[int], *, stop: threading.Event | None = None) -> dict[int, WorkspaceInfo]:
         """The projects among `ids` that the token can see (a miss is simply absent), `only=` 200 ids a request.
 
         Cached for the client's life: GET /workspaces has a rate limit of its own, and a schedule names the same
         few projects on many rows."""
-        return self._lookup("workspaces", ids, {}, self._workspace_cache, _workspace)
+        return self._lookup("workspaces", ids, {}, self._workspace_cache, _workspace, stop)
 
     def stories(self, ids: Iterable[int]) -> dict[int, StoryInfo]:
         """The tasks among `ids` that the token can see, each with its project (`include=workspace`), cached."""
@@ -398,13 +398,14 @@ class KantataClient:
         extra: Mapping[str, str],
         cache: dict[int, _Info | None],
         make: Callable[[Mapping[str, Any]], _Info | None],
+        stop: threading.Event | None = None,
     ) -> dict[int, _Info]:
         wanted = sorted(set(ids))
         unknown = [i for i in wanted if i not in cache]
         for start in range(0, len(unknown), LOOKUP_CHUNK):
             chunk = unknown[start : start + LOOKUP_CHUNK]
             found: dict[int, _Info] = {}
-            for data in self._each_page(path, {**extra, "only": ",".join(map(str, chunk))}):
+            for data in self._each_page(path, {**extra, "only": ",".join(map(str, chunk))}, stop):
                 for obj in _primary(data, path):
                     info = make(obj)
                     if info is not None:

@@ -298,11 +298,11 @@ def run_upload(
         try:
             # Opened first: it says what an interrupted run of this import left in flight.
             journal = Journal.open(journal_path(out), schedule_digest(validated.rows, rows))
+            currencies_later = _Currencies(client, validated.rows)
             try:
                 if journal.sent_before:
                     say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
                         "before)")  # fmt: skip
-                currencies_later = _currencies_meanwhile(client, validated.rows)
                 try:
                     say(f"looking up {len(rows)} import keys in Kantata")
                     lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(rows))
@@ -342,13 +342,14 @@ def run_upload(
                                         on_withdrawn=journal.withdrawn)  # fmt: skip
                     result = uploader.run(the_plan, sent_before=journal.sent_before)
                     outcomes, stopped, made = result.outcomes, result.stopped, result.requests
-                    currencies = currencies_later() if stopped is None else {}
+                    currencies = currencies_later.result() if stopped is None else {}
                 else:
                     reason = f"not sent: {stopped}"
                     outcomes = {row: Outcome(row, Status.NOT_SENT, None, (reason,)) for row in rows}
                     made = {}
             finally:
                 journal.close(finished=False)
+                currencies_later.cancel()  # (answered by now, unless the run stopped early)
         finally:
             client.close()
         made = {**made, "GET": client.stats.gets, "POST": client.stats.posts}
@@ -382,31 +383,40 @@ def _abandoned_on_error(stream: Callable[[], StreamedResults | None]) -> Iterato
         raise
 
 
-def _currencies_meanwhile(client: KantataClient, rows: pd.DataFrame) -> Callable[[], dict[int, str]]:
+class _Currencies:
     """Each project's currency, so that totals show 120,001 JPY, not 1,200.01: one batched request for up to
     200 projects. Only a nicety: if Kantata withholds it (no financial access) or fails, totals stay in cents.
 
     Asked on a side thread while the keys are looked up and the batches sent (it was one more round trip after
-    the last answer); the returned call waits for it. A daemon thread, so a run that stops early neither waits
-    for it nor is kept from exiting by it."""
-    found: dict[int, str] = {}
-    projects = set(rows["workspace_id"].astype(int).tolist()) if "workspace_id" in rows.columns else set()
+    the last answer). `result` waits for it; a Ctrl-C during that wait costs only the currencies (every row is
+    settled by then). `cancel` (a run that stopped) sends no further try. A daemon thread: nothing waits for
+    it at exit."""
 
-    def ask() -> None:
+    def __init__(self, client: KantataClient, rows: pd.DataFrame) -> None:
+        self._found: dict[int, str] = {}
+        self._stop = threading.Event()
+        projects = set(rows["workspace_id"].astype(int).tolist()) if "workspace_id" in rows.columns else set()
+        self._thread = threading.Thread(target=self._ask, args=(client, projects), name="kantata-currencies",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def _ask(self, client: KantataClient, projects: set[int]) -> None:
         try:
-            answer = client.workspaces(projects)
-        except Exception:  # noqa: BLE001 - a nicety: whatever went wrong, totals stay in cents
+            answer = client.workspaces(projects, stop=self._stop)
+        except Exception:  # noqa: BLE001 - a nicety: whatever went wrong (Cancelled included), totals stay in cents
             return
-        found.update({w: info.currency for w, info in answer.items() if info.currency})
+        self._found.update({w: info.currency for w, info in answer.items() if info.currency})
 
-    thread = threading.Thread(target=ask, name="kantata-currencies", daemon=True)
-    thread.start()
+    def result(self) -> dict[int, str]:
+        try:
+            self._thread.join()
+        except KeyboardInterrupt:
+            self.cancel()
+            return {}
+        return dict(self._found)
 
-    def result() -> dict[int, str]:
-        thread.join()
-        return found
-
-    return result
+    def cancel(self) -> None:
+        self._stop.set()
 
 
 SETTLE_POLL = 2.0  # seconds between look-ups while waiting for an interrupted run's requests to finish

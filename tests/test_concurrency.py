@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import threading
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 import importer.pipeline
 import importer.planner
+from importer.client import KantataClient
 from importer.concurrency import Limiter
 from importer.pipeline import run_upload
 from importer.sandbox import DEFAULT_TOKEN
@@ -200,3 +202,31 @@ def test_the_first_batches_leave_before_the_last_requests_are_built(
     assert posts_while_building and posts_while_building[0] >= 1
     assert result.counts["created"] == 1000 and len(sandbox.milestones()) == 1000
     assert sandbox.stats()["GET /billing_milestones"] == 1  # the projects' count; no key was looked up
+
+
+def test_a_ctrl_c_while_the_currencies_are_awaited_costs_only_them(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every row is settled by the time the run waits for the currencies: a Ctrl-C then leaves totals in cents
+    and the run ends as it would have, workbook written, instead of losing the workbook."""
+    sandbox.reset()
+    slow = threading.Event()
+    asked = KantataClient.workspaces
+
+    def slow_workspaces(self: KantataClient, ids: Any, **kwargs: Any) -> Any:
+        slow.wait(3)  # Kantata is slow to answer this one
+        return asked(self, ids, **kwargs)
+
+    monkeypatch.setattr(KantataClient, "workspaces", slow_workspaces)
+    settled: list[int] = []
+
+    def press_ctrl_c_once_all_settled(outcomes: Any) -> None:
+        settled.extend(o.row for o in outcomes)
+        if len(settled) == 30:
+            threading.Timer(0.3, _thread.interrupt_main).start()  # the main thread is waiting for the currencies
+
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10)
+    result = run_upload(_schedule(tmp_path, 30), settings, on_outcomes=press_ctrl_c_once_all_settled)
+    slow.set()
+    assert int(result.exit_code) == 0 and result.counts["created"] == 30
+    assert result.output.exists() and [t.currency for t in result.totals] == [None]
