@@ -140,9 +140,9 @@ def items_as_built(rows: pd.DataFrame) -> Iterator[Item]:
     key hashes its occurrence in): the first batches can go out while the rest are built."""
     issues: list[CellIssue] = []
     for item in _items(rows, issues, None):
-        yield item
         if issues:  # sha-256 collided, or a user key slipped through: never send past it
             raise AssertionError(f"row {issues[0].row}: {issues[0].message}")
+        yield item
     if issues:
         raise AssertionError(f"row {issues[0].row}: {issues[0].message}")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,7 +27,7 @@ from typing import Any
 
 from importer.client import KantataClient, OutcomeUnknown
 from importer.concurrency import Cancelled
-from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted
+from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted, TokenRejected
 from importer.outcomes import Outcome, Status
 from importer.planner import Item, Plan
 
@@ -103,6 +103,8 @@ class Uploader:
         try:
             futures = []
             for batch in plan.batches():  # (the plan may build its items meanwhile: the first batches are out)
+                if self._stop is not None:  # a thread stopped the run: the rest stay not_sent, unbuilt
+                    break
                 self._items.update((i.row, i) for i in batch)
                 futures.append(pool.submit(self._send_batch, batch))
             for future in futures:
@@ -115,6 +117,8 @@ class Uploader:
             self._halt = True  # every batch is done by now, unless a bug is on its way up: then stop the rest
             self._cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(plan.items, Generator):  # items being built: let it end now (and clean up after itself)
+                plan.items.close()
         stopped = self._stop
         reason = f"not sent: {stopped}" if stopped else "not sent"
         self._record([Outcome(row, Status.NOT_SENT, None, (reason,)) for row in plan.rows if row not in self.outcomes])
@@ -179,8 +183,10 @@ class Uploader:
             batch = pending
             try:
                 answer = self.client.create([i.body for i in batch], on_send=partial(self._sending, batch))
-            except (Cancelled, AuthError):  # a stop before this try left, or the token refused at the door
-                if attempt == 0:  # no try of these rows went unanswered: Kantata does not have them
+            except (Cancelled, TokenRejected) as exc:  # a stop before this try left, or the token refused
+                # No try of these rows went unanswered, and this one wrote nothing: Kantata does not have them.
+                # (401 only: a 403 might come after part of a batch was written, which Kantata does not say.)
+                if attempt == 0 and (isinstance(exc, Cancelled) or exc.status == 401):
                     self._withdrawn(batch)
                 raise
             except OutcomeUnknown as unknown:

@@ -8,10 +8,12 @@ sandbox's, every bad row is `invalid` or `rejected` with a message, and nothing 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -21,7 +23,9 @@ from typing import Any
 import openpyxl
 import pytest
 
+import importer.pipeline
 from importer.pipeline import RunResult, run_upload
+from importer.planner import items_as_built
 from importer.sandbox import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
 from importer.upload import SENDERS_PER_SLOT
@@ -370,10 +374,32 @@ def test_a_first_import_built_while_sending_stops_and_resumes_exactly_once(sandb
     path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},{1001 + n % 2}\n" for n in range(600)))
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=50)
 
+    revoked = threading.Event()
+
     def revoke_after_first_batch(outcomes: Any) -> None:
         sandbox.set_token("another-token")
+        revoked.set()
 
-    first = run_upload(path, settings, on_outcomes=revoke_after_first_batch)
+    built: list[int] = []
+    collecting: list[bool] = []  # the collector is back on by the time the workbook is written
+
+    def building(rows: Any) -> Any:
+        for n, item in enumerate(items_as_built(rows)):
+            if n == 300:  # half built: hold on until the token is revoked and the next POST refused with 401
+                assert revoked.wait(10)
+                time.sleep(0.5)
+            built.append(item.row)
+            yield item
+
+    def noting(message: str) -> None:
+        if message.startswith("writing the results workbook"):
+            collecting.append(gc.isenabled())
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(importer.pipeline, "items_as_built", building)
+        first = run_upload(path, settings, on_outcomes=revoke_after_first_batch, on_stage=noting)
+    assert 300 <= len(built) < 600  # deferred: built while sending, and no further once the run had stopped
+    assert collecting == [True]
     assert int(first.exit_code) == 3
     created = first.counts["created"]
     assert 50 <= created < 600 and first.counts["not_sent"] == 600 - created
