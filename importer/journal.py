@@ -91,6 +91,8 @@ class Journal:
             journal.sent_before = journal._read_previous()
             if not journal.sent_before:
                 fh.truncate(0)
+            elif not journal.path.read_bytes().endswith(b"\n"):
+                fh.write("\n")  # a torn last line: end it, or the next line would be glued to it and lost
         except BaseException:
             fh.close()
             raise

@@ -101,3 +101,23 @@ def test_created_lines_lost_to_a_power_cut_cost_no_wait_and_no_duplicate(
     assert [result.outcomes[row].milestone_id for row in range(2, 12)] == [
         earlier.outcomes[row].milestone_id for row in range(2, 12)
     ]
+
+
+def test_a_line_after_a_torn_tail_is_not_lost(tmp_path: Path, make_schedule: MakeSchedule) -> None:
+    """A power cut mid-line leaves a torn last line; the resumed run's first line must not be glued onto it (and
+    ignored with it), or a third run would not know that batch was in flight."""
+    validated = validate_rows(load_schedule(make_schedule([good_row(n) for n in range(5)])), DEFAULT_OPTIONS)
+    items, _ = build_items(validated.rows)
+    path = tmp_path / ".results.xlsx.journal.jsonl"
+    journal = Journal.open(path, "digest-a")
+    journal.sending(items[:2])
+    journal.close(finished=False)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write('{"kind": "outcome", "row": 2, "sta')  # torn by the cut
+    resumed = Journal.open(path, "digest-a")
+    assert resumed.in_flight == {2, 3}
+    resumed.sending(items[2:4])
+    resumed.close(finished=False)
+    third = Journal.open(path, "digest-a")
+    assert third.in_flight == {2, 3, 4, 5}
+    third.close(finished=True)
