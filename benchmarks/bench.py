@@ -8,7 +8,8 @@ that process alone). The variants of one measurement are run interleaved (floor,
 so that a noisy neighbour slows them alike: compare the ratios, not the seconds (../shared/PERF-NOTES.md).
 
 1. I/O floor   benchmarks/floor.py: python-calamine (xlsx) or the csv module, then xlsxwriter constant-memory
-               writing the same cells plus three outcome columns. No checks: the least any tool must spend.
+               writing the same cells plus three outcome columns, packed as the importer packs (zlib level 1).
+               No checks: the least any tool must spend.
 2. dry run     `kantata-import validate FILE`, results workbook included.
 3. naive peer  benchmarks/naive_peer.py: pandas.read_excel (openpyxl) + a per-row loop + DataFrame.to_excel.
 4. upload      `kantata-import upload` of 100k rows to the sandbox (in this process; the CLI in its own) with
@@ -16,7 +17,8 @@ so that a noisy neighbour slows them alike: compare the ratios, not the seconds 
                the sandbox's own work (~6 ms of CPU a request, on the same 2 cores), the same with the results
                workbook written after sending instead of during it, and the latency as the time from arrival
                to answer with the work done meanwhile (what the floor's formula assumes); and with no
-               latency, to show what the sandbox and the client cost.
+               latency, to show what the sandbox and the client cost. Each 3 times round-robin (once with
+               --quick), medians.
 5. growth      time per row of the dry run at 10k, 100k and 1M rows (csv for 1M: .xlsx stops at 1,048,576).
 """
 
@@ -144,7 +146,8 @@ def upload(folder: Path, n: int, latency: float, extra_env: dict[str, str] | Non
     return run, {**made, "send_seconds": at["writing"] - at["sending"]}
 
 
-def uploads(folder: Path, n: int) -> list[str]:
+def uploads(folder: Path, n: int, repeat: int) -> list[str]:
+    """Each variant `repeat` times, round-robin; the medians of the whole command and of its sending stage."""
     rows = ["| upload | rows | seconds (all) | of which sending | requests | floor (s) | sending ÷ floor "
             "| all ÷ floor |", "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
     variants = [
@@ -153,13 +156,18 @@ def uploads(folder: Path, n: int) -> list[str]:
         (0.1, " from arrival to answer, work included", None, True),
         (0.0, "", None, False),
     ]
-    for latency, label, extra, covers_work in variants:
-        run, made = upload(folder, n, latency, extra, covers_work=covers_work)
+    runs: list[list[tuple[Run, dict[str, float]]]] = [[] for _ in variants]
+    for _ in range(repeat):
+        for done, (latency, _label, extra, covers_work) in zip(runs, variants, strict=True):
+            done.append(upload(folder, n, latency, extra, covers_work=covers_work))
+    for done, (latency, label, _extra, _covers) in zip(runs, variants, strict=True):
+        seconds = statistics.median(run.seconds for run, _ in done)
+        send = statistics.median(made["send_seconds"] for _, made in done)
+        made = done[0][1]
         floor = made["POST"] * latency / DEFAULT_CONCURRENCY
-        send = made["send_seconds"]
-        ratios = f"{send / floor:.2f} | {run.seconds / floor:.2f}" if floor else "- | -"
+        ratios = f"{send / floor:.2f} | {seconds / floor:.2f}" if floor else "- | -"
         rows.append(f"| {latency * 1000:.0f} ms latency{label}, concurrency {DEFAULT_CONCURRENCY} (sandbox saw "
-                    f"{made['concurrency']:.0f} at once) | {n:,} | {run.seconds:.1f} | {send:.1f} | "
+                    f"{made['concurrency']:.0f} at once) | {n:,} | {seconds:.1f} | {send:.1f} | "
                     f"{made['POST']:.0f} POST + {made['GET']:.0f} GET | {floor:.1f} | {ratios} |")  # fmt: skip
         print(rows[-1], flush=True)
     return rows
@@ -192,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         growth.append(f"growth: µs/row at 100k ÷ at 10k (xlsx) = {g:.2f}")
         print("\n".join(growth), flush=True)
     if not args.skip_upload:
-        table += ["", *uploads(folder, 20_000 if args.quick else 100_000)]
+        table += ["", *uploads(folder, 20_000 if args.quick else 100_000, 1 if args.quick else 3)]
     print("\n" + "\n".join([*table, "", *growth]))
     return 0
 
