@@ -10,7 +10,7 @@ from importer.cells import DEFAULT_OPTIONS
 from importer.journal import Journal, journal_path, schedule_digest
 from importer.loader import load_schedule
 from importer.pipeline import run_upload
-from importer.planner import build_items
+from importer.planner import Item, build_items
 from importer.sandbox import DEFAULT_TOKEN
 from importer.schema import validate_rows
 from importer.settings import Secret, Settings
@@ -52,15 +52,21 @@ def test_a_row_left_out_of_the_items_changes_the_digest(make_schedule: MakeSched
     )
 
 
-def test_a_reopened_journal_restores_what_was_sent_only_for_its_digest(
-    tmp_path: Path, make_schedule: MakeSchedule
-) -> None:
+def _journal_of_sent(tmp_path: Path, make_schedule: MakeSchedule, sent: int) -> tuple[Path, list[Item]]:
+    """A journal ("digest-a") of an import of five rows that sent its first `sent` rows, and those items."""
     validated = validate_rows(load_schedule(make_schedule([good_row(n) for n in range(5)])), DEFAULT_OPTIONS)
     items, _ = build_items(validated.rows)
     path = tmp_path / ".results.xlsx.journal.jsonl"
     journal = Journal.open(path, "digest-a")
-    journal.sending(items[:3])
+    journal.sending(items[:sent])
     journal.close(finished=False)
+    return path, items
+
+
+def test_a_reopened_journal_restores_what_was_sent_only_for_its_digest(
+    tmp_path: Path, make_schedule: MakeSchedule
+) -> None:
+    path, _ = _journal_of_sent(tmp_path, make_schedule, 3)
     same = Journal.open(path, "digest-a")
     assert (same.sent_before, same.in_flight) == ({2, 3, 4}, {2, 3, 4})
     same.close(finished=False)
@@ -106,12 +112,7 @@ def test_created_lines_lost_to_a_power_cut_cost_no_wait_and_no_duplicate(
 def test_a_line_after_a_torn_tail_is_not_lost(tmp_path: Path, make_schedule: MakeSchedule) -> None:
     """A power cut mid-line leaves a torn last line; the resumed run's first line must not be glued onto it (and
     ignored with it), or a third run would not know that batch was in flight."""
-    validated = validate_rows(load_schedule(make_schedule([good_row(n) for n in range(5)])), DEFAULT_OPTIONS)
-    items, _ = build_items(validated.rows)
-    path = tmp_path / ".results.xlsx.journal.jsonl"
-    journal = Journal.open(path, "digest-a")
-    journal.sending(items[:2])
-    journal.close(finished=False)
+    path, items = _journal_of_sent(tmp_path, make_schedule, 2)
     with path.open("a", encoding="utf-8") as fh:
         fh.write('{"kind": "outcome", "row": 2, "sta')  # torn by the cut
     resumed = Journal.open(path, "digest-a")
