@@ -106,9 +106,10 @@ def _deferrable(rows: pd.DataFrame) -> bool:
     return len(rows) > LOOKUP_CHUNK and not has_user_keys(rows)
 
 
-def _built_while_sending(rows: pd.DataFrame) -> Iterator[Item]:
-    """The items of deferred rows, made as the uploader takes batches, with the collector paused meanwhile as
-    _prepare pauses it (and the result frozen, as there)."""
+def _built(rows: pd.DataFrame) -> Iterator[Item]:
+    """The items of deferred rows, made as they are taken (by the uploader, batch by batch, or all at once when
+    a key must be looked up after all), with the collector paused meanwhile as _prepare pauses it (and the
+    result frozen, as there)."""
     with _collector_paused():
         yield from items_as_built(rows)
     gc.freeze()
@@ -298,7 +299,8 @@ def run_upload(
         try:
             # Opened first: it says what an interrupted run of this import left in flight.
             journal = Journal.open(journal_path(out), schedule_digest(validated.rows, rows))
-            currencies_later = _Currencies(client, validated.rows)
+            projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist())) if rows else []
+            currencies_later = _Currencies(client, projects)
             try:
                 if journal.sent_before:
                     say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
@@ -310,16 +312,13 @@ def run_upload(
                     if deferred and journal.sent_before:
                         deferred = False  # a resume settles what it sent by key: every key is needed
                     elif deferred:
-                        projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist()))
                         untouched = client.projects_without_imports(projects)
                         deferred = len(untouched) == len(projects)  # Kantata has none of these rows
                     if deferred:
                         existing: dict[ImportKey, str] = {}
                     else:
                         if not items and rows:  # deferred, but a key must be looked up after all: build them now
-                            with _collector_paused():
-                                items, _ = build_items(validated.rows)
-                            gc.freeze()
+                            items = list(_built(validated.rows))
                         existing = client.find_imported(items, untouched=untouched)
                         existing.update(_settle_in_flight(client, journal, items, existing, settings, say))
                     lookup.end(len(rows))
@@ -328,7 +327,7 @@ def run_upload(
                 except KeyboardInterrupt:
                     existing, stopped = {}, Interrupted()
                 if deferred and stopped is None:
-                    the_plan = Plan(rows, _built_while_sending(validated.rows), {}, settings.batch_size)
+                    the_plan = Plan(rows, _built(validated.rows), {}, settings.batch_size)
                 else:
                     the_plan = plan(items, existing, batch_size=settings.batch_size)
                 if stopped is None:
@@ -392,15 +391,14 @@ class _Currencies:
     settled by then). `cancel` (a run that stopped) sends no further try. A daemon thread: nothing waits for
     it at exit."""
 
-    def __init__(self, client: KantataClient, rows: pd.DataFrame) -> None:
+    def __init__(self, client: KantataClient, projects: Sequence[int]) -> None:
         self._found: dict[int, str] = {}
         self._stop = threading.Event()
-        projects = set(rows["workspace_id"].astype(int).tolist()) if "workspace_id" in rows.columns else set()
         self._thread = threading.Thread(target=self._ask, args=(client, projects), name="kantata-currencies",
                                         daemon=True)  # fmt: skip
         self._thread.start()
 
-    def _ask(self, client: KantataClient, projects: set[int]) -> None:
+    def _ask(self, client: KantataClient, projects: Sequence[int]) -> None:
         try:
             answer = client.workspaces(projects, stop=self._stop)
         except Exception:  # noqa: BLE001 - a nicety: whatever went wrong (Cancelled included), totals stay in cents
