@@ -7,6 +7,7 @@ Pandera's failure cases become `CellIssue`s here, at the boundary; nothing downs
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -130,8 +131,8 @@ def _parse_column(
     """Each cell parsed once per distinct value: a schedule repeats its workspaces, types and dates thousands
     of times. Keyed by (type, value), since 1, 1.0 and True are equal in Python but not to a parser."""
     values = cells.tolist()
-    if f.kind in _WHOLE_NUMBER_KINDS and (whole := _whole_floats(values)) is not None:
-        return whole
+    if (fast := _column_at_once(f.kind, values)) is not None:
+        return fast
     parse: Callable[[object], object] = parser_for(f, options)
 
     def fill(key: tuple[type, object], cell: object) -> object:
@@ -155,6 +156,42 @@ def _parse_column(
 
 
 _WHOLE_NUMBER_KINDS = {"cents", "id"}
+_WHOLE_TEXT = re.compile(r"[+-]?[0-9]{1,18}")  # below 10**18: within int64, as the parser's range check asks
+
+
+def _column_at_once(kind: str, values: list[object]) -> list[object] | None:
+    """The parser's results for a column whose every cell is the common case (a CSV's amounts, ids and titles
+    are all distinct text), a column at a time; None for any other column, which the parser then sees whole."""
+    if kind in _WHOLE_NUMBER_KINDS:
+        whole = _whole_floats(values)
+        return whole if whole is not None else _whole_texts(values)
+    if kind == "text":
+        return _plain_texts(values)
+    return None
+
+
+def _stripped(values: list[object]) -> list[str] | None:
+    """Every cell's text without the surrounding blanks, if every cell is text (None otherwise)."""
+    if not values or any(v.__class__ is not str for v in values):
+        return None
+    return [cast(str, v).strip() for v in values]
+
+
+def _whole_texts(values: list[object]) -> list[object] | None:
+    """Integer text ("733569", " -12 ") as ints, exactly as `parse_cents` / `parse_id` read it; None when a
+    cell is blank, a decimal, or anything else the parser must explain."""
+    texts = _stripped(values)
+    if texts is None or not all(map(_WHOLE_TEXT.fullmatch, texts)):
+        return None
+    return list(map(int, texts))
+
+
+def _plain_texts(values: list[object]) -> list[object] | None:
+    """Text cells as `parse_text` gives them (stripped); None when one is blank or an Excel error value."""
+    texts = _stripped(values)
+    if texts is None or not all(texts) or not ERROR_VALUES.isdisjoint(texts):
+        return None
+    return cast(list[object], texts)
 
 
 def _whole_floats(values: list[object]) -> list[object] | None:

@@ -86,6 +86,36 @@ def test_the_numpy_path_for_number_columns_agrees_with_the_parser(values: list[f
         assert fast == parsed and all(type(n) is int for n in fast)
 
 
+TEXT_CELLS = st.one_of(
+    st.integers(min_value=-(2**64), max_value=2**64).map(str),  # past int64 too
+    st.tuples(
+        st.sampled_from(["", " ", "\u00a0", "\t"]),
+        st.sampled_from(["+", "-", ""]),
+        st.from_regex(r"[0-9]{1,20}", fullmatch=True),
+        st.sampled_from(["", " ", "\u3000"]),
+    ).map("".join),
+    st.sampled_from(["", "  ", "12.5", "101.0", "1e3", "1_000", "١٢", "#N/A", " #REF! ", "0x10", "-", "+"]),
+    st.text(max_size=8),
+)
+
+
+@given(st.sampled_from(["cents", "id", "text"]), st.lists(TEXT_CELLS, min_size=1, max_size=30))
+def test_the_column_paths_for_text_cells_agree_with_the_parser(kind: str, values: list[str]) -> None:
+    """`_column_at_once` (a CSV column at a time) gives exactly what each cell's parse gives, or leaves the
+    column to the parser when one cell is blank or a problem the parser must explain."""
+    from importer.cells import parser_for
+    from importer.columns import FIELDS
+    from importer.schema import _column_at_once, _parse_cell
+
+    field = next(f for f in FIELDS if f.kind == kind)
+    parsed = [_parse_cell(v, parser_for(field)) for v in values]
+    fast = _column_at_once(kind, list(values))
+    if any(p is None or isinstance(p, CellProblem) for p in parsed):
+        assert fast is None
+    elif fast is not None:
+        assert fast == parsed and [type(v) for v in fast] == [type(p) for p in parsed]
+
+
 @settings(max_examples=10, deadline=None)
 @given(st.lists(CENTS, min_size=1, max_size=200))
 def test_amounts_round_trip_through_a_real_workbook(
