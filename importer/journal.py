@@ -9,7 +9,8 @@ is the one an uninterrupted run would have written. A journal belongs to one sch
 path; it is removed when a run ends with every row settled, and kept (for the next run to resume from) when it
 stops early.
 
-Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out. A
+Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out,
+at most SENDING_AHEAD seconds before (see that constant). A
 "created" line is not fsynced: should it be lost (power loss), the row counts as in flight on resume, and the
 look-up that settles in-flight rows finds it in Kantata at once, so nothing waits and nothing is sent twice.
 Skipping that fsync (1 ms under load, taken while the other threads wait) saves a slot's worth of time per
@@ -35,6 +36,13 @@ import pandas as pd
 from importer.errors import ConfigError
 from importer.outcomes import Outcome, Status
 from importer.planner import Item
+
+# A batch's "sending" line is written (and fsynced) before its thread waits for a slot, so that the fsync
+# overlaps the wait instead of holding the slot (2 ms of every 110 ms request cycle at 100 ms latency); a POST
+# that leaves later than this after its line writes a fresh one first. So every request leaves within
+# SENDING_AHEAD of a "sending" line of its rows, and a resume waits that much longer than read_timeout for
+# the requests of an interrupted run (pipeline._settle_in_flight).
+SENDING_AHEAD = 2.0
 
 VERSION = 2  # 2: the digest hashes the validated rows column-wise (1 hashed each request body)
 
@@ -77,7 +85,7 @@ class Journal:
         self.digest = digest
         self.sent_before: set[int] = set()  # rows an interrupted run of this same import sent (or created)
         self.in_flight: set[int] = set()  # of those, the ones whose answer it never saw
-        self.last_sent_at = 0.0  # when it last sent (time.time()): its requests may still be running at Kantata
+        self.last_sent_at = 0.0  # its last "sending" line (time.time()): its requests may still be running
         self._fh: IO[str] | None = None
         self._write_lock = threading.Lock()
 
@@ -126,7 +134,8 @@ class Journal:
         return sent | created
 
     def sending(self, items: Sequence[Item]) -> None:
-        """Called before a batch goes out: from here on, Kantata may hold these rows because of this import."""
+        """Called before a batch goes out (within SENDING_AHEAD): from then on, Kantata may hold these rows
+        because of this import."""
         self._write([{"kind": "sending", "rows": [i.row for i in items], "at": time.time()}])
 
     def withdrawn(self, items: Sequence[Item]) -> None:

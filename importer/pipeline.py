@@ -30,7 +30,7 @@ from importer.cells import DEFAULT_OPTIONS, ParseOptions
 from importer.checks import OnlineCheck, check_online, duplicate_rows
 from importer.client import LOOKUP_CHUNK, KantataClient, WorkspaceInfo
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, Interrupted, MissingToken
-from importer.journal import Journal, journal_path, schedule_digest
+from importer.journal import SENDING_AHEAD, Journal, journal_path, schedule_digest
 from importer.loader import RawSchedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
 from importer.planner import ImportKey, Item, Plan, build_items, has_user_keys, items_as_built, plan, reference_issues
@@ -431,9 +431,10 @@ def _settle_in_flight(
     """Rows an interrupted run sent without seeing the answer may still be being written at Kantata (a request
     can run for read_timeout seconds): wait for them rather than send them again and create them twice. They are
     looked up every SETTLE_POLL seconds until they are all there or that much time has passed since the last
-    send; what is still missing then was never written, and is sent."""
+    request can have left (SENDING_AHEAD after the last "sending" line); what is still missing then was never
+    written, and is sent."""
     pending = [i for i in items if i.row in journal.in_flight and i.key not in existing]
-    deadline = journal.last_sent_at + settings.read_timeout
+    deadline = journal.last_sent_at + SENDING_AHEAD + settings.read_timeout
     found: dict[ImportKey, str] = {}
     if pending and time.time() < deadline:
         wait = deadline - time.time()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Collection, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any
 from importer.client import KantataClient, OutcomeUnknown
 from importer.concurrency import Cancelled
 from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted, TokenRejected
+from importer.journal import SENDING_AHEAD
 from importer.outcomes import Outcome, Status
 from importer.planner import Item, Plan
 
@@ -156,11 +158,22 @@ class Uploader:
         except (ApiUnavailable, AuthError) as exc:
             self._stop_with(exc)
 
-    def _sending(self, batch: Sequence[Item]) -> None:
-        """Just before a POST leaves: from now on Kantata may hold these rows (journalled before the request)."""
+    def _journal_ahead(self, batch: Sequence[Item]) -> list[float]:
+        """Before the slot wait: `on_sending` (the journal's fsync) overlaps it instead of holding the slot.
+        Returns when it was called, for `_sending` (a list: a fresh call inside the slot updates it)."""
+        called = [time.monotonic()]
+        if self._on_sending is not None:  # not under self._lock: its fsync holds up no thread recording answers
+            self._on_sending(batch)
+        return called
+
+    def _sending(self, batch: Sequence[Item], journalled: list[float]) -> None:
+        """Just before a POST leaves: from now on Kantata may hold these rows. Their "sending" line was written
+        before the slot wait; if that was longer ago than journal.SENDING_AHEAD (a long wait, a retry after a
+        backoff), it is written again now."""
         with self._sent_lock:
             self._sent.update(i.row for i in batch)
-        if self._on_sending is not None:  # not under self._lock: its fsync holds up no thread recording answers
+        if self._on_sending is not None and time.monotonic() - journalled[0] > SENDING_AHEAD:
+            journalled[0] = time.monotonic()
             self._on_sending(batch)
 
     def _withdrawn(self, batch: Sequence[Item]) -> None:
@@ -182,7 +195,8 @@ class Uploader:
             self._check_stop()
             batch = pending
             try:
-                answer = self.client.create([i.body for i in batch], on_send=partial(self._sending, batch))
+                journalled = self._journal_ahead(batch)
+                answer = self.client.create([i.body for i in batch], on_send=partial(self._sending, batch, journalled))
             except (Cancelled, TokenRejected) as exc:  # a stop before this try left, or the token refused
                 # No try of these rows went unanswered, and this one wrote nothing: Kantata does not have them.
                 # (401 only: a 403 might come after part of a batch was written, which Kantata does not say.)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import _thread
+import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 import importer.pipeline
 import importer.planner
+import importer.upload
 from importer.client import KantataClient
 from importer.concurrency import Limiter
+from importer.journal import Journal
 from importer.pipeline import run_upload
 from importer.sandbox import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
@@ -159,6 +163,42 @@ def test_the_next_batch_leaves_while_the_answer_before_it_is_still_being_recorde
     assert result.counts["created"] == 30 and len(sandbox.milestones()) == 30
     assert posts_seen[0] == 2
     assert sandbox.most_in_flight == 1  # the limiter still let one request out at a time
+
+
+def test_a_batch_whose_slot_came_late_is_journalled_again_just_before_it_leaves(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's "sending" line is written before its thread waits for a slot (the fsync overlaps the wait); a
+    request leaving more than SENDING_AHEAD after that line writes a fresh one first. So every request leaves
+    within SENDING_AHEAD of a line of its rows, which is what a resumed run's wait counts on."""
+    ahead = 0.05
+    monkeypatch.setattr(importer.upload, "SENDING_AHEAD", ahead)
+    sandbox.reset()
+    sandbox.set_faults(latency=0.15)  # the spare thread waits a whole request for the single slot
+    lines: list[tuple[float, tuple[int, ...]]] = []
+    posts: list[tuple[float, tuple[int, ...]]] = []
+    journal_sending, post = Journal.sending, requests.Session.post
+
+    def sending(self: Journal, items: Any) -> None:
+        journal_sending(self, items)  # recorded once written: the line is durable from here on
+        lines.append((time.monotonic(), tuple(i.row for i in items)))
+
+    def posting(self: requests.Session, url: str, **kwargs: Any) -> requests.Response:
+        if url.endswith("/billing_milestones") and "data" in kwargs:
+            titles = [m["title"] for m in json.loads(kwargs["data"])["billing_milestones"]]
+            posts.append((time.monotonic(), tuple(int(t[1:]) + 2 for t in titles)))  # R0 is on row 2
+        return post(self, url, **kwargs)
+
+    monkeypatch.setattr(Journal, "sending", sending)
+    monkeypatch.setattr(requests.Session, "post", posting)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=1)
+    result = run_upload(_schedule(tmp_path, 40), settings)
+    assert result.counts["created"] == 40 and len(posts) == 4
+    for at, rows in posts:
+        written = [t for t, r in lines if r == rows and t <= at]
+        assert written and at - max(written) <= ahead, (rows, [round(at - t, 3) for t in written])
+    # Both ways were taken: lines written ahead of a slot wait, and again for the batches whose wait was long.
+    assert len(lines) > len(posts) and any(at - min(t for t, r in lines if r == rows) > ahead for at, rows in posts)
 
 
 def test_the_projects_currencies_are_asked_while_the_batches_are_sent(sandbox: Any, tmp_path: Path) -> None:

@@ -170,7 +170,9 @@ def test_retries_exhausted_stop_the_run_with_exit_4_and_a_rerun_completes(sandbo
     sandbox.set_faults(fail_every=1)  # every POST fails
     path = tmp_path / "s.csv"
     path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},1001\n" for n in range(120)))
-    fast = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), max_attempts=3, backoff_base=0.001)
+    # A 503 may follow a write, so the re-run waits read_timeout for those rows before sending them: 1 s here.
+    fast = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), max_attempts=3, backoff_base=0.001,
+                    read_timeout=1)  # fmt: skip
     first = run_upload(path, fast)
     assert int(first.exit_code) == 4
     assert first.counts["not_sent"] == 120 and sandbox.milestones() == []
