@@ -17,8 +17,10 @@ so that a noisy neighbour slows them alike: compare the ratios, not the seconds 
                the sandbox's own work (~6 ms of CPU a request, on the same 2 cores), the same with the results
                workbook written after sending instead of during it, and the latency as the time from arrival
                to answer with the work done meanwhile (what the floor's formula assumes); and with no
-               latency, to show what the sandbox and the client cost. Each 3 times round-robin (once with
-               --quick), medians.
+               latency, to show what the sandbox and the client cost. With both latencies also the bare
+               client (benchmarks/bare_client.py: bodies built before the clock, posted by 4 threads,
+               nothing recorded): what the sandbox and the transport leave of the floor. Each 3 times
+               round-robin (once with --quick), medians.
 5. growth      time per row of the dry run at 10k, 100k and 1M rows (csv for 1M: .xlsx stops at 1,048,576).
 """
 
@@ -58,8 +60,9 @@ def measure(cmd: Sequence[str], env: dict[str, str] | None = None, marks: list[t
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[tuple[float, str]] = [] if marks is None else marks
     assert proc.stderr is not None
-    for line in proc.stderr:
-        lines.append((time.perf_counter() - started, line.rstrip("\n")))
+    with proc.stderr:
+        for line in proc.stderr:
+            lines.append((time.perf_counter() - started, line.rstrip("\n")))
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -122,20 +125,27 @@ def dry_runs(folder: Path, sizes: list[tuple[int, str]], repeat: int, naive_up_t
     return out, per_row
 
 
-def upload(folder: Path, n: int, latency: float, extra_env: dict[str, str] | None = None, *,
+BARE = "bare"  # upload()'s `extra_env` for benchmarks/bare_client.py instead of the importer
+
+
+def upload(folder: Path, n: int, latency: float, extra_env: dict[str, str] | str | None = None, *,
            covers_work: bool = False) -> tuple[Run, dict[str, float]]:  # fmt: skip
     """One upload of n fresh rows at the default concurrency, in a fresh process, to a sandbox in this one (which
-    only waits meanwhile); returns the run, what the sandbox counted and how long the sending stage took."""
+    only waits meanwhile); returns the run, what the sandbox counted and how long the sending stage took.
+    `extra_env` BARE: the bare client (benchmarks/bare_client.py) sends them instead of the importer."""
     from importer.sandbox import DEFAULT_TOKEN, Sandbox
 
     path = ensure(folder, n, "csv")
     out = folder / f"upload_{n}_{latency}.xlsx"
     out.unlink(missing_ok=True)
     marks: list[tuple[float, str]] = []
+    bare = extra_env == BARE
+    command = [PY, "-m", "benchmarks.bare_client", str(path)] if bare else [*CLI, "upload", str(path), "-o", str(out)]
     with Sandbox() as sandbox:
         sandbox.set_faults(latency=latency, latency_covers_work=covers_work)
-        env = {**os.environ, **(extra_env or {}), "KANTATA_API_TOKEN": DEFAULT_TOKEN, "KANTATA_BASE_URL": sandbox.url}
-        run = measure([*CLI, "upload", str(path), "-o", str(out)], env, marks)
+        env = {**os.environ, **(extra_env if isinstance(extra_env, dict) else {}), "KANTATA_API_TOKEN": DEFAULT_TOKEN,
+               "KANTATA_BASE_URL": sandbox.url}  # fmt: skip
+        run = measure(command, env, marks)
         stats = sandbox.stats()
         created = len(sandbox.milestones())
         if created != n:
@@ -143,17 +153,19 @@ def upload(folder: Path, n: int, latency: float, extra_env: dict[str, str] | Non
         made = {"POST": stats.get("POST /billing_milestones", 0), "GET": stats.get("GET /billing_milestones", 0),
                 "concurrency": sandbox.most_in_flight}  # fmt: skip
     at = {text.split(" ")[0]: t for t, text in marks}  # "sending ..." and "writing ..." are stage messages
-    return run, {**made, "send_seconds": at["writing"] - at["sending"]}
+    return run, {**made, "send_seconds": at["sent" if bare else "writing"] - at["sending"]}
 
 
 def uploads(folder: Path, n: int, repeat: int) -> list[str]:
     """Each variant `repeat` times, round-robin; the medians of the whole command and of its sending stage."""
     rows = ["| upload | rows | seconds (all) | of which sending | requests | floor (s) | sending ÷ floor "
             "| all ÷ floor |", "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
-    variants = [
+    variants: list[tuple[float, str, dict[str, str] | str | None, bool]] = [
         (0.1, " added after the sandbox's work", None, False),
         (0.1, " added, workbook written after sending", NO_STREAM, False),
+        (0.1, " added, the bare client (nothing recorded)", BARE, False),
         (0.1, " from arrival to answer, work included", None, True),
+        (0.1, " from arrival to answer, the bare client", BARE, True),
         (0.0, "", None, False),
     ]
     runs: list[list[tuple[Run, dict[str, float]]]] = [[] for _ in variants]
