@@ -25,7 +25,7 @@ import pandas as pd
 
 from importer.columns import EXT, EXT_REQUIRED, FIELDS, LOCAL_ONLY, REQUIRED
 from importer.errors import CellIssue
-from importer.progress import Tick, Ticker
+from importer.progress import CHUNK, Tick, Ticker
 
 SERVICE_NAME = "kantata-import"
 SERVICE_MODEL = "billing_schedule_row"
@@ -154,35 +154,41 @@ def _items(rows: pd.DataFrame, issues: list[CellIssue], on_progress: Tick | None
         return
     occurrences: Counter[str] = Counter()
     first_row: dict[ImportKey, int] = {}
-    columns = _columns(rows)
-    for name in REQUIRED:
-        values = columns.get(name)
-        if values is None or None in values:  # the schema guarantees these; a miss here is a bug, never a
-            missing = rows.index[0] if values is None else rows.index[values.index(None)]  # silent omission
-            raise AssertionError(f"valid row {missing} without {name}")
-    top = [(name, columns[name]) for name in _TOP_FIELDS if name in columns]
-    ext = [(name[len(EXT) :], columns[name]) for name in _EXT_FIELDS if name in columns]
-    contents = _key_contents(columns, len(rows))
     sha256 = hashlib.sha256
-    for i, row in enumerate(rows.index.tolist()):
-        ticker.at(i)
-        body = {name: v for name, values in top if (v := values[i]) is not None}
-        reference = {name: v for name, values in ext if (v := values[i]) is not None} if ext else None
-        if reference:
-            body["external_reference"] = reference
-            key = ImportKey(reference["service_name"], reference["service_model"], reference["service_model_ref"])
-        else:
-            content = contents[i]
-            occurrences[content] += 1
-            digest = sha256(f"{content}#{occurrences[content]}".encode()).hexdigest()
-            key = ImportKey(SERVICE_NAME, SERVICE_MODEL, KEY_PREFIX + digest[:24])
-            body["external_reference"] = {"service_name": SERVICE_NAME, "service_model": SERVICE_MODEL,
-                                          "service_model_ref": key.ref}  # fmt: skip
-        if key in first_row:
-            issues.append(_reused(int(row), key, first_row[key]))
-            continue
-        first_row[key] = int(row)
-        yield Item(int(row), key, body)
+    # A chunk of rows at a time: the column-wise steps (lists, key texts) take 0.3 s for 100k rows, which would
+    # all come before the first item, and so before a deferred upload's first POST. Per row, a chunk gives what
+    # the whole frame gives: a field no row of the chunk has is left out of its bodies, as a blank is.
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows.iloc[start : start + CHUNK]
+        columns = _columns(chunk)
+        for name in REQUIRED:
+            values = columns.get(name)
+            if values is None or None in values:  # the schema guarantees these; a miss here is a bug, never a
+                missing = chunk.index[0] if values is None else chunk.index[values.index(None)]  # silent omission
+                raise AssertionError(f"valid row {missing} without {name}")
+        top = [(name, columns[name]) for name in _TOP_FIELDS if name in columns]
+        ext = [(name[len(EXT) :], columns[name]) for name in _EXT_FIELDS if name in columns]
+        contents = _key_contents(columns, len(chunk))
+        for i, row in enumerate(chunk.index.tolist()):
+            ticker.at(start + i)
+            body = {name: v for name, values in top if (v := values[i]) is not None}
+            reference = {name: v for name, values in ext if (v := values[i]) is not None} if ext else None
+            if reference:
+                body["external_reference"] = reference
+                key = ImportKey(reference["service_name"], reference["service_model"],
+                                reference["service_model_ref"])  # fmt: skip
+            else:
+                content = contents[i]
+                occurrences[content] += 1
+                digest = sha256(f"{content}#{occurrences[content]}".encode()).hexdigest()
+                key = ImportKey(SERVICE_NAME, SERVICE_MODEL, KEY_PREFIX + digest[:24])
+                body["external_reference"] = {"service_name": SERVICE_NAME, "service_model": SERVICE_MODEL,
+                                              "service_model_ref": key.ref}  # fmt: skip
+            if key in first_row:
+                issues.append(_reused(int(row), key, first_row[key]))
+                continue
+            first_row[key] = int(row)
+            yield Item(int(row), key, body)
     ticker.end(len(rows))
 
 

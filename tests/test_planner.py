@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -54,6 +55,32 @@ def test_a_user_reference_is_the_key_and_may_not_repeat(make_schedule: MakeSched
     assert [i.key for i in items] == [ImportKey("NetSuite", "line", "L-1")]
     assert [(i.row, i.code) for i in issues] == [(3, "duplicate-external-reference")]
     assert "row 2" in issues[0].message
+
+
+def test_items_built_a_chunk_of_rows_at_a_time_are_those_of_the_whole_frame(
+    make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 2 rows: fields only some chunks have (a date, a task, a user reference), an identical row in
+    another chunk (its occurrence counts on), and a user reference reused across chunks (still an issue)."""
+    import datetime as dt
+
+    import importer.planner
+
+    headers = ["title", "amount_in_cents", "workspace_id", "date_to_invoice", "story_id", "billing_type",
+               "External service", "External type", "External ID"]  # fmt: skip
+    path = make_schedule([["A", 1, 1001, None, None, None, None, None, None],
+                          ["A", 1, 1001, None, None, None, None, None, None],
+                          ["B", 2, 1002, dt.date(2026, 3, 31), 7, "upon_completion", None, None, None],
+                          ["A", 1, 1001, None, None, None, "NetSuite", "line", "L-1"],
+                          ["A", 1, 1001, None, None, None, None, None, None],
+                          ["C", 3, 1001, None, None, "fixed_date", "NetSuite", "line", "L-1"],
+                          ["D", 4, 1001, None, None, None, None, None, None]], headers=headers)  # fmt: skip
+    rows = validate_rows(load_schedule(path)).rows
+    whole = build_items(rows)
+    monkeypatch.setattr(importer.planner, "CHUNK", 2)
+    chunked = build_items(rows)
+    assert chunked == whole and len(whole[0]) == 6 and [i.row for i in whole[1]] == [7]
+    assert len({i.key for i in whole[0]}) == 6
 
 
 def test_the_dry_run_check_finds_the_same_reused_references_as_build_items(make_schedule: MakeSchedule) -> None:
