@@ -9,10 +9,10 @@ is the one an uninterrupted run would have written. A journal belongs to one sch
 path; it is removed when a run ends with every row settled, and kept (for the next run to resume from) when it
 stops early.
 
-Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out,
-at most SENDING_AHEAD seconds before (see that constant). A
-"created" line is not fsynced: should it be lost (power loss), the row counts as in flight on resume, and the
-look-up that settles in-flight rows finds it in Kantata at once, so nothing waits and nothing is sent twice.
+Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out (at
+most SENDING_AHEAD seconds before). A "created" line is not fsynced: should it be lost (power loss), the row
+counts as in flight on resume, and the look-up that settles in-flight rows finds it in Kantata at once, so
+nothing waits and nothing is sent twice.
 Skipping that fsync (1 ms under load, taken while the other threads wait) saves a slot's worth of time per
 answer. A torn last line (power loss mid-write) is ignored. Writes from several sending threads are serialised
 by the journal's own lock.
