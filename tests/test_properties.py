@@ -107,6 +107,8 @@ def test_the_column_paths_for_text_cells_agree_with_the_parser(kind: str, values
     from importer.columns import FIELDS
     from importer.schema import _column_at_once, _parse_cell
 
+    assert _column_at_once("cents", ["733569", " -12 ", "+0"]) == [733569, -12, 0]  # the paths are taken
+    assert _column_at_once("text", [" Retainer ", "Licence"]) == ["Retainer", "Licence"]
     field = next(f for f in FIELDS if f.kind == kind)
     parsed = [_parse_cell(v, parser_for(field)) for v in values]
     fast = _column_at_once(kind, list(values))
