@@ -125,26 +125,21 @@ def dry_runs(folder: Path, sizes: list[tuple[int, str]], repeat: int, naive_up_t
     return out, per_row
 
 
-BARE = "bare"  # upload()'s `extra_env` for benchmarks/bare_client.py instead of the importer
-
-
-def upload(folder: Path, n: int, latency: float, extra_env: dict[str, str] | str | None = None, *,
-           covers_work: bool = False) -> tuple[Run, dict[str, float]]:  # fmt: skip
+def upload(folder: Path, n: int, latency: float, extra_env: dict[str, str] | None = None, *,
+           covers_work: bool = False, bare: bool = False) -> tuple[Run, dict[str, float]]:  # fmt: skip
     """One upload of n fresh rows at the default concurrency, in a fresh process, to a sandbox in this one (which
     only waits meanwhile); returns the run, what the sandbox counted and how long the sending stage took.
-    `extra_env` BARE: the bare client (benchmarks/bare_client.py) sends them instead of the importer."""
+    `bare`: the bare client (benchmarks/bare_client.py) sends them instead of the importer."""
     from importer.sandbox import DEFAULT_TOKEN, Sandbox
 
     path = ensure(folder, n, "csv")
     out = folder / f"upload_{n}_{latency}.xlsx"
     out.unlink(missing_ok=True)
     marks: list[tuple[float, str]] = []
-    bare = extra_env == BARE
     command = [PY, "-m", "benchmarks.bare_client", str(path)] if bare else [*CLI, "upload", str(path), "-o", str(out)]
     with Sandbox() as sandbox:
         sandbox.set_faults(latency=latency, latency_covers_work=covers_work)
-        env = {**os.environ, **(extra_env if isinstance(extra_env, dict) else {}), "KANTATA_API_TOKEN": DEFAULT_TOKEN,
-               "KANTATA_BASE_URL": sandbox.url}  # fmt: skip
+        env = {**os.environ, **(extra_env or {}), "KANTATA_API_TOKEN": DEFAULT_TOKEN, "KANTATA_BASE_URL": sandbox.url}
         run = measure(command, env, marks)
         stats = sandbox.stats()
         created = len(sandbox.milestones())
@@ -160,19 +155,19 @@ def uploads(folder: Path, n: int, repeat: int) -> list[str]:
     """Each variant `repeat` times, round-robin; the medians of the whole command and of its sending stage."""
     rows = ["| upload | rows | seconds (all) | of which sending | requests | floor (s) | sending ÷ floor "
             "| all ÷ floor |", "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
-    variants: list[tuple[float, str, dict[str, str] | str | None, bool]] = [
-        (0.1, " added after the sandbox's work", None, False),
-        (0.1, " added, workbook written after sending", NO_STREAM, False),
-        (0.1, " added, the bare client (nothing recorded)", BARE, False),
-        (0.1, " from arrival to answer, work included", None, True),
-        (0.1, " from arrival to answer, the bare client", BARE, True),
-        (0.0, "", None, False),
+    variants: list[tuple[float, str, dict[str, str] | None, bool, bool]] = [  # latency, label, env, covers, bare
+        (0.1, " added after the sandbox's work", None, False, False),
+        (0.1, " added, workbook written after sending", NO_STREAM, False, False),
+        (0.1, " added, the bare client (nothing recorded)", None, False, True),
+        (0.1, " from arrival to answer, work included", None, True, False),
+        (0.1, " from arrival to answer, the bare client", None, True, True),
+        (0.0, "", None, False, False),
     ]
     runs: list[list[tuple[Run, dict[str, float]]]] = [[] for _ in variants]
     for _ in range(repeat):
-        for done, (latency, _label, extra, covers_work) in zip(runs, variants, strict=True):
-            done.append(upload(folder, n, latency, extra, covers_work=covers_work))
-    for done, (latency, label, _extra, _covers) in zip(runs, variants, strict=True):
+        for done, (latency, _label, extra, covers_work, bare) in zip(runs, variants, strict=True):
+            done.append(upload(folder, n, latency, extra, covers_work=covers_work, bare=bare))
+    for done, (latency, label, _extra, _covers, _bare) in zip(runs, variants, strict=True):
         seconds = statistics.median(run.seconds for run, _ in done)
         send = statistics.median(made["send_seconds"] for _, made in done)
         made = done[0][1]
