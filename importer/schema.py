@@ -172,9 +172,9 @@ def _column_at_once(kind: str, values: list[object]) -> list[object] | None:
 
 def _stripped(values: list[object]) -> list[str] | None:
     """Every cell's text without the surrounding blanks, if every cell is text (None otherwise)."""
-    if not values or any(v.__class__ is not str for v in values):
+    if not values or set(map(type, values)) != {str}:  # map and set: no Python call per cell
         return None
-    return [cast(str, v).strip() for v in values]
+    return [text.strip() for text in cast(list[str], values)]
 
 
 def _whole_texts(values: list[object]) -> list[object] | None:
