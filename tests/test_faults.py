@@ -24,6 +24,7 @@ import openpyxl
 import pytest
 
 import importer.pipeline
+import importer.upload
 from importer.pipeline import RunResult, run_upload
 from importer.planner import items_as_built
 from importer.sandbox import DEFAULT_TOKEN
@@ -372,24 +373,30 @@ def test_a_first_import_built_while_sending_stops_and_resumes_exactly_once(sandb
     (pipeline._deferrable). Stopped midway (the token revoked), the re-run resumes from the journal: it builds
     every request first, settles what was sent by key, and creates each row once."""
     sandbox.reset()
+    sandbox.set_faults(latency=0.05)  # a round trip outlasts recording an answer: the revocation comes in time
     path = tmp_path / "s.csv"
     path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},{1001 + n % 2}\n" for n in range(600)))
-    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=50)
-
-    revoked = threading.Event()
+    # One request at a time: the token is revoked while the second batch is out, so the third (of six in the
+    # first 300 rows) is refused with 401 and the run stops before the builder goes on.
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=50, concurrency=1)
 
     def revoke_after_first_batch(outcomes: Any) -> None:
         sandbox.set_token("another-token")
-        revoked.set()
+
+    stopped = threading.Event()
+    stop_with = importer.upload.Uploader._stop_with
+
+    def stopping(self: importer.upload.Uploader, reason: Any) -> None:
+        stop_with(self, reason)
+        stopped.set()
 
     built: list[int] = []
     collecting: list[bool] = []  # the collector is back on by the time the workbook is written
 
     def building(rows: Any) -> Any:
         for n, item in enumerate(items_as_built(rows)):
-            if n == 300:  # half built: hold on until the token is revoked and the next POST refused with 401
-                assert revoked.wait(10)
-                time.sleep(0.5)
+            if n == 300:  # half built: hold on until the run has stopped (the 401)
+                assert stopped.wait(10)
             built.append(item.row)
             yield item
 
@@ -399,7 +406,9 @@ def test_a_first_import_built_while_sending_stops_and_resumes_exactly_once(sandb
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(importer.pipeline, "items_as_built", building)
+        patch.setattr(importer.upload.Uploader, "_stop_with", stopping)
         first = run_upload(path, settings, on_outcomes=revoke_after_first_batch, on_stage=noting)
+    sandbox.set_faults(latency=0.0)
     assert 300 <= len(built) < 600  # deferred: built while sending, and no further once the run had stopped
     assert collecting == [True]
     assert int(first.exit_code) == 3
