@@ -111,8 +111,10 @@ def run_scenario(
     for row in rows:
         ws.append(row)
     wb.save(path)
+    # read_timeout 5 s: a re-run waits that long (+ journal.SENDING_AHEAD) for rows a stopped run left in doubt;
+    # the default, 200 s, made one such re-run take 203 s of a 258 s suite.
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=batch_size, max_attempts=8,
-                        backoff_base=0.002, backoff_cap=0.05, concurrency=concurrency)  # fmt: skip
+                        backoff_base=0.002, backoff_cap=0.05, concurrency=concurrency, read_timeout=5)  # fmt: skip
     result = run_upload(path, settings, output=folder / "results.xlsx")
     runs = 1
     while result.stopped is not None and runs < MAX_RUNS:
