@@ -323,9 +323,10 @@ class KantataClient:
         derived = [i for i in items if i.key.derived]
         if len(derived) <= LOOKUP_CHUNK:  # one look-up request settles them all: a count would save nothing
             return self.find_existing(i.key for i in items)
-        projects = sorted({int(i.body["workspace_id"]) for i in derived})
-        untouched = set(self.projects_without_imports(projects) if untouched is None else untouched)
-        skip = {i.row for i in derived if int(i.body["workspace_id"]) in untouched}
+        if untouched is None:
+            untouched = self.projects_without_imports(sorted({int(i.body["workspace_id"]) for i in derived}))
+        empty = set(untouched)
+        skip = {i.row for i in derived if int(i.body["workspace_id"]) in empty}
         wanted = [i.key for i in items if i.row not in skip]
         return self.find_existing(wanted) if wanted else {}
 
