@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import os
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,8 @@ class Writer:
         self.placed: dict[str, int] = {}  # outcome column -> index; set by results_head
         self.skip: set[int] = set()
         self.by_row: dict[int, list[str]] = {}
+        self._cursor: Iterator[tuple[int, tuple[Any, ...]]] = iter(())  # see _cells
+        self._at = -1  # the frame position _cursor is at; -1: none
         self.fmt_date = workbook.add_format({"num_format": "yyyy-mm-dd"})
         self.fmt_datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
         self.fmt_text = workbook.add_format({"quote_prefix": True})
@@ -192,11 +195,8 @@ class Writer:
     def rows(self, ws: Worksheet, start: int, stop: int) -> None:
         """Data rows at positions start..stop-1 of the frame, in order (constant-memory mode writes forward)."""
         placed, skip, by_row = self.placed, self.skip, self.by_row
-        frame = self.raw.frame.iloc[start:stop]
         write_number, write_string, cell = ws.write_number, ws.write_string, self._cell
-        for done, (row_number, values) in enumerate(
-            zip(frame.index, frame.itertuples(index=False, name=None), strict=True), start=start
-        ):
+        for done, (row_number, values) in enumerate(self._cells(start, stop), start=start):
             if not done % CHUNK:
                 self.ticker.at(done)
             r = int(row_number) - 1
@@ -220,6 +220,18 @@ class Writer:
             messages = by_row.get(int(row_number), []) + list(outcome.errors)
             if messages:
                 self._cell(ws, r, placed["errors"], "; ".join(dict.fromkeys(messages)))
+        self._at = stop
+
+    def _cells(self, start: int, stop: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
+        """Row numbers and cells of positions start..stop-1. Consecutive calls share one pass over the frame:
+        streaming.py asks for each batch's 100 rows as its answer comes, and slicing the frame for each call
+        took 0.53 ms (timeit, best of 5 x 50 calls): 0.5 s for 100k rows, on the GIL the sending threads wait
+        for."""
+        if self._at != start:
+            rest = self.raw.frame.iloc[start:]
+            self._cursor = zip(rest.index.tolist(), rest.itertuples(index=False, name=None), strict=True)
+        self._at = -1  # until this call's rows are all written
+        return itertools.islice(self._cursor, stop - start)
 
     def _results_tail(self, ws: Worksheet) -> None:
         raw, placed, letters = self.raw, self.placed, self.raw.frame.columns
