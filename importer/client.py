@@ -21,6 +21,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import requests
+import urllib3
 
 from importer import __version__
 from importer.concurrency import Cancelled, Limiter
@@ -46,11 +47,29 @@ class BearerAuth(requests.auth.AuthBase):
 
 
 class OutcomeUnknown(Exception):
-    """A write may or may not have happened; look the keys up before resending."""
+    """A write may or may not have happened; look the keys up before resending.
 
-    def __init__(self, reason: str) -> None:
+    `running`: the request reached Kantata and nothing says it is done with it (the connection dropped or timed
+    out before an answer, or a gateway answered 502/504 for it), so rows not written yet may still be written:
+    the uploader keeps looking them up before it sends them again (upload.Uploader._awaited)."""
+
+    def __init__(self, reason: str, *, running: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.running = running
+
+
+# A gateway in front of Kantata answers these for a request it passed on: bad gateway, gateway timeout. The
+# application behind it may still be working on that request; a 500 or 503 is the server's own answer.
+GATEWAY_STATUSES = (502, 504)
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """No connection could be made (refused, or connecting timed out): the request never reached Kantata."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None  # requests wraps urllib3's MaxRetryError
+    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)  # NewConnectionError is one too
 
 
 @dataclass(slots=True)
@@ -255,7 +274,7 @@ class KantataClient:
                         timeout=self._timeout,
                     )
             except requests.RequestException as exc:
-                raise OutcomeUnknown(f"no answer ({type(exc).__name__})") from exc
+                raise OutcomeUnknown(f"no answer ({type(exc).__name__})", running=not _never_connected(exc)) from exc
             self._raise_for_auth(response)
             if response.status_code == 429:
                 self.stats.count("throttled")
@@ -265,7 +284,8 @@ class KantataClient:
                 continue
             if response.status_code >= 500:
                 self.limiter.throttled(generation)  # a server in distress gets fewer requests at once, too
-                raise OutcomeUnknown(f"HTTP {response.status_code}: {error_text(response)}")
+                raise OutcomeUnknown(f"HTTP {response.status_code}: {error_text(response)}",
+                                     running=response.status_code in GATEWAY_STATUSES)  # fmt: skip
             if response.status_code in (400, 422):
                 return CreateAnswer(response.status_code, errors=_errors(response))
             if response.status_code != 200:

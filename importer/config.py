@@ -28,7 +28,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "sheet": (str, "sheet to read in .xlsx workbooks, like --sheet (ignored for CSV files)"),
     "batch_size": (int, "milestones per request, like --batch-size"),
     "concurrency": (int, "requests in flight at once while uploading"),
-    "read_timeout": (int, "seconds one request may take before it is given up (Kantata stops at 180)"),
+    "read_timeout": (int, "seconds one request may take, or still be running at Kantata (keep it over its 180)"),
     "date_format": (str, "how non-ISO text dates are written, like --date-format"),
     "currency_decimals": (int, "decimal places of an Amount column, like --currency-decimals"),
 }

@@ -41,7 +41,7 @@ from importer.settings import TOKEN_ENV, Settings, sanitize_url
 from importer.streaming import StreamedResults
 from importer.template import check_template_path, write_template
 from importer.totals import ProjectTotal, project_totals
-from importer.upload import OnOutcomes, Uploader
+from importer.upload import SETTLE_POLL, OnOutcomes, Uploader
 
 
 @dataclass(slots=True)
@@ -415,9 +415,6 @@ class _Currencies:
 
     def cancel(self) -> None:
         self._stop.set()
-
-
-SETTLE_POLL = 2.0  # seconds between look-ups while waiting for an interrupted run's requests to finish
 
 
 def _settle_in_flight(

@@ -121,6 +121,10 @@ class Faults:
     # Writes then happen at arrival, so tests that kill a client while a write is pending keep this off.
     latency_covers_work: bool = False
     drop_after_write_every: int = 0  # every Nth create that wrote commits, then closes the socket unanswered
+    # Every Nth create closes the socket unanswered first and commits `late_write_after` seconds later: a request
+    # Kantata is still working on when the client lost its connection (a proxy's reset, a network blip).
+    drop_then_write_every: int = 0
+    late_write_after: float = 0.5
     reject_title: str | None = None  # an item with exactly this title is invalid ("Title is reserved")
     partial_create: bool = False  # UNCONFIRMED alternative: valid items of a refused batch are created
     error_index: bool = False  # UNCONFIRMED alternative: list errors carry the item's "index"
@@ -128,14 +132,14 @@ class Faults:
     no_financial_access: bool = False  # documented: workspaces come without `currency` for such a user
 
     def __post_init__(self) -> None:
-        for name in ("rate_limit_every", "fail_every", "drop_after_write_every"):
+        for name in ("rate_limit_every", "fail_every", "drop_after_write_every", "drop_then_write_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"Faults.{name} must be a whole number >= 0, not {value!r}")
         if not 400 <= self.fail_status <= 599:
             raise ValueError(f"Faults.fail_status must be an HTTP error status (400-599), not {self.fail_status!r}")
-        if self.retry_after < 0 or self.latency < 0:
-            raise ValueError("Faults.retry_after and Faults.latency must be >= 0")
+        if self.retry_after < 0 or self.latency < 0 or self.late_write_after < 0:
+            raise ValueError("Faults.retry_after, Faults.latency and Faults.late_write_after must be >= 0")
 
 
 class _NewMilestone(NamedTuple):
@@ -559,6 +563,7 @@ class Sandbox:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._late: list[threading.Timer] = []  # writes of --drop-then-write-every still to come
         self._routes: dict[str, Callable[[int | None, Mapping[str, str], bytes, Faults], _Reply]] = {
             "POST /billing_milestones": self._create,
             "GET /billing_milestones": self._list,
@@ -589,7 +594,16 @@ class Sandbox:
             self._server.close_connections()  # or idle keep-alive threads would answer from a closed database
             self._server.server_close()
             self._thread.join()
+        self._late_writes_done()
         self._store.close()
+
+    def _late_writes_done(self) -> None:
+        """Wait for the late writes already promised (a fraction of a second each), so that none lands after a
+        reset, in the next test's data, or on a closed database."""
+        with self._lock:
+            late, self._late = self._late, []
+        for timer in late:
+            timer.join()
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -622,6 +636,7 @@ class Sandbox:
     def reset(self) -> None:
         """Empty milestones and references (ids restart), zero the counters, switch every fault off, restore the
         token."""
+        self._late_writes_done()
         self._store.clear()
         with self._lock:
             self._token = self._initial_token
@@ -741,6 +756,14 @@ class Sandbox:
                 valid.append(milestone)
         if errors and not faults.partial_create:
             return _Reply(422, {"errors": errors})
+        if valid and not errors and self._tick(phase="late", every=faults.drop_then_write_every):
+            self._tick(stat="drop_then_write")
+            late = threading.Timer(faults.late_write_after, self._store.insert, args=(valid,))
+            late.daemon = True
+            with self._lock:
+                self._late.append(late)
+            late.start()
+            return _Reply(0, drop=True)
         written = self._store.insert(valid) if valid else None
         if written is not None and self._tick(phase="write", every=faults.drop_after_write_every):
             self._tick(stat="drop_after_write")
@@ -974,6 +997,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer S seconds after the request arrived, the work done meanwhile")  # fmt: skip
     faults.add_argument("--drop-after-write-every", type=_within(int, 0), default=0, metavar="N",
                         help="every Nth create commits, then closes the connection without answering")  # fmt: skip
+    faults.add_argument("--drop-then-write-every", type=_within(int, 0), default=0, metavar="N",
+                        help="every Nth create closes the connection without answering, then commits "
+                             "--late-write-after seconds later")  # fmt: skip
+    faults.add_argument("--late-write-after", type=_within(float, 0), default=default.late_write_after, metavar="S",
+                        help="seconds from closing to committing, --drop-then-write-every (default 0.5)")  # fmt: skip
     faults.add_argument("--reject-title", metavar="T", help="refuse any milestone titled exactly T")
     faults.add_argument("--partial-create", action="store_true",
                         help="create the valid items of a refused batch (UNCONFIRMED Kantata behaviour)")  # fmt: skip

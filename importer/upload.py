@@ -4,7 +4,9 @@ message, or `not_sent` when the run had to stop.
 Three rules make this safe without an idempotency key:
 1. A row is `created` only when an id came back for its import key, or a look-up by key found it.
 2. Before anything is resent after an unknown outcome (timeout, dropped connection, 5xx) the batch's keys are
-   looked up, and only the rows Kantata does not have go again.
+   looked up, and only the rows Kantata does not have go again. When Kantata may still be working on the
+   request (no answer came, or a gateway's 502/504), its rows are looked up until read_timeout after it left
+   before any of them is sent again: a dropped connection does not stop a create already running.
 3. A refused batch (400/422) is looked up too, since Kantata may have created its valid items (UNCONFIRMED);
    the bad rows are then isolated by the `index` Kantata gives, or by halving the batch until each bad row
    stands alone and gets Kantata's own message.
@@ -42,6 +44,15 @@ OnSending = Callable[[Sequence[Item]], None]
 # once instead of after that. Interleaved 100k uploads at 100 ms latency: sending 30.8 s -> 29.0 s (2 rounds
 # each, benchmarks/README.md).
 SENDERS_PER_SLOT = 2
+SETTLE_POLL = 2.0  # seconds between look-ups while waiting for a request that may still be writing
+
+
+@dataclass(slots=True)
+class _Try:
+    """One POST of a batch: when its rows' "sending" line was written (time.monotonic), and when it left."""
+
+    journalled: float
+    left: float | None = None  # None: it never left (cancelled, or refused before a slot)
 
 
 @dataclass(slots=True)
@@ -158,22 +169,22 @@ class Uploader:
         except (ApiUnavailable, AuthError) as exc:
             self._stop_with(exc)
 
-    def _journal_ahead(self, batch: Sequence[Item]) -> list[float]:
-        """Before the slot wait: `on_sending` (the journal's fsync) overlaps it instead of holding the slot.
-        Returns when it was called, for `_sending` (a list: a fresh call inside the slot updates it)."""
-        called = [time.monotonic()]
+    def _journal_ahead(self, batch: Sequence[Item]) -> _Try:
+        """Before the slot wait: `on_sending` (the journal's fsync) overlaps it instead of holding the slot."""
+        this_try = _Try(time.monotonic())
         if self._on_sending is not None:  # not under self._lock: its fsync holds up no thread recording answers
             self._on_sending(batch)
-        return called
+        return this_try
 
-    def _sending(self, batch: Sequence[Item], journalled: list[float]) -> None:
+    def _sending(self, batch: Sequence[Item], this_try: _Try) -> None:
         """Just before a POST leaves: from now on Kantata may hold these rows. Their "sending" line was written
         before the slot wait; if that was longer ago than journal.SENDING_AHEAD (a long wait, a retry after a
         backoff), it is written again now."""
         with self._sent_lock:
             self._sent.update(i.row for i in batch)
-        if self._on_sending is not None and time.monotonic() - journalled[0] > SENDING_AHEAD:
-            journalled[0] = time.monotonic()
+        this_try.left = time.monotonic()
+        if self._on_sending is not None and this_try.left - this_try.journalled > SENDING_AHEAD:
+            this_try.journalled = this_try.left
             self._on_sending(batch)
 
     def _withdrawn(self, batch: Sequence[Item]) -> None:
@@ -194,9 +205,9 @@ class Uploader:
         while pending:
             self._check_stop()
             batch = pending
+            this_try = self._journal_ahead(batch)
             try:
-                journalled = self._journal_ahead(batch)
-                answer = self.client.create([i.body for i in batch], on_send=partial(self._sending, batch, journalled))
+                answer = self.client.create([i.body for i in batch], on_send=partial(self._sending, batch, this_try))
             except (Cancelled, TokenRejected) as exc:  # a stop before this try left, or the token refused
                 # No try of these rows went unanswered, and this one wrote nothing: Kantata does not have them.
                 # (401 only: a 403 might come after part of a batch was written, which Kantata does not say.)
@@ -207,6 +218,8 @@ class Uploader:
                 with self._lock:
                     self.unknown += 1
                 pending = self._created_by_lookup(pending)
+                if pending and unknown.running and this_try.left is not None:
+                    pending = self._awaited(pending, this_try.left + self.client.settings.read_timeout)
                 attempt += 1
                 if pending and attempt >= self.client.settings.max_attempts:
                     raise ApiUnavailable(
@@ -264,6 +277,20 @@ class Uploader:
             half = len(remaining) // 2
             self.send(remaining[:half])
             self.send(remaining[half:])
+
+    def _awaited(self, items: list[Item], until: float) -> list[Item]:
+        """A request that got no answer may still be writing: its rows are looked up (every SETTLE_POLL seconds
+        at most) until they are all there or `until` (time.monotonic) has passed: read_timeout after it left,
+        the longest a request may run (as a resumed run assumes: pipeline._settle_in_flight). Only what is
+        missing then is sent again. A stop ends the wait with Cancelled: the rows stay in flight, for the next
+        run to settle."""
+        pause = 0.1  # doubling up to SETTLE_POLL: a request that was about to finish is found at once
+        while items and (left := until - time.monotonic()) > 0:
+            if self.client.cancel.wait(min(pause, left)):
+                raise Cancelled
+            items = self._created_by_lookup(items)
+            pause = min(pause * 2, SETTLE_POLL)
+        return items
 
     def _created_by_lookup(self, items: Sequence[Item]) -> list[Item]:
         """Record the items Kantata already has as created; return the ones it does not have."""

@@ -55,6 +55,31 @@ def test_post_is_not_retried_after_a_5xx_the_outcome_is_unknown(sandbox: Any) ->
     assert sandbox.stats()["POST /billing_milestones"] == 1
 
 
+@pytest.mark.parametrize(("faults", "running"), [
+    ({"fail_every": 1, "fail_status": 503}, False),  # the server's own answer: it is done with the request
+    ({"fail_every": 1, "fail_status": 500}, False),
+    ({"fail_every": 1, "fail_status": 502}, True),  # a gateway's: the server behind it may still be at work
+    ({"fail_every": 1, "fail_status": 504}, True),
+    ({"drop_then_write_every": 1, "late_write_after": 0.05}, True),  # no answer at all
+])  # fmt: skip
+def test_an_unknown_outcome_says_whether_kantata_may_still_be_writing(
+    sandbox: Any, faults: dict[str, Any], running: bool
+) -> None:
+    sandbox.set_faults(**faults)
+    with pytest.raises(OutcomeUnknown) as caught:
+        _client(sandbox.url).create([_body(1)])
+    assert caught.value.running is running
+
+
+def test_a_connection_refused_never_reached_kantata() -> None:
+    with socket.socket() as sock:  # a port that nothing listens on once this closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(OutcomeUnknown) as caught:
+        _client(f"http://127.0.0.1:{port}/api/v1").create([_body(1)])
+    assert caught.value.running is False
+
+
 def test_dropped_connection_after_write_is_an_unknown_outcome_and_lookup_finds_it(sandbox: Any) -> None:
     sandbox.set_faults(drop_after_write_every=1)
     client = _client(sandbox.url)

@@ -42,6 +42,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "503 every 2nd POST": {"fail_every": 2, "fail_status": 503},
     "500 every 3rd POST": {"fail_every": 3, "fail_status": 500},
     "drop after write, every 2nd POST": {"drop_after_write_every": 2},
+    "drop, then written 0.3 s later, every 2nd POST": {"drop_then_write_every": 2, "late_write_after": 0.3},
     "latency 20 ms": {"latency": 0.02},
     "reject a title": {"reject_title": REJECT_TITLE},
     "partial create": {"partial_create": True},
@@ -122,6 +123,8 @@ def run_scenario(
         result = run_upload(path, settings, output=folder / "results.xlsx")
         runs += 1
         assert result.counts["created"] + result.counts["rejected"] > done_before, "a re-run made no progress"
+    if faults.get("drop_then_write_every"):
+        time.sleep(faults["late_write_after"] + 0.5)  # a late write still on its way would hide a duplicate
     in_db = Counter(str(m["title"]) for m in sandbox.milestones())
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     results = read_results(folder / "results.xlsx", sheet="Sheet")

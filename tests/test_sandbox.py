@@ -508,6 +508,26 @@ def test_drop_after_write_commits_then_closes_the_connection(sandbox: Sandbox, a
     assert sandbox.stats() == {"POST /billing_milestones": 3, "drop_after_write": 1}
 
 
+def test_drop_then_write_closes_the_connection_and_commits_later(sandbox: Sandbox, api: Api) -> None:
+    sandbox.set_faults(drop_then_write_every=2, late_write_after=0.3)
+    assert api.create(item(1)).status_code == 200
+    with pytest.raises(requests.exceptions.ConnectionError):
+        api.create(item(2), item(3))
+    assert [m["title"] for m in sandbox.milestones()] == ["Milestone 1"]  # not yet: still "working" on it
+    time.sleep(0.6)
+    assert [m["title"] for m in sandbox.milestones()] == ["Milestone 1", "Milestone 2", "Milestone 3"]
+    assert sandbox.stats() == {"POST /billing_milestones": 2, "drop_then_write": 1}
+
+
+def test_reset_waits_for_a_late_write_so_none_lands_in_the_next_tests_data(sandbox: Sandbox, api: Api) -> None:
+    sandbox.set_faults(drop_then_write_every=1, late_write_after=0.3)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        api.create(item(1))
+    sandbox.reset()
+    time.sleep(0.5)
+    assert sandbox.milestones() == []
+
+
 def test_reject_title_is_a_validation_error_of_that_item(sandbox: Sandbox, api: Api) -> None:
     sandbox.set_faults(reject_title="Reserved")
     response = api.create(item(1), item(2, title="Reserved"))
@@ -605,11 +625,13 @@ def test_flags_become_faults() -> None:
     args = parser.parse_args(["--host", "::1", "--port", "0", "--db", "x.sqlite", "--rate-limit-every", "5",
                               "--retry-after", "0.25", "--fail-every", "7", "--fail-status", "502", "--latency", "0.1",
                               "--latency-covers-work",
-                              "--drop-after-write-every", "3", "--reject-title", "Nope", "--partial-create",
+                              "--drop-after-write-every", "3", "--drop-then-write-every", "4",
+                              "--late-write-after", "0.25", "--reject-title", "Nope", "--partial-create",
                               "--error-index", "--no-paginate-create", "--no-financial-access"])  # fmt: skip
     assert (args.host, args.port, args.db) == ("::1", 0, "x.sqlite")
     assert faults_from_args(args) == Faults(rate_limit_every=5, retry_after=0.25, fail_every=7, fail_status=502,
                                             latency=0.1, latency_covers_work=True, drop_after_write_every=3,
+                                            drop_then_write_every=4, late_write_after=0.25,
                                             reject_title="Nope",
                                             partial_create=True, error_index=True, paginate_create=False,
                                             no_financial_access=True)  # fmt: skip
