@@ -28,11 +28,12 @@ KEYS: dict[str, tuple[type, str]] = {
     "sheet": (str, "sheet to read in .xlsx workbooks, like --sheet (ignored for CSV files)"),
     "batch_size": (int, "milestones per request, like --batch-size"),
     "concurrency": (int, "requests in flight at once while uploading"),
-    "read_timeout": (int, "seconds one request may take, or still be running at Kantata (keep it over its 180)"),
+    "read_timeout": (int, "seconds to wait for an answer to one request before it counts as unanswered"),
+    "server_timeout": (int, "seconds the server may go on working on a request it did not answer (Kantata: 180)"),
     "date_format": (str, "how non-ISO text dates are written, like --date-format"),
     "currency_decimals": (int, "decimal places of an Amount column, like --currency-decimals"),
 }
-SETTINGS_KEYS = ("base_url", "batch_size", "concurrency", "read_timeout")  # the ones that go into Settings
+SETTINGS_KEYS = ("base_url", "batch_size", "concurrency", "read_timeout", "server_timeout")  # into Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,10 +40,9 @@ from importer.planner import Item
 # A batch's "sending" line is written (and fsynced) before its thread waits for a slot, so that the fsync
 # overlaps the wait instead of holding the slot (2 ms of every 110 ms request cycle at 100 ms latency); a POST
 # that leaves later than this after its line writes a fresh one first. So every request leaves within
-# SENDING_AHEAD of a "sending" line of its rows, and a resume waits that much longer than read_timeout for
-# the requests of an interrupted run (pipeline._settle_in_flight). (Connecting comes after the line, as it did
-# before: the default read_timeout, 200 s, is 20 s over Kantata's own 180 s limit on a request.) At answer
-# times of seconds a spare thread's wait often passes this, and its batch is journalled twice: 1 ms more.
+# SENDING_AHEAD of a "sending" line of its rows, and a resume waits that much longer than Settings.writes_until
+# (connecting, then the server's own limit) for the requests of an interrupted run (pipeline._settle_in_flight).
+# At answer times of seconds a spare thread's wait often passes this, and its batch is journalled twice: 1 ms more.
 SENDING_AHEAD = 2.0
 
 VERSION = 2  # 2: the digest hashes the validated rows column-wise (1 hashed each request body)

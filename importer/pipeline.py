@@ -426,12 +426,12 @@ def _settle_in_flight(
     say: Callable[[str], None],
 ) -> dict[ImportKey, str]:
     """Rows an interrupted run sent without seeing the answer may still be being written at Kantata (a request
-    can run for read_timeout seconds): wait for them rather than send them again and create them twice. They are
-    looked up every SETTLE_POLL seconds until they are all there or that much time has passed since the last
-    request can have left (SENDING_AHEAD after the last "sending" line); what is still missing then was never
-    written, and is sent."""
+    can write for Settings.writes_until seconds after it left): wait for them rather than send them again and
+    create them twice. They are looked up every SETTLE_POLL seconds until they are all there or that much time
+    has passed since the last request can have left (SENDING_AHEAD after the last "sending" line); what is still
+    missing then was never written, and is sent."""
     pending = [i for i in items if i.row in journal.in_flight and i.key not in existing]
-    deadline = journal.last_sent_at + SENDING_AHEAD + settings.read_timeout
+    deadline = journal.last_sent_at + SENDING_AHEAD + settings.writes_until
     found: dict[ImportKey, str] = {}
     if pending and time.time() < deadline:
         wait = deadline - time.time()

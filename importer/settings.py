@@ -87,16 +87,28 @@ class Settings:
     batch_size: int = MAX_BATCH
     concurrency: int = DEFAULT_CONCURRENCY  # requests in flight at most; fewer while Kantata answers 429
     connect_timeout: float = 10.0
-    read_timeout: float = 200.0  # Kantata times requests out server-side after 3 minutes
+    read_timeout: float = 200.0  # how long to wait for an answer; Kantata itself gives up sooner
+    # How long the server may keep working on one request: "all requests time out server-side after 3 minutes"
+    # (../shared/kantata/api-notes.md). Until then a request left without an answer (a dropped connection, a
+    # timeout, a killed run) may still write its rows, so they are looked up, not sent again, for that long.
+    server_timeout: float = 180.0
     max_attempts: int = 6  # tries per request before the run stops with `not_sent` rows
     backoff_base: float = 0.5  # seconds; doubled each try, with full jitter, capped by backoff_cap
     backoff_cap: float = 30.0
+
+    @property
+    def writes_until(self) -> float:
+        """Seconds after a request left until which it may still write its rows: connecting, then the server's
+        own limit. A request left without an answer is waited for that long before its rows are sent again."""
+        return self.connect_timeout + self.server_timeout
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH} (Kantata's limit per request)")
         if not 1 <= self.read_timeout <= 3600:
             raise ConfigError("read_timeout must be between 1 and 3600 seconds")
+        if not 1 <= self.server_timeout <= 3600:
+            raise ConfigError("server_timeout must be between 1 and 3600 seconds")
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise ConfigError(f"concurrency must be between 1 and {MAX_CONCURRENCY} (requests in flight at once)")
         object.__setattr__(self, "base_url", check_base_url(self.base_url))

@@ -5,8 +5,8 @@ Three rules make this safe without an idempotency key:
 1. A row is `created` only when an id came back for its import key, or a look-up by key found it.
 2. Before anything is resent after an unknown outcome (timeout, dropped connection, 5xx) the batch's keys are
    looked up, and only the rows Kantata does not have go again. When Kantata may still be working on the
-   request (no answer came, or a gateway's 502/504), its rows are looked up until read_timeout after it left
-   before any of them is sent again: a dropped connection does not stop a create already running.
+   request (no answer came, or a gateway's 502/504), its rows are looked up until it can no longer write them
+   (Settings.writes_until after it left) before any is sent again: a dropped connection does not stop a create.
 3. A refused batch (400/422) is looked up too, since Kantata may have created its valid items (UNCONFIRMED);
    the bad rows are then isolated by the `index` Kantata gives, or by halving the batch until each bad row
    stands alone and gets Kantata's own message.
@@ -219,7 +219,7 @@ class Uploader:
                     self.unknown += 1
                 pending = self._created_by_lookup(pending)
                 if pending and unknown.running and this_try.left is not None:
-                    pending = self._awaited(pending, this_try.left + self.client.settings.read_timeout)
+                    pending = self._awaited(pending, this_try.left + self.client.settings.writes_until)
                 attempt += 1
                 if pending and attempt >= self.client.settings.max_attempts:
                     raise ApiUnavailable(
@@ -280,10 +280,10 @@ class Uploader:
 
     def _awaited(self, items: list[Item], until: float) -> list[Item]:
         """A request that got no answer may still be writing: its rows are looked up (every SETTLE_POLL seconds
-        at most) until they are all there or `until` (time.monotonic) has passed: read_timeout after it left,
-        the longest a request may run (as a resumed run assumes: pipeline._settle_in_flight). Only what is
-        missing then is sent again. A stop ends the wait with Cancelled: the rows stay in flight, for the next
-        run to settle."""
+        at most) until they are all there or `until` (time.monotonic) has passed: Settings.writes_until after it
+        left, when Kantata no longer writes for it (a resumed run waits the same: pipeline._settle_in_flight).
+        Only what is missing then is sent again. A stop ends the wait with Cancelled: the rows stay in flight,
+        for the next run to settle."""
         pause = 0.1  # doubling up to SETTLE_POLL: a request that was about to finish is found at once
         while items and (left := until - time.monotonic()) > 0:
             if self.client.cancel.wait(min(pause, left)):

@@ -112,10 +112,11 @@ def run_scenario(
     for row in rows:
         ws.append(row)
     wb.save(path)
-    # read_timeout 5 s: a re-run waits that long (+ journal.SENDING_AHEAD) for rows a stopped run left in doubt;
-    # the default, 200 s, made one such re-run take 203 s of a 258 s suite.
+    # A re-run waits connect_timeout + server_timeout (+ journal.SENDING_AHEAD) for rows a stopped run left in
+    # doubt: 1 + 5 s here; the defaults, 10 + 180 s, would make one such re-run take minutes.
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=batch_size, max_attempts=8,
-                        backoff_base=0.002, backoff_cap=0.05, concurrency=concurrency, read_timeout=5)  # fmt: skip
+                        backoff_base=0.002, backoff_cap=0.05, concurrency=concurrency, connect_timeout=1,
+                        server_timeout=5)  # fmt: skip
     result = run_upload(path, settings, output=folder / "results.xlsx")
     runs = 1
     while result.stopped is not None and runs < MAX_RUNS:
@@ -171,14 +172,38 @@ def test_every_valid_row_exactly_once_under_faults(sandbox: Any, tmp_path: Path,
     assert figures.result.stopped is None
 
 
+def test_a_create_slower_than_the_read_timeout_is_waited_for_and_not_sent_twice(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client stops waiting for an answer after read_timeout (1 s); Kantata goes on and writes the batch
+    (2 s in). Its rows are looked up until server_timeout after the request left, and found: never sent again."""
+    create = sandbox._routes["POST /billing_milestones"]  # only creates are slow: look-ups answer at once
+
+    def slow_create(*args: Any) -> Any:
+        time.sleep(2.0)
+        return create(*args)
+
+    monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", slow_create)
+    path = tmp_path / "s.csv"
+    path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},1001\n" for n in range(20)))
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=2,
+                        read_timeout=1, connect_timeout=1, server_timeout=10)  # fmt: skip
+    result = run_upload(path, settings)
+    time.sleep(2.5)  # a second write of a batch sent again would land by now
+    titles = Counter(str(m["title"]) for m in sandbox.milestones())
+    assert len(titles) == 20 and set(titles.values()) == {1}, titles.most_common(3)
+    assert result.counts["created"] == 20 and result.exit_code == 0
+    assert sandbox.stats()["POST /billing_milestones"] == 2
+
+
 def test_retries_exhausted_stop_the_run_with_exit_4_and_a_rerun_completes(sandbox: Any, tmp_path: Path) -> None:
     sandbox.reset()
     sandbox.set_faults(fail_every=1)  # every POST fails
     path = tmp_path / "s.csv"
     path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},1001\n" for n in range(120)))
-    # A 503 may follow a write, so the re-run waits read_timeout for those rows before sending them: 1 s here.
+    # A 503 may follow a write, so the re-run waits for those rows before sending them: 1 + 1 s here.
     fast = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), max_attempts=3, backoff_base=0.001,
-                    read_timeout=1)  # fmt: skip
+                    connect_timeout=1, server_timeout=1)  # fmt: skip
     first = run_upload(path, fast)
     assert int(first.exit_code) == 4
     assert first.counts["not_sent"] == 120 and sandbox.milestones() == []
@@ -216,12 +241,12 @@ def test_token_refused_midway_stops_with_exit_3_without_touching_other_rows(
     assert sandbox.stats()["POST /billing_milestones"] <= 2 * SENDERS_PER_SLOT * concurrency
 
 
-def _cli(path: Path, url: str, *extra: str, read_timeout: int = 20) -> subprocess.Popen[str]:
-    """The CLI as its own process. A short read_timeout bounds how long a resumed run waits for requests that an
-    interrupted run may have left running at Kantata (the default, 200 s, is Kantata's own limit)."""
+def _cli(path: Path, url: str, *extra: str, server_timeout: int = 5) -> subprocess.Popen[str]:
+    """The CLI as its own process. A short server_timeout bounds how long a resumed run waits for requests that
+    an interrupted run may have left running at Kantata (the default, 180 s, is Kantata's own limit)."""
     env = {**os.environ, "KANTATA_BASE_URL": url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
     config = path.with_name("test-config.toml")
-    config.write_text(f"read_timeout = {read_timeout}\n")
+    config.write_text(f"server_timeout = {server_timeout}\n")
     return subprocess.Popen([sys.executable, "-m", "importer", "upload", str(path), "--batch-size", "10",
                              "--config", str(config), *extra],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -299,7 +324,7 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
     assert len(sandbox.milestones()) == 0  # nothing written yet: all four batches are still at "Kantata"
 
     sandbox.set_faults(latency=0.0)  # the re-run is fast; the four requests still finish in their 6 s
-    rerun = _cli(path, sandbox.url, "--concurrency", "4", read_timeout=15)
+    rerun = _cli(path, sandbox.url, "--concurrency", "4", server_timeout=8)  # over the 6 s still to run
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
     while sandbox.in_flight:  # let the killed run's requests finish: only then can a duplicate show

@@ -81,10 +81,10 @@ def test_created_lines_lost_to_a_power_cut_cost_no_wait_and_no_duplicate(
 ) -> None:
     """The journal does not fsync its "created" lines (journal.py). Say a power cut lost them: the batch's
     "sending" line survived, just now, and Kantata has its rows. The re-run finds them by key at once, so it
-    neither waits for them (its read timeout is far off) nor sends them again, and reports them `created`."""
+    neither waits for them (its server timeout is far off) nor sends them again, and reports them `created`."""
     sandbox.reset()
     rows = [good_row(n) for n in range(30)]
-    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, read_timeout=60)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, server_timeout=60)
     earlier = run_upload(make_schedule(rows[:10], name="first_ten"), settings)  # the same keys as rows 2-11 below
     assert earlier.counts["created"] == 10
     path = make_schedule(rows, name="all")
