@@ -564,6 +564,7 @@ class Sandbox:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._late: list[threading.Timer] = []  # writes of --drop-then-write-every still to come
+        self._era = 0  # bumped by reset and stop: a late write promised before either is dropped
         self._routes: dict[str, Callable[[int | None, Mapping[str, str], bytes, Faults], _Reply]] = {
             "POST /billing_milestones": self._create,
             "GET /billing_milestones": self._list,
@@ -598,12 +599,20 @@ class Sandbox:
         self._store.close()
 
     def _late_writes_done(self) -> None:
-        """Wait for the late writes already promised (a fraction of a second each), so that none lands after a
-        reset, in the next test's data, or on a closed database."""
+        """Cancel the late writes promised so far (one already writing is waited for), so that none lands after
+        a reset, in the next test's data, or on a closed database; one promised later by a request still being
+        served (a reset while it sleeps its latency) sees the era has changed and writes nothing."""
         with self._lock:
+            self._era += 1
             late, self._late = self._late, []
         for timer in late:
+            timer.cancel()
             timer.join()
+
+    def _write_late(self, era: int, items: Sequence[_NewMilestone]) -> None:
+        with self._lock:  # held while writing: a reset or stop waits for this write, or this one sees their era
+            if era == self._era:
+                self._store.insert(items)
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -758,9 +767,10 @@ class Sandbox:
             return _Reply(422, {"errors": errors})
         if valid and not errors and self._tick(phase="late", every=faults.drop_then_write_every):
             self._tick(stat="drop_then_write")
-            late = threading.Timer(faults.late_write_after, self._store.insert, args=(valid,))
-            late.daemon = True
             with self._lock:
+                late = threading.Timer(faults.late_write_after, self._write_late, args=(self._era, valid))
+                late.daemon = True
+                self._late = [t for t in self._late if t.is_alive()]
                 self._late.append(late)
             late.start()
             return _Reply(0, drop=True)

@@ -337,6 +337,26 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
     assert [r["status"] for r in results] == ["created"] * 80
 
 
+def test_ctrl_c_ends_the_wait_for_a_request_that_may_still_be_writing(sandbox: Any, tmp_path: Path) -> None:
+    """A batch whose connection dropped is looked up until Kantata can no longer be writing it (70 s here);
+    Ctrl-C meanwhile stops the run at once, the workbook written, and the rows stay in flight for the re-run."""
+    sandbox.set_faults(drop_then_write_every=1, late_write_after=3.0)
+    path = _schedule(tmp_path, 10)
+    proc = _cli(path, sandbox.url, server_timeout=60)
+    deadline = time.monotonic() + 60
+    while sandbox.stats().get("drop_then_write", 0) < 1:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    time.sleep(0.5)  # in the wait now: looking the rows up
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - stopped_at < 10, "the wait went on after Ctrl-C"
+    results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+    assert {r["status"] for r in results} == {"not_sent"}  # not written yet: its write comes 3 s after the drop
+
+
 def test_a_second_ctrl_c_is_ignored_until_the_workbook_is_written(sandbox: Any, tmp_path: Path) -> None:
     sandbox.reset()
     sandbox.set_faults(latency=1.5)  # the run lasts seconds after the first Ctrl-C: the second comes during it
