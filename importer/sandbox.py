@@ -600,8 +600,9 @@ class Sandbox:
 
     def _late_writes_done(self) -> None:
         """Cancel the late writes promised so far (one already writing is waited for), so that none lands after
-        a reset, in the next test's data, or on a closed database; one promised later by a request still being
-        served (a reset while it sleeps its latency) sees the era has changed and writes nothing."""
+        a reset, in the next test's data, or on a closed database. A request still being served at the reset
+        (sleeping its latency) promises its late write afterwards, in the new era, and writes it: as any request
+        in progress then writes after the reset."""
         with self._lock:
             self._era += 1
             late, self._late = self._late, []
