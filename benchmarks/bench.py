@@ -14,13 +14,13 @@ so that a noisy neighbour slows them alike: compare the ratios, not the seconds 
 3. naive peer  benchmarks/naive_peer.py: pandas.read_excel (openpyxl) + a per-row loop + DataFrame.to_excel.
 4. upload      `kantata-import upload` of 100k rows to the sandbox (in this process; the CLI in its own) with
                100 ms latency per request, against requests x latency / concurrency: the latency added after
-               the sandbox's own work (~6 ms of CPU a request, on the same 2 cores), the same with the results
-               workbook written after sending instead of during it, and the latency as the time from arrival
-               to answer with the work done meanwhile (what the floor's formula assumes); and with no
-               latency, to show what the sandbox and the client cost. With both latencies also the bare
-               client (benchmarks/bare_client.py: bodies built before the clock, posted by 4 threads,
-               nothing recorded): what the sandbox and the transport leave of the floor. Each 3 times
-               round-robin (once with --quick), medians.
+               the sandbox's own work (~3.5 ms of CPU a create timed alone, ~6 ms in an upload, on the same
+               2 cores), the same with the results workbook written after sending instead of during it,
+               and the latency as the time from arrival to answer with the work done meanwhile (what the
+               floor's formula assumes); and with no latency, to show what the sandbox and the client
+               cost. With both latencies also the bare client (benchmarks/bare_client.py: bodies built
+               before the clock, posted by 4 threads, nothing recorded): what the sandbox and the
+               transport leave of the floor. Each 3 times round-robin (once with --quick), medians.
 5. growth      time per row of the dry run at 10k, 100k and 1M rows (csv for 1M: .xlsx stops at 1,048,576).
 """
 
