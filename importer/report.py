@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import itertools
 import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
+from importer.atomic import write_then_rename
 from importer.cells import MAX_EXACT_FLOAT_INT, as_text
 from importer.columns import OUTCOME_COLUMNS, column_index, column_letter, normalise_header
 from importer.errors import CellIssue, ConfigError
@@ -96,17 +96,13 @@ def write_results(
     place (closing a large workbook takes a while of its own)."""
     out = check_output(output, raw.path)
     ticker = Ticker(on_progress, len(raw.frame))
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".tmp.xlsx")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def write(tmp: Path) -> None:
         workbook = ResultsWorkbook(str(tmp), {"constant_memory": True, "strings_to_numbers": False})
         Writer(workbook, raw, outcomes, issues, totals, info, ticker).write()
         workbook.close()
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    write_then_rename(out, write)
     ticker.end(len(raw.frame))
     return out
 

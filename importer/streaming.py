@@ -13,7 +13,6 @@ workbook is written again from scratch.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from importer.atomic import move_into_place
 from importer.errors import CellIssue
 from importer.loader import RawSchedule
 from importer.outcomes import Outcome
@@ -149,7 +149,7 @@ class StreamedResults:
             writer.finish(self._sheet)
             self._closed = True
             self._workbook.close()
-            _move_into_place(self._tmp, self._out)
+            move_into_place(self._tmp, self._out)
         except BaseException:
             self.abandon()
             raise
@@ -175,22 +175,3 @@ class StreamedResults:
         if self._switching:
             self._switching = False
             _writer_stopped()
-
-
-def _move_into_place(done: Path, out: Path) -> None:
-    """Atomically, as write_results does: a rename, or across file systems a copy beside the target first.
-    Owner-only, like the file write_results makes (mkstemp), so an upload and a dry run leave the same."""
-    os.chmod(done, 0o600)
-    try:
-        os.replace(done, out)
-        return
-    except OSError:
-        pass
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".tmp.xlsx")
-    os.close(fd)
-    try:
-        shutil.copyfile(done, name)
-        os.replace(name, out)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise

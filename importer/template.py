@@ -9,8 +9,6 @@ and compares.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import xlsxwriter
 from xlsxwriter.format import Format
 
+from importer.atomic import write_then_rename
 from importer.cells import subunit
 from importer.client import WorkspaceInfo
 from importer.columns import FIELDS, LOCAL_ONLY
@@ -57,15 +56,7 @@ def check_template_path(path: Path, *, overwrite: bool = False) -> Path:
 def write_template(path: Path, *, overwrite: bool = False, workspaces: Sequence[WorkspaceInfo] | None = None) -> Path:
     """Write the template atomically; `workspaces` (what a token can see) adds the Workspaces sheet."""
     path = check_template_path(path, overwrite=overwrite)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.xlsx")
-    os.close(fd)
-    try:
-        _write(Path(tmp), workspaces)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_then_rename(path, lambda tmp: _write(tmp, workspaces))
 
 
 def _write(path: Path, workspaces: Sequence[WorkspaceInfo] | None) -> None:

@@ -1,0 +1,53 @@
+"""The files a user keeps (the results workbook, the template) appear whole or not at all, with the permissions
+any file they save gets.
+
+A file is written under a temporary name beside its target, then renamed over it: a run stopped halfway leaves
+no half-written workbook under the name the user opens. `tempfile.mkstemp` would make that file owner-only
+(0600) whatever the umask, so a results workbook or template saved to a shared folder could not be opened by
+the colleague it was meant for; the file here is created as `open()` creates one (0666 less the umask).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+_TRIES = 100  # random names that collide this often mean something else is wrong
+
+
+def temp_beside(target: Path) -> Path:
+    """A new, empty file in the target's folder (so that the final rename is atomic), hidden by a leading dot."""
+    for _ in range(_TRIES):
+        candidate = target.parent / f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}"
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return candidate
+    raise FileExistsError(f"no free temporary name beside {target} after {_TRIES} tries")
+
+
+def write_then_rename(target: Path, write: Callable[[Path], object]) -> Path:
+    """`write(temp)` fills a file beside `target`, which is then renamed over it; on any failure (Ctrl-C
+    included) the temporary file is removed and `target` is left as it was."""
+    temp = temp_beside(target)
+    try:
+        write(temp)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def move_into_place(done: Path, target: Path) -> None:
+    """A finished file moved to `target` atomically: a rename, or across file systems a copy beside the target
+    first. The file keeps the permissions it was created with (0666 less the umask)."""
+    try:
+        os.replace(done, target)
+    except OSError:
+        write_then_rename(target, lambda temp: shutil.copyfile(done, temp))
