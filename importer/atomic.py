@@ -4,14 +4,18 @@ any file they save gets.
 A file is written under a temporary name beside its target, then renamed over it: a run stopped halfway leaves
 no half-written workbook under the name the user opens. `tempfile.mkstemp` would make that file owner-only
 (0600) whatever the umask, so a results workbook or template saved to a shared folder could not be opened by
-the colleague it was meant for; the file here is created as `open()` creates one (0666 less the umask).
+the colleague it was meant for; the file here is created as `open()` creates one (0666 less the umask). A file
+it replaces keeps its mode, as when an editor saves over it: results made private stay private on a re-run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,17 +41,27 @@ def write_then_rename(target: Path, write: Callable[[Path], object]) -> Path:
     temp = temp_beside(target)
     try:
         write(temp)
+        _keep_mode(temp, target)
         os.replace(temp, target)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # (Windows: still open somewhere) the first error is the one to see
+            temp.unlink(missing_ok=True)
         raise
     return target
 
 
 def move_into_place(done: Path, target: Path) -> None:
     """A finished file moved to `target` atomically: a rename, or across file systems a copy beside the target
-    first. The file keeps the permissions it was created with (0666 less the umask)."""
+    first. It has the permissions it was created with (0666 less the umask), or those of the file it replaces."""
     try:
+        _keep_mode(done, target)
         os.replace(done, target)
-    except OSError:
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # only another file system is worth a copy; anything else would fail again
+            raise
         write_then_rename(target, lambda temp: shutil.copyfile(done, temp))
+
+
+def _keep_mode(new: Path, target: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(new, stat.S_IMODE(target.stat().st_mode))

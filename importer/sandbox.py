@@ -338,7 +338,7 @@ def _blank(value: object) -> bool:
 
 
 def _valid_date(value: object) -> bool:
-    return isinstance(value, str) and _iso_date(value)
+    return isinstance(value, str) and len(value) == 10 and _iso_date(value)  # (the cache keeps no long text)
 
 
 @functools.lru_cache(maxsize=4096)
