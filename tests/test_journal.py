@@ -133,24 +133,15 @@ def _reopened(path: Path, boot: str | None, monkeypatch: pytest.MonkeyPatch) -> 
     return Journal.open(path, "digest-a")
 
 
-def _sent_and_left(
-    tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch, sent: int, left: int
-) -> tuple[Path, list[Item], Journal]:
-    """In boot "boot-1", the first `sent` of five rows journalled as sending and the first `left` of them as left;
-    the journal is still open."""
-    monkeypatch.setattr("importer.journal.boot_id", lambda: "boot-1")
-    path, items = _journal_of_sent(tmp_path, make_schedule, sent)
-    journal = Journal.open(path, "digest-a")
-    journal.left(items[:left])
-    return path, items, journal
-
-
 def test_in_the_same_boot_only_batches_with_a_left_line_may_be_writing(
     tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A killed run's spare threads journal batches that never leave: the re-run waits only for those that did."""
+    monkeypatch.setattr("importer.journal.boot_id", lambda: "boot-1")
+    path, items = _journal_of_sent(tmp_path, make_schedule, 4)
+    journal = Journal.open(path, "digest-a")
     before = time.time()
-    path, _, journal = _sent_and_left(tmp_path, make_schedule, monkeypatch, 4, 2)
+    journal.left(items[:2])
     journal.close(finished=False)
     resumed = _reopened(path, "boot-1", monkeypatch)
     assert (resumed.in_flight, resumed.may_be_writing) == ({2, 3, 4, 5}, {2, 3})
@@ -162,7 +153,10 @@ def test_after_a_reboot_or_without_a_boot_id_every_batch_journalled_may_be_writi
     tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A crash of the machine may have lost "left" lines (never fsynced): then nothing is known to have stayed."""
-    path, _, journal = _sent_and_left(tmp_path, make_schedule, monkeypatch, 3, 1)
+    monkeypatch.setattr("importer.journal.boot_id", lambda: "boot-1")
+    path, items = _journal_of_sent(tmp_path, make_schedule, 3)
+    journal = Journal.open(path, "digest-a")
+    journal.left(items[:1])
     journal.close(finished=False)
     sent_at = json.loads(path.read_text().splitlines()[1])["at"]
     for boot in ("boot-2", None):
@@ -175,7 +169,7 @@ def test_after_a_reboot_or_without_a_boot_id_every_batch_journalled_may_be_writi
 def test_a_sending_line_of_an_earlier_version_names_no_boot_and_is_waited_for(
     tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path, _ = _journal_of_sent(tmp_path, make_schedule, 0)
+    path, items = _journal_of_sent(tmp_path, make_schedule, 0)
     with path.open("a", encoding="utf-8") as fh:  # what version 2 wrote before "left" lines existed
         fh.write(json.dumps({"kind": "sending", "rows": [2, 3], "at": time.time()}) + "\n")
     resumed = _reopened(path, "boot-1", monkeypatch)
@@ -186,7 +180,10 @@ def test_a_sending_line_of_an_earlier_version_names_no_boot_and_is_waited_for(
 def test_rows_withdrawn_or_created_are_not_waited_for(
     tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path, items, journal = _sent_and_left(tmp_path, make_schedule, monkeypatch, 4, 4)
+    monkeypatch.setattr("importer.journal.boot_id", lambda: "boot-1")
+    path, items = _journal_of_sent(tmp_path, make_schedule, 4)
+    journal = Journal.open(path, "digest-a")
+    journal.left(items[:4])
     journal.withdrawn(items[:1])  # answered 401: nothing written
     journal.record([Outcome(3, Status.CREATED, "700001")])
     journal.close(finished=False)
