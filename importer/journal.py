@@ -16,19 +16,11 @@ nothing waits and nothing is sent twice.
 Skipping that fsync (1 ms under load, taken while the other threads wait) saves a slot's worth of time per
 answer. A torn last line (power loss mid-write) is ignored. Writes from several sending threads are serialised
 by the journal's own lock.
-
-Which rows a resumed run must wait for: a "sending" line is written before the slot wait, so a run that was
-killed leaves some batches journalled that never left (the threads waiting for a slot). Just before a POST
-leaves, a "left" line is written too, flushed but not fsynced: once flushed it is the kernel's, and only a crash
-of the machine loses it. A "sending" line names the machine's boot (Linux's boot_id). On resume, in the same
-boot, a batch with no "left" line never left and is not waited for; in another boot, or with no boot id (other
-systems, journals of earlier versions), every batch journalled as sending is waited for, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -71,16 +63,6 @@ def _lock(fh: IO[str], path: Path) -> None:
         ) from None
 
 
-@functools.cache
-def boot_id() -> str | None:
-    """This machine's current boot (Linux), or None where the system does not say: lines flushed in this boot are
-    still there after the process that wrote them was killed, whether or not they were fsynced."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
-    except (OSError, ValueError):
-        return None
-
-
 def journal_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.journal.jsonl")
 
@@ -104,8 +86,7 @@ class Journal:
         self.digest = digest
         self.sent_before: set[int] = set()  # rows an interrupted run of this same import sent (or created)
         self.in_flight: set[int] = set()  # of those, the ones whose answer it never saw
-        self.may_be_writing: set[int] = set()  # of those, the ones whose request may have left (module docstring)
-        self.left_by = 0.0  # when the last of those requests had left at the latest (time.time())
+        self.last_sent_at = 0.0  # its last "sending" line (time.time()): its requests may still be running
         self._fh: IO[str] | None = None
         self._write_lock = threading.Lock()
 
@@ -136,8 +117,6 @@ class Journal:
             return set()
         sent: set[int] = set()
         created: set[int] = set()
-        left: set[int] = set()  # rows whose request may have left: a "left" line, or a "sending" line not to trust
-        this_boot = boot_id()
         for number, line in enumerate(lines):
             try:
                 entry = json.loads(line)
@@ -145,33 +124,20 @@ class Journal:
                 continue  # a torn line from a crash mid-write
             if number == 0 and (entry.get("kind") != "start" or entry.get("digest") != self.digest):
                 return set()  # another schedule, or another version of this one: start afresh
-            kind, rows = entry.get("kind"), [int(r) for r in entry.get("rows") or ()]
-            if kind == "sending":
-                sent.update(rows)
-                if this_boot is None or entry.get("boot") != this_boot:  # its "left" line may be lost, or never was
-                    left.update(rows)
-                    self.left_by = max(self.left_by, float(entry.get("at") or 0) + SENDING_AHEAD)
-            elif kind == "left":
-                left.update(rows)
-                self.left_by = max(self.left_by, float(entry.get("at") or 0))
-            elif kind == "unsent":
-                sent.difference_update(rows)
-                left.difference_update(rows)
-            elif kind == "outcome" and entry.get("status") == Status.CREATED.value:
+            if entry.get("kind") == "sending":
+                sent.update(int(r) for r in entry["rows"])
+                self.last_sent_at = max(self.last_sent_at, float(entry.get("at") or 0))
+            elif entry.get("kind") == "unsent":
+                sent.difference_update(int(r) for r in entry["rows"])
+            elif entry.get("kind") == "outcome" and entry.get("status") == Status.CREATED.value:
                 created.add(int(entry["row"]))
         self.in_flight = sent - created
-        self.may_be_writing = self.in_flight & left
         return sent | created
 
     def sending(self, items: Sequence[Item]) -> None:
         """Called before a batch goes out (within SENDING_AHEAD): from then on, Kantata may hold these rows
         because of this import."""
-        self._write([{"kind": "sending", "rows": [i.row for i in items], "at": time.time(), "boot": boot_id()}])
-
-    def left(self, items: Sequence[Item]) -> None:
-        """Called just before a POST of these rows leaves. Not fsynced: it matters only after a kill, when the
-        kernel still has it (module docstring)."""
-        self._write([{"kind": "left", "rows": [i.row for i in items], "at": time.time()}], durable=False)
+        self._write([{"kind": "sending", "rows": [i.row for i in items], "at": time.time()}])
 
     def withdrawn(self, items: Sequence[Item]) -> None:
         """Called when a stop cancelled rows whose every request so far was answered (429) or never left: they

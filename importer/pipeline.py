@@ -30,7 +30,7 @@ from importer.cells import DEFAULT_OPTIONS, ParseOptions
 from importer.checks import OnlineCheck, check_online, duplicate_rows
 from importer.client import LOOKUP_CHUNK, KantataClient, WorkspaceInfo
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, Interrupted, MissingToken
-from importer.journal import Journal, journal_path, schedule_digest
+from importer.journal import SENDING_AHEAD, Journal, journal_path, schedule_digest
 from importer.loader import RawSchedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
 from importer.planner import ImportKey, Item, Plan, build_items, has_user_keys, items_as_built, plan, reference_issues
@@ -338,7 +338,7 @@ def run_upload(
                     if stream is not None:
                         record = _both(record, stream.add)
                     uploader = Uploader(client, on_outcomes=record, on_sending=journal.sending,
-                                        on_left=journal.left, on_withdrawn=journal.withdrawn)  # fmt: skip
+                                        on_withdrawn=journal.withdrawn)  # fmt: skip
                     result = uploader.run(the_plan, sent_before=journal.sent_before)
                     outcomes, stopped, made = result.outcomes, result.stopped, result.requests
                     currencies = currencies_later.result() if stopped is None else {}
@@ -428,10 +428,10 @@ def _settle_in_flight(
     """Rows an interrupted run sent without seeing the answer may still be being written at Kantata (a request
     can write for Settings.writes_until seconds after it left): wait for them rather than send them again and
     create them twice. They are looked up every SETTLE_POLL seconds until they are all there or that much time
-    has passed since the last of their requests can have left (journal.left_by); what is still missing then was
-    never written, and is sent. Rows whose request the journal shows never left are not waited for."""
-    pending = [i for i in items if i.row in journal.may_be_writing and i.key not in existing]
-    deadline = journal.left_by + settings.writes_until
+    has passed since the last request can have left (SENDING_AHEAD after the last "sending" line); what is still
+    missing then was never written, and is sent."""
+    pending = [i for i in items if i.row in journal.in_flight and i.key not in existing]
+    deadline = journal.last_sent_at + SENDING_AHEAD + settings.writes_until
     found: dict[ImportKey, str] = {}
     if pending and time.time() < deadline:
         wait = deadline - time.time()

@@ -73,7 +73,7 @@ class Uploader:
 
     Batches are independent: a batch's rows are sent, looked up and isolated by one thread, so the rules above
     hold per batch whatever the others do. Shared state (outcomes, and the callback that journals and reports
-    them) is behind one lock; `on_sending`, `on_left` and `on_withdrawn` are called outside it, from several threads at
+    them) is behind one lock; `on_sending` and `on_withdrawn` are called outside it, from several threads at
     once (the journal locks its own writes). The first thread to hit a reason to stop (Kantata unreachable,
     token refused) stops the others before their next request; Ctrl-C does the same from the main thread, and
     in-flight batches are settled.
@@ -85,11 +85,9 @@ class Uploader:
         *,
         on_outcomes: OnOutcomes | None = None,
         on_sending: OnSending | None = None,
-        on_left: OnSending | None = None,
         on_withdrawn: OnSending | None = None,
     ) -> None:
         self.client = client
-        self._on_left = on_left
         self._on_withdrawn = on_withdrawn
         self.outcomes: dict[int, Outcome] = {}
         self._on_outcomes = on_outcomes
@@ -181,15 +179,13 @@ class Uploader:
     def _sending(self, batch: Sequence[Item], this_try: _Try) -> None:
         """Just before a POST leaves: from now on Kantata may hold these rows. Their "sending" line was written
         before the slot wait; if that was longer ago than journal.SENDING_AHEAD (a long wait, a retry after a
-        backoff), it is written again now. Then `on_left` (the journal's "left" line, not fsynced)."""
+        backoff), it is written again now."""
         with self._sent_lock:
             self._sent.update(i.row for i in batch)
         this_try.left = time.monotonic()
         if self._on_sending is not None and this_try.left - this_try.journalled > SENDING_AHEAD:
             this_try.journalled = this_try.left
             self._on_sending(batch)
-        if self._on_left is not None:
-            self._on_left(batch)
 
     def _withdrawn(self, batch: Sequence[Item]) -> None:
         """A stop cancelled these rows before any request of theirs could write: none is in flight any more."""

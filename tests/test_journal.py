@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from importer.cells import DEFAULT_OPTIONS
-from importer.journal import SENDING_AHEAD, Journal, boot_id, journal_path, schedule_digest
+from importer.journal import Journal, journal_path, schedule_digest
 from importer.loader import load_schedule
-from importer.outcomes import Outcome, Status
 from importer.pipeline import run_upload
 from importer.planner import Item, build_items
 from importer.sandbox import DEFAULT_TOKEN
@@ -126,73 +122,3 @@ def test_a_line_after_a_torn_tail_is_not_lost(tmp_path: Path, make_schedule: Mak
     third = Journal.open(path, "digest-a")
     assert third.in_flight == {2, 3, 4, 5}
     third.close(finished=True)
-
-
-def _reopened(path: Path, boot: str | None, monkeypatch: pytest.MonkeyPatch) -> Journal:
-    monkeypatch.setattr("importer.journal.boot_id", lambda: boot)
-    return Journal.open(path, "digest-a")
-
-
-def test_in_the_same_boot_only_batches_with_a_left_line_may_be_writing(
-    tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A killed run's spare threads journal batches that never leave: the re-run waits only for those that did."""
-    monkeypatch.setattr("importer.journal.boot_id", lambda: "boot-1")
-    path, items = _journal_of_sent(tmp_path, make_schedule, 4)
-    journal = Journal.open(path, "digest-a")
-    before = time.time()
-    journal.left(items[:2])
-    journal.close(finished=False)
-    resumed = _reopened(path, "boot-1", monkeypatch)
-    assert (resumed.in_flight, resumed.may_be_writing) == ({2, 3, 4, 5}, {2, 3})
-    assert before <= resumed.left_by <= time.time()  # the "left" line's own time: no SENDING_AHEAD on top
-    resumed.close(finished=False)
-
-
-def test_after_a_reboot_or_without_a_boot_id_every_batch_journalled_may_be_writing(
-    tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A crash of the machine may have lost "left" lines (never fsynced): then nothing is known to have stayed."""
-    monkeypatch.setattr("importer.journal.boot_id", lambda: "boot-1")
-    path, items = _journal_of_sent(tmp_path, make_schedule, 3)
-    journal = Journal.open(path, "digest-a")
-    journal.left(items[:1])
-    journal.close(finished=False)
-    sent_at = json.loads(path.read_text().splitlines()[1])["at"]
-    for boot in ("boot-2", None):
-        resumed = _reopened(path, boot, monkeypatch)
-        assert resumed.may_be_writing == {2, 3, 4}, boot
-        assert resumed.left_by == pytest.approx(sent_at + SENDING_AHEAD)
-        resumed.close(finished=False)
-
-
-def test_a_sending_line_of_an_earlier_version_names_no_boot_and_is_waited_for(
-    tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path, items = _journal_of_sent(tmp_path, make_schedule, 0)
-    with path.open("a", encoding="utf-8") as fh:  # what version 2 wrote before "left" lines existed
-        fh.write(json.dumps({"kind": "sending", "rows": [2, 3], "at": time.time()}) + "\n")
-    resumed = _reopened(path, "boot-1", monkeypatch)
-    assert resumed.may_be_writing == {2, 3}
-    resumed.close(finished=False)
-
-
-def test_rows_withdrawn_or_created_are_not_waited_for(
-    tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("importer.journal.boot_id", lambda: "boot-1")
-    path, items = _journal_of_sent(tmp_path, make_schedule, 4)
-    journal = Journal.open(path, "digest-a")
-    journal.left(items[:4])
-    journal.withdrawn(items[:1])  # answered 401: nothing written
-    journal.record([Outcome(3, Status.CREATED, "700001")])
-    journal.close(finished=False)
-    resumed = _reopened(path, "boot-1", monkeypatch)
-    assert (resumed.in_flight, resumed.may_be_writing) == ({4, 5}, {4, 5})
-    resumed.close(finished=False)
-
-
-def test_the_boot_id_is_this_machines_where_linux_says_it() -> None:
-    where = Path("/proc/sys/kernel/random/boot_id")
-    expected = where.read_text().strip() if where.exists() else None
-    assert boot_id() == expected
