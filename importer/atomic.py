@@ -23,7 +23,7 @@ _TRIES = 100  # random names that collide this often mean something else is wron
 
 
 def temp_beside(target: Path) -> Path:
-    """A new, empty file in the target's folder (so that the final rename is atomic), hidden by a leading dot."""
+    """A new, empty file in the target's folder (so that the final rename is atomic), named with a leading dot."""
     for _ in range(_TRIES):
         candidate = target.parent / f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}"
         try:
