@@ -10,9 +10,10 @@ path; it is removed when a run ends with every row settled, and kept (for the ne
 stops early.
 
 Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out (at
-most SENDING_AHEAD seconds before). A "created" line is not fsynced: should it be lost (power loss), the row
-counts as in flight on resume, and the look-up that settles in-flight rows finds it in Kantata at once, so
-nothing waits and nothing is sent twice.
+most SENDING_AHEAD seconds before). It carries the wall-clock time and, on Linux, the boot id and the seconds
+since boot: a resume in the same boot times its wait by that clock, which no clock change moves.
+A "created" line is not fsynced: should it be lost (power loss), the row counts as in flight on resume, and the
+look-up that settles in-flight rows finds it in Kantata at once, so nothing waits and nothing is sent twice.
 Skipping that fsync (1 ms under load, taken while the other threads wait) saves a slot's worth of time per
 answer. A torn last line (power loss mid-write) is ignored. Writes from several sending threads are serialised
 by the journal's own lock.
@@ -21,6 +22,7 @@ by the journal's own lock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -46,6 +48,22 @@ from importer.planner import Item
 SENDING_AHEAD = 2.0
 
 VERSION = 2  # 2: the digest hashes the validated rows column-wise (1 hashed each request body)
+
+
+@functools.cache
+def _boot() -> str | None:
+    """This boot's id (Linux), or None: a "sending" line's time since boot means something only in the same boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
+
+
+def _since_boot() -> float | None:
+    """Seconds since boot, suspends included (CLOCK_BOOTTIME): unlike the wall clock, no NTP step or clock change
+    moves it. None where there is no such clock."""
+    clock = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(clock) if clock is not None and _boot() is not None else None
 
 
 def _lock(fh: IO[str], path: Path) -> None:
@@ -87,6 +105,7 @@ class Journal:
         self.sent_before: set[int] = set()  # rows an interrupted run of this same import sent (or created)
         self.in_flight: set[int] = set()  # of those, the ones whose answer it never saw
         self.last_sent_at = 0.0  # its last "sending" line (time.time()): its requests may still be running
+        self.last_sent_up: float | None = None  # the same by _since_boot, if the last line was written in this boot
         self._fh: IO[str] | None = None
         self._write_lock = threading.Lock()
 
@@ -127,6 +146,9 @@ class Journal:
             if entry.get("kind") == "sending":
                 sent.update(int(r) for r in entry["rows"])
                 self.last_sent_at = max(self.last_sent_at, float(entry.get("at") or 0))
+                # Lines are in the order written: the last one decides (a run on another machine may follow).
+                same_boot = entry.get("up") is not None and entry.get("boot") == _boot()
+                self.last_sent_up = float(entry["up"]) if same_boot else None
             elif entry.get("kind") == "unsent":
                 sent.difference_update(int(r) for r in entry["rows"])
             elif entry.get("kind") == "outcome" and entry.get("status") == Status.CREATED.value:
@@ -137,7 +159,18 @@ class Journal:
     def sending(self, items: Sequence[Item]) -> None:
         """Called before a batch goes out (within SENDING_AHEAD): from then on, Kantata may hold these rows
         because of this import."""
-        self._write([{"kind": "sending", "rows": [i.row for i in items], "at": time.time()}])
+        entry: dict[str, Any] = {"kind": "sending", "rows": [i.row for i in items], "at": time.time()}
+        if (up := _since_boot()) is not None:
+            entry |= {"boot": _boot(), "up": up}
+        self._write([entry])
+
+    def since_last_sent(self) -> float:
+        """Seconds since the previous run's last "sending" line: by the clock since boot when that line was
+        written in this boot, so that a wall clock stepped forward (NTP, a user's change) does not cut short the
+        wait for its requests, nor one stepped back lengthen it; else by the wall clock, and at least 0."""
+        if self.last_sent_up is not None and (now := _since_boot()) is not None:
+            return max(0.0, now - self.last_sent_up)
+        return max(0.0, time.time() - self.last_sent_at)
 
     def withdrawn(self, items: Sequence[Item]) -> None:
         """Called when a stop cancelled rows whose every request so far was answered (429) or never left: they

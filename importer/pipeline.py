@@ -431,14 +431,14 @@ def _settle_in_flight(
     has passed since the last request can have left (SENDING_AHEAD after the last "sending" line); what is still
     missing then was never written, and is sent."""
     pending = [i for i in items if i.row in journal.in_flight and i.key not in existing]
-    deadline = journal.last_sent_at + SENDING_AHEAD + settings.writes_until
+    wait = SENDING_AHEAD + settings.writes_until - journal.since_last_sent()
+    deadline = time.monotonic() + wait  # from here on, no clock change moves it
     found: dict[ImportKey, str] = {}
-    if pending and time.time() < deadline:
-        wait = deadline - time.time()
+    if pending and wait > 0:
         say(f"{len(pending)} rows the interrupted run sent are not in Kantata yet, and its requests may still be "
             f"running: waiting up to {wait:.0f} s for them, so that nothing is created twice")  # fmt: skip
-    while pending and time.time() < deadline:
-        time.sleep(min(SETTLE_POLL, max(0.0, deadline - time.time())))
+    while pending and time.monotonic() < deadline:
+        time.sleep(min(SETTLE_POLL, max(0.0, deadline - time.monotonic())))
         more = client.find_existing(i.key for i in pending)
         found.update(more)
         pending = [i for i in pending if i.key not in more]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import importer.journal as journal_module
 from importer.cells import DEFAULT_OPTIONS
+from importer.client import KantataClient
 from importer.journal import Journal, journal_path, schedule_digest
 from importer.loader import load_schedule
 from importer.pipeline import run_upload
@@ -122,3 +128,86 @@ def test_a_line_after_a_torn_tail_is_not_lost(tmp_path: Path, make_schedule: Mak
     third = Journal.open(path, "digest-a")
     assert third.in_flight == {2, 3, 4, 5}
     third.close(finished=True)
+
+
+def _shifted(path: Path, **change: Any) -> None:
+    """Rewrite the journal's "sending" lines with `change` (a field: a value, or a function of the old value)."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if entry["kind"] == "sending":
+            for name, value in change.items():
+                entry[name] = value(entry.get(name)) if callable(value) else value
+        lines.append(json.dumps(entry) + "\n")
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def _since(path: Path) -> float:
+    journal = Journal.open(path, "digest-a")
+    journal.close(finished=False)
+    return journal.since_last_sent()
+
+
+@pytest.mark.skipif(journal_module._boot() is None, reason="the clock since boot is read on Linux only")
+def test_a_wall_clock_stepped_forward_does_not_cut_the_wait_short(
+    sandbox: Any, tmp_path: Path, make_schedule: MakeSchedule
+) -> None:
+    """A run was killed with a batch on the wire; since then the wall clock jumped forward (an NTP step, a user
+    setting the clock), so by the wall clock that batch's line is hours old. The request is in fact still
+    writing, and lands a moment later: the re-run must wait for it (by the clock since boot), not send its rows
+    again and create them twice."""
+    sandbox.reset()
+    rows = [good_row(n) for n in range(30)]
+    path = make_schedule(rows, name="all")
+    validated = validate_rows(load_schedule(path), DEFAULT_OPTIONS)
+    items, _ = build_items(validated.rows)
+    journal_file = journal_path(path.with_name("all.results.xlsx"))
+    journal = Journal.open(journal_file, schedule_digest(validated.rows, [i.row for i in items]))
+    journal.sending(items[:10])
+    journal.close(finished=False)
+    _shifted(journal_file, at=lambda at: at - 10_000)  # as the wall clock now stands, written 10,000 s ago
+    # The window a re-run waits in: 2 (SENDING_AHEAD) + 1 + 4 s after the line; 10,000 s by the wall clock.
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, connect_timeout=1,
+                        server_timeout=4)  # fmt: skip
+    client = KantataClient(settings, Secret(DEFAULT_TOKEN))
+    # The killed run's request, still on its way: it creates rows 2-11 in a moment, looking nothing up.
+    late = threading.Timer(1.5, client.create, ([i.body for i in items[:10]],))
+    late.start()
+    said: list[str] = []
+    try:
+        result = run_upload(path, settings, on_stage=said.append)
+    finally:
+        late.join()
+        client.close()
+    assert any("waiting up to" in s for s in said), said
+    assert len(sandbox.milestones()) == 30  # none twice
+    assert result.counts["created"] == 30
+
+
+def test_how_long_ago_the_last_line_was_sent_by_which_clock(
+    tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock since boot is trusted only when the last "sending" line was written in this boot; otherwise the
+    wall clock, never below 0 (a clock set back must not make the wait longer than the whole window)."""
+    monkeypatch.setattr(journal_module, "_boot", lambda: "this-boot")
+    monkeypatch.setattr(journal_module, "_since_boot", lambda: 5_000.0)
+    path, items = _journal_of_sent(tmp_path, make_schedule, 2)
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[-1])["up"] == 5_000.0
+
+    _shifted(path, at=lambda at: at - 7_200, up=4_990.0)  # by the wall clock 2 hours ago, by this boot's 10 s
+    assert _since(path) == pytest.approx(10.0)
+
+    _shifted(path, boot="an-earlier-boot")  # its clock since boot means nothing now: the wall clock's 2 hours
+    assert _since(path) == pytest.approx(7_200, abs=5)
+
+    _shifted(path, at=lambda at: at + 7_200 + 3_600)  # set an hour in the future (the clock stepped back): 0
+    assert _since(path) == 0.0
+
+    # A line of this boot followed by one from another machine's run (a shared folder): the later line decides.
+    _shifted(path, boot="this-boot", at=time.time() - 30)
+    journal = Journal.open(path, "digest-a")
+    monkeypatch.setattr(journal_module, "_boot", lambda: "another-machine")
+    journal.sending(items[2:4])
+    journal.close(finished=False)
+    monkeypatch.setattr(journal_module, "_boot", lambda: "this-boot")
+    assert _since(path) == pytest.approx(0, abs=5)  # wall: just now, not 10 s
