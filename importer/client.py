@@ -35,6 +35,50 @@ PROBE_CHUNK = 100  # project ids per "does this importer have anything here?" co
 _JSON_BODY = {"Content-Type": "application/json"}  # what requests sets for `json=`
 
 
+class _Bounded:
+    """A connection that is made within its connect timeout, name look-up and every address tried included, or
+    not used: urllib3 bounds each address's try alone, and the look-up not at all. A write is waited for
+    Settings.writes_until after its request left (connect_timeout + server_timeout), so a request must never
+    reach Kantata later than connect_timeout after it left. Checked once connected (TLS included), before any
+    byte of the request is sent: a late connection is closed, and counts as never made (ConnectTimeout)."""
+
+    timeout: Any
+
+    def connect(self) -> None:
+        started = time.monotonic()
+        super().connect()  # type: ignore[misc]  # the urllib3 connection this is mixed into
+        took = time.monotonic() - started
+        if isinstance(self.timeout, int | float) and took > self.timeout:
+            self.close()  # type: ignore[attr-defined]
+            raise urllib3.exceptions.ConnectTimeoutError(
+                self, f"connecting took {took:.1f} s, over the connect timeout ({self.timeout:g} s)"
+            )
+
+
+class _BoundedHTTP(_Bounded, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _BoundedHTTPS(_Bounded, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _BoundedHTTP
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _BoundedHTTPS
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, its connections bounded in time (_Bounded)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
 class BearerAuth(requests.auth.AuthBase):
     """Sets the header on every request; as an auth object, a ~/.netrc entry cannot replace it."""
 
@@ -163,7 +207,7 @@ class KantataClient:
         if session is None:
             session = requests.Session()
             # One pooled connection per request in flight (requests' default pool keeps 10).
-            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(10, settings.concurrency))
+            adapter = _Adapter(pool_connections=1, pool_maxsize=max(10, settings.concurrency))
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         self.session = session

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import urllib3
 
 from importer.client import KantataClient, OutcomeUnknown
 from importer.errors import ApiUnavailable, TokenRejected
@@ -78,6 +80,44 @@ def test_a_connection_refused_never_reached_kantata() -> None:
     with pytest.raises(OutcomeUnknown) as caught:
         _client(f"http://127.0.0.1:{port}/api/v1").create([_body(1)])
     assert caught.value.running is False
+
+
+def test_a_request_never_reaches_kantata_later_than_the_connect_timeout(
+    sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name look-up that hangs (or several addresses tried in turn) is not bounded by the socket's timeout. A
+    resumed run waits connect_timeout + server_timeout after a request left for it to write; a request
+    connected later than connect_timeout must not be sent at all."""
+    looked_up = socket.getaddrinfo
+    delay = [1.5]
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(delay[0])
+        return looked_up(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)  # as urllib3 calls it
+    client = _client(sandbox.url, connect_timeout=1)
+    with pytest.raises(OutcomeUnknown, match="ConnectTimeout") as caught:
+        client.create([_body(1)])
+    assert caught.value.running is False  # never reached Kantata: safe to send again at once
+    assert sandbox.stats().get("POST /billing_milestones", 0) == 0 and sandbox.milestones() == []
+    delay[0] = 0.3  # slow, but within the timeout: sent as usual
+    assert client.create([_body(2)]).status == 200
+    assert len(sandbox.milestones()) == 1
+
+
+def test_an_https_connection_is_bounded_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same bound on Kantata's own scheme: its handshake (here urllib3's whole connect, made slow) counts."""
+    connects: list[str] = []
+
+    def slow_connect(self: urllib3.connection.HTTPSConnection) -> None:
+        connects.append(self.host)
+        time.sleep(1.5)
+
+    monkeypatch.setattr(urllib3.connection.HTTPSConnection, "connect", slow_connect)
+    with pytest.raises(OutcomeUnknown, match="ConnectTimeout") as caught:
+        _client("https://kantata.invalid/api/v1", connect_timeout=1).create([_body(1)])
+    assert caught.value.running is False and connects == ["kantata.invalid"]
 
 
 def test_dropped_connection_after_write_is_an_unknown_outcome_and_lookup_finds_it(sandbox: Any) -> None:
