@@ -62,7 +62,7 @@ def check_online(
     if unplaced:
         listed = ", ".join(map(str, unplaced))
         result.notes.append(f"Kantata did not say which project task {listed} belongs to: not checked")
-    result.issues += _amount_issues(raw, todo, workspaces, options)
+    result.issues += amount_issues(raw, todo, workspaces, options)
     result.notes += _currency_notes(raw, todo, workspaces)
     result.currencies = {w: info.currency for w, info in workspaces.items() if info.currency}
     return result
@@ -137,16 +137,20 @@ def _story_issues(
     return issues
 
 
-def _amount_issues(
+def amount_issues(
     raw: RawSchedule, rows: pd.DataFrame, workspaces: Mapping[int, WorkspaceInfo], options: ParseOptions
 ) -> list[CellIssue]:
     """An Amount in currency units must fit the currency of the row's project, and have been read with its
-    decimals: 1500 read with --currency-decimals 2 is 150000 subunits, which in yen is 100 times too much."""
+    decimals: 1500 read with --currency-decimals 2 is 150000 subunits, which in yen is 100 times too much.
+    Only rows of projects whose currency has other decimals are looked at: with the same decimals the cell was
+    read as Kantata means it."""
     letter = raw.fields.get("amount")
     if letter is None:
         return []
+    read_with = options.currency_decimals
+    other = [w for w, info in workspaces.items() if info.currency and currency_decimals(info.currency) != read_with]
     issues: list[CellIssue] = []
-    for row, workspace, cents in _cells(rows, "amount_in_cents"):
+    for row, workspace, cents in _cells(rows[rows["workspace_id"].isin(other)], "amount_in_cents"):
         cell = raw.frame.at[row, letter]
         project = workspaces.get(workspace)
         if is_blank(cell) or project is None or project.currency is None:
@@ -191,9 +195,15 @@ def _currency_notes(raw: RawSchedule, rows: pd.DataFrame, workspaces: Mapping[in
         shown = f"{Decimal(cents).scaleb(-decimals):,.{decimals}f} {code}"
         notes.append(f'project {workspace} ("{project.title}") is in {code}, which {_has(decimals)}: '
                      f"its {label} values count {subunit(code)} (row {row}: {cents} is {shown})")  # fmt: skip
-    hidden = sorted({w for w in rows["workspace_id"].astype(int) if w in workspaces and not workspaces[w].currency})
-    if hidden:
-        listed = ", ".join(map(str, hidden))
-        notes.append(f"Kantata did not give the currency of project {listed} (it does only to users with financial "
-                     "access to a project): amounts there were not checked against their currency")  # fmt: skip
-    return notes
+    return notes + withheld_currencies(rows, workspaces)
+
+
+def withheld_currencies(rows: pd.DataFrame, workspaces: Mapping[int, WorkspaceInfo]) -> list[str]:
+    """A note naming the projects whose currency Kantata did not give: their amounts could not be checked."""
+    projects = rows["workspace_id"].astype(int).unique().tolist()
+    hidden = sorted(w for w in projects if w in workspaces and not workspaces[w].currency)
+    if not hidden:
+        return []
+    listed = ", ".join(map(str, hidden))
+    return [f"Kantata did not give the currency of project {listed} (it does only to users with financial access "
+            "to a project): amounts there were not checked against their currency"]  # fmt: skip

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import ParamSpec, TypeVar
@@ -26,8 +26,8 @@ from typing import ParamSpec, TypeVar
 import pandas as pd
 import requests
 
-from importer.cells import DEFAULT_OPTIONS, ParseOptions
-from importer.checks import OnlineCheck, check_online, duplicate_rows
+from importer.cells import DEFAULT_OPTIONS, ParseOptions, is_blank
+from importer.checks import OnlineCheck, amount_issues, check_online, duplicate_rows, withheld_currencies
 from importer.client import LOOKUP_CHUNK, KantataClient, WorkspaceInfo
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, Interrupted, MissingToken
 from importer.journal import SENDING_AHEAD, Journal, journal_path, schedule_digest
@@ -289,10 +289,16 @@ def run_upload(
         raise MissingToken.from_env(TOKEN_ENV)
     raw, validated, items, issues, out, deferred = _prepare(path, sheet, output, options, on_progress,
                                                             requests=True, defer=True)  # fmt: skip
-    rows = validated.rows.index.tolist() if deferred else [i.row for i in items]  # the rows to send or find
     client = KantataClient(settings, settings.token, session=session)
     say = on_stage or (lambda _: None)
     stopped: ImporterError | None = None
+    try:
+        validated, items, amount_errors, notes = _amounts_checked(raw, validated, items, client, options)
+    except BaseException:
+        client.close()
+        raise
+    issues = sorted([*issues, *amount_errors], key=lambda i: i.row)
+    rows = validated.rows.index.tolist() if deferred else [i.row for i in items]  # the rows to send or find
     currencies: dict[int, str] = {}
     stream: StreamedResults | None = None
     with _patient_interrupts(say), _abandoned_on_error(lambda: stream):
@@ -352,13 +358,36 @@ def run_upload(
         finally:
             client.close()
         made = {**made, "GET": client.stats.gets, "POST": client.stats.posts}
-        info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "")
+        info = RunInfo(
+            False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "", notes=tuple(notes)
+        )
         say(f"writing the results workbook ({len(raw.frame)} rows)")
         result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing),
                           on_progress, currencies=currencies, stream=stream)  # fmt: skip
     if stopped is None:  # every row settled and the workbook written: nothing left to resume
         journal_path(out).unlink(missing_ok=True)
     return result_
+
+
+def _amounts_checked(
+    raw: RawSchedule, validated: Validated, items: list[Item], client: KantataClient, options: ParseOptions
+) -> tuple[Validated, list[Item], list[CellIssue], list[str]]:
+    """The rows whose Amount (in currency units) does not fit its project's currency, taken out before anything
+    is sent, as `validate --online` reports them (checks.amount_issues): 5000 in a yen project is not sent as
+    500,000 yen. Needs the projects' currencies first (one GET for up to 200 projects; the totals reuse them
+    from the client's cache); none when the schedule gives its amounts in cents only."""
+    amounts = raw.fields.get("amount")
+    if amounts is None or validated.rows.empty or raw.frame.loc[validated.rows.index, amounts].map(is_blank).all():
+        return validated, items, [], []
+    projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist()))
+    workspaces = client.workspaces(projects)
+    issues = amount_issues(raw, validated.rows, workspaces, options)
+    notes = withheld_currencies(validated.rows, workspaces)
+    bad = {i.row for i in issues if i.is_error}
+    if not bad:
+        return validated, items, issues, notes
+    kept = replace(validated, rows=validated.rows.drop(index=sorted(bad)), invalid_rows=validated.invalid_rows | bad)
+    return kept, [i for i in items if i.row not in bad], issues, notes
 
 
 def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path) -> StreamedResults | None:

@@ -164,6 +164,27 @@ def test_amounts_in_currency_units_must_fit_the_projects_currency(
     assert [r["status"] for r in read_results(result.output)] == ["invalid", "invalid", "invalid", "valid"]
 
 
+def test_an_upload_sends_no_amount_that_does_not_fit_its_projects_currency(
+    sandbox: Any, settings: Settings, make_schedule: MakeSchedule
+) -> None:
+    """What validate --online reports, upload refuses before sending: 5000 in a yen project read with the
+    default 2 decimals would be created as 500,000 yen, and exit 0."""
+    sandbox.reset()
+    rows = [["Yen", "5000", 1004], ["Dinar", "1.5", 1005], ["Yen, with sen", "12.50", 1004], ["Dollar", "19.99", 1001]]
+    result = run_upload(make_schedule(rows, headers=AMOUNT_HEADERS), settings)
+    assert _found(result) == [
+        ("B2", "amount-read-with-other-decimals", "error"),
+        ("B3", "amount-read-with-other-decimals", "error"),
+        ("B4", "amount-decimals-for-currency", "error"),
+    ]
+    assert [r["status"] for r in read_results(result.output)] == ["invalid", "invalid", "invalid", "created"]
+    assert [(m["title"], m["amount_in_cents"]) for m in sandbox.milestones()] == [("Dollar", 1999)]
+    assert result.exit_code == ExitCode.ROWS_FAILED
+    yen = make_schedule([["Yen", "5000", 1004]], headers=AMOUNT_HEADERS, name="yen")
+    assert run_upload(yen, settings, options=ParseOptions(currency_decimals=0)).counts["created"] == 1
+    assert sandbox.milestones()[-1]["amount_in_cents"] == 5000  # 5000 yen, as the cell says
+
+
 def test_currency_decimals_that_match_the_project_pass_and_others_in_the_same_file_do_not(
     settings: Settings, make_schedule: MakeSchedule
 ) -> None:
@@ -194,12 +215,16 @@ def test_without_financial_access_the_currency_check_is_skipped_with_a_note(
     sandbox: Any, settings: Settings, make_schedule: MakeSchedule
 ) -> None:
     sandbox.set_faults(no_financial_access=True)
-    result = _online(make_schedule([["Yen", "1500", 1004], ["X", "1", 1001]], headers=AMOUNT_HEADERS), settings)
+    path = make_schedule([["Yen", "1500", 1004], ["X", "1", 1001]], headers=AMOUNT_HEADERS)
+    result = _online(path, settings)
     assert result.issues == [] and result.counts["valid"] == 2
-    assert result.notes[0] == (
+    note = (
         "Kantata did not give the currency of project 1001, 1004 (it does only to users with financial access to a "
         "project): amounts there were not checked against their currency"
     )
+    assert result.notes[0] == note
+    uploaded = run_upload(path, settings)  # the same check before sending, skipped the same way, and said so
+    assert uploaded.counts["created"] == 2 and note in uploaded.notes
 
 
 def test_look_ups_are_batched_300_rows_over_5_projects_take_3_requests(
