@@ -37,6 +37,7 @@ from importer.settings import (
     TOKEN_ENV,
     Secret,
     Settings,
+    redact,
     sanitize_url,
 )
 from importer.summary import error_kind, error_summary, run_summary
@@ -232,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:
         if args.debug:
-            traceback.print_exc()
+            _err(traceback.format_exc().rstrip())
         else:
             _err(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
         _json_error(args, ExitCode.BUG, "internal-error", f"{type(exc).__name__}: {exc}")
@@ -240,7 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _err(text: str, stream: TextIO | None = None) -> None:
-    print(text, file=stream or sys.stderr, flush=True)
+    """A message for the user; should it quote the token (a library's error message), it shows *** instead."""
+    print(redact(text), file=stream or sys.stderr, flush=True)
 
 
 def _configure(args: argparse.Namespace) -> FileConfig:
@@ -467,7 +469,8 @@ def _json_error(args: argparse.Namespace, code: ExitCode, kind: str, message: st
         return
     schedule = getattr(args, "schedule", None)
     summary = error_summary(command=args.command, file=None if schedule is None else str(schedule),
-                            sheet=getattr(args, "sheet", None), exit_code=code, kind=kind, message=message)  # fmt: skip
+                            sheet=getattr(args, "sheet", None), exit_code=code, kind=kind,
+                            message=redact(message))  # fmt: skip
     print(json.dumps(summary, indent=2, ensure_ascii=False), flush=True)
 
 

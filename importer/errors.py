@@ -110,6 +110,10 @@ class MissingToken(AuthError):
         )
 
 
+class BadToken(AuthError):
+    """The token given cannot be one (a line break or other character inside it); refused before any request."""
+
+
 class TokenRejected(AuthError):
     def __init__(self, message: str, *, status: int, request_id: str | None = None) -> None:
         super().__init__(message)

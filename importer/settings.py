@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from importer.concurrency import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
-from importer.errors import ConfigError, MissingToken
+from importer.errors import BadToken, ConfigError, MissingToken
 
 DEFAULT_BASE_URL = "https://api.mavenlink.com/api/v1"
 TOKEN_ENV = "KANTATA_API_TOKEN"
@@ -27,9 +27,11 @@ class Secret:
     """Holds the token so that no repr, str, log line or traceback can show it."""
 
     __slots__ = ("_value",)
+    _made: set[str] = set()  # every token held in this process, for `redact`
 
     def __init__(self, value: str) -> None:
         self._value = value
+        Secret._made.add(value)
 
     def reveal(self) -> str:
         return self._value
@@ -44,6 +46,33 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def redact(text: str) -> str:
+    """`text` with every token this process holds replaced by ***: for messages built from an exception that
+    may quote one (a library refusing a header value, say)."""
+    for value in Secret._made:
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+def token(text: str, where: str) -> Secret | None:
+    """The token as given in `where`, without the spaces or line break around it (a token copied from a file
+    or a web page often ends with one); None if nothing is left. Any other character than printable ASCII left
+    inside is refused: it cannot be a Kantata token, and an HTTP library would quote it in its error."""
+    value = text.strip()
+    if not value:
+        return None
+    if not all("!" <= c <= "~" for c in value):
+        kinds = [what for what, found in (("a line break", any(c in "\r\n" for c in value)),
+                                          ("a space or tab", any(c in " \t" for c in value)),
+                                          ("a character outside ASCII", any(ord(c) > 126 for c in value)),
+                                          ("a control character", any(ord(c) < 32 and c not in "\r\n\t"
+                                                                      for c in value))) if found]  # fmt: skip
+        raise BadToken(f"the API token in {where} has {' and '.join(kinds) or 'a character it cannot have'} inside "
+                       "it, so it cannot be a Kantata token: copy it again (it is not shown here)")  # fmt: skip
+    return Secret(value)
 
 
 def is_loopback(host: str) -> bool:
@@ -127,8 +156,8 @@ class Settings:
         values: dict[str, object] = {"base_url": DEFAULT_BASE_URL, **(config or {})}
         if env.get(BASE_URL_ENV):
             values["base_url"] = env[BASE_URL_ENV]
-        if env.get(TOKEN_ENV):
-            values["token"] = Secret(env[TOKEN_ENV])
+        if env.get(TOKEN_ENV) and (given := token(env[TOKEN_ENV], TOKEN_ENV)) is not None:
+            values["token"] = given
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -137,7 +166,7 @@ class Settings:
         if self.token is not None:
             return self.token
         if interactive and sys.stdin.isatty():
-            typed = getpass.getpass("Kantata API token (input hidden): ").strip()
-            if typed:
-                return Secret(typed)
+            typed = token(getpass.getpass("Kantata API token (input hidden): "), "what you typed")
+            if typed is not None:
+                return typed
         raise MissingToken.from_env(TOKEN_ENV)

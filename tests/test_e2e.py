@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -13,7 +14,9 @@ from typing import Any
 import openpyxl
 import pytest
 
+import importer.pipeline
 from importer.cli import main
+from importer.errors import ExitCode
 from importer.pipeline import run_upload
 from importer.sandbox import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
@@ -253,6 +256,54 @@ def test_token_never_appears_in_any_output(sandbox: Any, make_schedule: MakeSche
     for produced in tmp_path.rglob("*"):
         if produced.is_file() and produced != path:
             assert secret.encode() not in produced.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [("tok-SECRET-9f8e7d\r\nmore", "a line break"), ("tok-SECRET 9f8e7d", "a space or tab"),
+     ("tok-SECRET-9f8e7d\u20ac", "a character outside ASCII")],
+)  # fmt: skip
+def test_a_token_that_cannot_be_one_is_refused_without_showing_it(
+    sandbox: Any, make_schedule: MakeSchedule, tmp_path: Path, given: str, said: str
+) -> None:
+    """A line break inside the token made requests refuse the header, and the CLI print that refusal, token and
+    all, as an internal error (helper-15). It is refused first, exit 3, naming what is wrong and not the token."""
+    env = {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": given}
+    path = make_schedule([good_row(1)])
+    proc = subprocess.run([sys.executable, "-m", "importer", "upload", str(path), "--non-interactive", "--json"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert f"the API token in KANTATA_API_TOKEN has {said} inside it" in proc.stderr
+    assert "SECRET" not in proc.stdout + proc.stderr and json.loads(proc.stdout)["error"]["kind"]
+    assert sandbox.milestones() == [] and sandbox.stats().get("POST /billing_milestones", 0) == 0
+
+
+def test_a_token_copied_with_a_line_break_after_it_works(sandbox: Any, make_schedule: MakeSchedule) -> None:
+    """As from a file saved on Windows: the spaces and line break around the token are not part of it."""
+    env = {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": f" {DEFAULT_TOKEN}\r\n"}
+    argv = [sys.executable, "-m", "importer", "upload", str(make_schedule([good_row(1)])), "--non-interactive"]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert len(sandbox.milestones()) == 1
+
+
+def test_an_internal_error_quoting_the_token_shows_stars(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], make_schedule: MakeSchedule
+) -> None:
+    """Whatever a library puts in its error message, the CLI prints no token, in text or JSON, with --debug too."""
+    secret = "tok-" + "5e" * 10
+    monkeypatch.setenv("KANTATA_API_TOKEN", secret)
+    monkeypatch.setenv("KANTATA_BASE_URL", "http://127.0.0.1:9/api/v1")
+
+    def leaky(*args: Any, **kwargs: Any) -> None:
+        raise ValueError(f"Invalid header value b'Bearer {secret}'")
+
+    monkeypatch.setattr(importer.pipeline, "run_upload", leaky)
+    path = str(make_schedule([good_row(1)]))
+    for argv in (["upload", path, "--non-interactive", "--json"], ["--debug", "upload", path, "--non-interactive"]):
+        assert main(argv) == ExitCode.BUG
+        out = capsys.readouterr()
+        assert secret not in out.out + out.err and "Bearer ***" in out.out + out.err
 
 
 def test_console_script_and_module_entry_points_run(sandbox: Any, make_schedule: MakeSchedule) -> None:
