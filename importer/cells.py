@@ -37,6 +37,7 @@ ERROR_VALUES = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#N
 _MONEY_TEXT = re.compile(r"(?P<sign>[+-])?(?P<digits>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.(?P<frac>[0-9]+))?")
 _CURRENCY_SIGNS = "$€£¥₩₹₽₪₫₺₴₦฿"
 _CURRENCY_CODE = re.compile(r"^[A-Z]{3}\s*|\s*[A-Z]{3}$")
+_MARK = re.compile(f"[A-Z{_CURRENCY_SIGNS}]")
 
 
 # ISO 4217 minor units: how many decimals a currency has, so what one unit of amount_in_cents is worth.
@@ -47,6 +48,37 @@ _CURRENCY_DECIMALS: dict[str, int] = {
     **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
     "CLF": 4, "UYW": 4,
 }  # fmt: skip
+
+
+# The currencies each sign (in _CURRENCY_SIGNS) may stand for; "$" stands for any currency without a sign here
+# (the dollars, the pesos, ...). An amount written with a sign or code that its project's currency does not
+# have is an error: Kantata bills the number in the project's currency (checks.amount_issues).
+_SIGN_CURRENCIES: dict[str, frozenset[str]] = {
+    "€": frozenset({"EUR"}), "£": frozenset({"GBP", "GIP", "FKP", "SHP", "EGP", "SSP"}),
+    "¥": frozenset({"JPY", "CNY"}), "₩": frozenset({"KRW", "KPW"}), "₹": frozenset({"INR"}),
+    "₽": frozenset({"RUB"}), "₪": frozenset({"ILS"}), "₫": frozenset({"VND"}), "₺": frozenset({"TRY"}),
+    "₴": frozenset({"UAH"}), "₦": frozenset({"NGN"}), "฿": frozenset({"THB"}),
+}  # fmt: skip
+_SIGNED = frozenset().union(*_SIGN_CURRENCIES.values())
+
+
+def mark_fits(mark: str, currency: str) -> bool:
+    """Whether a currency mark written in an amount ("EUR", "€", "$") can mean `currency`."""
+    if mark == "$":
+        return currency not in _SIGNED
+    if mark in _SIGN_CURRENCIES:
+        return currency in _SIGN_CURRENCIES[mark]
+    return mark == currency
+
+
+def currency_marks(value: object) -> frozenset[str]:
+    """The currency codes and signs written in an amount's text ("EUR 5.00": EUR); none for a number cell."""
+    if not isinstance(value, str) or _MARK.search(value) is None:  # the usual case, in one regex search
+        return frozenset()
+    try:
+        return _money_text(value)[1]
+    except CellProblem:
+        return frozenset()
 
 
 def currency_decimals(code: str) -> int:
@@ -176,7 +208,7 @@ def parse_amount(value: object, decimals: int) -> int:
     elif isinstance(value, int):
         amount = Decimal(value)
     else:
-        amount = _money_text(value)
+        amount = _money_text(value)[0]
     exponent = amount.normalize().as_tuple().exponent  # "4.930" is 4.93: trailing zeros lose nothing
     assert isinstance(exponent, int)  # finite by construction
     places = max(0, -exponent)
@@ -194,26 +226,37 @@ def parse_amount(value: object, decimals: int) -> int:
     return int(cents)
 
 
-def _money_text(text: str) -> Decimal:
-    """Peel currency marks, an accounting (parenthesised) negative and a sign, in whatever order they come:
-    "$(1,234.56)", "($1,234.56)", "-$5", "$-5", "USD 10.5", "10.5 EUR"."""
+def _money_text(text: str) -> tuple[Decimal, frozenset[str]]:
+    """Peel currency marks, an accounting (parenthesised) negative or a sign, in whatever order they come:
+    "$(1,234.56)", "($1,234.56)", "-$5", "$-5", "USD 10.5", "10.5 EUR"; the amount and the marks peeled. Two
+    signs ("-(5.00)", "(-5)", "--5") are refused: which one the user meant cannot be told."""
     raw = text.strip()
     body = raw.replace("\u00a0", "").replace(" ", "")
     negative = False
+    signs = 0
+    marks: set[str] = set()
     for _ in range(3):
-        body = _CURRENCY_CODE.sub("", body).strip(_CURRENCY_SIGNS)
+        marks.update(code.strip() for code in _CURRENCY_CODE.findall(body))
+        body = _CURRENCY_CODE.sub("", body)
+        bare = body.strip(_CURRENCY_SIGNS)
+        if bare != body:
+            marks.update(c for c in body if c in _CURRENCY_SIGNS)
+            body = bare
         if body.startswith("(") and body.endswith(")"):
-            negative, body = not negative, body[1:-1]
+            negative, body, signs = not negative, body[1:-1], signs + 1
         elif body[:1] in ("-", "+"):
-            negative, body = negative != (body[0] == "-"), body[1:]
+            negative, body, signs = negative != (body[0] == "-"), body[1:], signs + 1
     match = _MONEY_TEXT.fullmatch(body)
+    if signs + bool(match and match.group("sign")) > 1:
+        raise CellProblem("amount-two-signs", f'"{raw}" has more than one sign (a minus, a plus or parentheses); '
+                          "enter -1234.56 or (1,234.56) for a credit, 1234.56 otherwise")  # fmt: skip
     if not body or match is None or not (match.group("digits") or match.group("frac")):
         raise CellProblem("amount-not-a-number", f'"{raw}" is not an amount; enter e.g. 1234.56 or (1,234.56)')
     try:
         amount = Decimal(body.replace(",", ""))
     except InvalidOperation:
         raise CellProblem("amount-not-a-number", f'"{raw}" is not an amount; enter e.g. 1234.56') from None
-    return -amount if negative else amount
+    return (-amount if negative else amount), frozenset(marks)
 
 
 def parse_date(value: object, date_format: str | None = None) -> dt.date:

@@ -26,7 +26,17 @@ from typing import Any
 
 import pandas as pd
 
-from importer.cells import CellProblem, ParseOptions, as_text, currency_decimals, is_blank, parse_amount, subunit
+from importer.cells import (
+    CellProblem,
+    ParseOptions,
+    as_text,
+    currency_decimals,
+    currency_marks,
+    is_blank,
+    mark_fits,
+    parse_amount,
+    subunit,
+)
 from importer.client import KantataClient, StoryInfo, WorkspaceInfo
 from importer.columns import BY_NAME
 from importer.errors import CellIssue
@@ -140,22 +150,32 @@ def _story_issues(
 def amount_issues(
     raw: RawSchedule, rows: pd.DataFrame, workspaces: Mapping[int, WorkspaceInfo], options: ParseOptions
 ) -> list[CellIssue]:
-    """An Amount in currency units must fit the currency of the row's project, and have been read with its
-    decimals: 1500 read with --currency-decimals 2 is 150000 subunits, which in yen is 100 times too much.
-    Only rows of projects whose currency has other decimals are looked at: with the same decimals the cell was
-    read as Kantata means it."""
+    """An Amount in currency units must fit the currency of the row's project: be in it, when the cell names a
+    currency ("EUR 5.00" in a USD project would be billed as 5.00 USD), and have been read with its decimals
+    (1500 read with --currency-decimals 2 is 150000 subunits, which in yen is 100 times too much). Only rows
+    that can fail are looked at: those naming a currency, and those of projects whose currency has other
+    decimals than the ones read with."""
     letter = raw.fields.get("amount")
     if letter is None:
         return []
     read_with = options.currency_decimals
-    other = [w for w, info in workspaces.items() if info.currency and currency_decimals(info.currency) != read_with]
+    other = {w for w, info in workspaces.items() if info.currency and currency_decimals(info.currency) != read_with}
+    cells = raw.frame.loc[rows.index, letter].tolist()
     issues: list[CellIssue] = []
-    for row, workspace, cents in _cells(rows[rows["workspace_id"].isin(other)], "amount_in_cents"):
-        cell = raw.frame.at[row, letter]
+    for (row, workspace, cents), cell in zip(_cells(rows, "amount_in_cents"), cells, strict=True):
+        marks = currency_marks(cell)
         project = workspaces.get(workspace)
-        if is_blank(cell) or project is None or project.currency is None:
+        if (workspace not in other and not marks) or is_blank(cell) or project is None or project.currency is None:
             continue
         currency, decimals = project.currency, currency_decimals(project.currency)
+        if wrong := sorted(m for m in marks if not mark_fits(m, currency)):
+            issues.append(_issue(raw, row, "amount", "amount-in-other-currency",
+                                 f"{as_text(cell)} is written in {' '.join(wrong)}, but project {workspace} is in "
+                                 f"{currency}, and Kantata bills the number in the project's currency; enter the "
+                                 f"amount in {currency} (or check the Project ID)"))  # fmt: skip
+            continue
+        if workspace not in other:
+            continue
         where = f"project {workspace} is in {currency}, which {_has(decimals)}"
         try:
             meant = parse_amount(cell, decimals)

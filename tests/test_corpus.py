@@ -262,6 +262,18 @@ CASES: dict[str, Case] = {
         _xlsx([["A", "1,234.56", 1001], ["B", "(1,234.56)", 1001], ["C", "$99.90", 1001], ["D", "-$5", 1001]],
               headers=["title", "amount", "workspace_id"], tweak=_text_cells), 0,
         sent={"A": 123456, "B": -123456, "C": 9990, "D": -500}),
+    "amount with two signs (which one was meant?)": Case(
+        _xlsx([["A", "-(5.00)", 1001], ["B", "(-5)", 1001], ["C", "--5", 1001], ["D", "-5", 1001]],
+              headers=["title", "amount", "workspace_id"], tweak=_text_cells), 1,
+        issues=[(2, "B", "amount-two-signs"), (3, "B", "amount-two-signs"), (4, "B", "amount-two-signs")],
+        sent={"D": -500}),
+    "amount written in another currency than its project's": Case(
+        _xlsx([["A", "EUR 5.00", 1001], ["B", "£5.00", 1001], ["C", "JPY 500", 1001], ["D", "$5.00", 1001],
+               ["E", "USD 5.00", 1001], ["F", "5.00 €", 1002], ["G", "$5.00", 1002]],
+              headers=["title", "amount", "workspace_id"], tweak=_text_cells), 1,
+        issues=[(2, "B", "amount-in-other-currency"), (3, "B", "amount-in-other-currency"),
+                (4, "B", "amount-in-other-currency"), (8, "B", "amount-in-other-currency")],
+        sent={"D": 500, "E": 500, "F": 500}),
     "amount with too many decimals": Case(_xlsx([["A", 12.345, 1001]], headers=["title", "amount", "workspace_id"]), 1,
                                           issues=[(2, "B", "amount-too-many-decimals")]),
     "amount that is a float artefact (Excel's 17 digits)": Case(_excel_sheet(
