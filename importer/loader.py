@@ -27,9 +27,9 @@ from importer.columns import (
     column_index,
     column_letter,
     field_for_header,
-    normalise_header,
 )
 from importer.errors import CellIssue, ScheduleError
+from importer.outcomes import Status
 from importer.prefetch import Early
 from importer.progress import Tick, Ticker
 from importer.xlsx_meta import PackageProblem, SheetMeta, check_package, sheet_meta
@@ -401,7 +401,6 @@ def _build(
         return None
     headers = [as_text(c).strip() if not is_blank(c) else "" for c in header]
     fields = _check_header(path, sheet, header_row, headers, explicit=explicit)
-    previous = [column_letter(i) for i, h in enumerate(headers) if normalise_header(h) in _OUTCOME_KEYS]
     if ticker.total is not None:
         ticker.total = max(ticker.total - header_row, 0)  # the rows below the header: what the bar counts
     index, data, blank = _data_rows(rows, header_row, ticker)
@@ -410,6 +409,7 @@ def _build(
     letters = [column_letter(i) for i in range(width)]
     padded = [r + (None,) * (width - len(r)) if len(r) < width else r for r in data]
     frame = pd.DataFrame(padded, index=pd.Index(index, name="row"), columns=letters, dtype=object)
+    previous = _earlier_outcomes(headers, frame)
     return RawSchedule(
         path=path,
         kind=kind,
@@ -424,7 +424,21 @@ def _build(
     )
 
 
-_OUTCOME_KEYS = {normalise_header(c) for c in OUTCOME_COLUMNS}
+_STATUSES = frozenset(s.value for s in Status)
+
+
+def _earlier_outcomes(headers: list[str], frame: pd.DataFrame) -> list[str]:
+    """The outcome columns of a results workbook fed back in, which the new results write over: the three headers
+    exactly as the report writes them (the last of each), with a status column of statuses only. Anything
+    else is the user's own column, however it is named ("Status", "Errors": an approval, a remark), and is
+    kept: the new outcome columns then follow it."""
+    last = {h: i for i, h in enumerate(headers) if h in OUTCOME_COLUMNS}
+    if len(last) != len(OUTCOME_COLUMNS):
+        return []
+    statuses = frame[column_letter(last["status"])].tolist()
+    if not all(is_blank(v) or (isinstance(v, str) and v.strip() in _STATUSES) for v in statuses):
+        return []
+    return [column_letter(i) for i in sorted(last.values())]
 
 
 def _check_header(

@@ -424,3 +424,48 @@ def test_each_error_links_to_its_cell_in_the_results_sheet(make_schedule: MakeSc
         links[(cells["Row"].value, cells["Column"].value)] = cells["Go to"].hyperlink.location
     sheet = wb.sheetnames[0]
     assert links == {(3, "B"): f"'{sheet}'!B3", (4, "D"): f"'{sheet}'!D4"}
+
+
+def _sheet_rows(path: Path) -> list[tuple[Any, ...]]:
+    wb = openpyxl.load_workbook(path, read_only=True)
+    try:
+        return list(wb["Billing"].iter_rows(values_only=True))
+    finally:
+        wb.close()
+
+
+@pytest.mark.parametrize("names", [("Status", "Errors", "Billing milestone ID"),
+                                   ("status", "errors", "billing_milestone_id")])  # fmt: skip
+def test_the_users_own_status_errors_and_id_columns_are_kept(
+    make_schedule: MakeSchedule, tmp_path: Path, names: tuple[str, str, str]
+) -> None:
+    """Columns of the user's that merely share the outcome columns' names (an approval, a remark, another
+    system's id) are theirs: kept as they were, the outcome columns after them (helper-15 saw them written over)."""
+    headers = ["title", "amount_in_cents", "workspace_id", *names]
+    path = make_schedule([["Retainer", 5000, 1001, "Approved by CFO", "none", "ext-77"]], headers=headers)
+    out = tmp_path / "results.xlsx"
+    assert main(["validate", str(path), "-o", str(out)]) == 0
+    head, row = _sheet_rows(out)
+    assert head == (*headers, "status", "billing_milestone_id", "errors")
+    assert row == ("Retainer", 5000, 1001, "Approved by CFO", "none", "ext-77", "valid", None, None)
+
+
+def test_a_results_workbook_fed_back_in_has_its_outcome_columns_replaced(
+    make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """The README's round trip: fix a row in the results workbook, run it again; its outcome columns are written
+    over, not added a second time, and the user's own columns stay."""
+    headers = ["title", "amount_in_cents", "workspace_id", "Status"]
+    path = make_schedule([["Retainer", 5000, 1001, "Approved"], ["Broken", "12.5", 1001, "Draft"]], headers=headers)
+    first = tmp_path / "first.xlsx"
+    assert main(["validate", str(path), "-o", str(first)]) == 1
+    assert [r[-3] for r in _sheet_rows(first)[1:]] == ["valid", "invalid"]
+    fixed = openpyxl.load_workbook(first)
+    fixed["Billing"]["B3"] = 1250  # the fix, made in the results workbook
+    fixed.save(first)
+    second = tmp_path / "second.xlsx"
+    assert main(["validate", str(first), "-o", str(second)]) == 0
+    rows = _sheet_rows(second)
+    assert rows[0] == (*headers, "status", "billing_milestone_id", "errors")
+    assert rows[1:] == [("Retainer", 5000, 1001, "Approved", "valid", None, None),
+                        ("Broken", 1250, 1001, "Draft", "valid", None, None)]  # fmt: skip
