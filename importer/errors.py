@@ -80,7 +80,7 @@ class ScheduleError(ImporterError):
     exit_code = ExitCode.UNUSABLE_INPUT
 
     def __init__(self, message: str, *, path: Path, sheet: str | None = None, cell: str | None = None) -> None:
-        where = path.name
+        where = path.name or str(path)  # "." and ".." have no name
         if sheet is not None:
             where += f', sheet "{sheet}"'
         if cell is not None:

@@ -75,11 +75,16 @@ def load_schedule(path: Path | str, *, sheet: str | None = None, on_progress: Ti
     return raw
 
 
-def _load(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
+def check_schedule(path: Path) -> None:
+    """The schedule is a file that exists: said before anything is made of its name (the results' name, say)."""
     if not path.exists():
         raise ScheduleError(f"file not found (looked for {path.absolute()}); check the name and folder", path=path)
     if not path.is_file():
         raise ScheduleError("is a folder, not a file; give the schedule's file name", path=path)
+
+
+def _load(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
+    check_schedule(path)
     suffix = path.suffix.casefold()
     if suffix in {".xlsx", ".xlsm"}:
         return _load_xlsx(path, sheet, ticker)

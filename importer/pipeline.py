@@ -31,7 +31,7 @@ from importer.checks import OnlineCheck, amount_issues, check_online, duplicate_
 from importer.client import LOOKUP_CHUNK, KantataClient, WorkspaceInfo
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, Interrupted, MissingToken
 from importer.journal import SENDING_AHEAD, Journal, journal_path, schedule_digest
-from importer.loader import RawSchedule, load_schedule
+from importer.loader import RawSchedule, check_schedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
 from importer.planner import ImportKey, Item, Plan, build_items, has_user_keys, items_as_built, plan, reference_issues
 from importer.progress import OnProgress, Stage, Ticker, for_stage
@@ -80,6 +80,7 @@ def _prepare(
     With `defer`, rows whose requests can be built while the first batches are sent (`_deferrable`) are left
     unbuilt: the last value is then True, and the items list empty."""
     schedule = Path(path)
+    check_schedule(schedule)
     out = check_output(Path(output) if output else default_output(schedule), schedule)
     with _collector_paused():
         raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ))

@@ -175,6 +175,9 @@ def test_unreachable_kantata_exits_4_and_marks_rows_not_sent(make_schedule: Make
     ("args", "message"),
     [
         (["validate", "missing.xlsx"], "file not found"),
+        (["validate", "."], ".: is a folder, not a file"),  # "." has no name to make the results' name from
+        (["upload", "."], ".: is a folder, not a file"),
+        (["validate", ".."], "..: is a folder, not a file"),
         (["validate", "{schedule}", "--sheet", "Nope"], 'has no sheet "Nope"'),
         (["validate", "{schedule}", "-o", "{schedule}"], "never written over the input"),
         (["upload", "{schedule}", "--base-url", "http://kantata.example.com/api/v1"], "plain http"),
