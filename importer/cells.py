@@ -285,16 +285,30 @@ def parse_date(value: object, date_format: str | None = None) -> dt.date:
                 ) from None
         if _INT_TEXT.fullmatch(text) and _is_serial(int(text)):
             return EXCEL_EPOCH + dt.timedelta(days=int(text))  # an Excel date serial, as CSV exports write them
-        if "/" in text or "." in text:
-            raise CellProblem(
-                "invalid-date", f'"{text}" is not written like 2026-03-31; retype it, or pass --date-format %d/%m/%Y'
-            )
+        if fitting := [f for f in _DATE_FORMATS if _parses(text, f)]:
+            which = " (whichever your dates follow)" if len(fitting) > 1 else ""
+            options = " or --date-format ".join(fitting)
+            retype = f'"{text}" is not written like 2026-03-31; retype it'
+            raise CellProblem("invalid-date", f"{retype}, or pass --date-format {options}{which}")
         raise CellProblem("invalid-date", f'"{text}" is not a date; enter a date cell or text like 2026-03-31')
     if isinstance(value, int | float) and not isinstance(value, bool):
         raise CellProblem(
             "invalid-date", f"{as_text(value)} is a number, not a date; format the cell as a date, or type 2026-03-31"
         )
     raise CellProblem("invalid-date", f"{as_text(value)} is not a date; enter a date cell or text like 2026-03-31")
+
+
+# Date layouts suggested for --date-format, when a date is not ISO: those that read the cell are named (both
+# day-first and month-first when both read it, as 01/02/2026 does: only the user knows which was meant).
+_DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%Y/%m/%d", "%d %b %Y", "%b %d %Y")
+
+
+def _parses(text: str, date_format: str) -> bool:
+    try:
+        dt.datetime.strptime(text, date_format)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_serial(number: int) -> bool:

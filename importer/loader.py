@@ -27,6 +27,7 @@ from importer.columns import (
     column_index,
     column_letter,
     field_for_header,
+    normalise_header,
 )
 from importer.errors import CellIssue, ScheduleError
 from importer.outcomes import Status
@@ -97,7 +98,8 @@ def _load(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
             "is an old-format .xls workbook; open it in Excel and use File > Save As > Excel Workbook (.xlsx)",
             path=path,
         )
-    raise ScheduleError(f'has the extension "{path.suffix}"; use an .xlsx workbook or a .csv file', path=path)
+    what = f'has the extension "{path.suffix}"' if path.suffix else "has no extension (.xlsx or .csv)"
+    raise ScheduleError(f"{what}; use an .xlsx workbook or a .csv file", path=path)
 
 
 # --- xlsx -------------------------------------------------------------------------------------------------
@@ -274,12 +276,12 @@ def _decode(data: bytes) -> tuple[str, str | None]:
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as exc:
-        at = exc.start + 1
+        line = data.count(b"\n", 0, exc.start) + 1
     for encoding, name in (("cp1252", "Windows-1252"), ("latin-1", "Latin-1")):
         try:
             return data.decode(encoding), (
-                f"is not UTF-8 (byte {at}); read it as {name} (Western European): check accented text in the "
-                'results, or save as "CSV UTF-8" to be sure'
+                f"the file is not UTF-8 text (first seen on line {line}), so it was read as {name} (Western "
+                'European): check accented text in the results, or save it from Excel as "CSV UTF-8" to be sure'
             )
         except UnicodeDecodeError:
             continue
@@ -370,7 +372,25 @@ def _row_of(coord: str) -> int:
 
 
 def _required_text() -> str:
-    return ", ".join(BY_NAME[name].name for name in REQUIRED)
+    """The required columns by the headers a user would write: Title, Amount (cents) or Amount, Project ID."""
+    return ", ".join(_either(name) for name in REQUIRED)
+
+
+def _looks_like(headers: Sequence[str], missing: Sequence[str]) -> str:
+    """A user's header that starts like a missing column's ("Amount (USD)"), named as the likely one to rename."""
+    for name in missing:
+        stem = normalise_header(BY_NAME[name].label.split(" (")[0])  # "Amount (cents)": amount
+        near = [h for h in headers if h and normalise_header(h).startswith(stem)]
+        if near:
+            return f' (is "{near[0]}" meant? head it {_either(name)})'
+    return ""
+
+
+def _either(name: str) -> str:
+    """A required field's header, with the one that may stand in for it."""
+    label = BY_NAME[name].label
+    other = SUBSTITUTES.get(name)
+    return f"{label} or {BY_NAME[other].label}" if other else label
 
 
 def _header_fields(row: Row) -> dict[int, str]:
@@ -468,8 +488,8 @@ def _check_header(
     missing = [name for name in REQUIRED if name not in fields and SUBSTITUTES.get(name) not in fields]
     if missing:
         raise ScheduleError(
-            f"the header row (row {header_row}) has no column for {', '.join(missing)}; add it (headed e.g. "
-            f"{', '.join(BY_NAME[m].label for m in missing)}); required columns are {_required_text()}",
+            f"the header row (row {header_row}) has no column {' nor '.join(_either(m) for m in missing)}"
+            f"{_looks_like(headers, missing)}; the required columns are {_required_text()}",
             path=path,
             sheet=sheet,
         )

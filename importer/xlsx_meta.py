@@ -71,6 +71,11 @@ def check_package(path: Path) -> None:
             "password (File > Info > Protect Workbook) and save it as an Excel Workbook (.xlsx)"
         )
     if not zipfile.is_zipfile(path):
+        if head.startswith(b"PK"):  # a zip's start without its end: a download or copy cut short
+            raise PackageProblem(
+                "is a damaged .xlsx workbook (it ends too soon: a download or copy cut short?); get the file again, "
+                "or open it in Excel and save it again"
+            )
         raise PackageProblem(
             "is not an .xlsx workbook (its contents are not a zip package); if it is CSV text, rename it to .csv, "
             "otherwise open it in Excel and save it as .xlsx"
@@ -80,6 +85,13 @@ def check_package(path: Path) -> None:
             members = zf.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise PackageProblem(f"is a damaged .xlsx package ({exc}); save it again from Excel") from None
+    if not any(m.filename == "[Content_Types].xml" for m in members) or not any(
+        m.filename.startswith("xl/") for m in members
+    ):
+        raise PackageProblem(
+            "is a zip archive, but not an Excel workbook (it has no workbook inside); open the schedule in Excel "
+            "and save it as .xlsx"
+        )
     total = sum(m.file_size for m in members)
     if total > MAX_UNCOMPRESSED:
         raise PackageProblem(

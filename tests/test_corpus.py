@@ -144,6 +144,14 @@ class Case:
     sent: dict[str, int] | None = None  # title -> cents that must reach Kantata (runs an upload)
 
 
+def _zip_of(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
 def _formula_with_saved_value(ws: Any) -> None:
     ws.write(1, 0, "F")
     ws.write_formula(1, 1, "=100*5", None, 500)  # as Excel saves it: the formula and its result
@@ -226,7 +234,11 @@ CASES: dict[str, Case] = {
     "duplicate headers": Case(_xlsx([["A", 1, 1001]], headers=["title", "amount_in_cents", "workspace_id", "Title"]),
                               2, stderr="columns A and D both hold title"),
     "missing required column": Case(_xlsx([["A", 1]], headers=["title", "amount_in_cents", "Notes"]), 2,
-                                    stderr="no column for workspace_id"),
+                                    stderr="no column Project ID; the required columns are Title, Amount (cents) or "
+                                           "Amount, Project ID"),
+    "amount column headed with its currency": Case(
+        _xlsx([["A", 1, 1001]], headers=["title", "Amount (USD)", "workspace_id"]), 2,
+        stderr='no column Amount (cents) or Amount (is "Amount (USD)" meant? head it Amount (cents) or Amount)'),
     "no header at all": Case(_xlsx([["x", "y"]], headers=["foo", "bar"]), 2, stderr="no sheet has a header row"),
     "Excel table with a totals row": Case(
         _xlsx([["A", 100, 1001, None, None, None], ["B", 200, 1001, None, None, None]], tweak=_table), 0,
@@ -302,7 +314,8 @@ CASES: dict[str, Case] = {
         _csv(codecs.BOM_UTF16_LE + "title\tamount_in_cents\tworkspace_id\r\nNaïve\t200\t1001\r\n".encode("utf-16-le")),
         0, stderr="read as UTF-16", sent={"Naïve": 200}),
     "csv windows-1252": Case(_csv("title,amount_in_cents,workspace_id\nRésumé,300,1001\n".encode("cp1252")), 0,
-                             stderr="read it as Windows-1252", sent={"Résumé": 300}),
+                             stderr="not UTF-8 text (first seen on line 2), so it was read as Windows-1252",
+                             sent={"Résumé": 300}),
     "csv semicolons": Case(_csv(b"title;amount_in_cents;workspace_id\nA;400;1001\n"), 0, sent={"A": 400}),
     "csv tabs": Case(_csv(b"title\tamount_in_cents\tworkspace_id\nA\t500\t1001\n"), 0, sent={"A": 500}),
     "csv quoted newline keeps row numbers": Case(
@@ -317,7 +330,11 @@ CASES: dict[str, Case] = {
     "old .xls": Case(_raw("in.xls", bytes.fromhex("D0CF11E0A1B11AE1") + b"\0" * 100), 2, stderr="Save As"),
     "password-protected workbook": Case(_raw("in.xlsx", bytes.fromhex("D0CF11E0A1B11AE1") + b"\0" * 100), 2,
                                         stderr="password-protected"),
-    "truncated zip": Case(_raw("in.xlsx", _valid_xlsx_bytes()[:900]), 2, stderr="in.xlsx: "),
+    "truncated zip": Case(_raw("in.xlsx", _valid_xlsx_bytes()[:900]), 2,
+                          stderr="in.xlsx: is a damaged .xlsx workbook (it ends too soon"),
+    "zip without a workbook inside": Case(_raw("in.xlsx", _zip_of({"hello.txt": b"hi"})), 2,
+                                          stderr="in.xlsx: is a zip archive, but not an Excel workbook"),
+    "no extension": Case(_raw("schedule", b"title,amount\nA,1\n"), 2, stderr="schedule: has no extension"),
     "zip bomb": Case(_raw("in.xlsx", _zip_bomb()), 2, stderr="zip bomb"),
     "XML entity attack in the sheet": Case(_raw("in.xlsx", _with_member("xl/worksheets/sheet1.xml", BILLION_LAUGHS)),
                                            2, stderr="XML entity"),

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importer.cells import CellProblem, parse_amount, parse_cents
+from importer.cells import CellProblem, parse_amount, parse_cents, parse_date
 from importer.loader import load_schedule
 from importer.schema import validate_rows
 
@@ -150,3 +150,18 @@ def _workbook(folder: Path, rows: str) -> Path:
             name = item.filename
             zf.writestr(item, sheet.encode() if name == "xl/worksheets/sheet1.xml" else source.read(name))
     return path
+
+
+@pytest.mark.parametrize(
+    ("text", "suggested"),
+    [("31.01.2026", "--date-format %d.%m.%Y"), ("01/31/2026", "--date-format %m/%d/%Y"),
+     ("31/01/2026", "--date-format %d/%m/%Y"), ("Jan 31 2026", "--date-format %b %d %Y"),
+     ("01/02/2026", "--date-format %d/%m/%Y or --date-format %m/%d/%Y (whichever your dates follow)")],
+)  # fmt: skip
+def test_a_date_not_in_iso_form_is_told_a_date_format_that_reads_it(text: str, suggested: str) -> None:
+    """Every format suggested reads the cell (helper-15 saw %d/%m/%Y suggested for 01/31/2026 and 31.01.2026)."""
+    with pytest.raises(CellProblem) as caught:
+        parse_date(text)
+    assert caught.value.message.endswith(f"retype it, or pass {suggested}")
+    for date_format in suggested.split(" (")[0].replace("--date-format ", "").split(" or "):
+        assert parse_date(text, date_format).year == 2026
