@@ -385,16 +385,18 @@ def _report(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> No
 def _show_issues(result: RunResult) -> None:
     for note in result.notes:
         _err(f"note: {note}")
+    shown = result.issues[:MAX_ISSUES_SHOWN]
+    rejected = sorted((o for o in result.outcomes.values() if o.status is Status.REJECTED), key=lambda o: o.row)
+    width = max([30, *(len(i.code) for i in shown)])  # the longest code still leaves a space before the message
     if result.issues:
-        _err(f"{'row':>6}  {'cell':<6} {'code':<30} message")
-        for issue in result.issues[:MAX_ISSUES_SHOWN]:
+        _err(f"{'row':>6}  {'cell':<6} {'code':<{width}} message")
+        for issue in shown:
             prefix = "" if issue.is_error else "warning: "
-            _err(f"{issue.row:>6}  {issue.column or '-':<6} {issue.code:<30} {prefix}{issue.message}")
+            _err(f"{issue.row:>6}  {issue.column or '-':<6} {issue.code:<{width}} {prefix}{issue.message}")
         if len(result.issues) > MAX_ISSUES_SHOWN:
             _err(f"... and {len(result.issues) - MAX_ISSUES_SHOWN} more: see the Errors sheet of the results")
-    rejected = [o for o in result.outcomes.values() if o.status is Status.REJECTED]
-    for o in sorted(rejected, key=lambda o: o.row)[:MAX_ISSUES_SHOWN]:
-        _err(f"{o.row:>6}  {'-':<6} {'rejected-by-kantata':<30} {'; '.join(o.errors)}")
+    for o in rejected[:MAX_ISSUES_SHOWN]:
+        _err(f"{o.row:>6}  {'-':<6} {'rejected-by-kantata':<{width}} {'; '.join(o.errors)}")
 
 
 def _closing_summary(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> list[str]:

@@ -210,8 +210,12 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
         names = [n for n, _ in sheets]
         if sheet is not None:
             if sheet not in names:
-                listed = ", ".join(f'"{n}"' for n in names)
-                raise ScheduleError(f'has no sheet "{sheet}"; its sheets are {listed}', path=path)
+                # Excel's own sheet names ignore case (it refuses "billing" beside "Billing"): so does --sheet.
+                same = [n for n in names if n.casefold() == sheet.strip().casefold()]
+                if len(same) != 1:
+                    listed = ", ".join(f'"{n}"' for n in names)
+                    raise ScheduleError(f'has no sheet "{sheet}"; its sheets are {listed}', path=path)
+                sheet = same[0]
             candidates = [sheet]
         else:
             candidates = [n for n, visible in sheets if visible]

@@ -364,3 +364,22 @@ def test_cli_when_every_row_is_already_in_kantata_there_is_nothing_to_upload(
     assert "note: online checks: 1 request to Kantata (GET /billing_milestones 1), nothing sent" in captured.err
     assert captured.out.splitlines()[0] == '3 rows read (sheet "Billing"): 3 exists'
     assert captured.out.splitlines()[-1] == "next: nothing to upload: every row is already in Kantata"
+
+
+def test_the_issue_table_keeps_a_space_after_the_longest_code(
+    make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """amount-read-with-other-decimals is 31 characters: the code column widens instead of running into the
+    message (helper-15)."""
+    path = make_schedule([["Yen", "1500", 1004], ["Bad", "x", 1001]], headers=AMOUNT_HEADERS)
+    assert main(["validate", str(path), "--sandbox"]) == ExitCode.ROWS_FAILED
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.lstrip().startswith(("row", "2 ", "3 "))]
+    assert [line.split()[2] for line in lines] == ["code", "amount-read-with-other-decimals", "amount-not-a-number"]
+    starts = set()
+    for line in lines:
+        code = line.split()[2]
+        after = line.index(code) + len(code)
+        rest = line[after:]
+        assert rest.startswith(" "), line
+        starts.add(after + len(rest) - len(rest.lstrip(" ")))  # where the message begins
+    assert len(starts) == 1, lines

@@ -220,6 +220,9 @@ CASES: dict[str, Case] = {
     "hidden sheet is skipped by default": Case(_xlsx([["New", 7, 1001, None, None, None]], tweak=_hidden_first), 0,
                                                sent={"New": 7}),
     "--sheet picks a sheet": Case(_xlsx([["A", 1, 1001, None, None, None]], sheet="2026"), 0, args=["--sheet", "2026"]),
+    "--sheet in other letter case, as Excel's names match": Case(
+        _xlsx([["A", 1, 1001, None, None, None]], sheet="Billing 2026"), 0, args=["--sheet", "billing 2026"],
+        sent={"A": 1}),
     "--sheet that does not exist": Case(_xlsx([["A", 1, 1001, None, None, None]]), 2, args=["--sheet", "2025"],
                                         stderr='has no sheet "2025"'),
     "hidden row is kept and reported": Case(
