@@ -37,6 +37,9 @@ ERROR_VALUES = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#N
 _MONEY_TEXT = re.compile(r"(?P<sign>[+-])?(?P<digits>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.(?P<frac>[0-9]+))?")
 _CURRENCY_SIGNS = "$€£¥₩₹₽₪₫₺₴₦฿"
 _CURRENCY_CODE = re.compile(r"^[A-Z]{3}\s*|\s*[A-Z]{3}$")
+# "1.234,50" or "99,99": a comma before 1 or 2 final digits (a thousands comma has 3 after it), dots between
+# thousands: the European way, refused with the amount as it must be typed.
+_DECIMAL_COMMA = re.compile(r"[0-9]{1,3}(?:\.[0-9]{3})*,[0-9]{1,2}|[0-9]+,[0-9]{1,2}")
 _MARK = re.compile(f"[A-Z{_CURRENCY_SIGNS}]")
 
 
@@ -247,6 +250,10 @@ def _money_text(text: str) -> tuple[Decimal, frozenset[str]]:
         elif body[:1] in ("-", "+"):
             negative, body, signs = negative != (body[0] == "-"), body[1:], signs + 1
     match = _MONEY_TEXT.fullmatch(body)
+    if match is None and _DECIMAL_COMMA.fullmatch(body):
+        point = ("-" if negative else "") + body.replace(".", "").replace(",", ".")
+        raise CellProblem("amount-decimal-comma", f'"{raw}" is written with a decimal comma; enter {point} (a point '
+                          "before the decimals, no dots between thousands)")  # fmt: skip
     if signs + bool(match and match.group("sign")) > 1:
         raise CellProblem("amount-two-signs", f'"{raw}" has more than one sign (a minus, a plus or parentheses); '
                           "enter -1234.56 or (1,234.56) for a credit, 1234.56 otherwise")  # fmt: skip
@@ -279,6 +286,8 @@ def parse_date(value: object, date_format: str | None = None) -> dt.date:
             try:
                 return dt.datetime.strptime(text, date_format).date()
             except ValueError:
+                if _INT_TEXT.fullmatch(text) and _is_serial(int(text)):  # a serial reads as without --date-format
+                    return EXCEL_EPOCH + dt.timedelta(days=int(text))
                 raise CellProblem(
                     "invalid-date",
                     f'"{text}" does not match --date-format {date_format}; write it that way, or like 2026-03-31',

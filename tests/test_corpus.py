@@ -319,6 +319,13 @@ CASES: dict[str, Case] = {
     "csv windows-1252": Case(_csv("title,amount_in_cents,workspace_id\nRésumé,300,1001\n".encode("cp1252")), 0,
                              stderr="not UTF-8 text (first seen on line 2), so it was read as Windows-1252",
                              sent={"Résumé": 300}),
+    "csv from a European Excel: decimal commas": Case(
+        _csv(b"title;amount;workspace_id\nA;1.234,50;1001\nB;(99,99);1001\nC;1234.50;1001\n"), 1,
+        issues=[(2, "B", "amount-decimal-comma"), (3, "B", "amount-decimal-comma")],
+        stderr='"(99,99)" is written with a decimal comma; enter -99.99 (a point', sent={"C": 123450}),
+    "csv date serial with --date-format": Case(
+        _csv(b"title,amount_in_cents,workspace_id,date_to_invoice\nA,1,1001,46053\nB,2,1001,31/01/2026\n"), 0,
+        args=["--date-format", "%d/%m/%Y"], sent={"A": 1, "B": 2}),
     "csv semicolons": Case(_csv(b"title;amount_in_cents;workspace_id\nA;400;1001\n"), 0, sent={"A": 400}),
     "csv tabs": Case(_csv(b"title\tamount_in_cents\tworkspace_id\nA\t500\t1001\n"), 0, sent={"A": 500}),
     "csv quoted newline keeps row numbers": Case(
