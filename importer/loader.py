@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,9 @@ class RawSchedule:
     preamble: list[Row] = field(default_factory=list)  # rows above the header, reproduced in the results
     previous_outcomes: list[str] = field(default_factory=list)  # letters of outcome columns of an earlier run
     blank_rows: int = 0
+    # Rows below the data that are not milestones (a table's totals row, a "Total" line): not checked or sent,
+    # written back to the results as they were, with no outcome. (Excel row number, cells.)
+    trailer: list[tuple[int, Row]] = field(default_factory=list)
     issues: list[CellIssue] = field(default_factory=list)  # cell problems only the loader can see (merged, ...)
     notes: list[str] = field(default_factory=list)  # file-level remarks for the user: encoding, sheet used, ...
 
@@ -72,8 +76,46 @@ def load_schedule(path: Path | str, *, sheet: str | None = None, on_progress: Ti
     path = Path(path)
     ticker = Ticker(on_progress, None)
     raw = _load(path, sheet, ticker)
+    _set_aside_totals(raw)
     ticker.end()
     return raw
+
+
+# What a totals line says in its first text cell: "Total", "Totals", "Grand total", "Sub-total", "Sum:".
+_TOTAL_WORDS = re.compile(r"(?:grand\s*)?(?:sub[\s-]*)?totals?|sum", re.IGNORECASE)
+_TOTAL_TEXT_MAX = 24  # characters: longer text is no such word, whatever spaces surround it
+
+
+def _is_total_text(value: object) -> bool:
+    return isinstance(value, str) and _TOTAL_WORDS.fullmatch(value.strip().rstrip(":").strip()) is not None
+
+
+def _set_aside_totals(raw: RawSchedule) -> None:
+    """A "Total" line under the data, with no Project ID, is no milestone: it is set aside (kept for the results,
+    as it was) instead of failing every run as a row without a project. A row with a project whose title
+    reads like a total is imported as any other, with a warning: it may be a subtotal pasted among the rows."""
+    project = raw.fields["workspace_id"]
+    frame = raw.frame
+    aside: list[int] = []
+    for position in range(len(frame) - 1, -1, -1):  # from the bottom, while the rows are totals lines
+        values = frame.iloc[position]
+        if not is_blank(values[project]) or not any(map(_is_total_text, values.tolist())):
+            break
+        aside.append(int(frame.index[position]))
+    if aside:
+        kept = sorted(aside)
+        raw.trailer = sorted([*raw.trailer, *((r, tuple(frame.loc[r].to_numpy().tolist())) for r in kept)])
+        raw.frame = frame.drop(index=kept)
+        which = f"row {kept[0]} looks" if len(kept) == 1 else f"rows {', '.join(map(str, kept))} look"
+        raw.notes.append(f"{which} like a totals line (no Project ID): not imported, kept in the results as it was")
+    title = raw.fields.get("title")
+    if title is not None:
+        titles = zip(raw.frame.index.tolist(), raw.frame[title].tolist(), strict=True)
+        # (len first: a title is seldom that short, and this runs once per row)
+        for row in [r for r, t in titles if type(t) is str and len(t) <= _TOTAL_TEXT_MAX and _is_total_text(t)]:
+            raw.issues.append(CellIssue(int(row), title, raw.header_of(title), str(raw.frame.at[row, title]).strip(),
+                                        "title-looks-like-a-total", "this row reads like a totals line, not a "
+                                        "milestone; delete it if it is one", "warning"))  # fmt: skip
 
 
 def check_schedule(path: Path) -> None:
@@ -321,6 +363,8 @@ def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
     for table in meta.tables:
         totals = {r for r in range(table.last_row - table.totals_rows + 1, table.last_row + 1)} & data_rows
         if table.totals_rows and totals:
+            if min(totals) > max(data_rows - totals, default=0):  # below every data row: kept for the results
+                raw.trailer += [(r, tuple(raw.frame.loc[r].to_numpy().tolist())) for r in sorted(totals)]
             raw.frame = raw.frame.drop(index=sorted(totals))
             data_rows -= totals
             raw.notes.append(

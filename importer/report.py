@@ -231,6 +231,10 @@ class Writer:
 
     def _results_tail(self, ws: Worksheet) -> None:
         raw, placed, letters = self.raw, self.placed, self.raw.frame.columns
+        for row_number, values in raw.trailer:  # below every data row: written last, as they were
+            for c, value in enumerate(values):
+                if value is not None and c not in self.skip:
+                    self._cell(ws, row_number - 1, c, value)
         hr = raw.header_row - 1
         last = int(raw.frame.index[-1]) - 1 if len(raw.frame) else hr
         ws.freeze_panes(hr + 1, 0)

@@ -472,3 +472,38 @@ def test_a_results_workbook_fed_back_in_has_its_outcome_columns_replaced(
     assert rows[0] == (*headers, "status", "billing_milestone_id", "errors")
     assert rows[1:] == [("Retainer", 5000, 1001, "Approved", "valid", None, None),
                         ("Broken", 1250, 1001, "Draft", "valid", None, None)]  # fmt: skip
+
+
+def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
+    sandbox: Any, make_schedule: MakeSchedule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A finance sheet's "Total" line (no project) failed every run as a row without a Project ID (helper-15). It
+    is set aside with a note and written back as it was; a titled "Subtotal" row with a project is sent, with a
+    warning, as only the user knows what it is."""
+    headers = ["title", "amount_in_cents", "workspace_id"]
+    rows = [["Retainer", 5000, 1001], ["Subtotal", 5000, 1001], ["Licence", 7000, 1002], ["Total", 17000, None],
+            ["Grand total:", 17000, None]]  # fmt: skip
+    path = make_schedule(rows, headers=headers)
+    monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+    out = tmp_path / "results.xlsx"
+    assert main(["upload", str(path), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "note: rows 5, 6 look like a totals line (no Project ID): not imported, kept in the results" in err
+    assert "title-looks-like-a-total" in err
+    assert sorted(str(m["title"]) for m in sandbox.milestones()) == ["Licence", "Retainer", "Subtotal"]
+    assert _sheet_rows(out)[1:] == [
+        ("Retainer", 5000, 1001, "created", "700001", None),
+        (
+            "Subtotal",
+            5000,
+            1001,
+            "created",
+            "700002",
+            "A3: warning: this row reads like a totals line, not a milestone; delete it if it is one",
+        ),
+        ("Licence", 7000, 1002, "created", "700003", None),
+        ("Total", 17000, None, None, None, None),
+        ("Grand total:", 17000, None, None, None, None),
+    ]
