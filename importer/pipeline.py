@@ -293,8 +293,11 @@ def run_upload(
     client = KantataClient(settings, settings.token, session=session)
     say = on_stage or (lambda _: None)
     stopped: ImporterError | None = None
+    unreachable: ApiUnavailable | None = None
     try:
         validated, items, amount_errors, notes = _amounts_checked(raw, validated, items, client, options)
+    except ApiUnavailable as exc:  # as if the look-ups failed (below): nothing is sent, every row is not_sent
+        amount_errors, notes, unreachable = [], [], exc
     except BaseException:
         client.close()
         raise
@@ -313,6 +316,8 @@ def run_upload(
                     say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
                         "before)")  # fmt: skip
                 try:
+                    if unreachable is not None:
+                        raise unreachable
                     say(f"looking up {len(rows)} import keys in Kantata")
                     lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(rows))
                     untouched: list[int] | None = None

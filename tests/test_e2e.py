@@ -160,8 +160,14 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_unreachable_kantata_exits_4_and_marks_rows_not_sent(make_schedule: MakeSchedule) -> None:
-    path = make_schedule([good_row(n) for n in range(3)])
+@pytest.mark.parametrize("amounts", ["cents", "currency units"])
+def test_unreachable_kantata_exits_4_and_marks_rows_not_sent(make_schedule: MakeSchedule, amounts: str) -> None:
+    """Also when the first request is for the projects' currencies (an Amount column): a results workbook with
+    every row not_sent, not an error without one."""
+    if amounts == "cents":
+        path = make_schedule([good_row(n) for n in range(3)])
+    else:
+        path = make_schedule([[f"T{n}", "1.50", 1001] for n in range(3)], headers=["title", "amount", "workspace_id"])
     settings = Settings(base_url=f"http://127.0.0.1:{_closed_port()}/api/v1", token=Secret("t"), max_attempts=2,
                         backoff_base=0.01)  # fmt: skip
     result = run_upload(path, settings)
