@@ -85,9 +85,7 @@ def check_package(path: Path) -> None:
             members = zf.infolist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise PackageProblem(f"is a damaged .xlsx package ({exc}); save it again from Excel") from None
-    if not any(m.filename == "[Content_Types].xml" for m in members) or not any(
-        m.filename.startswith("xl/") for m in members
-    ):
+    if not any(m.filename == "[Content_Types].xml" for m in members):  # every Office package has one
         raise PackageProblem(
             "is a zip archive, but not an Excel workbook (it has no workbook inside); open the schedule in Excel "
             "and save it as .xlsx"
