@@ -235,6 +235,8 @@ class KantataClient:
             delay = random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2**attempt))
         self.stats.count("retries")
         delay = min(delay, self.settings.backoff_cap * 4)
+        if response is not None and response.status_code == 429:
+            self.limiter.hold(delay)  # Kantata limits the account: every request waits, this one goes first
         if cancel is not None and self._sleep is time.sleep:
             if cancel.wait(delay):  # a sleep that a stop cuts short
                 raise Cancelled

@@ -5,17 +5,24 @@ Kantata publishes its rate limits only to customers and documents only "answer 4
 control (additive increase, multiplicative decrease), halves it when a 429 comes back and adds one back after
 a run of successes, never above what the user allowed. Several requests in flight when a 429 burst arrives
 halve the limit once, not once each: a 429 counts only for a request sent after the last decrease.
+
+A 429's wait (Retry-After) is the whole client's: Kantata limits an account, not a request. While it lasts no
+other request leaves, and when it ends the request that was told to wait goes first (`hold`): otherwise the
+other threads' requests could take the allowance each time it comes back, and one request could be answered
+429 until its tries run out (seen with the sandbox answering every 3rd request 429).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 DEFAULT_CONCURRENCY = 4  # "a few requests in flight" (api-notes.md, Rate limits)
 MAX_CONCURRENCY = 16
 GROW_AFTER = 20  # successes in a row before one more request may be in flight
+HOLD_GRACE = 0.25  # seconds the others wait past a hold for the request that was held to go first
 
 
 class Cancelled(Exception):
@@ -36,16 +43,25 @@ class Limiter:
         self._active = 0
         self._successes = 0
         self._generation = 0  # bumped at every decrease
+        self._held_until = 0.0  # time.monotonic(): no request but the holder's leaves before (a 429's wait)
+        self._holder: int | None = None  # the thread told to wait, until it takes its next slot
         self._cond = threading.Condition()
 
     @contextmanager
     def slot(self, cancelled: Callable[[], bool] | None = None) -> Iterator[int]:
         """Wait for room, hold it for one request; yields the generation the request was sent in. Raises
         Cancelled, sending nothing, when `cancelled()` becomes true while it waits (see `wake`)."""
+        me = threading.get_ident()
         with self._cond:
             while True:
                 if cancelled is not None and cancelled():
                     raise Cancelled
+                if self._holder == me:  # back from its wait: it goes first, then the others may follow
+                    self._holder = None
+                    self._cond.notify_all()
+                elif (held := self._held_until + (HOLD_GRACE if self._holder else 0.0) - time.monotonic()) > 0:
+                    self._cond.wait(held)
+                    continue
                 if self._active < self.limit:
                     break
                 self._cond.wait()
@@ -57,6 +73,13 @@ class Limiter:
             with self._cond:
                 self._active -= 1
                 self._cond.notify()
+
+    def hold(self, seconds: float) -> None:
+        """The calling thread's request was answered 429 and waits `seconds` before its next try: no other
+        request leaves meanwhile, nor before that try (HOLD_GRACE at most after the wait)."""
+        with self._cond:
+            self._held_until = max(self._held_until, time.monotonic() + seconds)
+            self._holder = threading.get_ident()
 
     def wake(self) -> None:
         """Let every waiting request re-check whether it was cancelled."""

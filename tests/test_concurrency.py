@@ -51,6 +51,33 @@ def test_the_limit_never_goes_below_one() -> None:
     assert limiter.limit == 1
 
 
+def test_a_429s_wait_holds_every_request_and_the_one_told_to_wait_goes_first() -> None:
+    """Kantata's Retry-After is for the account. Another thread's request waits it out, and then the held request
+    (back from its own wait) leaves before it, even with room for one request only. Without the hold, another
+    thread's cycle of requests could take every turn, and the held request see 429 until its tries ran out."""
+    limiter = Limiter(1)
+    order: list[str] = []
+    over = time.monotonic() + 1.0
+    limiter.hold(1.0)  # this (main) thread's request was answered 429, Retry-After 1 s
+    waiting = threading.Event()
+
+    def other() -> None:
+        waiting.set()
+        with limiter.slot():
+            order.append("other")
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    waiting.wait(5)
+    time.sleep(0.2)  # the other thread is at the slot now, with room for it, and held
+    assert order == []
+    with limiter.slot():  # the held request's next try (its own wait cut short, as a test's sleep is): first
+        order.append("held")
+        assert time.monotonic() < over  # the hold does not hold the request it was made for
+    thread.join(5)
+    assert order == ["held", "other"]
+
+
 def test_no_more_requests_in_flight_than_the_limit() -> None:
     limiter = Limiter(3)
     active = 0
