@@ -263,7 +263,8 @@ class KantataClient:
                 raise Cancelled
             try:
                 self.stats.count("gets", f"GET /{path}")
-                with self.limiter.slot() as generation:
+                # (a stop also ends a wait for room, or for another request's 429 to pass: nothing is sent)
+                with self.limiter.slot(stop.is_set if stop is not None else None) as generation:
                     response = self.session.get(self._url(path), params=params, timeout=self._timeout)
             except requests.RequestException as exc:
                 last = f"{type(exc).__name__}"
@@ -421,6 +422,7 @@ class KantataClient:
             yield from pool.map(lambda q: list(self._pages("billing_milestones", q, stop)), queries)
         finally:  # on an error or Ctrl-C: queries not started are not sent, running ones stop after this request
             stop.set()
+            self.limiter.wake()  # those waiting for a slot see the stop
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _pages(

@@ -16,7 +16,7 @@ import importer.pipeline
 import importer.planner
 import importer.upload
 from importer.client import KantataClient
-from importer.concurrency import Limiter
+from importer.concurrency import Cancelled, Limiter
 from importer.journal import Journal
 from importer.pipeline import run_upload
 from importer.sandbox import DEFAULT_TOKEN
@@ -78,6 +78,30 @@ def test_a_429s_wait_holds_every_request_and_the_one_told_to_wait_goes_first() -
     assert order == ["held", "other"]
 
 
+def test_a_request_waiting_out_a_hold_is_cancelled_by_a_stop() -> None:
+    """A stop (Ctrl-C) during another request's 429 hold sends nothing: the waiting request is cancelled when
+    woken, not sent when the hold ends."""
+    limiter = Limiter(2)
+    limiter.hold(5.0)  # this (main) thread's request was answered 429
+    stop = threading.Event()
+    outcome: list[str] = []
+
+    def other() -> None:
+        try:
+            with limiter.slot(stop.is_set):
+                outcome.append("sent")
+        except Cancelled:
+            outcome.append("cancelled")
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    time.sleep(0.2)
+    stop.set()
+    limiter.wake()
+    thread.join(2)
+    assert outcome == ["cancelled"]
+
+
 def test_no_more_requests_in_flight_than_the_limit() -> None:
     limiter = Limiter(3)
     active = 0
@@ -136,8 +160,9 @@ def test_429s_bring_the_concurrency_down_and_every_row_still_lands_once(sandbox:
 
 
 def test_ctrl_c_during_a_long_look_up_sends_no_further_get(sandbox: Any) -> None:
-    """Every GET answered 429 (Retry-After 1 s): the look-up threads are waiting to retry when Ctrl-C comes; they
-    stop there instead of sending their retries."""
+    """Every GET answered 429 (Retry-After 1 s): the look-up threads are waiting to retry, or waiting for the
+    429's hold to pass before their first request (concurrency.Limiter.hold), when Ctrl-C comes; they stop there
+    instead of sending anything more."""
     import os
     import signal
 
@@ -152,9 +177,9 @@ def test_ctrl_c_during_a_long_look_up_sends_no_further_get(sandbox: Any) -> None
     seen_at_interrupt: list[int] = []
 
     def interrupt() -> None:
-        while sandbox.stats().get("GET /billing_milestones", 0) < 4:  # the first four are answered 429
+        while sandbox.stats().get("GET /billing_milestones", 0) < 1:  # the first is answered 429
             time.sleep(0.01)
-        time.sleep(0.2)  # the threads are now waiting out Retry-After
+        time.sleep(0.3)  # every thread now waits: out its Retry-After, or for the hold to pass
         seen_at_interrupt.append(sandbox.stats()["GET /billing_milestones"])
         os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: it wakes the main thread from its wait
 
@@ -162,8 +187,10 @@ def test_ctrl_c_during_a_long_look_up_sends_no_further_get(sandbox: Any) -> None
     with pytest.raises(KeyboardInterrupt):
         client.find_existing(keys)
     client.close()
-    assert seen_at_interrupt == [4]
-    assert sandbox.stats()["GET /billing_milestones"] == 4  # no retry, and no query not yet started, was sent
+    assert 1 <= seen_at_interrupt[0] <= 4  # at most one request per thread before the first 429 came back
+    time.sleep(1.5)  # past every Retry-After and hold: a thread still waiting would have sent by now
+    # no retry, and no query not yet started, was sent
+    assert sandbox.stats()["GET /billing_milestones"] == seen_at_interrupt[0]
 
 
 def _posts(sandbox: Any) -> int:
