@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import ParamSpec, TypeVar
@@ -293,22 +293,29 @@ def run_upload(
     client = KantataClient(settings, settings.token, session=session)
     say = on_stage or (lambda _: None)
     stopped: ImporterError | None = None
-    unreachable: ApiUnavailable | None = None
+    # The journal's identity of this import, and every row's key, come from the rows as checked offline: were
+    # they to depend on Kantata's answer below (the currencies), a run whose question failed would not know
+    # the journal of the run before it, nor find its rows by key, and send them twice.
+    rows = validated.rows.index.tolist() if deferred else [i.row for i in items]  # the rows to send or find
+    digest = schedule_digest(validated.rows, rows)
+    unanswered: BaseException | None = None
     try:
-        validated, items, amount_errors, notes = _amounts_checked(raw, validated, items, client, options)
-    except ApiUnavailable as exc:  # as if the look-ups failed (below): nothing is sent, every row is not_sent
-        amount_errors, notes, unreachable = [], [], exc
+        amount_errors, notes = _amounts_checked(raw, validated, client, options)
+    except (ApiUnavailable, KeyboardInterrupt) as exc:  # as if the look-ups failed (below): every row not_sent
+        amount_errors, notes, unanswered = [], [], exc
     except BaseException:
         client.close()
         raise
     issues = sorted([*issues, *amount_errors], key=lambda i: i.row)
-    rows = validated.rows.index.tolist() if deferred else [i.row for i in items]  # the rows to send or find
+    if refused := {i.row for i in amount_errors if i.is_error}:  # not sent; their keys stay as they were
+        rows = [row for row in rows if row not in refused]
+        items = [i for i in items if i.row not in refused]
     currencies: dict[int, str] = {}
     stream: StreamedResults | None = None
     with _patient_interrupts(say), _abandoned_on_error(lambda: stream):
         try:
             # Opened first: it says what an interrupted run of this import left in flight.
-            journal = Journal.open(journal_path(out), schedule_digest(validated.rows, rows))
+            journal = Journal.open(journal_path(out), digest)
             projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist())) if rows else []
             currencies_later = _Currencies(client, projects)
             try:
@@ -316,8 +323,8 @@ def run_upload(
                     say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
                         "before)")  # fmt: skip
                 try:
-                    if unreachable is not None:
-                        raise unreachable
+                    if unanswered is not None:
+                        raise unanswered
                     say(f"looking up {len(rows)} import keys in Kantata")
                     lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(rows))
                     untouched: list[int] | None = None
@@ -330,7 +337,7 @@ def run_upload(
                         existing: dict[ImportKey, str] = {}
                     else:
                         if not items and rows:  # deferred, but a key must be looked up after all: build them now
-                            items = list(_built(validated.rows))
+                            items = [i for i in _built(validated.rows) if i.row not in refused]
                         existing = client.find_imported(items, untouched=untouched)
                         existing.update(_settle_in_flight(client, journal, items, existing, settings, say))
                     lookup.end(len(rows))
@@ -339,7 +346,8 @@ def run_upload(
                 except KeyboardInterrupt:
                     existing, stopped = {}, Interrupted()
                 if deferred and stopped is None:
-                    the_plan = Plan(rows, _built(validated.rows), {}, settings.batch_size)
+                    built = (i for i in _built(validated.rows) if i.row not in refused)
+                    the_plan = Plan(rows, built, {}, settings.batch_size)
                 else:
                     the_plan = plan(items, existing, batch_size=settings.batch_size)
                 if stopped is None:
@@ -376,24 +384,19 @@ def run_upload(
 
 
 def _amounts_checked(
-    raw: RawSchedule, validated: Validated, items: list[Item], client: KantataClient, options: ParseOptions
-) -> tuple[Validated, list[Item], list[CellIssue], list[str]]:
-    """The rows whose Amount (in currency units) does not fit its project's currency, taken out before anything
-    is sent, as `validate --online` reports them (checks.amount_issues): 5000 in a yen project is not sent as
-    500,000 yen. Needs the projects' currencies first (one GET for up to 200 projects; the totals reuse them
-    from the client's cache); none when the schedule gives its amounts in cents only."""
+    raw: RawSchedule, validated: Validated, client: KantataClient, options: ParseOptions
+) -> tuple[list[CellIssue], list[str]]:
+    """The issues of rows whose Amount (in currency units) does not fit its project's currency, which are then
+    not sent, as `validate --online` reports them (checks.amount_issues): 5000 in a yen project is not sent as
+    500,000 yen; and a note on the currencies Kantata withheld. Needs the projects' currencies first (one GET
+    for up to 200 projects; the totals reuse them from the client's cache); none when the schedule gives its
+    amounts in cents only."""
     amounts = raw.fields.get("amount")
     if amounts is None or validated.rows.empty or raw.frame.loc[validated.rows.index, amounts].map(is_blank).all():
-        return validated, items, [], []
+        return [], []
     projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist()))
     workspaces = client.workspaces(projects)
-    issues = amount_issues(raw, validated.rows, workspaces, options)
-    notes = withheld_currencies(validated.rows, workspaces)
-    bad = {i.row for i in issues if i.is_error}
-    if not bad:
-        return validated, items, issues, notes
-    kept = replace(validated, rows=validated.rows.drop(index=sorted(bad)), invalid_rows=validated.invalid_rows | bad)
-    return kept, [i for i in items if i.row not in bad], issues, notes
+    return amount_issues(raw, validated.rows, workspaces, options), withheld_currencies(validated.rows, workspaces)
 
 
 def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path) -> StreamedResults | None:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -383,3 +384,20 @@ def test_the_issue_table_keeps_a_space_after_the_longest_code(
         assert rest.startswith(" "), line
         starts.add(after + len(rest) - len(rest.lstrip(" ")))  # where the message begins
     assert len(starts) == 1, lines
+
+
+def test_a_ctrl_c_while_the_currencies_are_asked_leaves_every_row_not_sent(
+    settings: Settings, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The currency question comes before the look-ups; a Ctrl-C during it ends the run as one during them does
+    (helper-16 saw exit 130 and no results workbook): every row not_sent, the workbook written, exit 130."""
+
+    def interrupted(self: KantataClient, ids: Any, **kwargs: Any) -> dict[int, WorkspaceInfo]:
+        if threading.current_thread() is threading.main_thread():  # Ctrl-C reaches the main thread only
+            raise KeyboardInterrupt
+        return {}
+
+    monkeypatch.setattr(KantataClient, "workspaces", interrupted)
+    result = run_upload(make_schedule([["A", "1.00", 1001], ["B", "2.00", 1002]], headers=AMOUNT_HEADERS), settings)
+    assert int(result.exit_code) == 130 and result.stopped is not None
+    assert [r["status"] for r in read_results(result.output)] == ["not_sent", "not_sent"]

@@ -211,3 +211,38 @@ def test_how_long_ago_the_last_line_was_sent_by_which_clock(
     journal.close(finished=False)
     monkeypatch.setattr(journal_module, "_boot", lambda: "this-boot")
     assert _since(path) == pytest.approx(0, abs=5)  # wall: just now, not 10 s
+
+
+def test_a_row_refused_for_its_currency_does_not_change_which_journal_a_rerun_resumes(
+    sandbox: Any, tmp_path: Path, make_schedule: MakeSchedule
+) -> None:
+    """Rows whose Amount does not fit their project's currency are refused after Kantata says the currency; the
+    journal's identity of the import must not depend on that answer (helper-16 saw a run whose question failed
+    wipe the journal, and the next one send the batches still on the wire again: 40 duplicates). Here a killed
+    run's batch is still being written when the re-run starts: the re-run waits for it and sends it once."""
+    sandbox.reset()
+    rows = [["EUR 5.00" if n == 0 else f"{n}.00", f"T{n}", 1001] for n in range(30)]
+    path = make_schedule([[title, amount, ws] for amount, title, ws in rows], headers=["title", "amount",
+                                                                                     "workspace_id"])  # fmt: skip
+    validated = validate_rows(load_schedule(path), DEFAULT_OPTIONS)
+    items, _ = build_items(validated.rows)  # as the killed run built them: every row checked offline
+    journal = Journal.open(journal_path(path.with_name("schedule.results.xlsx")),
+                           schedule_digest(validated.rows, [i.row for i in items]))  # fmt: skip
+    journal.sending(items[10:20])
+    journal.close(finished=False)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, connect_timeout=1,
+                        server_timeout=4)  # fmt: skip
+    client = KantataClient(settings, Secret(DEFAULT_TOKEN))
+    late = threading.Timer(1.5, client.create, ([i.body for i in items[10:20]],))  # the killed run's request
+    late.start()
+    said: list[str] = []
+    try:
+        result = run_upload(path, settings, on_stage=said.append)
+    finally:
+        late.join()
+        client.close()
+    assert any("resuming an interrupted upload" in s for s in said), said
+    assert any("waiting up to" in s for s in said), said
+    assert len(sandbox.milestones()) == 29  # each once; not the EUR row
+    assert result.counts["created"] == 29 and result.counts["invalid"] == 1
+    assert result.outcomes[2].status.value == "invalid"
