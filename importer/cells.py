@@ -34,12 +34,13 @@ MAX_SIGNIFICANT_DIGITS = 15
 EXCEL_EPOCH = dt.date(1899, 12, 30)  # serial 1 = 1900-01-01 in Excel's 1900 date system (with its leap-year bug)
 ERROR_VALUES = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
                           "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!"})  # fmt: skip
-_MONEY_TEXT = re.compile(r"(?P<sign>[+-])?(?P<digits>[0-9]{1,3}(?:,[0-9]{3})+|[0-9]*)(?:\.(?P<frac>[0-9]+))?")
+# Thousands commas after a first group that is not 0 ("0,500" is a decimal comma: _DECIMAL_COMMA).
+_MONEY_TEXT = re.compile(r"(?P<sign>[+-])?(?P<digits>[1-9][0-9]{0,2}(?:,[0-9]{3})+|[0-9]*)(?:\.(?P<frac>[0-9]+))?")
 _CURRENCY_SIGNS = "$€£¥₩₹₽₪₫₺₴₦฿"
 _CURRENCY_CODE = re.compile(r"^[A-Z]{3}\s*|\s*[A-Z]{3}$")
 # "1.234,50" or "99,99": a comma before 1 or 2 final digits (a thousands comma has 3 after it), dots between
 # thousands: the European way, refused with the amount as it must be typed.
-_DECIMAL_COMMA = re.compile(r"[0-9]{1,3}(?:\.[0-9]{3})*,[0-9]{1,2}|[0-9]+,[0-9]{1,2}")
+_DECIMAL_COMMA = re.compile(r"[0-9]{1,3}(?:\.[0-9]{3})*,[0-9]{1,2}|[0-9]+,[0-9]{1,2}|0,[0-9]+")
 _MARK = re.compile(f"[A-Z{_CURRENCY_SIGNS}]")
 
 
@@ -238,13 +239,15 @@ def _money_text(text: str) -> tuple[Decimal, frozenset[str]]:
     negative = False
     signs = 0
     marks: set[str] = set()
+    marked = _MARK.search(body) is not None  # most amounts name no currency: nothing to peel but signs
     for _ in range(3):
-        marks.update(code.strip() for code in _CURRENCY_CODE.findall(body))
-        body = _CURRENCY_CODE.sub("", body)
-        bare = body.strip(_CURRENCY_SIGNS)
-        if bare != body:
-            marks.update(c for c in body if c in _CURRENCY_SIGNS)
-            body = bare
+        if marked:
+            marks.update(code.strip() for code in _CURRENCY_CODE.findall(body))
+            body = _CURRENCY_CODE.sub("", body)
+            bare = body.strip(_CURRENCY_SIGNS)
+            if bare != body:
+                marks.update(c for c in body if c in _CURRENCY_SIGNS)
+                body = bare
         if body.startswith("(") and body.endswith(")"):
             negative, body, signs = not negative, body[1:-1], signs + 1
         elif body[:1] in ("-", "+"):
@@ -286,7 +289,9 @@ def parse_date(value: object, date_format: str | None = None) -> dt.date:
             try:
                 return dt.datetime.strptime(text, date_format).date()
             except ValueError:
-                if _INT_TEXT.fullmatch(text) and _is_serial(int(text)):  # a serial reads as without --date-format
+                # A serial reads as it does without --date-format; five digits at most (up to the year 2173), so
+                # that a date typed in the format's own digits, one short ("2026230" for %Y%m%d), is not one.
+                if len(text) <= 5 and _INT_TEXT.fullmatch(text) and _is_serial(int(text)):
                     return EXCEL_EPOCH + dt.timedelta(days=int(text))
                 raise CellProblem(
                     "invalid-date",
@@ -299,6 +304,9 @@ def parse_date(value: object, date_format: str | None = None) -> dt.date:
             options = " or --date-format ".join(fitting)
             retype = f'"{text}" is not written like 2026-03-31; retype it'
             raise CellProblem("invalid-date", f"{retype}, or pass --date-format {options}{which}")
+        if "/" in text or "." in text:
+            raise CellProblem("invalid-date", f'"{text}" is not written like 2026-03-31; retype it, or pass '
+                              "--date-format with the way it is written (e.g. %d/%m/%Y)")  # fmt: skip
         raise CellProblem("invalid-date", f'"{text}" is not a date; enter a date cell or text like 2026-03-31')
     if isinstance(value, int | float) and not isinstance(value, bool):
         raise CellProblem(
@@ -309,7 +317,19 @@ def parse_date(value: object, date_format: str | None = None) -> dt.date:
 
 # Date layouts suggested for --date-format, when a date is not ISO: those that read the cell are named (both
 # day-first and month-first when both read it, as 01/02/2026 does: only the user knows which was meant).
-_DATE_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y", "%Y/%m/%d", "%d %b %Y", "%b %d %Y")
+_DATE_FORMATS = (
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+    "%d.%m.%Y",
+    "%d-%m-%Y",
+    "%m-%d-%Y",
+    "%Y/%m/%d",
+    "%d %b %Y",
+    "%b %d %Y",
+    "%d/%m/%y",
+    "%m/%d/%y",
+    "%d.%m.%y",
+)  # the last: Excel's short forms, a two-digit year
 
 
 def _parses(text: str, date_format: str) -> bool:

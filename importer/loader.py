@@ -106,6 +106,7 @@ def _set_aside_totals(raw: RawSchedule) -> None:
         kept = sorted(aside)
         raw.trailer = sorted([*raw.trailer, *((r, tuple(frame.loc[r].to_numpy().tolist())) for r in kept)])
         raw.frame = frame.drop(index=kept)
+        raw.issues = [i for i in raw.issues if i.row not in aside]  # a merged or hidden total line is no error
         which = f"row {kept[0]} looks" if len(kept) == 1 else f"rows {', '.join(map(str, kept))} look"
         raw.notes.append(f"{which} like a totals line (no Project ID): not imported, kept in the results as it was")
     title = raw.fields.get("title")
@@ -256,7 +257,8 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
                 same = [n for n in names if n.casefold() == sheet.strip().casefold()]
                 if len(same) != 1:
                     listed = ", ".join(f'"{n}"' for n in names)
-                    raise ScheduleError(f'has no sheet "{sheet}"; its sheets are {listed}', path=path)
+                    what = f'has no sheet named exactly "{sheet}"' if same else f'has no sheet "{sheet}"'
+                    raise ScheduleError(f"{what}; its sheets are {listed}", path=path)
                 sheet = same[0]
             candidates = [sheet]
         else:

@@ -170,6 +170,11 @@ def _merge(wb: Any) -> None:
     wb.active.merge_cells("C2:C3")
 
 
+def _merged_total(wb: Any) -> None:
+    wb.active.merge_cells("C4:D4")  # the Total line's empty cells merged, as a finance sheet often has them
+    wb.active.row_dimensions[4].hidden = True
+
+
 def _table(wb: Any) -> None:
     ws = wb.active
     ws.append(["Total", "=SUBTOTAL(109,B2:B3)", None, None, None, None])
@@ -234,6 +239,10 @@ CASES: dict[str, Case] = {
     "merged cells in the data": Case(
         _xlsx([["A", 1, 1001, None, None, None], ["B", 2, None, None, None, None]], tweak=_merge), 1,
         issues=[(2, "C", "merged-cells"), (3, "C", "merged-cells")]),
+    "a merged, hidden Total line under the rows": Case(
+        _xlsx([["A", 100, 1001, None], ["B", 200, 1001, None], ["Total", 300, None, None]],
+              headers=["title", "amount_in_cents", "workspace_id", "Notes"], tweak=_merged_total), 0,
+        stderr="row 4 looks like a totals line (no Project ID): not imported", sent={"A": 100, "B": 200}),
     "duplicate headers": Case(_xlsx([["A", 1, 1001]], headers=["title", "amount_in_cents", "workspace_id", "Title"]),
                               2, stderr="columns A and D both hold title"),
     "missing required column": Case(_xlsx([["A", 1]], headers=["title", "amount_in_cents", "Notes"]), 2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import zipfile
 from decimal import Decimal
@@ -156,7 +157,9 @@ def _workbook(folder: Path, rows: str) -> Path:
     ("text", "suggested"),
     [("31.01.2026", "--date-format %d.%m.%Y"), ("01/31/2026", "--date-format %m/%d/%Y"),
      ("31/01/2026", "--date-format %d/%m/%Y"), ("Jan 31 2026", "--date-format %b %d %Y"),
-     ("01/02/2026", "--date-format %d/%m/%Y or --date-format %m/%d/%Y (whichever your dates follow)")],
+     ("01/02/2026", "--date-format %d/%m/%Y or --date-format %m/%d/%Y (whichever your dates follow)"),
+     ("31/01/26", "--date-format %d/%m/%y"),
+     ("1/2/26", "--date-format %d/%m/%y or --date-format %m/%d/%y (whichever your dates follow)")],
 )  # fmt: skip
 def test_a_date_not_in_iso_form_is_told_a_date_format_that_reads_it(text: str, suggested: str) -> None:
     """Every format suggested reads the cell (helper-15 saw %d/%m/%Y suggested for 01/31/2026 and 31.01.2026)."""
@@ -165,3 +168,17 @@ def test_a_date_not_in_iso_form_is_told_a_date_format_that_reads_it(text: str, s
     assert caught.value.message.endswith(f"retype it, or pass {suggested}")
     for date_format in suggested.split(" (")[0].replace("--date-format ", "").split(" or "):
         assert parse_date(text, date_format).year == 2026
+
+
+def test_a_serial_reads_with_a_date_format_but_a_date_one_digit_short_is_no_serial() -> None:
+    assert parse_date("46053", "%d/%m/%Y") == dt.date(2026, 1, 31)  # as without --date-format
+    with pytest.raises(CellProblem, match="does not match --date-format %Y%m%d"):
+        parse_date("2026230", "%Y%m%d")  # 2026-02-30 with a digit dropped: not the serial of the year 7447
+
+
+@pytest.mark.parametrize("text", ["0,500", "0,5"])
+def test_a_thousands_group_led_by_zero_is_a_decimal_comma(text: str) -> None:
+    """ "0,500" was read as 500 (five hundred dinars where half a dinar was meant): no thousands start with 0."""
+    with pytest.raises(CellProblem) as caught:
+        parse_amount(text, 3)
+    assert caught.value.code == "amount-decimal-comma"
