@@ -387,7 +387,9 @@ def test_two_uploads_of_the_same_schedule_at_once_are_refused(sandbox: Any, tmp_
     sandbox.reset()
     sandbox.set_faults(latency=0.3)
     path = _schedule(tmp_path, 100)
-    first = _cli(path, sandbox.url, "--concurrency", "1")
+    # Ten requests of 0.3 s one at a time: the first upload is still sending for ~2.7 s after its first POST,
+    # longer than the second process takes to start (one request of 100 rows was over before, under load).
+    first = _cli(path, sandbox.url, "--concurrency", "1", "--batch-size", "10")
     _wait_for_posts(sandbox, 1, first)
     second = _cli(path, sandbox.url)
     out, err = second.communicate(timeout=60)
