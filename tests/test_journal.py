@@ -15,7 +15,7 @@ from importer.cells import DEFAULT_OPTIONS
 from importer.client import KantataClient
 from importer.journal import Journal, journal_path, schedule_digest
 from importer.loader import load_schedule
-from importer.pipeline import run_upload
+from importer.pipeline import RunResult, run_upload
 from importer.planner import Item, build_items
 from importer.sandbox import DEFAULT_TOKEN
 from importer.schema import validate_rows
@@ -142,6 +142,23 @@ def _shifted(path: Path, **change: Any) -> None:
     path.write_text("".join(lines), encoding="utf-8")
 
 
+def _rerun_while_a_batch_lands_late(sandbox: Any, path: Path, batch: list[Item]) -> tuple[RunResult, list[str]]:
+    """Upload `path` again while a killed run's request for `batch`, still on its way, creates it 1.5 s in
+    (looking nothing up). The re-run waits 2 (SENDING_AHEAD) + 1 + 4 s after the journal's last line at most."""
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, connect_timeout=1,
+                        server_timeout=4)  # fmt: skip
+    client = KantataClient(settings, Secret(DEFAULT_TOKEN))
+    late = threading.Timer(1.5, client.create, ([i.body for i in batch],))
+    late.start()
+    said: list[str] = []
+    try:
+        result = run_upload(path, settings, on_stage=said.append)
+    finally:
+        late.join()
+        client.close()
+    return result, said
+
+
 def _since(path: Path) -> float:
     journal = Journal.open(path, "digest-a")
     journal.close(finished=False)
@@ -166,19 +183,8 @@ def test_a_wall_clock_stepped_forward_does_not_cut_the_wait_short(
     journal.sending(items[:10])
     journal.close(finished=False)
     _shifted(journal_file, at=lambda at: at - 10_000)  # as the wall clock now stands, written 10,000 s ago
-    # The window a re-run waits in: 2 (SENDING_AHEAD) + 1 + 4 s after the line; 10,000 s by the wall clock.
-    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, connect_timeout=1,
-                        server_timeout=4)  # fmt: skip
-    client = KantataClient(settings, Secret(DEFAULT_TOKEN))
-    # The killed run's request, still on its way: it creates rows 2-11 in a moment, looking nothing up.
-    late = threading.Timer(1.5, client.create, ([i.body for i in items[:10]],))
-    late.start()
-    said: list[str] = []
-    try:
-        result = run_upload(path, settings, on_stage=said.append)
-    finally:
-        late.join()
-        client.close()
+    # The re-run waits 7 s at most after the line by the clock since boot; by the wall clock, 10,000 s are gone.
+    result, said = _rerun_while_a_batch_lands_late(sandbox, path, items[:10])  # rows 2-11
     assert any("waiting up to" in s for s in said), said
     assert len(sandbox.milestones()) == 30  # none twice
     assert result.counts["created"] == 30
@@ -230,17 +236,7 @@ def test_a_row_refused_for_its_currency_does_not_change_which_journal_a_rerun_re
                            schedule_digest(validated.rows, [i.row for i in items]))  # fmt: skip
     journal.sending(items[10:20])
     journal.close(finished=False)
-    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, connect_timeout=1,
-                        server_timeout=4)  # fmt: skip
-    client = KantataClient(settings, Secret(DEFAULT_TOKEN))
-    late = threading.Timer(1.5, client.create, ([i.body for i in items[10:20]],))  # the killed run's request
-    late.start()
-    said: list[str] = []
-    try:
-        result = run_upload(path, settings, on_stage=said.append)
-    finally:
-        late.join()
-        client.close()
+    result, said = _rerun_while_a_batch_lands_late(sandbox, path, items[10:20])
     assert any("resuming an interrupted upload" in s for s in said), said
     assert any("waiting up to" in s for s in said), said
     assert len(sandbox.milestones()) == 29  # each once; not the EUR row
