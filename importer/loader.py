@@ -183,10 +183,13 @@ class _CalamineBook:
         sheet = self._sheet(name)
         top = sheet.start[0] if sheet.start else 0
         left = sheet.start[1] if sheet.start else 0
-        for _ in range(top):  # the reader starts at the first used row; Excel's numbering starts at 1
+        # The used area only (`skip_empty_area=True`, the reader's default), placed at its `start` here: row 1,
+        # column A are Excel's whatever blank rows and columns come before it. (With False the reader fills the
+        # blank area in itself; padding that as well shifted every cell of a sheet not starting at A1.)
+        for _ in range(top):
             yield ()
         pad = (None,) * left
-        for row in sheet.to_python(skip_empty_area=False):
+        for row in sheet.to_python(skip_empty_area=True):
             yield pad + tuple([None if v == "" else v for v in row])
 
     def height(self, name: str) -> int | None:

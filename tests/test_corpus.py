@@ -205,11 +205,33 @@ def _error_value(wb: Any) -> None:
     cell.data_type = "e"
 
 
+def _shifted(rows: int, columns: int, first: Callable[[Any], None] | None = None) -> Callable[[Any], None]:
+    """Blank rows above and blank columns left of everything (after `first`): a sheet not starting at A1."""
+
+    def tweak(wb: Any) -> None:
+        if first is not None:
+            first(wb)
+        if rows:  # openpyxl's insert_*(1, 0) empties the sheet
+            wb.active.insert_rows(1, rows)
+        if columns:
+            wb.active.insert_cols(1, columns)
+
+    return tweak
+
+
 CASES: dict[str, Case] = {
     # --- layout ---
     "header below a title block": Case(
         _xlsx([["Monthly billing"], [], H, ["A", 100, 1001, D, None, "fixed_date"]], headers=["Acme Corp"]),
         0, sent={"A": 100}),
+    "sheet starting at C3 (blank rows and columns first)": Case(
+        _xlsx([["A", 100, 1001, D, None, "fixed_date"], ["B", "x", 1001, D, None, None]], tweak=_shifted(2, 2)), 1,
+        issues=[(5, "D", "amount-not-a-number")], sent={"A": 100}),
+    "an Excel error in a sheet starting at B2": Case(
+        _xlsx([["A", 1, 1001, None, None, None], ["B", 2, 1001, None, None, None]], tweak=_shifted(1, 1, _error_value)),
+        1, issues=[(3, "C", "formula-error")], sent={"B": 2}),
+    "header on row 20 under blank rows": Case(
+        _xlsx([["A", 7, 1001, None, None, None]], tweak=_shifted(19, 0)), 0, sent={"A": 7}),
     "columns in any order + extra column kept": Case(
         _xlsx([[1001, "PO-1", 250, "B"]], headers=["workspace_id", "PO", "amount_in_cents", "title"]), 0,
         sent={"B": 250}),
@@ -464,3 +486,35 @@ def test_a_panic_of_the_rust_reader_is_a_message_not_a_traceback(
     assert main(["validate", str(path), "-o", str(tmp_path / "b.xlsx")]) == 2
     err = capsys.readouterr().err
     assert "could not be read as an .xlsx workbook (PanicException" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("reader", ["calamine", "openpyxl"])
+def test_every_cell_keeps_its_address_in_the_results(reader: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """A sheet starting at B3 (a title block in B, the header on row 5, a blank row in the data): every cell of the
+    input is at the same address in the results, and an issue names the cell Excel shows."""
+    import importer.loader
+
+    if reader == "openpyxl":
+        monkeypatch.setattr(importer.loader, "_CalamineBook", lambda path: (_ for _ in ()).throw(RuntimeError()))
+        monkeypatch.setenv("KANTATA_IMPORT_NO_PREFETCH", "1")
+    path = tmp_path / "in.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws["B3"] = "Acme Corp billing"
+    for c, text in enumerate(["title", "amount_in_cents", "workspace_id", "PO"], start=2):
+        ws.cell(row=5, column=c, value=text)
+    for r, values in {6: ["A", 100, 1001, "PO-6"], 8: ["B", "12.5", 1002, "PO-8"]}.items():
+        for c, value in enumerate(values, start=2):
+            ws.cell(row=r, column=c, value=value)
+    wb.save(path)
+    out = tmp_path / "results.xlsx"
+    assert main(["validate", str(path), "-o", str(out)]) == 1, capsys.readouterr().err
+    given = {(c.row, c.column): c.value for row in ws.iter_rows() for c in row if c.value is not None}
+    results = openpyxl.load_workbook(out)
+    sheet = results[ws.title]
+    got = {(c.row, c.column): c.value for row in sheet.iter_rows(max_col=5) for c in row if c.value is not None}
+    assert got == given
+    assert [c.value for c in sheet[6]][5] == "valid" and [c.value for c in sheet[8]][5] == "invalid"
+    assert _errors_sheet(out) == [(8, "C", "amount-not-whole")]
