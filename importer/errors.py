@@ -29,7 +29,7 @@ class ExitCode(enum.IntEnum):
     AUTH = 3  # token missing or refused; nothing was sent
     STOPPED = 4  # the run had to stop midway (Kantata unreachable); unsent rows are `not_sent`
     BUG = 70  # an internal error (EX_SOFTWARE); run again with --debug for the traceback
-    INTERRUPTED = 130  # Ctrl-C; the results workbook was written
+    INTERRUPTED = 130  # Ctrl-C; an upload wrote the results workbook (a dry run stops writing nothing)
 
 
 EXIT_CODE_HELP = """\
@@ -40,7 +40,7 @@ exit codes:
   3    the API token is missing or was refused; nothing was sent
   4    the run had to stop midway (Kantata unreachable); unsent rows are marked not_sent, re-run to resume
        (validate --online: nothing was written)
-  130  interrupted (Ctrl-C); the results workbook was written, re-run to resume
+  130  interrupted (Ctrl-C); an upload wrote the results workbook, re-run to resume (validate: nothing written)
   70   internal error (a bug): run again with --debug for the traceback"""
 
 

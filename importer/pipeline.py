@@ -312,7 +312,7 @@ def run_upload(
         items = [i for i in items if i.row not in refused]
     currencies: dict[int, str] = {}
     stream: StreamedResults | None = None
-    with _patient_interrupts(say), _abandoned_on_error(lambda: stream):
+    with _patient_interrupts(say) as writing_begins, _abandoned_on_error(lambda: stream):
         try:
             # Opened first: it says what an interrupted run of this import left in flight.
             journal = Journal.open(journal_path(out), digest)
@@ -375,6 +375,7 @@ def run_upload(
         info = RunInfo(
             False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "", notes=tuple(notes)
         )
+        writing_begins()
         say(f"writing the results workbook ({len(raw.frame)} rows)")
         result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing),
                           on_progress, currencies=currencies, stream=stream)  # fmt: skip
@@ -484,15 +485,18 @@ def _settle_in_flight(
 
 
 @contextmanager
-def _patient_interrupts(say: Callable[[str], None]) -> Iterator[None]:
+def _patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], None]]:
     """The first Ctrl-C stops the upload (KeyboardInterrupt); later ones only say that it is finishing, so the
-    batches on the wire are settled and the results workbook is written. Only the main thread gets signals."""
+    batches on the wire are settled and the results workbook is written. Once the writing has begun (the
+    callable given), every Ctrl-C is one of those: stopping then would lose the new ids of the rows sent
+    (the journal would give them back on a re-run, but the user asked to stop, not to lose the workbook).
+    Only the main thread gets signals."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield lambda: None
         return
 
     def later(signum: int, frame: FrameType | None) -> None:
-        say("finishing: settling what was sent and writing the results workbook (a second Ctrl-C is ignored)")
+        say("finishing: settling what was sent and writing the results workbook (Ctrl-C is ignored until then)")
 
     def first(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, later)
@@ -500,7 +504,7 @@ def _patient_interrupts(say: Callable[[str], None]) -> Iterator[None]:
 
     previous = signal.signal(signal.SIGINT, first)
     try:
-        yield
+        yield lambda: signal.signal(signal.SIGINT, later)
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -374,13 +374,39 @@ def test_a_second_ctrl_c_is_ignored_until_the_workbook_is_written(sandbox: Any, 
     posts_at_interrupt = sandbox.stats()["POST /billing_milestones"]
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "a second Ctrl-C is ignored" in err
+    assert "Ctrl-C is ignored until then" in err
     # No new request after the Ctrl-C: at most the ones on the wire then (2), and their settling look-up.
     assert sandbox.stats()["POST /billing_milestones"] <= posts_at_interrupt + 2
     results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
     assert {r["status"] for r in results} == {"created", "not_sent"}
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     assert {r["title"]: r["billing_milestone_id"] for r in results if r["status"] == "created"} == ids
+
+
+@pytest.mark.parametrize("streamed", [True, False])
+def test_ctrl_c_while_the_results_are_written_does_not_lose_them(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """Every row is created when the writing begins: a Ctrl-C then (a real SIGINT to this process, which the
+    main thread takes during the writing) is told to wait, and the workbook with the new ids is written."""
+    sandbox.reset()
+    if not streamed:
+        monkeypatch.setenv("KANTATA_IMPORT_NO_STREAM", "1")
+    path = _schedule(tmp_path, 300)
+    said: list[str] = []
+
+    def on_stage(text: str) -> None:
+        said.append(text)
+        if text.startswith("writing the results workbook"):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
+    result = run_upload(path, settings, output=tmp_path / "out.xlsx", on_stage=on_stage)
+    assert result.exit_code == 0 and result.counts["created"] == 300
+    assert any("Ctrl-C is ignored" in text for text in said), said
+    ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
+    results = read_results(tmp_path / "out.xlsx", sheet="Schedule")
+    assert {r["title"]: r["billing_milestone_id"] for r in results} == ids and len(ids) == 300
 
 
 def test_two_uploads_of_the_same_schedule_at_once_are_refused(sandbox: Any, tmp_path: Path) -> None:
