@@ -42,6 +42,15 @@ _CURRENCY_CODE = re.compile(r"^[A-Z]{3}\s*|\s*[A-Z]{3}$")
 # thousands: the European way, refused with the amount as it must be typed.
 _DECIMAL_COMMA = re.compile(r"[0-9]{1,3}(?:\.[0-9]{3})*,[0-9]{1,2}|[0-9]+,[0-9]{1,2}|0,[0-9]+")
 _MARK = re.compile(f"[A-Z{_CURRENCY_SIGNS}]")
+# "1.500", "12.000": one to three digits, a point, exactly three digits, no comma. A point between thousands in a
+# European Excel as much as a decimal point; refused where the currency has fewer than 3 decimals, since the two
+# readings differ a thousandfold (as "1.234" is, for its decimals). "0.500" and "1234.500" are not thousands.
+_THOUSANDS_POINT = re.compile(r"(?<![0-9.,])[1-9][0-9]{0,2}\.[0-9]{3}(?![0-9.,])")
+# Spaces inside a number (a space, Excel's no-break or narrow no-break space) only between groups of three:
+# "1 234 567.50" is a number; "12 34" is a typo, and which number was meant cannot be told.
+_SPACE_IN_NUMBER = re.compile("[0-9][ \u00a0\u202f]+[0-9]")
+_SPACED_NUMBER = re.compile("[0-9][0-9 \u00a0\u202f]*")
+_SPACED_GROUPS = re.compile("[1-9][0-9]{0,2}(?:[ \u00a0\u202f][0-9]{3})+")
 
 
 # ISO 4217 minor units: how many decimals a currency has, so what one unit of amount_in_cents is worth.
@@ -213,6 +222,12 @@ def parse_amount(value: object, decimals: int) -> int:
         amount = Decimal(value)
     else:
         amount = _money_text(value)[0]
+        fits = amount == amount.quantize(Decimal(1).scaleb(-decimals))  # else too many decimals, below
+        if decimals < 3 and fits and "," not in value and (point := _THOUSANDS_POINT.search(value)):
+            readings = f"{amount:.{decimals}f} or {'-' if amount < 0 else ''}{point.group().replace('.', '')}"
+            raise CellProblem("amount-ambiguous-point", f'"{value.strip()}" could be {readings} (a point before '
+                              "three digits separates thousands in many countries); enter the one you mean: "
+                              f"{readings}")  # fmt: skip
     exponent = amount.normalize().as_tuple().exponent  # "4.930" is 4.93: trailing zeros lose nothing
     assert isinstance(exponent, int)  # finite by construction
     places = max(0, -exponent)
@@ -235,7 +250,15 @@ def _money_text(text: str) -> tuple[Decimal, frozenset[str]]:
     "$(1,234.56)", "($1,234.56)", "-$5", "$-5", "USD 10.5", "10.5 EUR"; the amount and the marks peeled. Two
     signs ("-(5.00)", "(-5)", "--5") are refused: which one the user meant cannot be told."""
     raw = text.strip()
-    body = raw.replace("\u00a0", "").replace(" ", "")
+    if _SPACE_IN_NUMBER.search(raw):
+        spaced = [m.group().strip() for m in _SPACED_NUMBER.finditer(raw)]
+        if not all(_SPACED_GROUPS.fullmatch(part) for part in spaced if _SPACE_IN_NUMBER.search(part)):
+            raise CellProblem("amount-not-a-number", f'"{raw}" has a space inside the number; enter e.g. 1234.56 '
+                              "(spaces only between thousands: 1 234.56)")  # fmt: skip
+        raw_body = raw.replace("\u202f", "")
+    else:
+        raw_body = raw
+    body = raw_body.replace("\u00a0", "").replace(" ", "")
     negative = False
     signs = 0
     marks: set[str] = set()

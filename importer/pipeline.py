@@ -502,9 +502,12 @@ def _patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], Non
         signal.signal(signal.SIGINT, later)
         raise KeyboardInterrupt
 
+    def writing() -> None:
+        signal.signal(signal.SIGINT, later)
+
     previous = signal.signal(signal.SIGINT, first)
     try:
-        yield lambda: signal.signal(signal.SIGINT, later)
+        yield writing
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -354,6 +354,9 @@ CASES: dict[str, Case] = {
         _csv(b"title;amount;workspace_id\nA;1.234,50;1001\nB;(99,99);1001\nC;1234.50;1001\n"), 1,
         issues=[(2, "B", "amount-decimal-comma"), (3, "B", "amount-decimal-comma")],
         stderr='"(99,99)" is written with a decimal comma; enter -99.99 (a point', sent={"C": 123450}),
+    "csv from a European Excel: points between thousands, spaces": Case(
+        _csv(b"title;amount;workspace_id\nA;1.500;1002\nB;12 34;1002\nC;1 500.25;1002\n"), 1,
+        issues=[(2, "B", "amount-ambiguous-point"), (3, "B", "amount-not-a-number")], sent={"C": 150025}),
     "csv date serial with --date-format": Case(
         _csv(b"title,amount_in_cents,workspace_id,date_to_invoice\nA,1,1001,46053\nB,2,1001,31/01/2026\n"), 0,
         args=["--date-format", "%d/%m/%Y"], sent={"A": 1, "B": 2}),
@@ -505,7 +508,8 @@ def test_every_cell_keeps_its_address_in_the_results(reader: str, tmp_path: Path
     ws["B3"] = "Acme Corp billing"
     for c, text in enumerate(["title", "amount_in_cents", "workspace_id", "PO"], start=2):
         ws.cell(row=5, column=c, value=text)
-    for r, values in {6: ["A", 100, 1001, "PO-6"], 8: ["B", "12.5", 1002, "PO-8"]}.items():
+    data: dict[int, list[Any]] = {6: ["A", 100, 1001, "PO-6"], 8: ["B", "12.5", 1002, "PO-8"]}
+    for r, values in data.items():
         for c, value in enumerate(values, start=2):
             ws.cell(row=r, column=c, value=value)
     wb.save(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import zipfile
 from decimal import Decimal
 from pathlib import Path
@@ -47,7 +48,11 @@ def test_any_amount_typed_as_text_with_separators_is_exact_cents(cents: int, wra
 
 @given(st.decimals(min_value=-(10**6), max_value=10**6, places=3, allow_nan=False, allow_infinity=False))
 def test_a_third_decimal_is_refused_never_rounded(value: Decimal) -> None:
-    if value == value.quantize(Decimal("0.01")):
+    if value == value.quantize(Decimal("0.01")) and re.fullmatch(r"-?[1-9][0-9]{0,2}\.[0-9]{3}", str(value)):
+        with pytest.raises(CellProblem, match="could be"):  # "1.680": 1.68, or 1680 with a thousands point
+            parse_amount(str(value), 2)
+        assert parse_amount(float(value), 2) == int(value.scaleb(2))  # a number cell is a number
+    elif value == value.quantize(Decimal("0.01")):
         assert parse_amount(str(value), 2) == int(value.scaleb(2))
     else:
         with pytest.raises(CellProblem):
@@ -182,3 +187,37 @@ def test_a_thousands_group_led_by_zero_is_a_decimal_comma(text: str) -> None:
     with pytest.raises(CellProblem) as caught:
         parse_amount(text, 3)
     assert caught.value.code == "amount-decimal-comma"
+
+
+@pytest.mark.parametrize(("text", "decimals"), [("1.500", 2), ("12.000", 2), ("(1.500)", 2), ("$1.500", 2),
+                                                ("1.000", 0), ("EUR 999.990", 2)])  # fmt: skip
+def test_a_point_before_three_digits_is_refused_when_it_could_be_a_thousands_point(text: str, decimals: int) -> None:
+    """helper-17: "1.500" in a European CSV (1,500 meant) was read as 1.50, a thousandth of it; "1.234" was
+    already refused (3 decimals), so only trailing zeros decided. Both readings are offered."""
+    with pytest.raises(CellProblem) as caught:
+        parse_amount(text, decimals)
+    assert caught.value.code == "amount-ambiguous-point"
+    digits = text.strip("$()EUR ")
+    assert f"or {'-' if '(' in text else ''}{digits.replace('.', '')}" in caught.value.message
+
+
+@pytest.mark.parametrize(("text", "decimals", "cents"), [("1.500", 3, 1500), ("0.500", 2, 50), ("1234.500", 2, 123450),
+                                                         ("1,234.500", 2, 123450), ("1.5000", 2, 150),
+                                                         ("1.50", 2, 150)])  # fmt: skip
+def test_a_point_that_cannot_separate_thousands_is_a_decimal_point(text: str, decimals: int, cents: int) -> None:
+    assert parse_amount(text, decimals) == cents
+
+
+@pytest.mark.parametrize(("text", "cents"), [("1 234.56", 123456), ("10 000 000", 1000000000), ("$ 5", 500),
+                                             ("USD 10.5", 1050), ("1\u202f234.50", 123450), ("1\u00a0234", 123400),
+                                             ("- 5", -500)])  # fmt: skip
+def test_spaces_between_thousands_and_around_marks_are_read(text: str, cents: int) -> None:
+    assert parse_amount(text, 2) == cents
+
+
+@pytest.mark.parametrize("text", ["12 34", "5 00", "1 23", "12 345 67", "1 2345"])
+def test_a_space_inside_a_number_elsewhere_is_refused(text: str) -> None:
+    """helper-17: "5 00" (a typo of 5.00) was read as 500.00: every space was dropped."""
+    with pytest.raises(CellProblem) as caught:
+        parse_amount(text, 2)
+    assert caught.value.code == "amount-not-a-number" and "space inside the number" in caught.value.message
