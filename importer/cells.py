@@ -111,6 +111,9 @@ class ParseOptions:
 
     date_format: str | None = None  # strptime format for text dates that are not ISO, e.g. "%d/%m/%Y"
     currency_decimals: int = 2  # decimals the `amount` column may have: 2 for USD/EUR, 0 for JPY, 3 for KWD
+    # Whether the user chose `currency_decimals` (a flag, the config file) rather than taking the default: in a
+    # project whose currency Kantata withholds, an Amount is converted with the decimals only when they did.
+    currency_decimals_given: bool = False
 
 
 class CellProblem(Exception):

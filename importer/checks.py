@@ -154,15 +154,25 @@ def amount_issues(
     currency ("EUR 5.00" in a USD project would be billed as 5.00 USD), and have been read with its decimals
     (1500 read with --currency-decimals 2 is 150000 subunits, which in yen is 100 times too much). Only rows
     that can fail are looked at: those naming a currency, and those of projects whose currency has other
-    decimals than the ones read with."""
+    decimals than the ones read with.
+
+    A project whose currency Kantata withholds (it gives it only to users with financial access) cannot be
+    checked: its Amounts are refused unless the user chose the decimals (`currency_decimals_given`), and those
+    naming a currency always, since 5000 read with the default 2 decimals is 500,000 yen in a yen project and
+    "EUR 10.00" is 10.00 of whatever the project bills in. An Amount (cents) column needs no currency."""
     letter = raw.fields.get("amount")
     if letter is None:
         return []
     read_with = options.currency_decimals
     other = {w for w, info in workspaces.items() if info.currency and currency_decimals(info.currency) != read_with}
+    hidden = {w for w, info in workspaces.items() if not info.currency}
     cells = raw.frame.loc[rows.index, letter].tolist()
     issues: list[CellIssue] = []
     for (row, workspace, cents), cell in zip(_cells(rows, "amount_in_cents"), cells, strict=True):
+        if workspace in hidden and not is_blank(cell):
+            if problem := _unchecked(cell, workspace, options):
+                issues.append(_issue(raw, row, "amount", "amount-currency-unknown", problem))
+            continue
         marks = currency_marks(cell)
         project = workspaces.get(workspace)
         if (workspace not in other and not marks) or is_blank(cell) or project is None or project.currency is None:
@@ -191,6 +201,21 @@ def amount_issues(
                                  f"with --currency-decimals {decimals}, or give this project's amounts in an Amount "
                                  "(cents) column when the schedule mixes currencies"))  # fmt: skip
     return issues
+
+
+def _unchecked(cell: object, workspace: int, options: ParseOptions) -> str | None:
+    """Why an Amount of a project whose currency Kantata did not give cannot be sent, if it cannot."""
+    why = (f"Kantata did not give the currency of project {workspace} (it does only to users with financial "
+           "access to the project)")  # fmt: skip
+    if marks := sorted(currency_marks(cell)):
+        return (f"{as_text(cell)} is written in {' '.join(marks)}, but {why}, so whether it bills in that "
+                "currency cannot be checked; give the amount without a currency once you have checked it, or in "
+                "an Amount (cents) column")  # fmt: skip
+    if not options.currency_decimals_given:
+        return (f"{why}, so how many decimals it has is not known (JPY has none, KWD 3): pass --currency-decimals "
+                "with that currency's decimals (2 for USD, EUR, GBP), or give the amount in an Amount (cents) "
+                "column")  # fmt: skip
+    return None
 
 
 def _has(decimals: int) -> str:

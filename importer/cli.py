@@ -253,6 +253,7 @@ def _configure(args: argparse.Namespace) -> FileConfig:
         args.sheet = config.get("sheet")  # a CSV has no sheets: a workbook's sheet name in the file is moot
     if args.date_format is None:
         args.date_format = config.get("date_format")
+    args.currency_decimals_given = args.currency_decimals is not None or config.get("currency_decimals") is not None
     if args.currency_decimals is None:
         file_value = config.get("currency_decimals")
         args.currency_decimals = DEFAULT_CURRENCY_DECIMALS if file_value is None else file_value
@@ -264,7 +265,8 @@ def _configure(args: argparse.Namespace) -> FileConfig:
 def _options(args: argparse.Namespace) -> ParseOptions:
     if args.date_format is not None and "%" not in args.date_format:
         raise ConfigError(f"--date-format {args.date_format!r} has no % codes; write e.g. %d/%m/%Y")
-    return ParseOptions(date_format=args.date_format, currency_decimals=args.currency_decimals)
+    return ParseOptions(date_format=args.date_format, currency_decimals=args.currency_decimals,
+                        currency_decimals_given=args.currency_decimals_given)  # fmt: skip
 
 
 def _validate(args: argparse.Namespace) -> int:

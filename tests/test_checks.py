@@ -212,20 +212,36 @@ def test_cents_in_yen_and_dinar_projects_are_explained_in_a_note(
     assert result.notes[0] in [r[1] for r in summary.iter_rows(values_only=True)]
 
 
-def test_without_financial_access_the_currency_check_is_skipped_with_a_note(
+def test_without_financial_access_an_amount_is_sent_only_with_decimals_the_user_chose(
     sandbox: Any, settings: Settings, make_schedule: MakeSchedule
 ) -> None:
+    """helper-17: Kantata withheld the currencies, and 5000 in a yen project went as 500,000 yen (the default 2
+    decimals), "EUR 10.00" in a GBP project as 10.00 GBP, exit 0. Now such an Amount is refused unless the
+    user chose --currency-decimals, and one naming a currency always (it cannot be checked); cents need no
+    currency."""
+    sandbox.reset()
     sandbox.set_faults(no_financial_access=True)
-    path = make_schedule([["Yen", "1500", 1004], ["X", "1", 1001]], headers=AMOUNT_HEADERS)
+    rows = [["Yen", "1500", 1004], ["Pounds as EUR", "EUR 10.00", 1003], ["X", "1", 1001]]
+    path = make_schedule(rows, headers=AMOUNT_HEADERS)
     result = _online(path, settings)
-    assert result.issues == [] and result.counts["valid"] == 2
+    assert _found(result) == [("B2", "amount-currency-unknown", "error"), ("B3", "amount-currency-unknown", "error"),
+                              ("B4", "amount-currency-unknown", "error")]  # fmt: skip
+    assert "pass --currency-decimals with that currency's decimals" in result.issues[0].message
+    assert "EUR 10.00 is written in EUR, but Kantata did not give the currency of project 1003" in (
+        result.issues[1].message
+    )
     note = (
-        "Kantata did not give the currency of project 1001, 1004 (it does only to users with financial access to a "
-        "project): amounts there were not checked against their currency"
+        "Kantata did not give the currency of project 1001, 1003, 1004 (it does only to users with financial access "
+        "to a project): amounts there were not checked against their currency"
     )
     assert result.notes[0] == note
-    uploaded = run_upload(path, settings)  # the same check before sending, skipped the same way, and said so
-    assert uploaded.counts["created"] == 2 and note in uploaded.notes
+    uploaded = run_upload(path, settings)  # the same check before sending
+    assert uploaded.counts["invalid"] == 3 and sandbox.milestones() == []
+    chosen = run_upload(path, settings, options=ParseOptions(currency_decimals=0, currency_decimals_given=True))
+    assert chosen.counts == {**chosen.counts, "created": 2, "invalid": 1}  # the user said: no decimals
+    assert sorted((m["title"], m["amount_in_cents"]) for m in sandbox.milestones()) == [("X", 1), ("Yen", 1500)]
+    cents = make_schedule([good_row(1, workspace=1004)], name="cents")
+    assert run_upload(cents, settings).counts["created"] == 1
 
 
 def test_look_ups_are_batched_300_rows_over_5_projects_take_3_requests(

@@ -109,6 +109,24 @@ def test_a_flag_beats_the_file_for_reading_options(
     assert "amount-too-many-decimals" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flag", "file", "sent"), [([], "", False), (["--currency-decimals", "2"], "", True),
+                                                   ([], "currency_decimals = 2\n", True)])  # fmt: skip
+def test_decimals_chosen_by_flag_or_file_let_amounts_go_to_projects_of_unknown_currency(
+    here: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch, sandbox: Any,
+    flag: list[str], file: str, sent: bool,
+) -> None:  # fmt: skip
+    """Kantata withholding the currency, the default 2 decimals are not enough to convert an Amount: the user
+    must have chosen them, on the command line or in the config file (checks._unchecked)."""
+    sandbox.reset()
+    sandbox.set_faults(no_financial_access=True)
+    monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+    path = make_schedule([["A", "12.34", 1001]], headers=["title", "amount", "workspace_id"])
+    _write(here, file)
+    assert main(["upload", str(path), *flag]) == (0 if sent else 1)
+    assert [m["amount_in_cents"] for m in sandbox.milestones()] == ([1234] if sent else [])
+
+
 def test_the_files_sheet_is_not_applied_to_a_csv(here: Path, make_schedule: MakeSchedule) -> None:
     path = make_schedule([good_row(1)], fmt="csv")
     _write(here, 'sheet = "Billing"\n')
