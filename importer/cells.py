@@ -323,8 +323,11 @@ def parse_date(value: object, date_format: str | None = None) -> dt.date:
                     "invalid-date",
                     f'"{text}" does not match --date-format {date_format}; write it that way, or like 2026-03-31',
                 ) from None
-        if _INT_TEXT.fullmatch(text) and _is_serial(int(text)):
-            return EXCEL_EPOCH + dt.timedelta(days=int(text))  # an Excel date serial, as CSV exports write them
+        if _INT_TEXT.fullmatch(text):
+            if _is_serial(int(text)):
+                return EXCEL_EPOCH + dt.timedelta(days=int(text))  # an Excel date serial, as CSV exports write them
+            raise CellProblem("invalid-date", f'"{text}" is a number, not a date (read as an Excel date serial it '
+                              f"is not within {_SERIAL_YEARS}); enter the date like 2026-03-31")  # fmt: skip
         if fitting := [f for f in _DATE_FORMATS if _parses(text, f)]:
             which = " (whichever your dates follow)" if len(fitting) > 1 else ""
             options = " or --date-format ".join(fitting)
@@ -366,9 +369,15 @@ def _parses(text: str, date_format: str) -> bool:
     return True
 
 
+# The serials read as dates: 1980-01-01..2099-12-31. Excel's run from 1 (1900-01-01) to 2958465 (9999-12-31),
+# but a billing date outside these years is far likelier a year ("2026" is serial 1905-07-18) or a period
+# ("202603": the year 2454) typed where a date belongs (helper-17 saw both created).
+_SERIALS = range((dt.date(1980, 1, 1) - EXCEL_EPOCH).days, (dt.date(2099, 12, 31) - EXCEL_EPOCH).days + 1)
+_SERIAL_YEARS = "1980-2099"
+
+
 def _is_serial(number: int) -> bool:
-    """Serials 1..2958465 are Excel's dates 1900-01-01..9999-12-31; below 367 they are more likely typos."""
-    return 367 <= number <= 2958465
+    return number in _SERIALS
 
 
 def parse_text(value: object) -> str:

@@ -221,3 +221,12 @@ def test_a_space_inside_a_number_elsewhere_is_refused(text: str) -> None:
     with pytest.raises(CellProblem) as caught:
         parse_amount(text, 2)
     assert caught.value.code == "amount-not-a-number" and "space inside the number" in caught.value.message
+
+
+@pytest.mark.parametrize("text", ["2026", "202603", "366", "20260331", "73051"])
+def test_a_number_that_is_no_plausible_date_serial_is_an_error(text: str) -> None:
+    """helper-17: "2026" (a year) and "202603" (a period) were read as serials: 1905-07-18 and the year 2454."""
+    with pytest.raises(CellProblem, match="is a number, not a date") as caught:
+        parse_date(text)
+    assert caught.value.code == "invalid-date"
+    assert parse_date("29221") == dt.date(1980, 1, 1) and parse_date("73050") == dt.date(2099, 12, 31)
