@@ -32,7 +32,8 @@ _SCAN = re.compile(
     rb"<row\b(?P<row>[^>]*\bhidden=\"(?:1|true)\"[^>]*)>"  # only hidden rows: no Python work per visible row
     rb"|<col\b(?P<col>[^>]*)/?>"
     rb"|<mergeCell\b[^>]*\bref=\"(?P<merge>[A-Z]+[0-9]+:[A-Z]+[0-9]+)\""
-    rb"|<c\b[^>]*\br=\"(?P<nocache>[A-Z]+[0-9]+)\"[^>]*>\s*<f\b[^>]*(?:/>|>[^<]*</f>)\s*(?:<v>\s*</v>|<v\s*/>)?\s*</c>"
+    rb"|<c\b(?P<nchead>[^>]*\br=\"(?P<nocache>[A-Z]+[0-9]+)\"[^>]*)>\s*<f\b[^>]*(?:/>|>[^<]*</f>)\s*"
+    rb"(?P<emptyv><v>\s*</v>|<v\s*/>)?\s*</c>"
     rb"|<c\b(?P<error>[^>]*\bt=\"e\"[^>]*)>(?:\s*<f\b[^>]*(?:/>|>[^<]*</f>))?\s*<v>(?P<errval>[^<]*)</v>"
 )
 _MARKERS = (b"hidden=", b"<col", b"<mergeCell", b"<f", b't="e"')  # every alternative of _SCAN needs one
@@ -174,7 +175,10 @@ def _take(match: re.Match[bytes], meta: SheetMeta) -> None:
     elif match.group("merge") is not None:
         meta.merged.append(match.group("merge").decode())
     elif match.group("nocache") is not None:
-        meta.formulas_without_value.append(match.group("nocache").decode())
+        # An empty <v> of a text result (t="str") is a saved result: the empty string, as Excel saves
+        # =IF(...,"",...) (helper-17); an empty or missing <v> otherwise is no result at all.
+        if match.group("emptyv") is None or not re.search(rb'\bt="str"', match.group("nchead")):
+            meta.formulas_without_value.append(match.group("nocache").decode())
     elif match.group("error") is not None:
         ref = re.search(rb'\br="([A-Z]+[0-9]+)"', match.group("error"))
         if ref is not None:

@@ -322,6 +322,11 @@ CASES: dict[str, Case] = {
         sent={"D": 500, "E": 500, "F": 500}),
     "amount with too many decimals": Case(_xlsx([["A", 12.345, 1001]], headers=["title", "amount", "workspace_id"]), 1,
                                           issues=[(2, "B", "amount-too-many-decimals")]),
+    "a formula whose saved result is empty text (=IF(...,\"\",...))": Case(_excel_sheet(
+        '<row r="2"><c r="A2" t="inlineStr"><is><t>A</t></is></c><c r="B2"><v>5</v></c><c r="C2"><v>1001</v></c>'
+        '<c r="D2" t="str"><f>IF(1=1,"","x")</f><v></v></c></row>'
+        '<row r="3"><c r="A3" t="inlineStr"><is><t>B</t></is></c><c r="B3" s="1" t="str"><f>IF(1=1,"",5)</f><v/>'
+        '</c><c r="C3"><v>1001</v></c></row>'), 1, issues=[(3, "B", "required")], sent={"A": 500}),
     "amount that is a float artefact (Excel's 17 digits)": Case(_excel_sheet(
         '<row r="2"><c r="A2" t="inlineStr"><is><t>A</t></is></c><c r="B2"><v>0.30000000000000004</v></c>'
         '<c r="C2"><v>1001</v></c></row>'), 1, issues=[(2, "B", "amount-too-many-decimals")]),
