@@ -41,7 +41,7 @@ from importer.settings import (
     sanitize_url,
 )
 from importer.summary import error_kind, error_summary, run_summary
-from importer.totals import decimals_for, format_units
+from importer.totals import ProjectTotal, decimals_for, format_units
 
 if TYPE_CHECKING:
     from importer.pipeline import RunResult
@@ -415,12 +415,20 @@ def _closing_summary(result: RunResult, args: argparse.Namespace, *, dry_run: bo
 
 
 def _amounts(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> list[str]:
-    """Per project, the rows that will be (dry run) or are (upload) in Kantata and their amount, exactly."""
-    shown = [t for t in result.totals if t.landed_rows]
+    """Per project, the rows that will be created (dry run: `valid`, not those `--online` found in Kantata
+    already) or are in Kantata (upload: `created` and `exists`) and their amount, exactly."""
+
+    def rows_of(t: ProjectTotal) -> int:
+        return t.rows[Status.VALID.value] if dry_run else t.landed_rows
+
+    def cents_of(t: ProjectTotal) -> int:
+        return t.cents[Status.VALID.value] if dry_run else t.landed_cents
+
+    shown = [t for t in result.totals if rows_of(t)]
     if not shown:
         return []
-    table = [(f"  project {t.workspace_id}", str(t.landed_rows),
-              format_units(t.landed_cents, decimals_for(t.currency, args.currency_decimals)) + (
+    table = [(f"  project {t.workspace_id}", str(rows_of(t)),
+              format_units(cents_of(t), decimals_for(t.currency, args.currency_decimals)) + (
                   f" {t.currency}" if t.currency else "")) for t in shown[:MAX_PROJECTS_SHOWN]]  # fmt: skip
     head = ("to be created (valid rows)" if dry_run else "created or already in Kantata", "rows", "amount")
     w = [max(len(row[i]) for row in [head, *table]) for i in range(3)]

@@ -317,7 +317,7 @@ class Writer:
         for c, text in enumerate(header):
             ws.write_string(top + 1, c, text, self.fmt_bold)
         for r, total in enumerate(self.totals, start=top + 2):
-            ws.write_number(r, 0, total.workspace_id)
+            self._cell(ws, r, 0, total.workspace_id)  # as text beyond 2**53, as the cents
             ws.write_number(r, 1, sum(total.rows.values()))
             for c, s in enumerate(statuses, start=2):
                 self._cell(ws, r, c, total.cents[s])  # as text beyond 2**53, where a number cell loses digits

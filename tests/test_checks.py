@@ -417,3 +417,22 @@ def test_a_ctrl_c_while_the_currencies_are_asked_leaves_every_row_not_sent(
     result = run_upload(make_schedule([["A", "1.00", 1001], ["B", "2.00", 1002]], headers=AMOUNT_HEADERS), settings)
     assert int(result.exit_code) == 130 and result.stopped is not None
     assert [r["status"] for r in read_results(result.output)] == ["not_sent", "not_sent"]
+
+
+def test_the_online_dry_runs_summary_counts_only_the_rows_still_to_be_created(
+    sandbox: Any, settings: Settings, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """helper-17, helper-19: after an upload, `validate --online` printed every row found in Kantata under
+    "to be created (valid rows)"."""
+    sandbox.reset()
+    run_upload(make_schedule([good_row(1), good_row(2)], name="first"), settings)
+    path = make_schedule([good_row(1), good_row(2), good_row(3)], name="second")  # one new row: 10003 cents
+    monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+    assert main(["validate", str(path), "--online"]) == 0
+    out = capsys.readouterr().out
+    assert "3 rows read" in out and "1 valid, 2 exists" in out
+    assert [line.split() for line in out.splitlines() if line.startswith("  project")] == [
+        ["project", "1001", "1", "100.03", "USD"]
+    ]

@@ -254,3 +254,20 @@ def test_format_units_examples() -> None:
     assert format_units(-5, 2) == "-0.05"
     assert format_units(1500, 0) == "1,500"
     assert format_units(1234, 3) == "1.234"
+
+
+def test_totals_past_int64_and_ids_past_2_53_are_exact_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-19: two rows of 5e18 cents summed to -8,446,744,073,709,551,616 (pandas' int64 wrapped), and the
+    Summary sheet wrote project 9007199254740993 as the number 9007199254740992."""
+    path = tmp_path / "big.csv"
+    path.write_text("title,amount_in_cents,workspace_id\nA,5000000000000000000,1001\nB,5000000000000000000,1001\n"
+                    "C,7,9007199254740993\n")  # fmt: skip
+    assert main(["validate", str(path), "--json"]) == 0
+    totals = {t["workspace_id"]: t["cents"]["valid"] for t in _summary(capsys.readouterr().out)["totals"]}
+    assert totals == {1001: 10**19, 9007199254740993: 7}
+    sheet = openpyxl.load_workbook(tmp_path / "big.results.xlsx", read_only=True)["Summary"]
+    rows = [r for r in sheet.iter_rows(values_only=True) if r and r[0] is not None]
+    at = next(i for i, r in enumerate(rows) if r[0] == "Project ID")
+    assert [(str(r[0]), str(r[2])) for r in rows[at + 1 :]] == [("1001", str(10**19)), ("9007199254740993", "7")]
