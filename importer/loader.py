@@ -8,6 +8,7 @@ It opens the input read-only and never writes to it.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import re
@@ -307,14 +308,19 @@ def _load_csv(path: Path, ticker: Ticker) -> RawSchedule:
         raise ScheduleError("is not a text file (it contains NUL bytes); if it is a workbook, rename it to .xlsx",
                             path=path)  # fmt: skip
     text, note = _decode(data)
-    rows = _csv_rows(path, text)
+    rows, sep_note = _csv_rows(path, text)
     ticker.total = len(rows)
     found = _build(path, "csv", None, iter(rows), explicit=True, ticker=ticker)
-    if found is not None and note:
-        found.notes.append(note)
     if found is None:
         raise ScheduleError(
             f"has no header row with the columns {_required_text()} in its first {HEADER_SEARCH_ROWS} rows",
+            path=path,
+        )
+    found.notes += [n for n in (note, sep_note) if n]
+    if len(found.frame) and (last := int(found.frame.index.max())) > EXCEL_LAST_ROW:
+        raise ScheduleError(  # the results workbook could not hold its outcome (xlsxwriter drops it silently)
+            f"has data on row {last:,}, past Excel's last row ({EXCEL_LAST_ROW:,}): the results workbook could not "
+            "hold it. Split the schedule into files of fewer rows",
             path=path,
         )
     return found
@@ -339,18 +345,40 @@ def _decode(data: bytes) -> tuple[str, str | None]:
     raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
 
 
-def _csv_rows(path: Path, text: str) -> list[Row]:
-    """Rows of the text, with the delimiter sniffed among comma, semicolon and tab."""
-    sample = "\n".join(text.splitlines()[:HEADER_SEARCH_ROWS])
+_SEP_LINE = re.compile(r"sep=(.)\r?")  # Excel's separator hint, a first line that Excel does not show as a row
+
+
+def _csv_rows(path: Path, text: str) -> tuple[list[Row], str | None]:
+    """Rows of the text, with the delimiter sniffed among comma, semicolon and tab, or as a first line "sep=;"
+    names it (Excel reads that line as the separator and shows the next as row 1; so do we, and say so)."""
+    first, _, rest = text.partition("\n")
+    note = None
+    if (hint := _SEP_LINE.fullmatch(first)) is not None:
+        text, delimiter = rest, hint.group(1)
+        note = f'the first line "{first.strip()}" names the separator (as Excel reads it); row 1 is the line after it'
+    else:
+        sample = "\n".join(text.splitlines()[:HEADER_SEARCH_ROWS])
+        try:
+            delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
+        except csv.Error:
+            delimiter = ","
     try:
-        delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
-    except csv.Error:
-        delimiter = ","
-    try:
-        return [tuple(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)]
+        return [tuple(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)], note
     except csv.Error as exc:
-        raise ScheduleError(f"is not well-formed CSV ({exc}); open it in Excel and save it again as CSV UTF-8",
+        line = _bad_record_line(text, delimiter) + (note is not None)  # the file's line, the sep line counted
+        raise ScheduleError(f"is not well-formed CSV: the row starting on line {line:,}: {exc} (an unclosed or "
+                            "stray quote?); fix it there, or open the file in Excel and save it again as CSV UTF-8",
                             path=path) from None  # fmt: skip
+
+
+def _bad_record_line(text: str, delimiter: str) -> int:
+    """The line on which the record that the csv module refuses starts (an unclosed quote runs to the end)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    start = 1
+    with contextlib.suppress(csv.Error):
+        for _ in reader:
+            start = reader.line_num + 1
+    return start
 
 
 def _unreadable(exc: BaseException) -> str:

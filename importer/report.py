@@ -69,6 +69,8 @@ def check_output(output: Path, schedule: Path) -> Path:
         raise ConfigError(f"--output {out} is the input schedule; results are never written over the input")
     if not out.parent.is_dir():
         raise ConfigError(f"cannot write results to {out}: folder {out.parent} does not exist")
+    if out.is_dir():  # else found only when the finished workbook is renamed into place: after an upload
+        raise ConfigError(f"cannot write results to {out}: it is a folder; name a file, e.g. {out / 'results.xlsx'}")
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         # Checked before anything is sent: an upload whose results cannot be written would leave the user
         # without the new ids (the journal beside it could not be written either).

@@ -362,6 +362,15 @@ CASES: dict[str, Case] = {
     "csv from a European Excel: points between thousands, spaces": Case(
         _csv(b"title;amount;workspace_id\nA;1.500;1002\nB;12 34;1002\nC;1 500.25;1002\n"), 1,
         issues=[(2, "B", "amount-ambiguous-point"), (3, "B", "amount-not-a-number")], sent={"C": 150025}),
+    "csv with Excel's separator line (sep=;)": Case(
+        _csv(b"sep=;\r\ntitle;amount_in_cents;workspace_id\r\nA;1.5;1001\r\nB;700;1001\r\n"), 1,
+        issues=[(2, "B", "amount-not-whole")], stderr='the first line "sep=;" names the separator', sent={"B": 700}),
+    "csv with an unclosed quote": Case(
+        _csv(b"title,amount_in_cents,workspace_id\nA,1,1001\n\"B,2,1001\nC,3,1001\n"), 2,
+        stderr="is not well-formed CSV: the row starting on line 3: unexpected end of data"),
+    "csv with data past Excel's last row": Case(
+        _csv(b"title,amount_in_cents,workspace_id\nA,1,1001\n" + b"\n" * 1_048_580 + b"B,2,1001\n"), 2,
+        stderr="has data on row 1,048,583, past Excel's last row (1,048,576)"),
     "csv date serial with --date-format": Case(
         _csv(b"title,amount_in_cents,workspace_id,date_to_invoice\nA,1,1001,46053\nB,2,1001,31/01/2026\n"), 0,
         args=["--date-format", "%d/%m/%Y"], sent={"A": 1, "B": 2}),

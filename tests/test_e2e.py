@@ -378,6 +378,20 @@ def test_unwritable_results_folder_is_refused_before_anything_is_sent(
             locked.chmod(0o700)
 
 
+@pytest.mark.parametrize("command", ["validate", "upload"])
+def test_a_folder_named_as_the_results_workbook_is_refused_before_anything_is_sent(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:  # fmt: skip
+    """helper-19: validate ended "internal error: IsADirectoryError" (exit 70); upload created the milestones,
+    then failed the same way with no workbook."""
+    (tmp_path / "out.xlsx").mkdir()
+    path = make_schedule([good_row(1)])
+    assert main([command, str(path), "-o", str(tmp_path / "out.xlsx")]) == 2
+    assert "it is a folder" in capsys.readouterr().err
+    assert sandbox.stats().get("POST /billing_milestones", 0) == 0 and sandbox.milestones() == []
+
+
 def test_wrong_base_url_path_says_to_check_it(
     sandbox: Any, make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
