@@ -322,6 +322,7 @@ def run_upload(
                 if journal.sent_before:
                     say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
                         "before)")  # fmt: skip
+                existing: dict[ImportKey, str] = {}  # what the look-ups found, kept should they be cut short
                 try:
                     if unanswered is not None:
                         raise unanswered
@@ -333,18 +334,16 @@ def run_upload(
                     elif deferred:
                         untouched = client.projects_without_imports(projects)
                         deferred = len(untouched) == len(projects)  # Kantata has none of these rows
-                    if deferred:
-                        existing: dict[ImportKey, str] = {}
-                    else:
+                    if not deferred:
                         if not items and rows:  # deferred, but a key must be looked up after all: build them now
                             items = [i for i in _built(validated.rows) if i.row not in refused]
-                        existing = client.find_imported(items, untouched=untouched)
-                        existing.update(_settle_in_flight(client, journal, items, existing, settings, say))
+                        existing.update(client.find_imported(items, untouched=untouched))
+                        _settle_in_flight(client, journal, items, existing, settings, say)
                     lookup.end(len(rows))
-                except ApiUnavailable as exc:  # nothing was sent: every row is not_sent, the re-run starts afresh
-                    existing, stopped = {}, exc
+                except ApiUnavailable as exc:  # nothing sent: the rows found are reported, the rest not_sent
+                    stopped = exc
                 except KeyboardInterrupt:
-                    existing, stopped = {}, Interrupted()
+                    stopped = Interrupted()
                 if deferred and stopped is None:
                     built = (i for i in _built(validated.rows) if i.row not in refused)
                     the_plan = Plan(rows, built, {}, settings.batch_size)
@@ -365,6 +364,11 @@ def run_upload(
                 else:
                     reason = f"not sent: {stopped}"
                     outcomes = {row: Outcome(row, Status.NOT_SENT, None, (reason,)) for row in rows}
+                    for row, mid in plan(items, existing, batch_size=settings.batch_size).existing.items():
+                        # found before the stop (helper-17: a Ctrl-C during the resume's wait reported rows
+                        # already in Kantata not_sent); `created` if the interrupted run sent them, as in run()
+                        status = Status.CREATED if row in journal.sent_before else Status.EXISTS
+                        outcomes[row] = Outcome(row, status, mid)
                     made = {}
             finally:
                 journal.close(finished=False)
@@ -460,28 +464,27 @@ def _settle_in_flight(
     client: KantataClient,
     journal: Journal,
     items: Sequence[Item],
-    existing: Mapping[ImportKey, str],
+    existing: dict[ImportKey, str],
     settings: Settings,
     say: Callable[[str], None],
-) -> dict[ImportKey, str]:
+) -> None:
     """Rows an interrupted run sent without seeing the answer may still be being written at Kantata (a request
     can write for Settings.writes_until seconds after it left): wait for them rather than send them again and
     create them twice. They are looked up every SETTLE_POLL seconds until they are all there or that much time
     has passed since the last request can have left (SENDING_AHEAD after the last "sending" line); what is still
-    missing then was never written, and is sent."""
+    missing then was never written, and is sent. What it finds goes into `existing` as it comes, so that a stop
+    meanwhile (Ctrl-C) still reports those rows."""
     pending = [i for i in items if i.row in journal.in_flight and i.key not in existing]
     wait = SENDING_AHEAD + settings.writes_until - journal.since_last_sent()
     deadline = time.monotonic() + wait  # from here on, no clock change moves it
-    found: dict[ImportKey, str] = {}
     if pending and wait > 0:
         say(f"{len(pending)} rows the interrupted run sent are not in Kantata yet, and its requests may still be "
             f"running: waiting up to {wait:.0f} s for them, so that nothing is created twice")  # fmt: skip
     while pending and time.monotonic() < deadline:
         time.sleep(min(SETTLE_POLL, max(0.0, deadline - time.monotonic())))
         more = client.find_existing(i.key for i in pending)
-        found.update(more)
+        existing.update(more)
         pending = [i for i in pending if i.key not in more]
-    return found
 
 
 @contextmanager

@@ -337,6 +337,42 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
     assert [r["status"] for r in results] == ["created"] * 80
 
 
+def test_ctrl_c_during_the_resumes_wait_reports_the_rows_already_found(sandbox: Any, tmp_path: Path) -> None:
+    """helper-17: killed with four batches in flight, three of which Kantata wrote; the re-run found those 30
+    rows, waited for the other 10, and a Ctrl-C then reported all 40 not_sent. The 30 are `created` (the killed
+    run sent them), the 10 not_sent."""
+    sandbox.reset()
+    sandbox.set_faults(latency=2.0)
+    path = _schedule(tmp_path, 40)
+    proc = _cli(path, sandbox.url, "--concurrency", "4")
+    deadline = time.monotonic() + 60
+    while _journal_sendings(tmp_path) < 4 or sandbox.most_in_flight < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate(timeout=60)
+    while sandbox.in_flight or len(sandbox.milestones()) < 40:  # the four requests finish at "Kantata"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    lost = [m for m in sandbox.milestones() if str(m["title"]).endswith(tuple(f" {n}" for n in range(10)))]
+    for milestone in lost:  # as if one batch had never been written: the re-run must wait for it
+        sandbox._store.delete(int(str(milestone["id"])))
+    sandbox.set_faults(latency=0.0)
+
+    def on_stage(text: str) -> None:
+        if "waiting up to" in text:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), server_timeout=60, connect_timeout=1)
+    result = run_upload(path, settings, output=tmp_path / "schedule.results.xlsx", on_stage=on_stage)
+    assert result.exit_code == 130
+    assert (result.counts["created"], result.counts["not_sent"]) == (30, 10)
+    ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
+    results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+    assert {r["title"]: r["billing_milestone_id"] for r in results if r["status"] == "created"} == ids
+    assert len(ids) == 30 and sandbox.stats().get("POST /billing_milestones", 0) == 4  # the killed run's only
+
+
 def test_ctrl_c_ends_the_wait_for_a_request_that_may_still_be_writing(sandbox: Any, tmp_path: Path) -> None:
     """A batch whose connection dropped is looked up until Kantata can no longer be writing it (70 s here);
     Ctrl-C meanwhile stops the run at once, the workbook written, and the rows stay in flight for the re-run."""
