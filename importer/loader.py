@@ -58,6 +58,7 @@ class RawSchedule:
     preamble: list[Row] = field(default_factory=list)  # rows above the header, reproduced in the results
     previous_outcomes: list[str] = field(default_factory=list)  # letters of outcome columns of an earlier run
     blank_rows: int = 0
+    header_cells: Row = ()  # the header row's cells as read (a number, a date, spaces), for the results
     # Rows below the data that are not milestones (a table's totals row, a "Total" line): not checked or sent,
     # written back to the results as they were, with no outcome. (Excel row number, cells.)
     trailer: list[tuple[int, Row]] = field(default_factory=list)
@@ -527,6 +528,7 @@ def _build(
         preamble=preamble,
         previous_outcomes=previous,
         blank_rows=blank,
+        header_cells=header,
     )
 
 

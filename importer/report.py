@@ -137,6 +137,8 @@ class Writer:
         self._at = -1  # the frame position _cursor is at; -1: none
         self.fmt_date = workbook.add_format({"num_format": "yyyy-mm-dd"})
         self.fmt_datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+        self.fmt_time = workbook.add_format({"num_format": "hh:mm:ss"})
+        self.fmt_duration = workbook.add_format({"num_format": "[h]:mm:ss"})
         self.fmt_text = workbook.add_format({"quote_prefix": True})
         self.fmt_bold = workbook.add_format({"bold": True})
         self.fmt_wrap = workbook.add_format({"text_wrap": True, "valign": "top"})
@@ -185,7 +187,10 @@ class Writer:
         hr = raw.header_row - 1
         for c, text in enumerate(raw.headers):
             if c not in skip and text:
-                self._cell(ws, hr, c, text, self.fmt_bold)
+                cell = raw.header_cells[c] if c < len(raw.header_cells) else text
+                # as it was: "  Notes " untrimmed, 2026 a number, a date a date (bold only for text: a date's
+                # or number's own format shows it as the user saw it)
+                self._cell(ws, hr, c, cell, self.fmt_bold if isinstance(cell, str) else None)
         for name, c in placed.items():
             ws.write_string(hr, c, name, self.fmt_bold)
         self.by_row = _messages_by_row(self.issues)
@@ -269,6 +274,10 @@ class Writer:
             ws.write_datetime(r, c, value, fmt or self.fmt_datetime)
         elif isinstance(value, dt.date):
             ws.write_datetime(r, c, dt.datetime.combine(value, dt.time()), fmt or self.fmt_date)
+        elif isinstance(value, dt.time):  # a time of day, a duration: as Excel keeps them, not as text
+            ws.write_datetime(r, c, value, fmt or self.fmt_time)
+        elif isinstance(value, dt.timedelta):
+            ws.write_datetime(r, c, value, fmt or self.fmt_duration)
         else:
             self._text(ws, r, c, as_text(value), fmt)
 

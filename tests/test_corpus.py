@@ -536,3 +536,29 @@ def test_every_cell_keeps_its_address_in_the_results(reader: str, tmp_path: Path
     assert got == given
     assert [c.value for c in sheet[6]][5] == "valid" and [c.value for c in sheet[8]][5] == "invalid"
     assert _errors_sheet(out) == [(8, "C", "amount-not-whole")]
+
+
+@pytest.mark.parametrize("reader", ["calamine", "openpyxl"])
+def test_times_durations_and_header_cells_come_back_as_they_were(
+    reader: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-19: a time 09:30 came back as the text '09:30:00', a duration of 36 h as '1 day, 12:00:00', header
+    cells 2026 and a date as text, '  Notes  ' trimmed."""
+    import importer.loader
+
+    if reader == "openpyxl":
+        monkeypatch.setattr(importer.loader, "_CalamineBook", lambda path: (_ for _ in ()).throw(RuntimeError()))
+        monkeypatch.setenv("KANTATA_IMPORT_NO_PREFETCH", "1")
+    path = tmp_path / "in.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    header = ["title", "amount_in_cents", "workspace_id", "  Notes  ", 2026, dt.datetime(2026, 1, 1), "Start", "Took"]
+    ws.append(header)
+    ws.append(["A", 100, 1001, "n", 1, 2, dt.time(9, 30), dt.timedelta(hours=36)])
+    wb.save(path)
+    out = tmp_path / "results.xlsx"
+    assert main(["validate", str(path), "-o", str(out)]) == 0
+    rows = list(openpyxl.load_workbook(out)["Sheet"].iter_rows(values_only=True))
+    assert list(rows[0][:8]) == header
+    assert rows[1][6:8] == (dt.time(9, 30), dt.timedelta(hours=36))
