@@ -59,8 +59,8 @@ class RawSchedule:
     previous_outcomes: list[str] = field(default_factory=list)  # letters of outcome columns of an earlier run
     blank_rows: int = 0
     header_cells: Row = ()  # the header row's cells as read (a number, a date, spaces), for the results
-    # Rows below the data that are not milestones (a table's totals row, a "Total" line): not checked or sent,
-    # written back to the results as they were, with no outcome. (Excel row number, cells.)
+    # Rows among or below the data that are not milestones (a table's totals row, a "Total" line): not checked
+    # or sent, written back to the results where they were, with no outcome. (Excel row number, cells), sorted.
     trailer: list[tuple[int, Row]] = field(default_factory=list)
     issues: list[CellIssue] = field(default_factory=list)  # cell problems only the loader can see (merged, ...)
     notes: list[str] = field(default_factory=list)  # file-level remarks for the user: encoding, sheet used, ...
@@ -396,9 +396,9 @@ def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
     field_letters = set(raw.fields.values())
     for table in meta.tables:
         totals = {r for r in range(table.last_row - table.totals_rows + 1, table.last_row + 1)} & data_rows
-        if table.totals_rows and totals:
-            if min(totals) > max(data_rows - totals, default=0):  # below every data row: kept for the results
-                raw.trailer += [(r, tuple(raw.frame.loc[r].to_numpy().tolist())) for r in sorted(totals)]
+        if table.totals_rows and totals:  # kept for the results, where they were (report.Writer)
+            raw.trailer = sorted([*raw.trailer, *((r, tuple(raw.frame.loc[r].to_numpy().tolist()))
+                                                  for r in sorted(totals))])  # fmt: skip
             raw.frame = raw.frame.drop(index=sorted(totals))
             data_rows -= totals
             raw.notes.append(

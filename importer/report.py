@@ -135,6 +135,7 @@ class Writer:
         self.by_row: dict[int, list[str]] = {}
         self._cursor: Iterator[tuple[int, tuple[Any, ...]]] = iter(())  # see _cells
         self._at = -1  # the frame position _cursor is at; -1: none
+        self._aside = 0  # raw.trailer's rows written so far (each goes in before the first data row below it)
         self.fmt_date = workbook.add_format({"num_format": "yyyy-mm-dd"})
         self.fmt_datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
         self.fmt_time = workbook.add_format({"num_format": "hh:mm:ss"})
@@ -199,9 +200,14 @@ class Writer:
         """Data rows at positions start..stop-1 of the frame, in order (constant-memory mode writes forward)."""
         placed, skip, by_row = self.placed, self.skip, self.by_row
         write_number, write_string, cell = ws.write_number, ws.write_string, self._cell
+        aside = self.raw.trailer
+        next_aside = aside[self._aside][0] if self._aside < len(aside) else None
         for done, (row_number, values) in enumerate(self._cells(start, stop), start=start):
             if not done % CHUNK:
                 self.ticker.at(done)
+            if next_aside is not None and row_number > next_aside:  # constant-memory mode writes forward only
+                self._aside_rows(ws, below=row_number)
+                next_aside = aside[self._aside][0] if self._aside < len(aside) else None
             r = int(row_number) - 1
             for c, value in enumerate(values):
                 # The common cells inline (this loop runs once per cell of the file); the rest through _cell.
@@ -236,12 +242,19 @@ class Writer:
         self._at = -1  # until this call's rows are all written
         return itertools.islice(self._cursor, stop - start)
 
-    def _results_tail(self, ws: Worksheet) -> None:
-        raw, placed, letters = self.raw, self.placed, self.raw.frame.columns
-        for row_number, values in raw.trailer:  # below every data row: written last, as they were
+    def _aside_rows(self, ws: Worksheet, *, below: int | None = None) -> None:
+        """raw.trailer's rows not yet written, above row `below` (all of them if None), as they were."""
+        aside = self.raw.trailer
+        while self._aside < len(aside) and (below is None or aside[self._aside][0] < below):
+            row_number, values = aside[self._aside]
             for c, value in enumerate(values):
                 if value is not None and c not in self.skip:
                     self._cell(ws, row_number - 1, c, value)
+            self._aside += 1
+
+    def _results_tail(self, ws: Worksheet) -> None:
+        raw, placed, letters = self.raw, self.placed, self.raw.frame.columns
+        self._aside_rows(ws)  # those below every data row
         hr = raw.header_row - 1
         last = int(raw.frame.index[-1]) - 1 if len(raw.frame) else hr
         ws.freeze_panes(hr + 1, 0)

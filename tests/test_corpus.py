@@ -562,3 +562,30 @@ def test_times_durations_and_header_cells_come_back_as_they_were(
     rows = list(openpyxl.load_workbook(out)["Sheet"].iter_rows(values_only=True))
     assert list(rows[0][:8]) == header
     assert rows[1][6:8] == (dt.time(9, 30), dt.timedelta(hours=36))
+
+
+def test_a_tables_totals_row_among_the_data_is_kept_in_the_results_at_its_place(
+    tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-19: a table A1:C4 with a totals row, and rows typed below the table: row 4 vanished from the
+    results (only a totals row below every data row was kept)."""
+    path = tmp_path / "in.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    for row in [["title", "amount_in_cents", "workspace_id"], ["A", 1, 1001], ["B", 2, 1001],
+                ["Total", "=SUBTOTAL(109,B2:B3)", None], ["C", 3, 1001], ["D", 4, 1001]]:  # fmt: skip
+        ws.append(row)
+    ws["B4"].value = 3  # as Excel saves it: the result (openpyxl writes no cached value for a formula)
+    table = Table(displayName="Billing", ref="A1:C4", totalsRowCount=1)
+    ws.add_table(table)
+    wb.save(path)
+    monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+    out = tmp_path / "results.xlsx"
+    assert main(["upload", str(path), "-o", str(out)]) == 0
+    rows = list(openpyxl.load_workbook(out)["Sheet"].iter_rows(values_only=True))
+    assert [r[:4] for r in rows] == [("title", "amount_in_cents", "workspace_id", "status"),
+                                     ("A", 1, 1001, "created"), ("B", 2, 1001, "created"), ("Total", 3, None, None),
+                                     ("C", 3, 1001, "created"), ("D", 4, 1001, "created")]  # fmt: skip
+    assert sorted(str(m["title"]) for m in sandbox.milestones()) == ["A", "B", "C", "D"]
