@@ -573,8 +573,9 @@ def test_a_tables_totals_row_among_the_data_is_kept_in_the_results_at_its_place(
     wb = openpyxl.Workbook()
     ws = wb.active
     assert ws is not None
-    for row in [["title", "amount_in_cents", "workspace_id"], ["A", 1, 1001], ["B", 2, 1001],
-                ["Total", "=SUBTOTAL(109,B2:B3)", None], ["C", 3, 1001], ["D", 4, 1001]]:  # fmt: skip
+    rows: list[list[Any]] = [["title", "amount_in_cents", "workspace_id"], ["A", 1, 1001], ["B", 2, 1001],
+                             ["Total", "=SUBTOTAL(109,B2:B3)", None], ["C", 3, 1001], ["D", 4, 1001]]  # fmt: skip
+    for row in rows:
         ws.append(row)
     ws["B4"].value = 3  # as Excel saves it: the result (openpyxl writes no cached value for a formula)
     table = Table(displayName="Billing", ref="A1:C4", totalsRowCount=1)
@@ -584,8 +585,8 @@ def test_a_tables_totals_row_among_the_data_is_kept_in_the_results_at_its_place(
     monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
     out = tmp_path / "results.xlsx"
     assert main(["upload", str(path), "-o", str(out)]) == 0
-    rows = list(openpyxl.load_workbook(out)["Sheet"].iter_rows(values_only=True))
-    assert [r[:4] for r in rows] == [("title", "amount_in_cents", "workspace_id", "status"),
+    written = list(openpyxl.load_workbook(out)["Sheet"].iter_rows(values_only=True))
+    assert [r[:4] for r in written] == [("title", "amount_in_cents", "workspace_id", "status"),
                                      ("A", 1, 1001, "created"), ("B", 2, 1001, "created"), ("Total", 3, None, None),
                                      ("C", 3, 1001, "created"), ("D", 4, 1001, "created")]  # fmt: skip
     assert sorted(str(m["title"]) for m in sandbox.milestones()) == ["A", "B", "C", "D"]
