@@ -590,3 +590,15 @@ def test_a_tables_totals_row_among_the_data_is_kept_in_the_results_at_its_place(
                                      ("A", 1, 1001, "created"), ("B", 2, 1001, "created"), ("Total", 3, None, None),
                                      ("C", 3, 1001, "created"), ("D", 4, 1001, "created")]  # fmt: skip
     assert sorted(str(m["title"]) for m in sandbox.milestones()) == ["A", "B", "C", "D"]
+
+
+def test_numbers_come_back_with_every_digit_excel_saved(tmp_path: Path) -> None:
+    """helper-17: xlsxwriter writes 16 significant digits, so 3333.3333333333335 (as Excel saves a third of
+    10000) came back as 3333.333333333333, in the user's own column too (packing.ExactNumbers)."""
+    path = _excel_sheet('<row r="2"><c r="A2" t="inlineStr"><is><t>A</t></is></c><c r="B2"><v>3333.3333333333335</v>'
+                        '</c><c r="C2"><v>1001</v></c><c r="D2"><v>33.333333333333336</v></c><c r="E2"><v>1E+20</v>'
+                        "</c></row>")(tmp_path)  # fmt: skip
+    out = tmp_path / "results.xlsx"
+    assert main(["validate", str(path), "-o", str(out)]) == 1  # B2 has too many decimals for an amount
+    row = next(openpyxl.load_workbook(out).worksheets[0].iter_rows(min_row=2, max_row=2, values_only=True))
+    assert row[1] == 3333.3333333333335 and row[3] == 33.333333333333336 and row[4] == 1e20
