@@ -420,8 +420,13 @@ def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
                                         else None, "", "merged-cells",
                                         f"cells {ref} are merged, so only {first} holds a value; unmerge them and "
                                         "give each row its own values"))  # fmt: skip
+    lowest = max(data_rows, default=0)
     for coord in meta.formulas_without_value:
         row, letter = _row_of(coord), coord.rstrip("0123456789")
+        if raw.header_row < row < lowest and row not in data_rows and not any(r == row for r, _ in raw.trailer):
+            # a row with nothing but such formulas reads as blank (helper-17 saw one skipped without a word)
+            raw.notes.append(f"row {row} was skipped as blank, but {coord} holds a formula with no saved result; "
+                             "if the row is a milestone, open the file in Excel and save it again")  # fmt: skip
         if row in data_rows:
             severity = "error" if letter in field_letters else "warning"
             header = raw.header_of(letter) if column_index(letter) < len(raw.headers) else None

@@ -280,6 +280,9 @@ CASES: dict[str, Case] = {
     # --- cells ---
     "formula with no saved value": Case(_xlsx([["A", "=10*10", 1001, None, None, None]]), 1,
                                         issues=[(2, "B", "formula-without-value")]),
+    "a row holding only a formula with no saved result": Case(
+        _xlsx([["A", 1, 1001, None, None, None], [None, "=SUM(B2:B2)", None, None, None, None],
+               ["C", 3, 1001, None, None, None]]), 0, stderr="row 3 was skipped as blank, but B3 holds a formula"),
     "formula with its saved value is used": Case(
         _xlsxwriter(_formula_with_saved_value), 0, sent={"F": 500}),
     "Excel error value #REF!": Case(_xlsx([["A", 1, 1001, None, None, None]], tweak=_error_value), 1,
