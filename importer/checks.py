@@ -195,11 +195,13 @@ def amount_issues(
                                  "amount as Kantata will bill it (nothing is rounded)"))  # fmt: skip
             continue
         if meant != int(cents):
+            billed = f"{Decimal(int(cents)).scaleb(-decimals):,.{decimals}f} {currency}"
             issues.append(_issue(raw, row, "amount", "amount-read-with-other-decimals",
                                  f"{as_text(cell)} was read as {int(cents)} subunits (--currency-decimals "
-                                 f"{options.currency_decimals}), but {where}: in Kantata it is {meant}; run again "
-                                 f"with --currency-decimals {decimals}, or give this project's amounts in an Amount "
-                                 "(cents) column when the schedule mixes currencies"))  # fmt: skip
+                                 f"{options.currency_decimals}), but {where}: it would be billed as {billed}, not "
+                                 f"{as_text(cell)} {currency} ({meant} subunits); run again with --currency-decimals "
+                                 f"{decimals}, or give this project's amounts in an Amount (cents) column when the "
+                                 "schedule mixes currencies"))  # fmt: skip
     return issues
 
 

@@ -157,11 +157,12 @@ def test_amounts_in_currency_units_must_fit_the_projects_currency(
     messages = [i.message for i in result.issues]
     assert messages[0] == (
         "amount: 1500 was read as 150000 subunits (--currency-decimals 2), but project 1004 is in JPY, which has no "
-        "subunits: in Kantata it is 1500; run again with --currency-decimals 0, or give this project's amounts in an "
-        "Amount (cents) column when the schedule mixes currencies"
+        "subunits: it would be billed as 150,000 JPY, not 1500 JPY (1500 subunits); run again with "
+        "--currency-decimals 0, or give this project's amounts in an Amount (cents) column when the schedule mixes "
+        "currencies"
     )
     assert "12.50 has more decimals than JPY allows: project 1004 is in JPY, which has no subunits" in messages[1]
-    assert "project 1005 is in KWD, which has 3 decimals: in Kantata it is 1250" in messages[2]
+    assert "project 1005 is in KWD, which has 3 decimals: it would be billed as 0.125 KWD, not 1.25 KWD" in messages[2]
     assert [r["status"] for r in read_results(result.output)] == ["invalid", "invalid", "invalid", "valid"]
 
 
