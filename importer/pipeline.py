@@ -31,6 +31,7 @@ from importer.checks import OnlineCheck, amount_issues, check_online, duplicate_
 from importer.client import LOOKUP_CHUNK, KantataClient, WorkspaceInfo
 from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, Interrupted, MissingToken
 from importer.journal import SENDING_AHEAD, Journal, journal_path, schedule_digest
+from importer.ledger import Ledger, one_upload_of
 from importer.loader import RawSchedule, check_schedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
 from importer.planner import ImportKey, Item, Plan, build_items, has_user_keys, items_as_built, plan, reference_issues
@@ -41,7 +42,7 @@ from importer.settings import TOKEN_ENV, Settings, sanitize_url
 from importer.streaming import StreamedResults
 from importer.template import check_template_path, write_template
 from importer.totals import ProjectTotal, project_totals
-from importer.upload import SETTLE_POLL, OnOutcomes, Uploader
+from importer.upload import SETTLE_POLL, OnOutcomes, OnSending, Uploader
 
 
 @dataclass(slots=True)
@@ -312,10 +313,12 @@ def run_upload(
         items = [i for i in items if i.row not in refused]
     currencies: dict[int, str] = {}
     stream: StreamedResults | None = None
-    with _patient_interrupts(say) as writing_begins, _abandoned_on_error(lambda: stream):
+    with _patient_interrupts(say) as writing_begins, _abandoned_on_error(lambda: stream), one_upload_of(digest):
         try:
-            # Opened first: it says what an interrupted run of this import left in flight.
+            # Opened first: it says what an interrupted run of this import left in flight; the ledger says the
+            # same of any run's keys (this schedule edited, another results workbook).
             journal = Journal.open(journal_path(out), digest)
+            ledger = Ledger.open(sanitize_url(settings.base_url).rstrip("/"), SENDING_AHEAD + settings.writes_until)
             projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist())) if rows else []
             currencies_later = _Currencies(client, projects)
             try:
@@ -329,7 +332,7 @@ def run_upload(
                     say(f"looking up {len(rows)} import keys in Kantata")
                     lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(rows))
                     untouched: list[int] | None = None
-                    if deferred and journal.sent_before:
+                    if deferred and (journal.sent_before or (ledger is not None and ledger.live)):
                         deferred = False  # a resume settles what it sent by key: every key is needed
                     elif deferred:
                         untouched = client.projects_without_imports(projects)
@@ -338,7 +341,7 @@ def run_upload(
                         if not items and rows:  # deferred, but a key must be looked up after all: build them now
                             items = [i for i in _built(validated.rows) if i.row not in refused]
                         existing.update(client.find_imported(items, untouched=untouched))
-                        _settle_in_flight(client, journal, items, existing, settings, say)
+                        _settle_in_flight(client, journal, ledger, items, existing, settings, say)
                     lookup.end(len(rows))
                 except ApiUnavailable as exc:  # nothing sent: the rows found are reported, the rest not_sent
                     stopped = exc
@@ -354,10 +357,14 @@ def run_upload(
                     say(f"sending {len(the_plan.rows)} rows in {needed} request{'s' if needed != 1 else ''}")
                     stream = _stream(raw, issues, out)
                     record = _both(_both(journal.record, on_outcomes), _sent(on_progress, the_plan.rows))
+                    sending: OnSending = journal.sending
+                    withdrawn: OnSending = journal.withdrawn
+                    if ledger is not None:
+                        record = _both(record, ledger.settled)
+                        sending, withdrawn = _each(sending, ledger.sending), _each(withdrawn, ledger.withdrawn)
                     if stream is not None:
                         record = _both(record, stream.add)
-                    uploader = Uploader(client, on_outcomes=record, on_sending=journal.sending,
-                                        on_withdrawn=journal.withdrawn)  # fmt: skip
+                    uploader = Uploader(client, on_outcomes=record, on_sending=sending, on_withdrawn=withdrawn)
                     result = uploader.run(the_plan, sent_before=journal.sent_before)
                     outcomes, stopped, made = result.outcomes, result.stopped, result.requests
                     currencies = currencies_later.result() if stopped is None else {}
@@ -372,6 +379,8 @@ def run_upload(
                     made = {}
             finally:
                 journal.close(finished=False)
+                if ledger is not None:
+                    ledger.close()
                 currencies_later.cancel()  # (answered by now, unless the run stopped early)
         finally:
             client.close()
@@ -463,6 +472,7 @@ class _Currencies:
 def _settle_in_flight(
     client: KantataClient,
     journal: Journal,
+    ledger: Ledger | None,
     items: Sequence[Item],
     existing: dict[ImportKey, str],
     settings: Settings,
@@ -473,18 +483,28 @@ def _settle_in_flight(
     create them twice. They are looked up every SETTLE_POLL seconds until they are all there or that much time
     has passed since the last request can have left (SENDING_AHEAD after the last "sending" line); what is still
     missing then was never written, and is sent. What it finds goes into `existing` as it comes, so that a stop
-    meanwhile (Ctrl-C) still reports those rows."""
-    pending = [i for i in items if i.row in journal.in_flight and i.key not in existing]
+    meanwhile (Ctrl-C) still reports those rows.
+
+    The same holds for keys the ledger shows sent by any run without an answer (this schedule since edited,
+    another results workbook, another upload): each is waited for until its own request can no longer write."""
+    now = time.monotonic()  # from here on, no clock change moves a deadline
+    until: dict[ImportKey, float] = {}  # key -> when Kantata can no longer be writing it
     wait = SENDING_AHEAD + settings.writes_until - journal.since_last_sent()
-    deadline = time.monotonic() + wait  # from here on, no clock change moves it
-    if pending and wait > 0:
-        say(f"{len(pending)} rows the interrupted run sent are not in Kantata yet, and its requests may still be "
-            f"running: waiting up to {wait:.0f} s for them, so that nothing is created twice")  # fmt: skip
-    while pending and time.monotonic() < deadline:
-        time.sleep(min(SETTLE_POLL, max(0.0, deadline - time.monotonic())))
+    if wait > 0:
+        until.update((i.key, now + wait) for i in items if i.row in journal.in_flight)
+    for key, left in (ledger.waits_for(items) if ledger is not None else {}).items():
+        until[key] = max(until.get(key, 0.0), now + left)
+    pending = [i for i in items if i.key in until and i.key not in existing]
+    if pending:
+        longest = max(until[i.key] for i in pending) - now
+        say(f"{len(pending)} rows an interrupted run sent are not in Kantata yet, and its requests may still be "
+            f"running: waiting up to {longest:.0f} s for them, so that nothing is created twice")  # fmt: skip
+    while pending:
+        time.sleep(min(SETTLE_POLL, max(0.0, max(until[i.key] for i in pending) - time.monotonic())))
         more = client.find_existing(i.key for i in pending)
         existing.update(more)
-        pending = [i for i in pending if i.key not in more]
+        now = time.monotonic()
+        pending = [i for i in pending if i.key not in more and until[i.key] > now]
 
 
 @contextmanager
@@ -558,6 +578,16 @@ def _sent(on_progress: OnProgress | None, to_send: Sequence[int]) -> OnOutcomes 
                 ticker.end(len(settled))
 
     return count
+
+
+def _each(first: OnSending, second: OnSending) -> OnSending:
+    """Two callbacks of a batch's items in turn: the journal's "sending" line, then the ledger's."""
+
+    def each(items: Sequence[Item]) -> None:
+        first(items)
+        second(items)
+
+    return each
 
 
 def _both(first: OnOutcomes, second: OnOutcomes | None) -> OnOutcomes:

@@ -337,6 +337,61 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
     assert [r["status"] for r in results] == ["created"] * 80
 
 
+@pytest.mark.parametrize("change", ["edit a row not sent", "another results workbook"])
+def test_a_rerun_of_a_changed_schedule_still_waits_for_the_killed_runs_requests(
+    sandbox: Any, tmp_path: Path, change: str
+) -> None:
+    """helper-18: the journal belongs to one schedule content and one results workbook; changed, the re-run
+    found none, missed the rows Kantata was still writing, and sent them again (200-300 duplicates of 1000).
+    The ledger (importer/ledger.py) keeps the keys in flight across both. (Reordered rows change the digest as
+    an edit does.) The re-run waits out the window of the batches journalled but never sent (2 + 10 + 5 s)."""
+    sandbox.reset()
+    sandbox.set_faults(latency=4.0)
+    path = _schedule(tmp_path, 80)
+    proc = _cli(path, sandbox.url, "--concurrency", "4")
+    deadline = time.monotonic() + 60
+    while _journal_sendings(tmp_path) < 4 or sandbox.most_in_flight < 4:  # journalled, and arrived at Kantata
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert len(sandbox.milestones()) == 0  # all four batches still at "Kantata"
+    lines = path.read_text().splitlines(keepends=True)
+    extra: tuple[str, ...] = ()
+    if change == "edit a row not sent":
+        lines[-1] = lines[-1].replace("Row 79,", "Row 79 edited,")
+    else:
+        extra = ("-o", str(tmp_path / "schedule.results-2.xlsx"))
+    path.write_text("".join(lines))
+
+    sandbox.set_faults(latency=0.0)  # the re-run is fast; the four requests still finish in their 4 s
+    rerun = _cli(path, sandbox.url, "--concurrency", "4", *extra)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    while sandbox.in_flight:  # let the killed run's requests finish: only then can a duplicate show
+        assert time.monotonic() < deadline + 60
+        time.sleep(0.05)
+    titles = Counter(str(m["title"]) for m in sandbox.milestones())
+    assert set(titles.values()) == {1}, titles.most_common(3)  # none twice
+    assert len(titles) == 80 and "requests may still be running: waiting up to" in err
+
+
+def test_two_uploads_of_one_schedule_to_different_results_workbooks_are_refused(sandbox: Any, tmp_path: Path) -> None:
+    """helper-18: the journal's lock kept apart two uploads writing one results workbook only; with two, both
+    sent every row (6000 milestones for 3000)."""
+    sandbox.reset()
+    sandbox.set_faults(latency=0.3)
+    path = _schedule(tmp_path, 100)
+    first = _cli(path, sandbox.url, "--concurrency", "1", "--batch-size", "10")
+    _wait_for_posts(sandbox, 1, first)
+    second = _cli(path, sandbox.url, "-o", str(tmp_path / "other.results.xlsx"))
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 2 and "another upload of this schedule is running" in err, err
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert len(sandbox.milestones()) == 100
+
+
 def test_ctrl_c_during_the_resumes_wait_reports_the_rows_already_found(sandbox: Any, tmp_path: Path) -> None:
     """helper-17: killed with four batches in flight, three of which Kantata wrote; the re-run found those 30
     rows, waited for the other 10, and a Ctrl-C then reported all 40 not_sent. The 30 are `created` (the killed

@@ -1,0 +1,217 @@
+"""The import keys of requests whose answer never came, kept across runs, whatever the schedule or the results.
+
+The journal (journal.py) resumes one schedule into one results workbook. But a killed run's requests may still
+be writing at Kantata when the next run starts with the schedule edited, a row added, rows reordered, or another
+`--output` (a timestamped results name): that run has no journal to go by, looks its keys up, misses the rows
+still being written, and sends them again (helper-18 made 200-300 duplicates so). The ledger records the *keys*
+of every batch before it leaves (fsynced, timed by the same clocks as the journal) and that they settled when
+their answer comes; every upload waits for the keys of its plan that the ledger shows may still be written, as
+a resume waits for its journal's rows (pipeline._settle_in_flight).
+
+One file for every schedule and account (`inflight.jsonl` in the state folder: $KANTATA_IMPORT_STATE, else
+$XDG_STATE_HOME/kantata-import, else ~/.local/state/kantata-import), its lines tagged with the base URL. It is
+never replaced, only appended to and, at a run's start, rewritten in place with the entries still live, all
+under an exclusive lock, so that runs at once lose none of each other's lines. Also here: the lock that keeps two
+uploads of the same schedule apart whatever their results workbooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from importer.errors import ConfigError
+from importer.outcomes import Outcome, Status
+from importer.planner import ImportKey, Item
+
+STATE_ENV = "KANTATA_IMPORT_STATE"
+FILE_NAME = "inflight.jsonl"
+SETTLED = (Status.CREATED, Status.REJECTED, Status.EXISTS)  # answered: nothing of theirs is still being written
+
+
+def state_dir() -> Path:
+    if folder := os.environ.get(STATE_ENV):
+        return Path(folder).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "kantata-import"
+
+
+def _flock(fh: IO[str], *, wait: bool = True) -> bool:
+    """An exclusive advisory lock (False if another holds it and `wait` is off); on Windows none (True)."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks there: one upload at a time is up to the user
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(fh: IO[str]) -> None:
+    with contextlib.suppress(ImportError):
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _text(key: ImportKey) -> str:
+    """The text "ki1-..." for a derived key, "service/model/ID" for the user's own: short, since a 100k upload writes
+    each key twice. Two keys with one text would only make a run wait for both, never send one twice."""
+    return str(key)
+
+
+def _clocks() -> dict[str, Any]:
+    from importer.journal import _boot, _since_boot  # the journal's clocks: one rule for both waits
+
+    entry: dict[str, Any] = {"at": time.time()}
+    if (up := _since_boot()) is not None:
+        entry |= {"boot": _boot(), "up": up}
+    return entry
+
+
+def _age(entry: dict[str, Any]) -> float:
+    """Seconds since a "sending" line: by the clock since boot in the same boot, else the wall clock (>= 0)."""
+    from importer.journal import _boot, _since_boot
+
+    if entry.get("up") is not None and entry.get("boot") == _boot() and (now := _since_boot()) is not None:
+        return max(0.0, now - float(entry["up"]))
+    return max(0.0, time.time() - float(entry.get("at") or 0))
+
+
+class Ledger:
+    """This run's view of the keys that may still be written at `base_url`, and its own lines."""
+
+    def __init__(self, path: Path, base_url: str, window: float) -> None:
+        self.path = path
+        self.url = base_url
+        self.window = window  # seconds a request may go on writing after its "sending" line
+        self.live: dict[str, float] = {}  # key text -> seconds it may still be written (other runs, earlier runs)
+        self._keys: dict[int, str] = {}  # row -> key text, of the rows this run sent
+        self._fh: IO[str] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, base_url: str, window: float) -> Ledger | None:
+        """Read (and prune) the ledger; None when the state folder cannot be written (a read-only home): the
+        journal still guards a re-run of the same schedule and results workbook, as before the ledger."""
+        ledger = cls(state_dir() / FILE_NAME, base_url, window)
+        try:
+            ledger.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = ledger.path.open("a+", encoding="utf-8")
+        except OSError:
+            return None
+        try:
+            _flock(fh)
+            try:
+                fh.seek(0)
+                kept = ledger._read(fh.read())
+                fh.seek(0)
+                fh.truncate()
+                fh.write("".join(kept))
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                _unlock(fh)
+        except BaseException:
+            fh.close()
+            raise
+        ledger._fh = fh
+        return ledger
+
+    def _read(self, text: str) -> list[str]:
+        """Fill `live` for this base URL; the lines to keep: each "sending" line still live, of every URL, with
+        only its keys not settled since."""
+        entries: list[dict[str, Any]] = []
+        sent: dict[tuple[str, str], tuple[float, int]] = {}  # (url, key) -> (seconds left, its entry)
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a torn line (power cut mid-write)
+            url = str(entry.get("url"))
+            if entry.get("kind") == "sending":
+                left = float(entry.get("window") or self.window) - _age(entry)
+                entries.append(entry)
+                for key in entry.get("keys") or ():
+                    sent[(url, key)] = (left, len(entries) - 1)
+            elif entry.get("kind") == "settled":
+                for key in entry.get("keys") or ():
+                    sent.pop((url, key), None)
+        live = {k: v for k, v in sent.items() if v[0] > 0}
+        self.live = {key: left for (url, key), (left, _) in live.items() if url == self.url}
+        keep: dict[int, list[str]] = {}
+        for (_, key), (_, at) in live.items():
+            keep.setdefault(at, []).append(key)
+        return [json.dumps({**entries[at], "keys": keys}) + "\n" for at, keys in sorted(keep.items())]
+
+    def waits_for(self, items: Sequence[Item]) -> dict[ImportKey, float]:
+        """The items' keys that an earlier or other run sent and that may still be written: seconds left."""
+        live = self.live
+        return {i.key: live[t] for i in items if (t := _text(i.key)) in live}
+
+    def sending(self, items: Sequence[Item]) -> None:
+        with self._lock:
+            self._keys.update((i.row, _text(i.key)) for i in items)
+        self._write({"kind": "sending", "url": self.url, "window": self.window,
+                     "keys": [_text(i.key) for i in items], **_clocks()}, durable=True)  # fmt: skip
+
+    def settled(self, outcomes: Sequence[Outcome]) -> None:
+        """Rows answered (created, refused, found): no request of theirs is left to write them."""
+        with self._lock:
+            keys = [k for o in outcomes if o.status in SETTLED and (k := self._keys.get(o.row)) is not None]
+        if keys:
+            self._write({"kind": "settled", "url": self.url, "keys": keys}, durable=False)
+
+    def withdrawn(self, items: Sequence[Item]) -> None:
+        """Rows whose every request was answered 429 or never left: not in Kantata, nothing to wait for."""
+        self._write({"kind": "settled", "url": self.url, "keys": [_text(i.key) for i in items]}, durable=False)
+
+    def _write(self, entry: dict[str, Any], *, durable: bool) -> None:
+        text = json.dumps(entry) + "\n"
+        with self._lock:
+            fh = self._fh
+            if fh is None:
+                return
+            _flock(fh)
+            try:
+                fh.write(text)
+                fh.flush()
+                if durable:
+                    os.fsync(fh.fileno())
+            finally:
+                _unlock(fh)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+
+
+@contextlib.contextmanager
+def one_upload_of(digest: str) -> Iterator[None]:
+    """Refuse a second upload of the same schedule while one runs, whatever results workbook each writes: two at
+    once both look the keys up, find nothing, and both send (helper-18: 6000 milestones for 3000 rows)."""
+    folder = state_dir() / "running"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = (folder / f"{hashlib.sha256(digest.encode()).hexdigest()[:32]}.lock").open("a", encoding="utf-8")
+    except OSError:  # no state folder: the journal's lock still keeps apart two runs to the same workbook
+        yield
+        return
+    try:
+        if not _flock(fh, wait=False):
+            raise ConfigError("another upload of this schedule is running (to another results workbook, or from "
+                              "another folder); wait for it to finish, or stop it first")  # fmt: skip
+        yield
+    finally:
+        fh.close()

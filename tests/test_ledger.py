@@ -1,0 +1,79 @@
+"""The ledger of keys in flight (importer/ledger.py): what a later run waits for, and what it keeps of the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from importer.errors import ConfigError
+from importer.ledger import FILE_NAME, STATE_ENV, Ledger, one_upload_of
+from importer.outcomes import Outcome, Status
+from importer.planner import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
+
+URL = "https://api.example.test/api/v1"
+
+
+def _item(row: int) -> Item:
+    return Item(row, ImportKey(SERVICE_NAME, SERVICE_MODEL, f"ki1-{row:024x}"), {})
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+def test_a_later_run_waits_for_the_keys_sent_without_an_answer_and_for_no_other(state: Path) -> None:
+    first = Ledger.open(URL, 60.0)
+    assert first is not None
+    first.sending([_item(1), _item(2), _item(3)])
+    first.settled([Outcome(1, Status.CREATED, "7"), Outcome(2, Status.REJECTED), Outcome(3, Status.NOT_SENT)])
+    first.sending([_item(4)])
+    first.withdrawn([_item(4)])  # answered 429 only: never in Kantata
+    first.close()
+
+    later = Ledger.open(URL, 60.0)
+    assert later is not None
+    waits = later.waits_for([_item(n) for n in range(1, 6)])
+    assert list(waits) == [_item(3).key] and 59 < waits[_item(3).key] <= 60
+    other = Ledger.open("http://127.0.0.1:9/api/v1", 60.0)  # another account: nothing of this one's
+    assert other is not None and other.waits_for([_item(3)]) == {}
+    for ledger in (later, other):
+        ledger.close()
+    lines = [json.loads(line) for line in (state / FILE_NAME).read_text().splitlines()]
+    assert [(e["kind"], e["keys"]) for e in lines] == [("sending", [str(_item(3).key)])]  # only what lives
+
+
+def test_a_key_whose_window_has_passed_is_forgotten(state: Path) -> None:
+    first = Ledger.open(URL, 0.05)
+    assert first is not None
+    first.sending([_item(1)])
+    first.close()
+    import time
+
+    time.sleep(0.1)
+    later = Ledger.open(URL, 60.0)  # its own window does not lengthen the line's
+    assert later is not None and later.waits_for([_item(1)]) == {}
+    later.close()
+    assert (state / FILE_NAME).read_text() == ""
+
+
+def test_an_unwritable_state_folder_means_no_ledger_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(STATE_ENV, str(blocker / "state"))  # under a file: cannot be made
+    assert Ledger.open(URL, 60.0) is None
+    with one_upload_of("digest"):
+        pass
+
+
+def test_one_upload_of_a_schedule_at_a_time(state: Path) -> None:
+    refused = pytest.raises(ConfigError, match="another upload of this schedule is running")
+    with one_upload_of("abc"), one_upload_of("other"), refused, one_upload_of("abc"):
+        pass
+    with one_upload_of("abc"):  # free again once the first has finished
+        pass
