@@ -271,3 +271,31 @@ def test_totals_past_int64_and_ids_past_2_53_are_exact_everywhere(
     rows = [r for r in sheet.iter_rows(values_only=True) if r and r[0] is not None]
     at = next(i for i, r in enumerate(rows) if r[0] == "Project ID")
     assert [(str(r[0]), str(r[2])) for r in rows[at + 1 :]] == [("1001", str(10**19)), ("9007199254740993", "7")]
+
+
+def test_a_token_refused_midway_gives_exit_3_with_the_runs_counts_in_the_schema(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-18: such a run printed counts with exit 3, which the schema allowed only with `error` set."""
+    import threading
+    import time
+
+    sandbox.reset()
+    sandbox.set_faults(latency=0.2)
+    path = tmp_path / "s.csv"
+    path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},1001\n" for n in range(300)))
+    monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+
+    def revoke() -> None:
+        while sandbox.stats().get("POST /billing_milestones", 0) < 2:
+            time.sleep(0.002)
+        sandbox.set_token("revoked")
+
+    watcher = threading.Thread(target=revoke, daemon=True)
+    watcher.start()
+    assert main(["upload", str(path), "--json", "--batch-size", "10", "--concurrency", "1"]) == 3
+    summary = _summary(capsys.readouterr().out)  # valid against the schema
+    assert summary["error"] is None and summary["stopped"]["kind"] == "token-rejected"
+    assert summary["counts"]["created"] == len(sandbox.milestones()) > 0
+    assert summary["counts"]["created"] + summary["counts"]["not_sent"] == 300
