@@ -1,3 +1,3 @@
-from importer.cli import run
+from importer.entry import run
 
 raise SystemExit(run())

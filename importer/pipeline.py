@@ -523,16 +523,21 @@ def _patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], Non
 
     def first(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, later)
+        signal.signal(signal.SIGTERM, later)
         raise KeyboardInterrupt
 
     def writing() -> None:
         signal.signal(signal.SIGINT, later)
+        signal.signal(signal.SIGTERM, later)
 
-    previous = signal.signal(signal.SIGINT, first)
+    # SIGTERM (`timeout`, systemd, Kubernetes stopping a job) as Ctrl-C: settle, write, exit 130 (helper-18 saw
+    # a SIGTERM end an upload with no workbook and no JSON); a later one waits for the workbook as well.
+    previous = signal.signal(signal.SIGINT, first), signal.signal(signal.SIGTERM, first)
     try:
         yield writing
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 @dataclass(frozen=True, slots=True)

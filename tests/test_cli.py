@@ -78,3 +78,24 @@ def test_the_command_does_not_import_what_pandera_offers_only_for_data_synthesis
     done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines()[-1].split() == ["1", "[]"], done.stderr  # exit 1: the bad date, found as before
     assert "hypothesis" in sys.modules and sys.modules["hypothesis"] is not None  # this process: untouched
+
+
+def test_a_ctrl_c_while_the_command_starts_is_exit_130_and_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-18: a Ctrl-C in the first half second (the modules loading) printed a KeyboardInterrupt traceback;
+    the console script's entry (importer.entry) imports the command only inside its own try."""
+    import importlib.abc
+    import sys
+
+    from importer import entry
+
+    class Interrupted(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            if name == "importer.cli":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "importer.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    assert entry.run() == 130
+    assert capsys.readouterr().err == "interrupted (Ctrl-C) while starting; nothing was read or sent\n"
