@@ -28,6 +28,7 @@ class ExitCode(enum.IntEnum):
     UNUSABLE_INPUT = 2  # the file or the arguments are unusable; nothing was sent
     AUTH = 3  # token missing or refused; nothing was sent
     STOPPED = 4  # the run had to stop midway (Kantata unreachable); unsent rows are `not_sent`
+    NOT_WRITTEN = 5  # the results workbook could not be written (disk full, permissions); re-run to write it
     BUG = 70  # an internal error (EX_SOFTWARE); run again with --debug for the traceback
     INTERRUPTED = 130  # Ctrl-C; an upload wrote the results workbook (a dry run stops writing nothing)
 
@@ -40,6 +41,8 @@ exit codes:
   3    the API token is missing or was refused; nothing was sent
   4    the run had to stop midway (Kantata unreachable); unsent rows are marked not_sent, re-run to resume
        (validate --online: nothing was written)
+  5    the results workbook could not be written (a full disk, no permission): an upload's outcomes are kept in
+       its journal, so fix that and run the same command again to write it (nothing is sent twice)
   130  interrupted (Ctrl-C); an upload wrote the results workbook, re-run to resume (validate: nothing written)
   70   internal error (a bug): run again with --debug for the traceback"""
 
@@ -140,6 +143,12 @@ class ApiUnavailable(ImporterError):
         super().__init__(message)
         self.attempts = attempts
         self.status = status
+
+
+class ResultsNotWritten(ImporterError):
+    """The run ended, but its results workbook could not be written: not a bug, something the user can mend."""
+
+    exit_code = ExitCode.NOT_WRITTEN
 
 
 class Interrupted(ImporterError):

@@ -29,7 +29,15 @@ import requests
 from importer.cells import DEFAULT_OPTIONS, ParseOptions, is_blank
 from importer.checks import OnlineCheck, amount_issues, check_online, duplicate_rows, withheld_currencies
 from importer.client import LOOKUP_CHUNK, KantataClient, WorkspaceInfo
-from importer.errors import ApiUnavailable, CellIssue, ExitCode, ImporterError, Interrupted, MissingToken
+from importer.errors import (
+    ApiUnavailable,
+    CellIssue,
+    ExitCode,
+    ImporterError,
+    Interrupted,
+    MissingToken,
+    ResultsNotWritten,
+)
 from importer.journal import SENDING_AHEAD, Journal, journal_path, schedule_digest
 from importer.ledger import Ledger, one_upload_of
 from importer.loader import RawSchedule, check_schedule, load_schedule
@@ -137,10 +145,21 @@ def _finish(
             outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
     totals = project_totals(validated.rows, outcomes, currencies)
     writing = for_stage(on_progress, Stage.WRITE)
-    if stream is not None:
-        written = stream.finish(outcomes, totals, info, on_progress=writing)
-    else:
-        written = write_results(raw, outcomes, issues, totals, info, out, on_progress=writing)
+    try:
+        if stream is not None:
+            written = stream.finish(outcomes, totals, info, on_progress=writing)
+        else:
+            written = write_results(raw, outcomes, issues, totals, info, out, on_progress=writing)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: not a bug (helper-18 saw exit 70)
+        reason = exc.strerror or str(exc)
+        if info.dry_run:
+            raise ResultsNotWritten(f"the results workbook {out} could not be written ({reason}); nothing was sent. "
+                                    "Free some space, or choose another place with --output") from exc  # fmt: skip
+        done = sum(o.status is Status.CREATED for o in outcomes.values())
+        raise ResultsNotWritten(f"the results workbook {out} could not be written ({reason}). {done} rows were "
+                                "created in Kantata and are kept in the journal beside it: mend that, then run the "
+                                "same command again; it finds them (nothing is created twice) and writes the "
+                                "workbook") from exc  # fmt: skip
     counts = Counter(o.status.value for o in outcomes.values())
     if stopped is not None:
         code = stopped.exit_code

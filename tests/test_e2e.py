@@ -527,3 +527,33 @@ def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
         ("Total", 17000, None, None, None, None),
         ("Grand total:", 17000, None, None, None, None),
     ]
+
+
+def test_a_results_workbook_that_cannot_be_written_is_exit_5_and_a_rerun_writes_it(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """helper-18: a disk filling up (or a folder made read-only) after the rows were created ended "internal
+    error" (exit 70, counts null). Now exit 5 saying what was created and what to do; the journal keeps the
+    outcomes, and the same command writes the workbook without sending anything again."""
+    import errno
+
+    import importer.streaming
+
+    def full(done: Path, target: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = make_schedule([good_row(n) for n in range(30)])
+    with monkeypatch.context() as patched:
+        patched.setattr(importer.streaming, "move_into_place", full)
+        assert main(["upload", str(path), "--json"]) == 5
+    captured = capsys.readouterr()
+    error = json.loads(captured.out)["error"]
+    assert error["kind"] == "results-not-written" and "No space left on device" in error["message"]
+    assert "30 rows were created in Kantata and are kept in the journal" in captured.err
+    assert "Traceback" not in captured.err and len(sandbox.milestones()) == 30
+    assert not path.with_name("schedule.results.xlsx").exists()
+
+    assert main(["upload", str(path)]) == 0
+    assert [r["status"] for r in read_results(path.with_name("schedule.results.xlsx"))] == ["created"] * 30
+    assert len(sandbox.milestones()) == 30 and sandbox.stats()["POST /billing_milestones"] == 1
