@@ -134,7 +134,16 @@ class Uploader:
                 plan.items.close()
         stopped = self._stop
         reason = f"not sent: {stopped}" if stopped else "not sent"
-        self._record([Outcome(row, Status.NOT_SENT, None, (reason,)) for row in plan.rows if row not in self.outcomes])
+        # A row sent whose answer never came (nor a look-up that found it) may be in Kantata after all (helper-18
+        # found 600 such rows there): still not_sent, the status a re-run settles, but not said to be unsent.
+        unknown = (
+            f"sent, and the run stopped ({stopped}) before Kantata confirmed it: it may have been created; "
+            "run the same command again, which looks it up and sends it only if Kantata does not have it"
+        )
+        with self._sent_lock:
+            sent = set(self._sent)
+        self._record([Outcome(row, Status.NOT_SENT, None, (unknown if row in sent else reason,))
+                      for row in plan.rows if row not in self.outcomes])  # fmt: skip
         stats = self.client.stats
         return UploadResult(
             outcomes=self.outcomes,

@@ -207,7 +207,8 @@ def test_retries_exhausted_stop_the_run_with_exit_4_and_a_rerun_completes(sandbo
     first = run_upload(path, fast)
     assert int(first.exit_code) == 4
     assert first.counts["not_sent"] == 120 and sandbox.milestones() == []
-    assert all(o.errors and "not sent" in o.errors[0] for o in first.outcomes.values())
+    # Each was sent, and answered 503 (which may follow a write): not said to be unsent (helper-18)
+    assert all(o.errors and "may have been created" in o.errors[0] for o in first.outcomes.values())
 
     sandbox.set_faults(fail_every=0)
     second = run_upload(path, fast)
