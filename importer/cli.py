@@ -361,9 +361,18 @@ def _template(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from importer import sandbox
 
-    sandbox.serve(host=args.host, port=args.port, db=args.db, faults=sandbox.faults_from_args(args))
+    try:
+        sandbox.serve(host=args.host, port=args.port, db=args.db, faults=sandbox.faults_from_args(args))
+    except OSError as exc:  # the port taken (helper-18 saw exit 70, "a bug"): the user's to mend
+        raise ConfigError(f"the sandbox cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose "
+                          "another --port (0 picks a free one)") from exc  # fmt: skip
+    except sqlite3.Error as exc:
+        raise ConfigError(f"the sandbox cannot use --db {args.db} ({exc}); name a file in a folder you can write "
+                          "to") from exc  # fmt: skip
     return int(ExitCode.OK)
 
 

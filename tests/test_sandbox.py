@@ -654,3 +654,21 @@ def test_serve_prints_its_url_answers_and_stops_on_ctrl_c() -> None:
             assert process.stderr.read() == "sandbox: stopped\n"
         finally:
             process.kill()
+
+
+def test_the_sandbox_command_on_a_port_in_use_or_an_unusable_db_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-18: 'internal error: OSError: [Errno 98] Address already in use', exit 70 ("a bug")."""
+    import socket
+
+    from importer.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["sandbox", "--port", str(port)]) == 2
+    assert "the sandbox cannot listen on 127.0.0.1:" in capsys.readouterr().err
+    assert main(["sandbox", "--port", "0", "--db", str(tmp_path / "no" / "such" / "folder.db")]) == 2
+    assert "the sandbox cannot use --db" in capsys.readouterr().err
