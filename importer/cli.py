@@ -460,8 +460,14 @@ def _next_step(result: RunResult, args: argparse.Namespace, *, dry_run: bool) ->
             return f"fix the {failed} {rows} (see the Errors sheet), then run {_command(args, 'validate')} again"
         return (f"fix the {failed} {rows} (see the Errors sheet) and run the same command again: "
                 "rows already created will be skipped")  # fmt: skip
+    if code == ExitCode.STOPPED and (
+        getattr(result.stopped, "status", None) == 404 or "did not resolve" in str(result.stopped)
+    ):  # a re-run cannot mend a wrong address (helper-18)
+        return "check the base URL (--base-url, KANTATA_BASE_URL or base_url in the config), then run again"
     if code == ExitCode.STOPPED:
         return "run the same command again when Kantata is reachable; it resumes without duplicates"
+    if code == ExitCode.AUTH:  # the token refused midway: rows created before are in the workbook
+        return "set a valid KANTATA_API_TOKEN and run the same command again; it resumes without duplicates"
     if code == ExitCode.INTERRUPTED:
         return "run the same command again to resume; nothing is sent twice"
     if dry_run and code == ExitCode.OK and result.counts[Status.VALID.value]:

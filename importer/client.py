@@ -116,6 +116,25 @@ def _never_connected(exc: requests.RequestException) -> bool:
     return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)  # NewConnectionError is one too
 
 
+def transport_error(exc: requests.RequestException) -> str:
+    """What went wrong on the way, in words: "ConnectionError" alone did not say that the host name does not
+    resolve (helper-18), which a re-run cannot mend."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None  # requests wraps urllib3's MaxRetryError
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return "the host name did not resolve: check --base-url"
+    if (
+        isinstance(exc, requests.ConnectTimeout)
+        or isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+        and (not isinstance(reason, urllib3.exceptions.NewConnectionError))
+    ):
+        return "connecting timed out"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return "the connection was refused: is the address right, and the server up?"
+    if isinstance(exc, requests.ReadTimeout):
+        return "no answer within read_timeout"
+    return type(exc).__name__
+
+
 @dataclass(slots=True)
 class CreateAnswer:
     """Kantata's answer to one create: the ids it reports by key, or its errors when it refused."""
@@ -267,7 +286,7 @@ class KantataClient:
                 with self.limiter.slot(stop.is_set if stop is not None else None) as generation:
                     response = self.session.get(self._url(path), params=params, timeout=self._timeout)
             except requests.RequestException as exc:
-                last = f"{type(exc).__name__}"
+                last = transport_error(exc)
                 if attempt + 1 < self.settings.max_attempts:
                     self.backoff(attempt, cancel=stop)
                 continue

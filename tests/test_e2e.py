@@ -398,7 +398,24 @@ def test_wrong_base_url_path_says_to_check_it(
     monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
     path = make_schedule([good_row(1)])
     assert main(["upload", str(path), "--base-url", sandbox.url.replace("/api/v1", "/api/v9/nothing")]) == 4
-    assert "check --base-url" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "check --base-url" in captured.err
+    assert "next: check the base URL" in captured.out  # not "run again when Kantata is reachable" (helper-18)
+
+
+def test_a_host_name_that_does_not_resolve_is_said_in_words() -> None:
+    import requests
+    import urllib3
+
+    from importer.client import transport_error
+
+    connection = urllib3.connection.HTTPConnection("kantata.invalid")  # not connected: only named in the error
+    pool = urllib3.HTTPConnectionPool("kantata.invalid")
+    failed = urllib3.exceptions.NameResolutionError("kantata.invalid", connection, socket.gaierror(-2, "unknown"))
+    exc = requests.ConnectionError(urllib3.exceptions.MaxRetryError(pool, "/x", failed))  # as requests raises it
+    assert transport_error(exc) == "the host name did not resolve: check --base-url"
+    refused = urllib3.exceptions.NewConnectionError(connection, "[Errno 111] Connection refused")
+    assert "refused" in transport_error(requests.ConnectionError(urllib3.exceptions.MaxRetryError(pool, "/", refused)))
 
 
 def test_summary_totals_per_project_are_exact_sums_by_status(sandbox: Any, make_schedule: MakeSchedule) -> None:
