@@ -135,3 +135,28 @@ def test_the_switch_interval_is_short_while_writing_and_put_back_after(make_sche
     assert sys.getswitchinterval() == pytest.approx(importer.streaming.SWITCH_INTERVAL)  # second still writes
     second.abandon()
     assert sys.getswitchinterval() == pytest.approx(before)
+
+
+def test_scratch_folders_of_runs_killed_long_ago_are_removed_and_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-18: kill -9 during sending left $TMPDIR/kantata-import-* behind for good."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import importer.streaming as streaming
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)  # a process that has ended
+    old, recent, alive = (tmp_path / f"kantata-import-{dead}-a", tmp_path / f"kantata-import-{dead}-b",
+                          tmp_path / f"kantata-import-{os.getppid()}-c")  # fmt: skip
+    for folder in (old, recent, alive):
+        folder.mkdir()
+        (folder / "results.xlsx").write_bytes(b"x")
+    for path in (old, old / "results.xlsx", alive, alive / "results.xlsx"):
+        os.utime(path, (0, 0))  # untouched since 1970
+    streaming._remove_leftovers()
+    assert not old.exists() and recent.exists() and alive.exists()
