@@ -136,6 +136,7 @@ class Writer:
         self._cursor: Iterator[tuple[int, tuple[Any, ...]]] = iter(())  # see _cells
         self._at = -1  # the frame position _cursor is at; -1: none
         self._aside = 0  # raw.trailer's rows written so far (each goes in before the first data row below it)
+        self.cut: list[tuple[int, int, int]] = []  # (row, column index, characters) of cells shown cut
         self.fmt_date = workbook.add_format({"num_format": "yyyy-mm-dd"})
         self.fmt_datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
         self.fmt_time = workbook.add_format({"num_format": "hh:mm:ss"})
@@ -219,6 +220,8 @@ class Writer:
                 elif (kind is float and value == value) or (kind is int and abs(value) < MAX_EXACT_FLOAT_INT):
                     write_number(r, c, value)
                 else:
+                    if kind is str and len(value) > MAX_CELL_TEXT:  # cut by _text: said on the Errors sheet
+                        self.cut.append((r + 1, c, len(value)))
                     cell(ws, r, c, value)
             outcome = self.outcomes.get(int(row_number))
             if outcome is None:
@@ -357,6 +360,11 @@ class Writer:
             ws.write_string(0, c, text, self.fmt_bold)
         entries = [(i.row, i.column, i.header, i.value, i.code, i.message, i.severity)
                    for i in all_issues(self.issues, self.outcomes)]  # fmt: skip
+        # Known only once the rows are written (helper-19 found text cut without a word); a CSV cell can be
+        # longer than an Excel cell holds, an .xlsx cell cannot. Not in --json or the terminal's table.
+        entries += [(row, column_letter(c), self.raw.header_of(column_letter(c)), "", "text-cut-in-results",
+                     f"{n:,} characters, where an Excel cell holds {MAX_CELL_TEXT:,}: shown cut here (your file keeps "
+                     "the whole text)", "warning") for row, c, n in self.cut]  # fmt: skip
         sheet_ref = "'" + self.sheet_name.replace("'", "''") + "'"
         for r, (row, column, head, value, code, message, severity) in enumerate(entries, start=1):
             ws.write_number(r, 0, row)

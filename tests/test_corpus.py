@@ -368,6 +368,9 @@ CASES: dict[str, Case] = {
     "csv with Excel's separator line (sep=;)": Case(
         _csv(b"sep=;\r\ntitle;amount_in_cents;workspace_id\r\nA;1.5;1001\r\nB;700;1001\r\n"), 1,
         issues=[(2, "B", "amount-not-whole")], stderr='the first line "sep=;" names the separator', sent={"B": 700}),
+    "csv with a note longer than an Excel cell holds": Case(
+        _csv(b"title,amount_in_cents,workspace_id,Notes\nA,1,1001," + b"x" * 40_000 + b"\n"), 0,
+        issues=[(2, "D", "text-cut-in-results")]),
     "csv with an unclosed quote": Case(
         _csv(b"title,amount_in_cents,workspace_id\nA,1,1001\n\"B,2,1001\nC,3,1001\n"), 2,
         stderr="is not well-formed CSV: the row starting on line 3: unexpected end of data"),
