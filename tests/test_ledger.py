@@ -77,3 +77,33 @@ def test_one_upload_of_a_schedule_at_a_time(state: Path) -> None:
         pass
     with one_upload_of("abc"):  # free again once the first has finished
         pass
+
+
+def test_a_run_whose_keys_all_settled_leaves_the_file_as_it_found_it(state: Path) -> None:
+    """A 100k-row upload appends 6.5 MB, which the next run would read and prune (0.18 s): cut off at close
+    when nothing of it can still be written and no other run appended meanwhile."""
+    earlier = Ledger.open(URL, 60.0)
+    assert earlier is not None
+    earlier.sending([_item(9)])  # unanswered: stays
+    earlier.close()
+    kept = (state / FILE_NAME).read_bytes()
+    run = Ledger.open(URL, 60.0)
+    assert run is not None
+    run.sending([_item(1), _item(2)])
+    run.settled([Outcome(1, Status.CREATED, "7"), Outcome(2, Status.EXISTS, "8")])
+    run.close()
+    assert (state / FILE_NAME).read_bytes() == kept
+    other = Ledger.open(URL, 60.0)
+    assert other is not None
+    other.sending([_item(3)])
+    interleaved = Ledger.open(URL, 60.0)  # another run appends meanwhile: its line must not be cut off
+    assert interleaved is not None
+    interleaved.sending([_item(4)])
+    other.settled([Outcome(3, Status.CREATED, "9")])
+    other.close()
+    interleaved.close()
+    final = Ledger.open(URL, 60.0)
+    assert final is not None
+    waits = final.waits_for([_item(n) for n in (3, 4, 9)])
+    final.close()
+    assert sorted(waits) == sorted([_item(4).key, _item(9).key])
