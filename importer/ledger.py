@@ -229,8 +229,8 @@ def one_upload_of(digest: str) -> Iterator[None]:
         return
     try:
         if not _flock(fh, wait=False):
-            raise ConfigError("another upload of this schedule is running (to another results workbook, or from "
-                              "another folder); wait for it to finish, or stop it first")  # fmt: skip
+            raise ConfigError("another upload of this schedule is running (to this or another results workbook); "
+                              "wait for it to finish, or stop it first")  # fmt: skip
         yield
     finally:
         fh.close()

@@ -511,16 +511,21 @@ def test_a_panic_of_the_rust_reader_is_a_message_not_a_traceback(
     assert "could not be read as an .xlsx workbook (PanicException" in err and "Traceback" not in err
 
 
+def _use_reader(reader: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read .xlsx with openpyxl (the fallback) when asked, as when calamine cannot read a package."""
+    import importer.loader
+
+    if reader == "openpyxl":
+        monkeypatch.setattr(importer.loader, "_CalamineBook", lambda path: (_ for _ in ()).throw(RuntimeError()))
+        monkeypatch.setenv("KANTATA_IMPORT_NO_PREFETCH", "1")  # the CLI's early read is calamine too
+
+
 @pytest.mark.parametrize("reader", ["calamine", "openpyxl"])
 def test_every_cell_keeps_its_address_in_the_results(reader: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """A sheet starting at B3 (a title block in B, the header on row 5, a blank row in the data): every cell of the
     input is at the same address in the results, and an issue names the cell Excel shows."""
-    import importer.loader
-
-    if reader == "openpyxl":
-        monkeypatch.setattr(importer.loader, "_CalamineBook", lambda path: (_ for _ in ()).throw(RuntimeError()))
-        monkeypatch.setenv("KANTATA_IMPORT_NO_PREFETCH", "1")
+    _use_reader(reader, monkeypatch)
     path = tmp_path / "in.xlsx"
     wb = openpyxl.Workbook()
     ws = wb.active
@@ -550,11 +555,7 @@ def test_times_durations_and_header_cells_come_back_as_they_were(
 ) -> None:
     """helper-19: a time 09:30 came back as the text '09:30:00', a duration of 36 h as '1 day, 12:00:00', header
     cells 2026 and a date as text, '  Notes  ' trimmed."""
-    import importer.loader
-
-    if reader == "openpyxl":
-        monkeypatch.setattr(importer.loader, "_CalamineBook", lambda path: (_ for _ in ()).throw(RuntimeError()))
-        monkeypatch.setenv("KANTATA_IMPORT_NO_PREFETCH", "1")
+    _use_reader(reader, monkeypatch)
     path = tmp_path / "in.xlsx"
     wb = openpyxl.Workbook()
     ws = wb.active
