@@ -226,7 +226,8 @@ def parse_amount(value: object, decimals: int) -> int:
     else:
         amount = _money_text(value)[0]
         fits = amount == amount.quantize(Decimal(1).scaleb(-decimals))  # else too many decimals, below
-        if decimals < 3 and fits and "," not in value and (point := _THOUSANDS_POINT.search(value)):
+        grouped = "," in value or _SPACE_IN_NUMBER.search(value)  # thousands marked otherwise: the point is decimal
+        if decimals < 3 and fits and not grouped and (point := _THOUSANDS_POINT.search(value)):
             readings = f"{amount:.{decimals}f} or {'-' if amount < 0 else ''}{point.group().replace('.', '')}"
             raise CellProblem("amount-ambiguous-point", f'"{value.strip()}" could be {readings} (a point before '
                               "three digits separates thousands in many countries); enter the one you mean: "

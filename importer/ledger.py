@@ -23,11 +23,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from importer.errors import ConfigError
 from importer.outcomes import Outcome, Status
 from importer.planner import ImportKey, Item
 
@@ -101,6 +100,7 @@ class Ledger:
         self._mine = 0  # bytes this run appended since
         self._fh: IO[str] | None = None
         self._lock = threading.Lock()
+        self.broken = False  # a write failed: from then on this run records nothing more
 
     @classmethod
     def open(cls, base_url: str, window: float) -> Ledger | None:
@@ -125,6 +125,11 @@ class Ledger:
                 ledger._base = os.fstat(fh.fileno()).st_size
             finally:
                 _unlock(fh)
+        except OSError:  # a full disk while pruning: what was read is waited for; this run records nothing
+            with contextlib.suppress(OSError):
+                fh.close()
+            ledger.broken = True
+            return ledger
         except BaseException:
             fh.close()
             raise
@@ -184,20 +189,30 @@ class Ledger:
         self._write({"kind": "settled", "url": self.url, "keys": [_text(i.key) for i in items]}, durable=False)
 
     def _write(self, entry: dict[str, Any], *, durable: bool) -> None:
-        text = json.dumps(entry) + "\n"
+        """Append a line. It starts with a line break too: a line torn by another run (its disk full, its power
+        cut) ends there instead of swallowing this one (helper-20); the reader skips the empty line. A write
+        that fails (a full disk) leaves the run without a ledger, as a read-only home does, not stopped: the
+        journal still guards its own re-run."""
+        text = "\n" + json.dumps(entry) + "\n"
         with self._lock:
             fh = self._fh
             if fh is None:
                 return
-            _flock(fh)
             try:
-                fh.write(text)
-                fh.flush()
-                self._mine += len(text.encode("utf-8"))
-                if durable:
-                    os.fsync(fh.fileno())
-            finally:
-                _unlock(fh)
+                _flock(fh)
+                try:
+                    fh.write(text)
+                    fh.flush()
+                    self._mine += len(text.encode("utf-8"))
+                    if durable:
+                        os.fsync(fh.fileno())
+                finally:
+                    _unlock(fh)
+            except OSError:
+                self.broken = True
+                self._fh = None
+                with contextlib.suppress(OSError):
+                    fh.close()
 
     def close(self) -> None:
         """When every key this run sent has settled and no other run appended meanwhile, its lines are cut off
@@ -213,24 +228,29 @@ class Ledger:
             except OSError:
                 pass  # the next run prunes it
             finally:
-                fh.close()
+                with contextlib.suppress(OSError):
+                    fh.close()
 
 
 @contextlib.contextmanager
-def one_upload_of(digest: str) -> Iterator[None]:
-    """Refuse a second upload of the same schedule while one runs, whatever results workbook each writes: two at
-    once both look the keys up, find nothing, and both send (helper-18: 6000 milestones for 3000 rows)."""
+def one_upload_to(base_url: str, say: Callable[[str], None]) -> Iterator[None]:
+    """One upload at a time to one Kantata account (base URL), the next waiting for the one before: two at once
+    both look their keys up, find nothing, and both send the rows they share (helper-18: 6000 milestones for
+    3000; helper-20: 48 duplicates from a schedule and its copy with one row added). Serialised, the second
+    finds what the first created. Two at once would also double the load Kantata asks to keep to a few
+    requests. A Ctrl-C ends the wait (nothing was sent)."""
     folder = state_dir() / "running"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fh = (folder / f"{hashlib.sha256(digest.encode()).hexdigest()[:32]}.lock").open("a", encoding="utf-8")
+        fh = (folder / f"{hashlib.sha256(base_url.encode()).hexdigest()[:32]}.lock").open("a", encoding="utf-8")
     except OSError:  # no state folder: the journal's lock still keeps apart two runs to the same workbook
         yield
         return
     try:
         if not _flock(fh, wait=False):
-            raise ConfigError("another upload of this schedule is running (to this or another results workbook); "
-                              "wait for it to finish, or stop it first")  # fmt: skip
+            say(f"waiting for another upload to {base_url} to finish (one at a time per Kantata account, so that "
+                "no row is created twice)")  # fmt: skip
+            _flock(fh)
         yield
     finally:
         fh.close()

@@ -39,7 +39,7 @@ from importer.errors import (
     ResultsNotWritten,
 )
 from importer.journal import SENDING_AHEAD, Journal, journal_path, schedule_digest
-from importer.ledger import Ledger, one_upload_of
+from importer.ledger import Ledger, one_upload_to
 from importer.loader import RawSchedule, check_schedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
 from importer.planner import ImportKey, Item, Plan, build_items, has_user_keys, items_as_built, plan, reference_issues
@@ -332,12 +332,13 @@ def run_upload(
         items = [i for i in items if i.row not in refused]
     currencies: dict[int, str] = {}
     stream: StreamedResults | None = None
-    with _patient_interrupts(say) as writing_begins, _abandoned_on_error(lambda: stream), one_upload_of(digest):
+    account = sanitize_url(settings.base_url).rstrip("/")
+    with _patient_interrupts(say) as writing_begins, _abandoned_on_error(lambda: stream), one_upload_to(account, say):
         try:
             # Opened first: it says what an interrupted run of this import left in flight; the ledger says the
             # same of any run's keys (this schedule edited, another results workbook).
             journal = Journal.open(journal_path(out), digest)
-            ledger = Ledger.open(sanitize_url(settings.base_url).rstrip("/"), SENDING_AHEAD + settings.writes_until)
+            ledger = Ledger.open(account, SENDING_AHEAD + settings.writes_until)
             projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist())) if rows else []
             currencies_later = _Currencies(client, projects)
             try:
@@ -400,6 +401,10 @@ def run_upload(
                 journal.close(finished=False)
                 if ledger is not None:
                     ledger.close()
+                    if ledger.broken:
+                        notes.append(f"the ledger of requests in flight ({ledger.path}) could not be written (a full "
+                                     "disk?): a re-run of an edited schedule, or to another results workbook, may "
+                                     "not know of this run's unanswered requests")  # fmt: skip
                 currencies_later.cancel()  # (answered by now, unless the run stopped early)
         finally:
             client.close()
@@ -520,10 +525,12 @@ def _settle_in_flight(
             f"running: waiting up to {longest:.0f} s for them, so that nothing is created twice")  # fmt: skip
     while pending:
         time.sleep(min(SETTLE_POLL, max(0.0, max(until[i.key] for i in pending) - time.monotonic())))
+        began = time.monotonic()
         more = client.find_existing(i.key for i in pending)
         existing.update(more)
-        now = time.monotonic()
-        pending = [i for i in pending if i.key not in more and until[i.key] > now]
+        # A key is given up only after a look-up that began once its request could no longer write
+        # (helper-20: dropped by the time the look-up ended, a row written just before could be sent again).
+        pending = [i for i in pending if i.key not in more and until[i.key] >= began]
 
 
 @contextmanager

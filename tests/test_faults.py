@@ -467,23 +467,35 @@ def test_ctrl_c_while_the_results_are_written_does_not_lose_them(
     assert {r["title"]: r["billing_milestone_id"] for r in results} == ids and len(ids) == 300
 
 
-@pytest.mark.parametrize("results", ["the same", "another"])
-def test_two_uploads_of_the_same_schedule_at_once_are_refused(sandbox: Any, tmp_path: Path, results: str) -> None:
-    """Whatever results workbook each writes: helper-18 saw two to different ones both send every row (6000
-    milestones for 3000), when only the journal's lock (one per results workbook) kept them apart."""
+@pytest.mark.parametrize("schedule", ["the same", "the same, to another results workbook", "one row more"])
+def test_a_second_upload_to_the_same_account_waits_for_the_first_and_creates_nothing_twice(
+    sandbox: Any, tmp_path: Path, schedule: str
+) -> None:
+    """helper-18 saw two uploads of one schedule to different results workbooks both send every row (6000
+    milestones for 3000), helper-20 a schedule and its copy with one row more both send the 48 they share: only
+    the journal's lock (one per results workbook) kept uploads apart. Now one at a time per account: the second
+    waits, then finds the first's rows."""
     sandbox.reset()
-    sandbox.set_faults(latency=0.3)
+    sandbox.set_faults(latency=1.0)
     path = _schedule(tmp_path, 100)
-    # Ten requests of 0.3 s one at a time: the first upload is still sending for ~2.7 s after its first POST,
-    # longer than the second process takes to start (one request of 100 rows was over before, under load).
+    # Ten requests of 1 s one at a time: the first upload is still sending ~9 s after its first POST, longer
+    # than the second process takes to start even on a loaded machine (helper-20 saw 3 s not be, under -n 4).
     first = _cli(path, sandbox.url, "--concurrency", "1", "--batch-size", "10")
     _wait_for_posts(sandbox, 1, first)
-    second = _cli(path, sandbox.url, *(["-o", str(tmp_path / "other.results.xlsx")] if results == "another" else []))
-    out, err = second.communicate(timeout=60)
-    assert second.returncode == 2 and "another upload of this schedule is running" in err, err
+    other, extra = path, []
+    if schedule == "one row more":
+        other = tmp_path / "more.csv"
+        other.write_text(path.read_text() + "Row 100,200,1001\n")
+    elif schedule != "the same":
+        extra = ["-o", str(tmp_path / "other.results.xlsx")]
+    second = _cli(other, sandbox.url, *extra)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    assert "waiting for another upload to" in err
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
-    assert len(sandbox.milestones()) == 100
+    titles = Counter(str(m["title"]) for m in sandbox.milestones())
+    assert set(titles.values()) == {1} and len(titles) == (101 if schedule == "one row more" else 100)
 
 
 def test_rows_cancelled_before_they_were_sent_do_not_make_the_rerun_wait(sandbox: Any, tmp_path: Path) -> None:

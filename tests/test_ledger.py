@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
-from importer.errors import ConfigError
-from importer.ledger import FILE_NAME, STATE_ENV, Ledger, one_upload_of
+from importer.ledger import FILE_NAME, STATE_ENV, Ledger, one_upload_to
 from importer.outcomes import Outcome, Status
 from importer.planner import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
 
@@ -51,8 +51,6 @@ def test_a_key_whose_window_has_passed_is_forgotten(state: Path) -> None:
     assert first is not None
     first.sending([_item(1)])
     first.close()
-    import time
-
     time.sleep(0.1)
     later = Ledger.open(URL, 60.0)  # its own window does not lengthen the line's
     assert later is not None and later.waits_for([_item(1)]) == {}
@@ -67,16 +65,69 @@ def test_an_unwritable_state_folder_means_no_ledger_not_a_failure(
     blocker.write_text("")
     monkeypatch.setenv(STATE_ENV, str(blocker / "state"))  # under a file: cannot be made
     assert Ledger.open(URL, 60.0) is None
-    with one_upload_of("digest"):
+    with one_upload_to(URL, print):
         pass
 
 
-def test_one_upload_of_a_schedule_at_a_time(state: Path) -> None:
-    refused = pytest.raises(ConfigError, match="another upload of this schedule is running")
-    with one_upload_of("abc"), one_upload_of("other"), refused, one_upload_of("abc"):
-        pass
-    with one_upload_of("abc"):  # free again once the first has finished
-        pass
+def test_one_upload_at_a_time_per_account_the_next_waiting(state: Path) -> None:
+    """helper-20: a schedule and its copy with a row added, uploaded at once, both sent the 48 rows they share."""
+    import threading
+
+    said: list[str] = []
+    entered = threading.Event()
+
+    def second() -> None:
+        with one_upload_to(URL, said.append):
+            entered.set()
+
+    with one_upload_to(URL, print), one_upload_to("http://127.0.0.1:9/api/v1", print):  # another account: no wait
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert said and said[0].startswith(f"waiting for another upload to {URL} to finish")
+        assert not entered.is_set()
+    waiting.join(10)
+    assert entered.is_set()
+
+
+def test_a_line_torn_by_another_run_does_not_swallow_the_next(state: Path) -> None:
+    """helper-20: a run whose disk filled mid-line left a line without its end; the next line another run
+    appended was glued to it and lost, and with it the wait for that run's keys."""
+    running = Ledger.open(URL, 60.0)
+    assert running is not None
+    with (state / FILE_NAME).open("a", encoding="utf-8") as fh:
+        fh.write('{"kind": "sending", "url": "' + URL + '", "keys": ["ki1-torn')  # a write cut short
+    running.sending([_item(7)])
+    running.close()
+    later = Ledger.open(URL, 60.0)
+    assert later is not None and list(later.waits_for([_item(7)])) == [_item(7).key]
+    later.close()
+
+
+def test_a_ledger_that_cannot_be_written_is_given_up_not_fatal(state: Path) -> None:
+    ledger = Ledger.open(URL, 60.0)
+    assert ledger is not None
+
+    class Full:
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+        def fileno(self) -> int:
+            return ledger_fd
+
+        def close(self) -> None:
+            pass
+
+    assert ledger._fh is not None
+    ledger_fd = ledger._fh.fileno()
+    real, ledger._fh = ledger._fh, Full()  # type: ignore[assignment]
+    ledger.sending([_item(1)])  # no exception: the run goes on without it
+    assert ledger.broken
+    ledger.settled([Outcome(1, Status.CREATED, "7")])
+    ledger.close()
+    real.close()
 
 
 def test_a_run_whose_keys_all_settled_leaves_the_file_as_it_found_it(state: Path) -> None:
@@ -92,7 +143,7 @@ def test_a_run_whose_keys_all_settled_leaves_the_file_as_it_found_it(state: Path
     run.sending([_item(1), _item(2)])
     run.settled([Outcome(1, Status.CREATED, "7"), Outcome(2, Status.EXISTS, "8")])
     run.close()
-    assert (state / FILE_NAME).read_bytes() == kept
+    assert (state / FILE_NAME).read_bytes().split() == kept.split()  # the earlier line only (blank lines aside)
     other = Ledger.open(URL, 60.0)
     assert other is not None
     other.sending([_item(3)])

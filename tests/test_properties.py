@@ -203,7 +203,8 @@ def test_a_point_before_three_digits_is_refused_when_it_could_be_a_thousands_poi
 
 @pytest.mark.parametrize(("text", "decimals", "cents"), [("1.500", 3, 1500), ("0.500", 2, 50), ("1234.500", 2, 123450),
                                                          ("1,234.500", 2, 123450), ("1.5000", 2, 150),
-                                                         ("1.50", 2, 150)])  # fmt: skip
+                                                         ("1.50", 2, 150), ("1 234.500", 2, 123450),
+                                                         ("12\u00a0345.000", 2, 1234500)])  # fmt: skip
 def test_a_point_that_cannot_separate_thousands_is_a_decimal_point(text: str, decimals: int, cents: int) -> None:
     assert parse_amount(text, decimals) == cents
 
