@@ -66,6 +66,23 @@ def _since_boot() -> float | None:
     return time.clock_gettime(clock) if clock is not None and _boot() is not None else None
 
 
+def clocks() -> dict[str, Any]:
+    """When a line is written: the wall clock, and in this boot the seconds since boot (with the boot's id)."""
+    entry: dict[str, Any] = {"at": time.time()}
+    if (up := _since_boot()) is not None:
+        entry |= {"boot": _boot(), "up": up}
+    return entry
+
+
+def seconds_since(entry: dict[str, Any]) -> float:
+    """Seconds since a line stamped by `clocks()`: by the clock since boot when it was written in this boot, so
+    that a wall clock stepped forward (NTP, a user's change) does not cut short a wait for its requests, nor one
+    stepped back lengthen it; else by the wall clock, and at least 0."""
+    if entry.get("up") is not None and entry.get("boot") == _boot() and (now := _since_boot()) is not None:
+        return max(0.0, now - float(entry["up"]))
+    return max(0.0, time.time() - float(entry.get("at") or 0))
+
+
 def _lock(fh: IO[str], path: Path) -> None:
     """One run per import at a time: two runs would both look the same keys up, find nothing, and both send."""
     try:
@@ -104,8 +121,7 @@ class Journal:
         self.digest = digest
         self.sent_before: set[int] = set()  # rows an interrupted run of this same import sent (or created)
         self.in_flight: set[int] = set()  # of those, the ones whose answer it never saw
-        self.last_sent_at = 0.0  # its last "sending" line (time.time()): its requests may still be running
-        self.last_sent_up: float | None = None  # the same by _since_boot, if the last line was written in this boot
+        self.last_sent: dict[str, Any] = {}  # its last "sending" line's clocks: its requests may still be running
         self._fh: IO[str] | None = None
         self._write_lock = threading.Lock()
 
@@ -145,10 +161,8 @@ class Journal:
                 return set()  # another schedule, or another version of this one: start afresh
             if entry.get("kind") == "sending":
                 sent.update(int(r) for r in entry["rows"])
-                self.last_sent_at = max(self.last_sent_at, float(entry.get("at") or 0))
                 # Lines are in the order written: the last one decides (a run on another machine may follow).
-                same_boot = entry.get("up") is not None and entry.get("boot") == _boot()
-                self.last_sent_up = float(entry["up"]) if same_boot else None
+                self.last_sent = entry
             elif entry.get("kind") == "unsent":
                 sent.difference_update(int(r) for r in entry["rows"])
             elif entry.get("kind") == "outcome" and entry.get("status") == Status.CREATED.value:
@@ -159,18 +173,11 @@ class Journal:
     def sending(self, items: Sequence[Item]) -> None:
         """Called before a batch goes out (within SENDING_AHEAD): from then on, Kantata may hold these rows
         because of this import."""
-        entry: dict[str, Any] = {"kind": "sending", "rows": [i.row for i in items], "at": time.time()}
-        if (up := _since_boot()) is not None:
-            entry |= {"boot": _boot(), "up": up}
-        self._write([entry])
+        self._write([{"kind": "sending", "rows": [i.row for i in items], **clocks()}])
 
     def since_last_sent(self) -> float:
-        """Seconds since the previous run's last "sending" line: by the clock since boot when that line was
-        written in this boot, so that a wall clock stepped forward (NTP, a user's change) does not cut short the
-        wait for its requests, nor one stepped back lengthen it; else by the wall clock, and at least 0."""
-        if self.last_sent_up is not None and (now := _since_boot()) is not None:
-            return max(0.0, now - self.last_sent_up)
-        return max(0.0, time.time() - self.last_sent_at)
+        """Seconds since the previous run's last "sending" line (`seconds_since`)."""
+        return seconds_since(self.last_sent)
 
     def withdrawn(self, items: Sequence[Item]) -> None:
         """Called when a stop cancelled rows whose every request so far was answered (429) or never left: they

@@ -22,11 +22,11 @@ import hashlib
 import json
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from importer.journal import clocks, seconds_since
 from importer.outcomes import Outcome, Status
 from importer.planner import ImportKey, Item
 
@@ -66,24 +66,6 @@ def _text(key: ImportKey) -> str:
     """The text "ki1-..." for a derived key, "service/model/ID" for the user's own: short, since a 100k upload writes
     each key twice. Two keys with one text would only make a run wait for both, never send one twice."""
     return str(key)
-
-
-def _clocks() -> dict[str, Any]:
-    from importer.journal import _boot, _since_boot  # the journal's clocks: one rule for both waits
-
-    entry: dict[str, Any] = {"at": time.time()}
-    if (up := _since_boot()) is not None:
-        entry |= {"boot": _boot(), "up": up}
-    return entry
-
-
-def _age(entry: dict[str, Any]) -> float:
-    """Seconds since a "sending" line: by the clock since boot in the same boot, else the wall clock (>= 0)."""
-    from importer.journal import _boot, _since_boot
-
-    if entry.get("up") is not None and entry.get("boot") == _boot() and (now := _since_boot()) is not None:
-        return max(0.0, now - float(entry["up"]))
-    return max(0.0, time.time() - float(entry.get("at") or 0))
 
 
 class Ledger:
@@ -148,7 +130,7 @@ class Ledger:
                 continue  # a torn line (power cut mid-write)
             url = str(entry.get("url"))
             if entry.get("kind") == "sending":
-                left = float(entry.get("window") or self.window) - _age(entry)
+                left = float(entry.get("window") or self.window) - seconds_since(entry)
                 entries.append(entry)
                 for key in entry.get("keys") or ():
                     sent[(url, key)] = (left, len(entries) - 1)
@@ -172,7 +154,7 @@ class Ledger:
             self._keys.update((i.row, _text(i.key)) for i in items)
             self._open.update(_text(i.key) for i in items)
         self._write({"kind": "sending", "url": self.url, "window": self.window,
-                     "keys": [_text(i.key) for i in items], **_clocks()}, durable=True)  # fmt: skip
+                     "keys": [_text(i.key) for i in items], **clocks()}, durable=True)  # fmt: skip
 
     def settled(self, outcomes: Sequence[Outcome]) -> None:
         """Rows answered (created, refused, found): no request of theirs is left to write them."""

@@ -547,14 +547,13 @@ def _patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], Non
     def later(signum: int, frame: FrameType | None) -> None:
         say("finishing: settling what was sent and writing the results workbook (Ctrl-C is ignored until then)")
 
-    def first(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGINT, later)
-        signal.signal(signal.SIGTERM, later)
-        raise KeyboardInterrupt
-
     def writing() -> None:
         signal.signal(signal.SIGINT, later)
         signal.signal(signal.SIGTERM, later)
+
+    def first(signum: int, frame: FrameType | None) -> None:
+        writing()
+        raise KeyboardInterrupt
 
     # SIGTERM (`timeout`, systemd, Kubernetes stopping a job) as Ctrl-C: settle, write, exit 130 (helper-18 saw
     # a SIGTERM end an upload with no workbook and no JSON); a later one waits for the workbook as well.
