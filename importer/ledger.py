@@ -11,8 +11,8 @@ a resume waits for its journal's rows (pipeline._settle_in_flight).
 One file for every schedule and account (`inflight.jsonl` in the state folder: $KANTATA_IMPORT_STATE, else
 $XDG_STATE_HOME/kantata-import, else ~/.local/state/kantata-import), its lines tagged with the base URL. It is
 never replaced, only appended to and, at a run's start, rewritten in place with the entries still live, all
-under an exclusive lock, so that runs at once lose none of each other's lines. Also here: the lock that keeps two
-uploads of the same schedule apart whatever their results workbooks.
+under an exclusive lock, so that runs at once lose none of each other's lines. Also here: the lock that lets one
+upload at a time go to one Kantata account (one_upload_to).
 """
 
 from __future__ import annotations
