@@ -28,7 +28,7 @@ from importer.bars import Bars
 from importer.cells import ParseOptions
 from importer.concurrency import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from importer.config import CONFIG_NAME, FileConfig, load_config
-from importer.errors import EXIT_CODE_HELP, ConfigError, ExitCode, ImporterError
+from importer.errors import EXIT_CODE_HELP, UNRESOLVED, ConfigError, ExitCode, ImporterError
 from importer.outcomes import Status
 from importer.settings import (
     BASE_URL_ENV,
@@ -461,7 +461,7 @@ def _next_step(result: RunResult, args: argparse.Namespace, *, dry_run: bool) ->
         return (f"fix the {failed} {rows} (see the Errors sheet) and run the same command again: "
                 "rows already created will be skipped")  # fmt: skip
     if code == ExitCode.STOPPED and (
-        getattr(result.stopped, "status", None) == 404 or "did not resolve" in str(result.stopped)
+        getattr(result.stopped, "status", None) == 404 or UNRESOLVED in str(result.stopped)
     ):  # a re-run cannot mend a wrong address (helper-18)
         return "check the base URL (--base-url, KANTATA_BASE_URL or base_url in the config), then run again"
     if code == ExitCode.STOPPED:

@@ -25,7 +25,7 @@ import urllib3
 
 from importer import __version__
 from importer.concurrency import Cancelled, Limiter
-from importer.errors import ApiUnavailable, TokenRejected
+from importer.errors import UNRESOLVED, ApiUnavailable, TokenRejected
 from importer.planner import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
 from importer.settings import Secret, Settings, sanitize_url
 
@@ -121,7 +121,7 @@ def transport_error(exc: requests.RequestException) -> str:
     resolve (helper-18), which a re-run cannot mend."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None  # requests wraps urllib3's MaxRetryError
     if isinstance(reason, urllib3.exceptions.NameResolutionError):
-        return "the host name did not resolve: check --base-url"
+        return f"{UNRESOLVED}: check --base-url"
     if (
         isinstance(exc, requests.ConnectTimeout)
         or isinstance(reason, urllib3.exceptions.ConnectTimeoutError)

@@ -21,6 +21,10 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+# client.transport_error's words for a host name that does not resolve: cli.py's next step after it is to check
+# the base URL, not to run again (kept here, light to import, for both)
+UNRESOLVED = "the host name did not resolve"
+
 
 class ExitCode(enum.IntEnum):
     OK = 0  # every row valid (validate) or created / already there (upload)

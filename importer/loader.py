@@ -12,7 +12,7 @@ import contextlib
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -65,6 +65,14 @@ class RawSchedule:
     issues: list[CellIssue] = field(default_factory=list)  # cell problems only the loader can see (merged, ...)
     notes: list[str] = field(default_factory=list)  # file-level remarks for the user: encoding, sheet used, ...
 
+    def set_aside(self, rows: Collection[int]) -> list[int]:
+        """Rows that are no milestones (a totals line, a table's totals row) out of the frame and into `trailer`,
+        where the results writer puts them back at their place, as they were. Returns them, sorted."""
+        kept = sorted(rows)
+        self.trailer = sorted([*self.trailer, *((r, tuple(self.frame.loc[r].to_numpy().tolist())) for r in kept)])
+        self.frame = self.frame.drop(index=kept)
+        return kept
+
     @property
     def letters(self) -> list[str]:
         return [column_letter(i) for i in range(len(self.headers))]
@@ -105,9 +113,7 @@ def _set_aside_totals(raw: RawSchedule) -> None:
             break
         aside.append(int(frame.index[position]))
     if aside:
-        kept = sorted(aside)
-        raw.trailer = sorted([*raw.trailer, *((r, tuple(frame.loc[r].to_numpy().tolist())) for r in kept)])
-        raw.frame = frame.drop(index=kept)
+        kept = raw.set_aside(aside)
         raw.issues = [i for i in raw.issues if i.row not in aside]  # a merged or hidden total line is no error
         which = f"row {kept[0]} looks" if len(kept) == 1 else f"rows {', '.join(map(str, kept))} look"
         raw.notes.append(f"{which} like a totals line (no Project ID): not imported, kept in the results as it was")
@@ -396,10 +402,8 @@ def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
     field_letters = set(raw.fields.values())
     for table in meta.tables:
         totals = {r for r in range(table.last_row - table.totals_rows + 1, table.last_row + 1)} & data_rows
-        if table.totals_rows and totals:  # kept for the results, where they were (report.Writer)
-            raw.trailer = sorted([*raw.trailer, *((r, tuple(raw.frame.loc[r].to_numpy().tolist()))
-                                                  for r in sorted(totals))])  # fmt: skip
-            raw.frame = raw.frame.drop(index=sorted(totals))
+        if table.totals_rows and totals:
+            raw.set_aside(totals)
             data_rows -= totals
             raw.notes.append(
                 f"skipped the totals row of table {table.name} (row {', '.join(map(str, sorted(totals)))})"
