@@ -308,12 +308,15 @@ def _journal_sendings(tmp_path: Path) -> int:
     return journal.read_text().count('"sending"') if journal.exists() else 0
 
 
-def _killed_with_four_batches_at_kantata(sandbox: Any, tmp_path: Path, *, latency: float) -> tuple[Path, float]:
-    """An upload of 80 rows killed (-9) once four batches of 10 are journalled and at "Kantata", which writes
-    them `latency` seconds after they arrived; the schedule, and a deadline for the rest of the test."""
+def _killed_with_four_batches_at_kantata(
+    sandbox: Any, tmp_path: Path, *, latency: float, rows: int = 80
+) -> tuple[Path, float]:
+    """An upload killed (-9) once four batches of 10 are journalled and at "Kantata", which writes them `latency`
+    seconds after they arrived; the schedule, and a deadline for the rest of the test. Which four of the first
+    eight batches (one per sending thread, all waiting for the four slots) are at Kantata is up to the threads."""
     sandbox.reset()
     sandbox.set_faults(latency=latency)
-    path = _schedule(tmp_path, 80)
+    path = _schedule(tmp_path, rows)
     proc = _cli(path, sandbox.url, "--concurrency", "4")
     deadline = time.monotonic() + 60
     while _journal_sendings(tmp_path) < 4 or sandbox.most_in_flight < 4:  # journalled, and arrived at Kantata
@@ -334,12 +337,14 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
     the schedule was edited or the results go elsewhere (helper-18: the journal belongs to one schedule content
     and one results workbook, and such a re-run sent them again, 200-300 duplicates of 1000); the ledger
     (importer/ledger.py) keeps the keys in flight across both. (Reordered rows change the digest as an edit
-    does.) The re-run waits out the window of the batches journalled but never sent (2 + 10 + 5 s)."""
-    path, deadline = _killed_with_four_batches_at_kantata(sandbox, tmp_path, latency=4.0)
+    does.) The re-run waits out the window of the batches journalled but never sent (2 + 10 + 5 s).
+    160 rows: the eight sending threads hold the first 80, any of which may be at Kantata (CI once saw row 79's
+    batch among the four), so the edited row is the last, whose batch no thread could take before the kill."""
+    path, deadline = _killed_with_four_batches_at_kantata(sandbox, tmp_path, latency=4.0, rows=160)
     lines = path.read_text().splitlines(keepends=True)
     extra: tuple[str, ...] = ()
     if change == "edit a row not sent":
-        lines[-1] = lines[-1].replace("Row 79,", "Row 79 edited,")
+        lines[-1] = lines[-1].replace("Row 159,", "Row 159 edited,")
     elif change == "another results workbook":
         extra = ("-o", str(tmp_path / "schedule.results-2.xlsx"))
     path.write_text("".join(lines))
@@ -353,10 +358,12 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
         time.sleep(0.05)
     titles = Counter(str(m["title"]) for m in sandbox.milestones())
     assert set(titles.values()) == {1}, titles.most_common(3)  # none twice
-    assert len(titles) == 80 and "requests may still be running: waiting up to" in err
+    assert len(titles) == 160 and "requests may still be running: waiting up to" in err
+    if change == "edit a row not sent":
+        assert "Row 159 edited" in titles and "Row 159" not in titles
     if change == "none":  # the journal's resume: what an uninterrupted run writes
         results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
-        assert [r["status"] for r in results] == ["created"] * 80
+        assert [r["status"] for r in results] == ["created"] * 160
 
 
 def test_ctrl_c_during_the_resumes_wait_reports_the_rows_already_found(sandbox: Any, tmp_path: Path) -> None:
