@@ -10,6 +10,8 @@ stop a run. Run-stopping failures are exceptions from one base, each kind a thin
         MissingToken
         TokenRejected
       ApiUnavailable              Kantata unreachable after retries; unsent rows are `not_sent`
+      JournalNotWritten           the upload's journal can't be written (disk full): sending stops, as above
+      ResultsNotWritten           the results workbook can't be written; the journal keeps the outcomes
       Interrupted                 Ctrl-C; in-flight batches resolved, the workbook written
 
 Exit codes are the `ExitCode` enum; `cli.py` maps exceptions to them in one place.
@@ -31,7 +33,7 @@ class ExitCode(enum.IntEnum):
     ROWS_FAILED = 1  # the run finished, but some rows are invalid or were rejected
     UNUSABLE_INPUT = 2  # the file or the arguments are unusable; nothing was sent
     AUTH = 3  # token missing or refused; nothing was sent
-    STOPPED = 4  # the run had to stop midway (Kantata unreachable); unsent rows are `not_sent`
+    STOPPED = 4  # the run had to stop midway (Kantata unreachable, journal unwritable); unsent rows are `not_sent`
     NOT_WRITTEN = 5  # the results workbook could not be written (disk full, permissions); re-run to write it
     BUG = 70  # an internal error (EX_SOFTWARE); run again with --debug for the traceback
     INTERRUPTED = 130  # Ctrl-C; an upload wrote the results workbook (a dry run stops writing nothing)
@@ -43,7 +45,8 @@ exit codes:
   1    the run finished, but some rows are invalid or were rejected: see the results workbook
   2    the file or the arguments are unusable; nothing was sent
   3    the API token is missing or was refused; nothing was sent
-  4    the run had to stop midway (Kantata unreachable); unsent rows are marked not_sent, re-run to resume
+  4    the run had to stop midway (Kantata unreachable, or the upload's journal could not be written); unsent
+       rows are marked not_sent, re-run to resume
        (validate --online: nothing was written)
   5    the results workbook could not be written (a full disk, no permission): an upload's outcomes are kept in
        its journal, so fix that and run the same command again to write it (nothing is sent twice)
@@ -147,6 +150,24 @@ class ApiUnavailable(ImporterError):
         super().__init__(message)
         self.attempts = attempts
         self.status = status
+
+
+class JournalNotWritten(ImporterError):
+    """The upload's journal could not be written (a full disk, the folder made read-only). No batch leaves without
+    its "sending" line, so the run stops sending: what was sent is settled, the rest is `not_sent`."""
+
+    exit_code = ExitCode.STOPPED
+
+    def __init__(self, path: Path, exc: OSError, *, at_start: bool = False) -> None:
+        reason = exc.strerror or type(exc).__name__
+        what = ("nothing was sent" if at_start else
+                "sending stopped, since a row sent without it could be sent twice by a re-run")  # fmt: skip
+        super().__init__(
+            f"the upload's journal {path} could not be written ({reason}): {what}. Free some space (or restore "
+            "write access to the folder) and run the same command again" + ("" if at_start else ": it resumes")
+        )
+        self.path = path
+        self.cause = exc
 
 
 class ResultsNotWritten(ImporterError):

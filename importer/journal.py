@@ -35,7 +35,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from importer.errors import ConfigError
+from importer.errors import ConfigError, JournalNotWritten
 from importer.outcomes import Outcome, Status
 from importer.planner import Item
 
@@ -124,12 +124,16 @@ class Journal:
         self.last_sent: dict[str, Any] = {}  # its last "sending" line's clocks: its requests may still be running
         self._fh: IO[str] | None = None
         self._write_lock = threading.Lock()
+        self._failed: JournalNotWritten | None = None  # a write failed: no batch may leave any more
 
     @classmethod
     def open(cls, path: Path, digest: str) -> Journal:
         """Resume the journal of the same import (`schedule_digest`) if there is one; otherwise start a new one."""
         journal = cls(path, digest)
-        fh = path.open("a", encoding="utf-8")  # not "w": another run may hold it, and must not lose it
+        try:
+            fh = path.open("a", encoding="utf-8")  # not "w": another run may hold it, and must not lose it
+        except OSError as exc:
+            raise JournalNotWritten(path, exc, at_start=True) from None
         try:
             _lock(fh, path)
             journal.sent_before = journal._read_previous()
@@ -137,12 +141,18 @@ class Journal:
                 fh.truncate(0)
             elif not journal.path.read_bytes().endswith(b"\n"):
                 fh.write("\n")  # a torn last line: end it, or the next line would be glued to it and lost
-        except BaseException:
-            fh.close()
+            journal._fh = fh
+            if not journal.sent_before:
+                journal._write([{"kind": "start", "v": VERSION, "digest": journal.digest}])
+        except BaseException as exc:
+            journal._fh = None
+            with contextlib.suppress(OSError):
+                fh.close()
+            if isinstance(exc, JournalNotWritten):  # the first line
+                raise JournalNotWritten(path, exc.cause, at_start=True) from None
+            if isinstance(exc, OSError):
+                raise JournalNotWritten(path, exc, at_start=True) from None
             raise
-        journal._fh = fh
-        if not journal.sent_before:
-            journal._write([{"kind": "start", "v": VERSION, "digest": journal.digest}])
         return journal
 
     def _read_previous(self) -> set[int]:
@@ -172,7 +182,10 @@ class Journal:
 
     def sending(self, items: Sequence[Item]) -> None:
         """Called before a batch goes out (within SENDING_AHEAD): from then on, Kantata may hold these rows
-        because of this import."""
+        because of this import. Raises JournalNotWritten, once any write has failed: the batch must not leave,
+        for a re-run would not know to wait for it (and a line after a torn one may be lost with it)."""
+        if self._failed is not None:
+            raise self._failed
         self._write([{"kind": "sending", "rows": [i.row for i in items], **clocks()}])
 
     def since_last_sent(self) -> float:
@@ -181,28 +194,41 @@ class Journal:
 
     def withdrawn(self, items: Sequence[Item]) -> None:
         """Called when a stop cancelled rows whose every request so far was answered (429) or never left: they
-        are not in Kantata, and a resumed run need not wait for them."""
-        self._write([{"kind": "unsent", "rows": [i.row for i in items]}])
+        are not in Kantata, and a resumed run need not wait for them. (Unwritten, a resume waits for them.)"""
+        with contextlib.suppress(JournalNotWritten):
+            self._write([{"kind": "unsent", "rows": [i.row for i in items]}])
 
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Called as outcomes arrive; only what Kantata created matters for resuming."""
         entries = [{"kind": "outcome", "row": o.row, "status": o.status.value, "id": o.milestone_id}
                    for o in outcomes if o.status is Status.CREATED]  # fmt: skip
-        if entries:
-            self._write(entries, durable=False)  # see the module docstring: a lost one costs nothing
+        if entries:  # see the module docstring: a lost one costs nothing, so a failure only stops the sending
+            with contextlib.suppress(JournalNotWritten):
+                self._write(entries, durable=False)
 
     def _write(self, entries: list[dict[str, Any]], *, durable: bool = True) -> None:
         text = "".join(json.dumps(e) + "\n" for e in entries)
         with self._write_lock:
+            if self._failed is not None:
+                raise self._failed
             assert self._fh is not None
-            self._fh.write(text)
-            self._fh.flush()
-            if durable:
-                os.fsync(self._fh.fileno())
+            try:
+                self._fh.write(text)
+                self._fh.flush()
+                if durable:
+                    os.fsync(self._fh.fileno())
+            except OSError as exc:  # a full disk, the folder made read-only: not a bug (it was exit 70)
+                self._failed = JournalNotWritten(self.path, exc)
+                raise self._failed from None
+
+    @property
+    def failed(self) -> JournalNotWritten | None:
+        return self._failed
 
     def close(self, *, finished: bool) -> None:
         if self._fh is not None:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # what a failed write left in the buffer fails again here
+                self._fh.close()
             self._fh = None
         if finished:
             with contextlib.suppress(FileNotFoundError):

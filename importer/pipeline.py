@@ -35,6 +35,7 @@ from importer.errors import (
     ExitCode,
     ImporterError,
     Interrupted,
+    JournalNotWritten,
     MissingToken,
     ResultsNotWritten,
 )
@@ -156,10 +157,10 @@ def _finish(
             raise ResultsNotWritten(f"the results workbook {out} could not be written ({reason}); nothing was sent. "
                                     "Free some space, or choose another place with --output") from exc  # fmt: skip
         done = sum(o.status is Status.CREATED for o in outcomes.values())
+        kept = "" if isinstance(stopped, JournalNotWritten) else " and are kept in the journal beside it"
         raise ResultsNotWritten(f"the results workbook {out} could not be written ({reason}). {done} rows were "
-                                "created in Kantata and are kept in the journal beside it: mend that, then run the "
-                                "same command again; it finds them (nothing is created twice) and writes the "
-                                "workbook") from exc  # fmt: skip
+                                f"created in Kantata{kept}: mend that, then run the same command again; it finds "
+                                "them (nothing is created twice) and writes the workbook") from exc  # fmt: skip
     counts = Counter(o.status.value for o in outcomes.values())
     if stopped is not None:
         code = stopped.exit_code

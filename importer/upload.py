@@ -30,7 +30,7 @@ from typing import Any
 
 from importer.client import KantataClient, OutcomeUnknown
 from importer.concurrency import Cancelled
-from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted, TokenRejected
+from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted, JournalNotWritten, TokenRejected
 from importer.journal import SENDING_AHEAD
 from importer.outcomes import Outcome, Status
 from importer.planner import Item, Plan
@@ -75,8 +75,8 @@ class Uploader:
     hold per batch whatever the others do. Shared state (outcomes, and the callback that journals and reports
     them) is behind one lock; `on_sending` and `on_withdrawn` are called outside it, from several threads at
     once (the journal locks its own writes). The first thread to hit a reason to stop (Kantata unreachable,
-    token refused) stops the others before their next request; Ctrl-C does the same from the main thread, and
-    in-flight batches are settled.
+    token refused, the journal unwritable) stops the others before their next request; Ctrl-C does the same
+    from the main thread, and in-flight batches are settled.
     """
 
     def __init__(
@@ -175,7 +175,7 @@ class Uploader:
             self.send(batch)
         except (_Stop, Cancelled):
             pass
-        except (ApiUnavailable, AuthError) as exc:
+        except (ApiUnavailable, AuthError, JournalNotWritten) as exc:
             self._stop_with(exc)
 
     def _journal_ahead(self, batch: Sequence[Item]) -> _Try:
@@ -189,12 +189,13 @@ class Uploader:
         """Just before a POST leaves: from now on Kantata may hold these rows. Their "sending" line was written
         before the slot wait; if that was longer ago than journal.SENDING_AHEAD (a long wait, a retry after a
         backoff), it is written again now."""
+        now = time.monotonic()
+        if self._on_sending is not None and now - this_try.journalled > SENDING_AHEAD:
+            this_try.journalled = now
+            self._on_sending(batch)  # (raising JournalNotWritten, the try does not leave: not yet `_sent`)
         with self._sent_lock:
             self._sent.update(i.row for i in batch)
         this_try.left = time.monotonic()
-        if self._on_sending is not None and this_try.left - this_try.journalled > SENDING_AHEAD:
-            this_try.journalled = this_try.left
-            self._on_sending(batch)
 
     def _withdrawn(self, batch: Sequence[Item]) -> None:
         """A stop cancelled these rows before any request of theirs could write: none is in flight any more."""

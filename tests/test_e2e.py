@@ -546,6 +546,22 @@ def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
     ]
 
 
+def test_a_journal_that_cannot_be_opened_is_exit_4_and_nothing_is_sent(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was exit 70 ("internal error") with a traceback under --debug only. (A folder in the journal's place
+    stands for any open that fails: a full disk, a read-only folder.)"""
+    path = make_schedule([good_row(n) for n in range(3)])
+    path.with_name(".schedule.results.xlsx.journal.jsonl").mkdir()
+    assert main(["upload", str(path), "--json"]) == 4
+    captured = capsys.readouterr()
+    error = json.loads(captured.out)["error"]
+    assert error["kind"] == "journal-not-written" and "nothing was sent" in error["message"]
+    assert ".schedule.results.xlsx.journal.jsonl could not be written" in captured.err
+    assert "Traceback" not in captured.err and sandbox.milestones() == []
+    assert "POST /billing_milestones" not in sandbox.stats()
+
+
 def test_a_results_workbook_that_cannot_be_written_is_exit_5_and_a_rerun_writes_it(
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

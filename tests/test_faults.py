@@ -8,7 +8,9 @@ sandbox's, every bad row is `invalid` or `rejected` with a message, and nothing 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -240,6 +242,64 @@ def test_token_refused_midway_stops_with_exit_3_without_touching_other_rows(
     assert {f"T{o.row - 2}": o.milestone_id for o in result.outcomes.values() if o.milestone_id} == ids
     # Each sending thread stops after its first refused request: the 20 batches are not all tried.
     assert sandbox.stats()["POST /billing_milestones"] <= 2 * SENDERS_PER_SLOT * concurrency
+
+
+class _FillsUp:
+    """The journal's file on a disk that fills up just as the batch holding `row` is journalled: that write and
+    every later one fail with ENOSPC, as on a full disk."""
+
+    def __init__(self, fh: Any, row: int) -> None:
+        self.fh, self.row, self.full = fh, row, False
+
+    def write(self, text: str) -> int:
+        entries = [json.loads(line) for line in text.splitlines() if line]
+        self.full |= any(e["kind"] == "sending" and self.row in e["rows"] for e in entries)
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return int(self.fh.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fh, name)
+
+
+def test_a_journal_that_cannot_be_written_stops_the_sending_and_a_rerun_resumes(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under the journal ended the run "internal error" (exit 70) with no workbook, and the batch
+    whose "sending" line failed was one write away from leaving unrecorded. Now that batch does not leave, nor
+    any after it; the batches sent are settled, the workbook written, exit 4; the same command resumes."""
+    import importer.journal
+
+    sandbox.reset()
+    path = _schedule(tmp_path, 50)  # spreadsheet rows 2-51: batches of 10, the third starts at row 22
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=1,
+                        server_timeout=2, connect_timeout=1)  # fmt: skip
+    real_open = importer.journal.Journal.open
+
+    def open_on_a_disk_filling_up(path: Path, digest: str) -> importer.journal.Journal:
+        journal = real_open(path, digest)
+        journal._fh = _FillsUp(journal._fh, 22)  # type: ignore[assignment]
+        return journal
+
+    with monkeypatch.context() as patched:
+        patched.setattr(importer.journal.Journal, "open", open_on_a_disk_filling_up)
+        result = run_upload(path, settings)
+    assert int(result.exit_code) == 4 and "No space left on device" in str(result.stopped)
+    assert "journal" in str(result.stopped) and "sending stopped" in str(result.stopped)
+    ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
+    posts = sandbox.stats()["POST /billing_milestones"]
+    # The first batch, and the second unless the stop cancelled it in its wait for the slot: none after.
+    assert sorted(ids) == sorted(f"Row {n}" for n in range(10 * posts)) and posts in (1, 2)
+    results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+    assert [r["status"] for r in results] == ["created"] * len(ids) + ["not_sent"] * (50 - len(ids))
+    assert {r["title"]: r["billing_milestone_id"] for r in results if r["billing_milestone_id"]} == ids
+    assert all("journal" in r["errors"] for r in results[len(ids) :])
+
+    again = run_upload(path, settings)  # the disk has room again
+    assert int(again.exit_code) == 0 and again.counts["created"] == 50
+    titles = Counter(str(m["title"]) for m in sandbox.milestones())
+    assert len(titles) == 50 and set(titles.values()) == {1}
+    assert sandbox.stats()["POST /billing_milestones"] == 5
 
 
 def _cli(path: Path, url: str, *extra: str, server_timeout: int = 5) -> subprocess.Popen[str]:
