@@ -50,7 +50,8 @@ exit codes:
        (validate --online: nothing was written)
   5    the results workbook could not be written (a full disk, no permission): an upload's outcomes are kept in
        its journal, so fix that and run the same command again to write it (nothing is sent twice)
-  130  interrupted (Ctrl-C); an upload wrote the results workbook, re-run to resume (validate: nothing written)
+  130  interrupted (Ctrl-C, SIGTERM, SIGHUP); an upload wrote the results workbook, re-run to resume
+       (validate: nothing written)
   70   internal error (a bug): run again with --debug for the traceback"""
 
 

@@ -8,6 +8,7 @@ Neither prints: progress goes to an optional `on_progress(stage, done, total)` (
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import gc
@@ -545,25 +546,60 @@ def _patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], Non
         yield lambda: None
         return
 
+    # What the user sees through a terminal: when it hangs up (SIGHUP: the ssh connection dropped, the window
+    # closed), writing to it would fail, and the run must still settle and write its workbook in silence.
+    ttys = [fd for fd in (1, 2) if _isatty(fd)]
+
     def later(signum: int, frame: FrameType | None) -> None:
+        if signum == _SIGHUP:
+            _hung_up(ttys)
         say("finishing: settling what was sent and writing the results workbook (Ctrl-C is ignored until then)")
 
     def writing() -> None:
-        signal.signal(signal.SIGINT, later)
-        signal.signal(signal.SIGTERM, later)
+        for signum in _STOPPING:
+            signal.signal(signum, later)
 
     def first(signum: int, frame: FrameType | None) -> None:
+        if signum == _SIGHUP:
+            _hung_up(ttys)
         writing()
         raise KeyboardInterrupt
 
     # SIGTERM (`timeout`, systemd, Kubernetes stopping a job) as Ctrl-C: settle, write, exit 130 (helper-18 saw
-    # a SIGTERM end an upload with no workbook and no JSON); a later one waits for the workbook as well.
-    previous = signal.signal(signal.SIGINT, first), signal.signal(signal.SIGTERM, first)
+    # a SIGTERM end an upload with no workbook and no JSON); a later one waits for the workbook as well. SIGHUP
+    # the same: by default it ended the run as kill -9 does, leaving no workbook and a re-run to wait out the
+    # window of the requests it left in flight.
+    previous = {signum: signal.signal(signum, first) for signum in _STOPPING}
     try:
         yield writing
     finally:
-        signal.signal(signal.SIGINT, previous[0])
-        signal.signal(signal.SIGTERM, previous[1])
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_SIGHUP = getattr(signal, "SIGHUP", None)  # not on Windows
+_STOPPING = [signal.SIGINT, signal.SIGTERM, *([_SIGHUP] if _SIGHUP is not None else [])]
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _hung_up(ttys: Sequence[int]) -> None:
+    """The terminal is gone: what would have been written to it goes nowhere (as under nohup), instead of
+    failing with EIO in the middle of settling. Output to a file or a pipe is kept, and so is a terminal that
+    still answers (a `kill -HUP` by hand): a hung-up one fails isatty's question (EIO)."""
+    gone = [fd for fd in ttys if not _isatty(fd)]
+    if not gone:
+        return
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in gone:
+            os.dup2(devnull, fd)
+        os.close(devnull)
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,9 +327,10 @@ def _schedule(tmp_path: Path, n: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_killed_or_interrupted_upload_resumes_to_the_same_workbook(sandbox: Any, tmp_path: Path, sig: int) -> None:
-    """SIGTERM (`timeout`, systemd) is taken as Ctrl-C: helper-18 saw it end a run with no workbook."""
+    """SIGTERM (`timeout`, systemd) and SIGHUP (the terminal closed) are taken as Ctrl-C: helper-18 saw SIGTERM
+    end a run with no workbook, and SIGHUP did the same."""
     sandbox.reset()
     sandbox.set_faults(latency=0.05)
     path = _schedule(tmp_path, 200)  # 20 requests of 10
@@ -361,6 +362,34 @@ def test_killed_or_interrupted_upload_resumes_to_the_same_workbook(sandbox: Any,
     assert [r["status"] for r in results] == ["created"] * 200
     assert {r["title"]: r["billing_milestone_id"] for r in results} == ids
     assert not (tmp_path / ".schedule.results.xlsx.journal.jsonl").exists()
+
+
+def test_a_terminal_that_hangs_up_midway_still_gets_the_workbook_written(sandbox: Any, tmp_path: Path) -> None:
+    """The ssh connection drops: the terminal hangs up, and the run gets SIGHUP. It settles and writes the
+    workbook as on Ctrl-C, in silence: its messages to the gone terminal would fail (EIO), and the JSON on a
+    pipe is still written whole."""
+    import pty
+
+    sandbox.reset()
+    sandbox.set_faults(latency=0.05)
+    path = _schedule(tmp_path, 200)
+    master, terminal = pty.openpty()
+    env = {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "importer", "upload", str(path), "--batch-size", "10", "--json"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=terminal, text=True)  # fmt: skip
+    os.close(terminal)
+    try:
+        _wait_for_posts(sandbox, 5, proc)
+    finally:
+        os.close(master)  # the terminal hangs up: writing to it fails with EIO from now on
+    proc.send_signal(signal.SIGHUP)  # (sent by the kernel to the session's leader, and by the shell to its jobs)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    summary = json.loads(out)
+    results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+    created = [r for r in results if r["status"] == "created"]
+    assert summary["counts"]["created"] == len(created) == len(sandbox.milestones())
+    assert 0 < len(created) < 200 and {r["status"] for r in results} == {"created", "not_sent"}
 
 
 def _journal_sendings(tmp_path: Path) -> int:
