@@ -264,6 +264,10 @@ class Writer:
         ws.set_column(placed["errors"], placed["errors"], 60)
         ws.set_column(placed["status"], placed["billing_milestone_id"], 14)
         if last > hr:
+            # Kantata's ids are text (exact past 15 digits, as its API gives them); without this Excel marks
+            # each one with a green triangle, "Number Stored as Text".
+            ids = column_letter(placed["billing_milestone_id"])
+            ws.ignore_errors({"number_stored_as_text": f"{ids}{hr + 2}:{ids}{last + 1}"})
             self._colour_rows(ws, hr + 1, last, max(len(letters), max(placed.values()) + 1), placed["status"])
             ws.autofilter(hr, 0, last, max(placed.values()))
 

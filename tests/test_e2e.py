@@ -546,6 +546,27 @@ def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
     ]
 
 
+def test_the_new_ids_are_text_that_excel_does_not_flag(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule
+) -> None:
+    """Kantata's ids are text, kept exact; Excel marked every one "Number Stored as Text" (a green triangle)."""
+    import re
+    import zipfile
+
+    from openpyxl.utils import get_column_letter
+
+    path = make_schedule([good_row(n) for n in range(3)])
+    assert main(["upload", str(path)]) == 0
+    out = path.with_name("schedule.results.xlsx")
+    ws = openpyxl.load_workbook(out)["Billing"]
+    col = get_column_letter([c.value for c in ws[1]].index("billing_milestone_id") + 1)
+    assert [ws[f"{col}{r}"].data_type for r in (2, 3, 4)] == ["s"] * 3
+    with zipfile.ZipFile(out) as z:
+        sheets = [z.read(n).decode() for n in z.namelist() if n.startswith("xl/worksheets/sheet")]
+    ignored = [m.group(1) for x in sheets for m in re.finditer(r'<ignoredError sqref="([^"]+)" numberStoredAsText', x)]
+    assert ignored == [f"{col}2:{col}4"]
+
+
 def test_a_journal_that_cannot_be_opened_is_exit_4_and_nothing_is_sent(
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]
 ) -> None:
