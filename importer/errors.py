@@ -154,18 +154,19 @@ class ApiUnavailable(ImporterError):
 
 
 class JournalNotWritten(ImporterError):
-    """The upload's journal could not be written (a full disk, the folder made read-only). No batch leaves without
-    its "sending" line, so the run stops sending: what was sent is settled, the rest is `not_sent`."""
+    """The upload's journal (or the ledger of requests in flight) could not be written (a full disk, the folder
+    made read-only). No batch leaves unrecorded, so the run stops sending: what was sent is settled, the rest is
+    `not_sent`."""
 
     exit_code = ExitCode.STOPPED
 
-    def __init__(self, path: Path, exc: OSError, *, at_start: bool = False) -> None:
+    def __init__(self, path: Path, exc: OSError, *, at_start: bool = False, what: str = "the upload's journal") -> None:
         reason = exc.strerror or type(exc).__name__
-        what = ("nothing was sent" if at_start else
+        then = ("nothing was sent" if at_start else
                 "sending stopped, since a row sent without it could be sent twice by a re-run")  # fmt: skip
         super().__init__(
-            f"the upload's journal {path} could not be written ({reason}): {what}. Free some space (or restore "
-            "write access to the folder) and run the same command again" + ("" if at_start else ": it resumes")
+            f"{what} {path} could not be written ({reason}): {then}. Free some space (or restore write access to "
+            "the folder) and run the same command again" + ("" if at_start else ": it resumes")
         )
         self.path = path
         self.cause = exc

@@ -11,7 +11,9 @@ stops early.
 
 Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out (at
 most SENDING_AHEAD seconds before). It carries the wall-clock time and, on Linux, the boot id and the seconds
-since boot: a resume in the same boot times its wait by that clock, which no clock change moves.
+since boot: a resume in the same boot times its wait by that clock, which no clock change moves. A "left"
+line (flushed) follows as the request leaves: in the same boot, a row journalled with none never left, and a
+resume does not wait for it (`tells_left`).
 A "created" line is not fsynced: should it be lost (power loss), the row counts as in flight on resume, and the
 look-up that settles in-flight rows finds it in Kantata at once, so nothing waits and nothing is sent twice.
 Skipping that fsync (1 ms under load, taken while the other threads wait) saves a slot's worth of time per
@@ -50,8 +52,8 @@ SENDING_AHEAD = 2.0
 VERSION = 2  # 2: the digest hashes the validated rows column-wise (1 hashed each request body)
 
 
-@functools.cache
-def _boot() -> str | None:
+@functools.cache  # (one per boot: read once)
+def boot_id() -> str | None:
     """This boot's id (Linux), or None: a "sending" line's time since boot means something only in the same boot."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
@@ -63,14 +65,14 @@ def _since_boot() -> float | None:
     """Seconds since boot, suspends included (CLOCK_BOOTTIME): unlike the wall clock, no NTP step or clock change
     moves it. None where there is no such clock."""
     clock = getattr(time, "CLOCK_BOOTTIME", None)
-    return time.clock_gettime(clock) if clock is not None and _boot() is not None else None
+    return time.clock_gettime(clock) if clock is not None and boot_id() is not None else None
 
 
 def clocks() -> dict[str, Any]:
     """When a line is written: the wall clock, and in this boot the seconds since boot (with the boot's id)."""
     entry: dict[str, Any] = {"at": time.time()}
     if (up := _since_boot()) is not None:
-        entry |= {"boot": _boot(), "up": up}
+        entry |= {"boot": boot_id(), "up": up}
     return entry
 
 
@@ -78,9 +80,21 @@ def seconds_since(entry: dict[str, Any]) -> float:
     """Seconds since a line stamped by `clocks()`: by the clock since boot when it was written in this boot, so
     that a wall clock stepped forward (NTP, a user's change) does not cut short a wait for its requests, nor one
     stepped back lengthen it; else by the wall clock, and at least 0."""
-    if entry.get("up") is not None and entry.get("boot") == _boot() and (now := _since_boot()) is not None:
+    if entry.get("up") is not None and entry.get("boot") == boot_id() and (now := _since_boot()) is not None:
         return max(0.0, now - float(entry["up"]))
     return max(0.0, time.time() - float(entry.get("at") or 0))
+
+
+def tells_left(entry: dict[str, Any]) -> bool:
+    """Whether a "sending" line can be trusted to have a "left" line after it if its request left, so that
+    without one it never left, and a resume need not wait for it (a kill -9 leaves a batch or two journalled
+    ahead of their slot: waiting out their window cost every such resume minutes, Settings.writes_until).
+
+    A "left" line is written, flushed but not fsynced, before the request leaves (a write that fails stops it
+    leaving). Flushed, it is in the kernel's cache: no kill of the process loses it, only a crash of the
+    machine, which starts another boot. So the line is trusted only in the boot it was written in, and only
+    from a version that writes "left" lines; else every request journalled counts as gone."""
+    return entry.get("tells") == "left" and entry.get("boot") is not None and entry.get("boot") == boot_id()
 
 
 def _lock(fh: IO[str], path: Path) -> None:
@@ -161,6 +175,8 @@ class Journal:
         except OSError:
             return set()
         sent: set[int] = set()
+        left: set[int] = set()  # rows a request of which left (or may have: see `untold`)
+        untold: set[int] = set()  # rows of "sending" lines whose "left" lines cannot be trusted to tell
         created: set[int] = set()
         for number, line in enumerate(lines):
             try:
@@ -169,15 +185,23 @@ class Journal:
                 continue  # a torn line from a crash mid-write
             if number == 0 and (entry.get("kind") != "start" or entry.get("digest") != self.digest):
                 return set()  # another schedule, or another version of this one: start afresh
-            if entry.get("kind") == "sending":
-                sent.update(int(r) for r in entry["rows"])
+            kind = entry.get("kind")
+            rows = [int(r) for r in entry.get("rows") or ()]
+            if kind == "sending":
+                sent.update(rows)
+                if not tells_left(entry):
+                    untold.update(rows)
                 # Lines are in the order written: the last one decides (a run on another machine may follow).
                 self.last_sent = entry
-            elif entry.get("kind") == "unsent":
-                sent.difference_update(int(r) for r in entry["rows"])
-            elif entry.get("kind") == "outcome" and entry.get("status") == Status.CREATED.value:
+            elif kind == "left":
+                left.update(rows)
+            elif kind == "unsent":
+                sent.difference_update(rows)
+                left.difference_update(rows)
+                untold.difference_update(rows)
+            elif kind == "outcome" and entry.get("status") == Status.CREATED.value:
                 created.add(int(entry["row"]))
-        self.in_flight = sent - created
+        self.in_flight = (sent & (left | untold)) - created
         return sent | created
 
     def sending(self, items: Sequence[Item]) -> None:
@@ -186,7 +210,12 @@ class Journal:
         for a re-run would not know to wait for it (and a line after a torn one may be lost with it)."""
         if self._failed is not None:
             raise self._failed
-        self._write([{"kind": "sending", "rows": [i.row for i in items], **clocks()}])
+        self._write([{"kind": "sending", "rows": [i.row for i in items], "tells": "left", **clocks()}])
+
+    def left(self, items: Sequence[Item]) -> None:
+        """Called as a request of these rows leaves (`tells_left`); raises JournalNotWritten, and then the
+        request must not leave."""
+        self._write([{"kind": "left", "rows": [i.row for i in items]}], durable=False)
 
     def since_last_sent(self) -> float:
         """Seconds since the previous run's last "sending" line (`seconds_since`)."""

@@ -26,12 +26,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from importer.journal import clocks, seconds_since
+from importer.errors import JournalNotWritten
+from importer.journal import clocks, seconds_since, tells_left
 from importer.outcomes import Outcome, Status
 from importer.planner import ImportKey, Item
 
 STATE_ENV = "KANTATA_IMPORT_STATE"
 FILE_NAME = "inflight.jsonl"
+LEDGER = "the ledger of requests in flight"
 SETTLED = (Status.CREATED, Status.REJECTED, Status.EXISTS)  # answered: nothing of theirs is still being written
 
 
@@ -82,7 +84,9 @@ class Ledger:
         self._mine = 0  # bytes this run appended since
         self._fh: IO[str] | None = None
         self._lock = threading.Lock()
-        self.broken = False  # a write failed: from then on this run records nothing more
+        self.broken = False  # a write failed: from then on this run records nothing more, and sends nothing
+        self._failure: OSError | None = None
+        self._told = False  # a "sending" line was written (or tried): a "left" line must follow what leaves
 
     @classmethod
     def open(cls, base_url: str, window: float) -> Ledger | None:
@@ -123,26 +127,38 @@ class Ledger:
         only its keys not settled since."""
         entries: list[dict[str, Any]] = []
         sent: dict[tuple[str, str], tuple[float, int]] = {}  # (url, key) -> (seconds left, its entry)
+        gone: set[tuple[str, str]] = set()  # keys a request of which left, or may have (journal.tells_left)
         for line in text.splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue  # a torn line (power cut mid-write)
             url = str(entry.get("url"))
+            keys = [(url, str(key)) for key in entry.get("keys") or ()]
             if entry.get("kind") == "sending":
                 left = float(entry.get("window") or self.window) - seconds_since(entry)
                 entries.append(entry)
-                for key in entry.get("keys") or ():
-                    sent[(url, key)] = (left, len(entries) - 1)
+                sent.update((k, (left, len(entries) - 1)) for k in keys)
+                if not tells_left(entry):
+                    gone.update(keys)
+            elif entry.get("kind") == "left":
+                gone.update(keys)
             elif entry.get("kind") == "settled":
-                for key in entry.get("keys") or ():
-                    sent.pop((url, key), None)
+                for k in keys:
+                    sent.pop(k, None)
+                gone.difference_update(keys)
         live = {k: v for k, v in sent.items() if v[0] > 0}
-        self.live = {key: left for (url, key), (left, _) in live.items() if url == self.url}
+        # Waited for: the keys that may have left. Kept: every live one, for a run of another account may be
+        # about to write its "left" line (one upload at a time is per account).
+        self.live = {key: left for (url, key), (left, _) in live.items() if url == self.url and (url, key) in gone}
         keep: dict[int, list[str]] = {}
         for (_, key), (_, at) in live.items():
             keep.setdefault(at, []).append(key)
-        return [json.dumps({**entries[at], "keys": keys}) + "\n" for at, keys in sorted(keep.items())]
+        kept = [json.dumps({**entries[at], "keys": keys}) + "\n" for at, keys in sorted(keep.items())]
+        went: dict[str, list[str]] = {}
+        for url, key in sorted(gone & live.keys()):
+            went.setdefault(url, []).append(key)
+        return kept + [json.dumps({"kind": "left", "url": url, "keys": keys}) + "\n" for url, keys in went.items()]
 
     def waits_for(self, items: Sequence[Item]) -> dict[ImportKey, float]:
         """The items' keys that an earlier or other run sent and that may still be written: seconds left."""
@@ -153,8 +169,18 @@ class Ledger:
         with self._lock:
             self._keys.update((i.row, _text(i.key)) for i in items)
             self._open.update(_text(i.key) for i in items)
-        self._write({"kind": "sending", "url": self.url, "window": self.window,
+            # From here on, what leaves must say so, and a failure to write that stops it. (A ledger that could
+            # not be written from the start holds no line of this run's: it guards nothing, and stops nothing.)
+            self._told |= self._fh is not None
+        self._write({"kind": "sending", "url": self.url, "window": self.window, "tells": "left",
                      "keys": [_text(i.key) for i in items], **clocks()}, durable=True)  # fmt: skip
+
+    def left(self, items: Sequence[Item]) -> None:
+        """A request of these keys leaves (journal.tells_left). Raises JournalNotWritten when that cannot be
+        recorded, and then the request must not leave: its "sending" line says it would be."""
+        self._write({"kind": "left", "url": self.url, "keys": [_text(i.key) for i in items]}, durable=False)
+        if self.broken and self._told:
+            raise JournalNotWritten(self.path, self._failure or OSError("not written"), what=LEDGER)
 
     def settled(self, outcomes: Sequence[Outcome]) -> None:
         """Rows answered (created, refused, found): no request of theirs is left to write them."""
@@ -190,8 +216,9 @@ class Ledger:
                         os.fsync(fh.fileno())
                 finally:
                     _unlock(fh)
-            except OSError:
+            except OSError as exc:
                 self.broken = True
+                self._failure = exc
                 self._fh = None
                 with contextlib.suppress(OSError):
                     fh.close()

@@ -382,12 +382,15 @@ def run_upload(
                     record = _both(_both(journal.record, on_outcomes), _sent(on_progress, the_plan.rows))
                     sending: OnSending = journal.sending
                     withdrawn: OnSending = journal.withdrawn
+                    left: OnSending = journal.left
                     if ledger is not None:
                         record = _both(record, ledger.settled)
                         sending, withdrawn = _each(sending, ledger.sending), _each(withdrawn, ledger.withdrawn)
+                        left = _each(left, ledger.left)
                     if stream is not None:
                         record = _both(record, stream.add)
-                    uploader = Uploader(client, on_outcomes=record, on_sending=sending, on_withdrawn=withdrawn)
+                    uploader = Uploader(client, on_outcomes=record, on_sending=sending, on_withdrawn=withdrawn,
+                                        on_left=left)  # fmt: skip
                     result = uploader.run(the_plan, sent_before=journal.sent_before)
                     outcomes, stopped, made = result.outcomes, result.stopped, result.requests
                     currencies = currencies_later.result() if stopped is None else {}

@@ -86,9 +86,11 @@ class Uploader:
         on_outcomes: OnOutcomes | None = None,
         on_sending: OnSending | None = None,
         on_withdrawn: OnSending | None = None,
+        on_left: OnSending | None = None,
     ) -> None:
         self.client = client
         self._on_withdrawn = on_withdrawn
+        self._on_left = on_left
         self.outcomes: dict[int, Outcome] = {}
         self._on_outcomes = on_outcomes
         self._on_sending = on_sending
@@ -188,11 +190,13 @@ class Uploader:
     def _sending(self, batch: Sequence[Item], this_try: _Try) -> None:
         """Just before a POST leaves: from now on Kantata may hold these rows. Their "sending" line was written
         before the slot wait; if that was longer ago than journal.SENDING_AHEAD (a long wait, a retry after a
-        backoff), it is written again now."""
+        backoff), it is written again now. Then `on_left` says that it leaves (journal.tells_left)."""
         now = time.monotonic()
         if self._on_sending is not None and now - this_try.journalled > SENDING_AHEAD:
             this_try.journalled = now
             self._on_sending(batch)  # (raising JournalNotWritten, the try does not leave: not yet `_sent`)
+        if self._on_left is not None:
+            self._on_left(batch)  # the same
         with self._sent_lock:
             self._sent.update(i.row for i in batch)
         this_try.left = time.monotonic()

@@ -12,6 +12,7 @@ import errno
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -421,15 +422,16 @@ def _killed_with_four_batches_at_kantata(
 def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kantata(
     sandbox: Any, tmp_path: Path, change: str
 ) -> None:
-    """Killed with four batches on the wire, which Kantata is still writing (4 s each): a re-run at once must not
+    """Killed with four batches on the wire, which Kantata is still writing (8 s each): a re-run at once must not
     send them again. It finds them missing, waits, finds them written, and sends only the rest. So also when
     the schedule was edited or the results go elsewhere (helper-18: the journal belongs to one schedule content
     and one results workbook, and such a re-run sent them again, 200-300 duplicates of 1000); the ledger
     (importer/ledger.py) keeps the keys in flight across both. (Reordered rows change the digest as an edit
-    does.) The re-run waits out the window of the batches journalled but never sent (2 + 10 + 5 s).
+    does.) The four batches journalled ahead of their slot never left: the re-run does not wait for them (it
+    waited out their window, 2 + 10 + 5 s here, 192 s by default).
     160 rows: the eight sending threads hold the first 80, any of which may be at Kantata (CI once saw row 79's
     batch among the four), so the edited row is the last, whose batch no thread could take before the kill."""
-    path, deadline = _killed_with_four_batches_at_kantata(sandbox, tmp_path, latency=4.0, rows=160)
+    path, deadline = _killed_with_four_batches_at_kantata(sandbox, tmp_path, latency=8.0, rows=160)
     lines = path.read_text().splitlines(keepends=True)
     extra: tuple[str, ...] = ()
     if change == "edit a row not sent":
@@ -438,7 +440,7 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
         extra = ("-o", str(tmp_path / "schedule.results-2.xlsx"))
     path.write_text("".join(lines))
 
-    sandbox.set_faults(latency=0.0)  # the re-run is fast; the four requests still finish in their 4 s
+    sandbox.set_faults(latency=0.0)  # the re-run is fast; the four requests still finish in their 8 s
     rerun = _cli(path, sandbox.url, "--concurrency", "4", *extra)
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
@@ -448,6 +450,8 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
     titles = Counter(str(m["title"]) for m in sandbox.milestones())
     assert set(titles.values()) == {1}, titles.most_common(3)  # none twice
     assert len(titles) == 160 and "requests may still be running: waiting up to" in err
+    waited = re.search(r"(\d+) rows an interrupted run sent are not in Kantata yet", err)
+    assert waited and int(waited.group(1)) <= 40, err  # the four batches at Kantata at most, not the other four
     if change == "edit a row not sent":
         assert "Row 159 edited" in titles and "Row 159" not in titles
     if change == "none":  # the journal's resume: what an uninterrupted run writes

@@ -58,13 +58,19 @@ def test_a_row_left_out_of_the_items_changes_the_digest(make_schedule: MakeSched
     )
 
 
+def _went(journal: Journal, items: list[Item]) -> None:
+    """A batch as an upload journals it when its request leaves: "sending", then "left"."""
+    journal.sending(items)
+    journal.left(items)
+
+
 def _journal_of_sent(tmp_path: Path, make_schedule: MakeSchedule, sent: int) -> tuple[Path, list[Item]]:
     """A journal ("digest-a") of an import of five rows that sent its first `sent` rows, and those items."""
     validated = validate_rows(load_schedule(make_schedule([good_row(n) for n in range(5)])), DEFAULT_OPTIONS)
     items, _ = build_items(validated.rows)
     path = tmp_path / ".results.xlsx.journal.jsonl"
     journal = Journal.open(path, "digest-a")
-    journal.sending(items[:sent])
+    _went(journal, items[:sent])
     journal.close(finished=False)
     return path, items
 
@@ -80,6 +86,56 @@ def test_a_reopened_journal_restores_what_was_sent_only_for_its_digest(
     assert other.sent_before == set()
     other.close(finished=True)
     assert not path.exists()
+
+
+def test_a_batch_journalled_that_never_left_is_not_in_flight_in_this_boot_only(
+    tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A "sending" line with no "left" line after it: its request never left, if written in this boot by a
+    version that writes "left" lines (journal.tells_left); a resume need not wait for it."""
+    monkeypatch.setattr(journal_module, "boot_id", lambda: "this-boot")
+    monkeypatch.setattr(journal_module, "_since_boot", lambda: 5_000.0)
+    path, items = _journal_of_sent(tmp_path, make_schedule, 2)  # rows 2, 3 left
+    journal = Journal.open(path, "digest-a")
+    journal.sending(items[2:4])  # rows 4, 5: journalled ahead of their slot, then the kill
+    journal.close(finished=False)
+    resumed = Journal.open(path, "digest-a")
+    resumed.close(finished=False)
+    assert (resumed.sent_before, resumed.in_flight) == ({2, 3, 4, 5}, {2, 3})
+
+    _shifted(path, tells=None)  # as a version before "left" lines wrote it: every row counts as gone
+    assert _reopened(path).in_flight == {2, 3, 4, 5}
+    _shifted(path, tells="left")
+    assert _reopened(path).in_flight == {2, 3}
+    monkeypatch.setattr(journal_module, "boot_id", lambda: "after-a-crash")  # a flushed line may have been lost
+    assert _reopened(path).in_flight == {2, 3, 4, 5}
+
+
+def _reopened(path: Path) -> Journal:
+    journal = Journal.open(path, "digest-a")
+    journal.close(finished=False)
+    return journal
+
+
+def test_a_rerun_after_a_kill_sends_at_once_what_was_journalled_but_never_left(
+    sandbox: Any, tmp_path: Path, make_schedule: MakeSchedule
+) -> None:
+    """It waited the whole window (2 + Settings.writes_until: 192 s by default) for a batch journalled ahead of
+    its slot, which every kill -9 leaves; now it sends it at once, once."""
+    sandbox.reset()
+    path = make_schedule([good_row(n) for n in range(30)], name="all")
+    validated = validate_rows(load_schedule(path), DEFAULT_OPTIONS)
+    items, _ = build_items(validated.rows)
+    journal = Journal.open(journal_path(path.with_name("all.results.xlsx")),
+                           schedule_digest(validated.rows, [i.row for i in items]))  # fmt: skip
+    journal.sending(items[:10])  # journalled just now; the kill came before its slot did
+    journal.close(finished=False)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, server_timeout=180)
+    said: list[str] = []
+    result = run_upload(path, settings, on_stage=said.append)
+    assert any("resuming an interrupted upload of this schedule (10 rows sent before)" in s for s in said), said
+    assert not any("waiting up to" in s for s in said), said
+    assert result.counts["created"] == 30 and len(sandbox.milestones()) == 30
 
 
 def test_created_lines_lost_to_a_power_cut_cost_no_wait_and_no_duplicate(
@@ -99,7 +155,7 @@ def test_created_lines_lost_to_a_power_cut_cost_no_wait_and_no_duplicate(
     journal = Journal.open(
         journal_path(path.with_name("all.results.xlsx")), schedule_digest(validated.rows, [i.row for i in items])
     )
-    journal.sending(items[:10])  # sent now; the lines saying they were created are gone
+    _went(journal, items[:10])  # sent now; the lines saying they were created are gone
     journal.close(finished=False)
 
     said: list[str] = []
@@ -123,7 +179,7 @@ def test_a_line_after_a_torn_tail_is_not_lost(tmp_path: Path, make_schedule: Mak
         fh.write('{"kind": "outcome", "row": 2, "sta')  # torn by the cut
     resumed = Journal.open(path, "digest-a")
     assert resumed.in_flight == {2, 3}
-    resumed.sending(items[2:4])
+    _went(resumed, items[2:4])
     resumed.close(finished=False)
     third = Journal.open(path, "digest-a")
     assert third.in_flight == {2, 3, 4, 5}
@@ -165,7 +221,7 @@ def _since(path: Path) -> float:
     return journal.since_last_sent()
 
 
-@pytest.mark.skipif(journal_module._boot() is None, reason="the clock since boot is read on Linux only")
+@pytest.mark.skipif(journal_module.boot_id() is None, reason="the clock since boot is read on Linux only")
 def test_a_wall_clock_stepped_forward_does_not_cut_the_wait_short(
     sandbox: Any, tmp_path: Path, make_schedule: MakeSchedule
 ) -> None:
@@ -180,7 +236,7 @@ def test_a_wall_clock_stepped_forward_does_not_cut_the_wait_short(
     items, _ = build_items(validated.rows)
     journal_file = journal_path(path.with_name("all.results.xlsx"))
     journal = Journal.open(journal_file, schedule_digest(validated.rows, [i.row for i in items]))
-    journal.sending(items[:10])
+    _went(journal, items[:10])
     journal.close(finished=False)
     _shifted(journal_file, at=lambda at: at - 10_000)  # as the wall clock now stands, written 10,000 s ago
     # The re-run waits 7 s at most after the line by the clock since boot; by the wall clock, 10,000 s are gone.
@@ -195,10 +251,11 @@ def test_how_long_ago_the_last_line_was_sent_by_which_clock(
 ) -> None:
     """The clock since boot is trusted only when the last "sending" line was written in this boot; otherwise the
     wall clock, never below 0 (a clock set back must not make the wait longer than the whole window)."""
-    monkeypatch.setattr(journal_module, "_boot", lambda: "this-boot")
+    monkeypatch.setattr(journal_module, "boot_id", lambda: "this-boot")
     monkeypatch.setattr(journal_module, "_since_boot", lambda: 5_000.0)
     path, items = _journal_of_sent(tmp_path, make_schedule, 2)
-    assert json.loads(path.read_text(encoding="utf-8").splitlines()[-1])["up"] == 5_000.0
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [e["up"] for e in lines if e["kind"] == "sending"] == [5_000.0]
 
     _shifted(path, at=lambda at: at - 7_200, up=4_990.0)  # by the wall clock 2 hours ago, by this boot's 10 s
     assert _since(path) == pytest.approx(10.0)
@@ -212,10 +269,10 @@ def test_how_long_ago_the_last_line_was_sent_by_which_clock(
     # A line of this boot followed by one from another machine's run (a shared folder): the later line decides.
     _shifted(path, boot="this-boot", at=time.time() - 30)
     journal = Journal.open(path, "digest-a")
-    monkeypatch.setattr(journal_module, "_boot", lambda: "another-machine")
-    journal.sending(items[2:4])
+    monkeypatch.setattr(journal_module, "boot_id", lambda: "another-machine")
+    _went(journal, items[2:4])
     journal.close(finished=False)
-    monkeypatch.setattr(journal_module, "_boot", lambda: "this-boot")
+    monkeypatch.setattr(journal_module, "boot_id", lambda: "this-boot")
     assert _since(path) == pytest.approx(0, abs=5)  # wall: just now, not 10 s
 
 
@@ -234,7 +291,7 @@ def test_a_row_refused_for_its_currency_does_not_change_which_journal_a_rerun_re
     items, _ = build_items(validated.rows)  # as the killed run built them: every row checked offline
     journal = Journal.open(journal_path(path.with_name("schedule.results.xlsx")),
                            schedule_digest(validated.rows, [i.row for i in items]))  # fmt: skip
-    journal.sending(items[10:20])
+    _went(journal, items[10:20])
     journal.close(finished=False)
     result, said = _rerun_while_a_batch_lands_late(sandbox, path, items[10:20])
     assert any("resuming an interrupted upload" in s for s in said), said

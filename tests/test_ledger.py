@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
+from importer.errors import JournalNotWritten
 from importer.ledger import FILE_NAME, STATE_ENV, Ledger, one_upload_to
 from importer.outcomes import Outcome, Status
 from importer.planner import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
@@ -19,6 +21,12 @@ def _item(row: int) -> Item:
     return Item(row, ImportKey(SERVICE_NAME, SERVICE_MODEL, f"ki1-{row:024x}"), {})
 
 
+def _went(ledger: Ledger, items: list[Item]) -> None:
+    """A batch's keys as an upload records them when its request leaves: "sending", then "left"."""
+    ledger.sending(items)
+    ledger.left(items)
+
+
 @pytest.fixture
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
@@ -28,9 +36,9 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_later_run_waits_for_the_keys_sent_without_an_answer_and_for_no_other(state: Path) -> None:
     first = Ledger.open(URL, 60.0)
     assert first is not None
-    first.sending([_item(1), _item(2), _item(3)])
+    _went(first, [_item(1), _item(2), _item(3)])
     first.settled([Outcome(1, Status.CREATED, "7"), Outcome(2, Status.REJECTED), Outcome(3, Status.NOT_SENT)])
-    first.sending([_item(4)])
+    _went(first, [_item(4)])
     first.withdrawn([_item(4)])  # answered 429 only: never in Kantata
     first.close()
 
@@ -43,13 +51,14 @@ def test_a_later_run_waits_for_the_keys_sent_without_an_answer_and_for_no_other(
     for ledger in (later, other):
         ledger.close()
     lines = [json.loads(line) for line in (state / FILE_NAME).read_text().splitlines()]
-    assert [(e["kind"], e["keys"]) for e in lines] == [("sending", [str(_item(3).key)])]  # only what lives
+    key = str(_item(3).key)
+    assert [(e["kind"], e["keys"]) for e in lines] == [("sending", [key]), ("left", [key])]  # only what lives
 
 
 def test_a_key_whose_window_has_passed_is_forgotten(state: Path) -> None:
     first = Ledger.open(URL, 0.05)
     assert first is not None
-    first.sending([_item(1)])
+    _went(first, [_item(1)])
     first.close()
     time.sleep(0.1)
     later = Ledger.open(URL, 60.0)  # its own window does not lengthen the line's
@@ -99,35 +108,81 @@ def test_a_line_torn_by_another_run_does_not_swallow_the_next(state: Path) -> No
     assert running is not None
     with (state / FILE_NAME).open("a", encoding="utf-8") as fh:
         fh.write('{"kind": "sending", "url": "' + URL + '", "keys": ["ki1-torn')  # a write cut short
-    running.sending([_item(7)])
+    _went(running, [_item(7)])
     running.close()
     later = Ledger.open(URL, 60.0)
     assert later is not None and list(later.waits_for([_item(7)])) == [_item(7).key]
     later.close()
 
 
-def test_a_ledger_that_cannot_be_written_is_given_up_not_fatal(state: Path) -> None:
-    ledger = Ledger.open(URL, 60.0)
-    assert ledger is not None
+def _filled_up(ledger: Ledger) -> IO[str]:
+    """The ledger's disk full from now on: every write fails (ENOSPC). The real file, to close."""
 
     class Full:
         def write(self, text: str) -> int:
             raise OSError(28, "No space left on device")
 
         def fileno(self) -> int:
-            return ledger_fd
+            return fd
 
         def close(self) -> None:
             pass
 
     assert ledger._fh is not None
-    ledger_fd = ledger._fh.fileno()
+    fd = ledger._fh.fileno()
     real, ledger._fh = ledger._fh, Full()  # type: ignore[assignment]
-    ledger.sending([_item(1)])  # no exception: the run goes on without it
+    return real
+
+
+def test_a_ledger_that_cannot_be_written_stops_what_it_said_would_leave(state: Path) -> None:
+    """Its "sending" line promises a "left" line for a request that leaves (a kill -9 re-run trusts that): once
+    it cannot be written, the request must not leave (JournalNotWritten stops the run)."""
+    ledger = Ledger.open(URL, 60.0)
+    assert ledger is not None
+    real = _filled_up(ledger)
+    ledger.sending([_item(1)])  # no exception yet: the line may be in the file or not
     assert ledger.broken
+    stopped = r"the ledger of requests in flight .* \(No space left on device\): sending stopped"
+    with pytest.raises(JournalNotWritten, match=stopped):
+        ledger.left([_item(1)])
     ledger.settled([Outcome(1, Status.CREATED, "7")])
     ledger.close()
     real.close()
+
+    unwritten = Ledger.open(URL, 60.0)  # broken before this run wrote a line: nothing promised, nothing stopped
+    assert unwritten is not None
+    _filled_up(unwritten).close()
+    unwritten.settled([Outcome(2, Status.CREATED, "8")])
+    unwritten.broken, unwritten._fh = True, None  # as Ledger.open leaves it when the prune fails
+    _went(unwritten, [_item(3)])
+    unwritten.close()
+
+
+def test_a_batch_said_sending_that_never_left_is_not_waited_for_in_this_boot_only(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill -9 leaves a batch or two journalled ahead of their slot: without a "left" line they never left (in
+    this boot: a crash of the machine could lose a line only flushed), so a re-run need not wait their window.
+    Lines of a version that wrote no "left" lines count as gone."""
+    import importer.journal
+
+    first = Ledger.open(URL, 60.0)
+    assert first is not None
+    first.sending([_item(1)])  # journalled ahead, never left
+    _went(first, [_item(2)])
+    first.close()
+    with (state / FILE_NAME).open("a", encoding="utf-8") as fh:  # an older version's line: no "tells"
+        fh.write("\n" + json.dumps({"kind": "sending", "url": URL, "window": 60.0, "keys": [str(_item(3).key)],
+                                    "at": time.time()}) + "\n")  # fmt: skip
+    later = Ledger.open(URL, 60.0)
+    assert later is not None
+    assert sorted(later.waits_for([_item(n) for n in (1, 2, 3)])) == sorted([_item(2).key, _item(3).key])
+    later.close()
+    monkeypatch.setattr(importer.journal, "boot_id", lambda: "after-a-crash")
+    rebooted = Ledger.open(URL, 60.0)
+    assert rebooted is not None
+    assert len(rebooted.waits_for([_item(n) for n in (1, 2, 3)])) == 3  # the line of item 1 counts as gone
+    rebooted.close()
 
 
 def test_a_run_whose_keys_all_settled_leaves_the_file_as_it_found_it(state: Path) -> None:
@@ -135,21 +190,21 @@ def test_a_run_whose_keys_all_settled_leaves_the_file_as_it_found_it(state: Path
     when nothing of it can still be written and no other run appended meanwhile."""
     earlier = Ledger.open(URL, 60.0)
     assert earlier is not None
-    earlier.sending([_item(9)])  # unanswered: stays
+    _went(earlier, [_item(9)])  # unanswered: stays
     earlier.close()
     kept = (state / FILE_NAME).read_bytes()
     run = Ledger.open(URL, 60.0)
     assert run is not None
-    run.sending([_item(1), _item(2)])
+    _went(run, [_item(1), _item(2)])
     run.settled([Outcome(1, Status.CREATED, "7"), Outcome(2, Status.EXISTS, "8")])
     run.close()
     assert (state / FILE_NAME).read_bytes().split() == kept.split()  # the earlier line only (blank lines aside)
     other = Ledger.open(URL, 60.0)
     assert other is not None
-    other.sending([_item(3)])
+    _went(other, [_item(3)])
     interleaved = Ledger.open(URL, 60.0)  # another run appends meanwhile: its line must not be cut off
     assert interleaved is not None
-    interleaved.sending([_item(4)])
+    _went(interleaved, [_item(4)])
     other.settled([Outcome(3, Status.CREATED, "9")])
     other.close()
     interleaved.close()
