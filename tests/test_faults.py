@@ -569,17 +569,24 @@ def test_ctrl_c_while_the_results_are_written_does_not_lose_them(
 
 @pytest.mark.parametrize("schedule", ["the same", "the same, to another results workbook", "one row more"])
 def test_a_second_upload_to_the_same_account_waits_for_the_first_and_creates_nothing_twice(
-    sandbox: Any, tmp_path: Path, schedule: str
+    sandbox: Any, tmp_path: Path, schedule: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """helper-18 saw two uploads of one schedule to different results workbooks both send every row (6000
     milestones for 3000), helper-20 a schedule and its copy with one row more both send the 48 they share: only
     the journal's lock (one per results workbook) kept uploads apart. Now one at a time per account: the second
     waits, then finds the first's rows."""
     sandbox.reset()
-    sandbox.set_faults(latency=1.0)
+    # The first upload's creates are held until the second has said that it waits (or has ended): timed
+    # instead, a second process slow to start on a loaded machine found the first one done (helper-21).
+    go = threading.Event()
+    create = sandbox._routes["POST /billing_milestones"]
+
+    def held_create(*args: Any) -> Any:
+        go.wait(60)
+        return create(*args)
+
+    monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", held_create)
     path = _schedule(tmp_path, 100)
-    # Ten requests of 1 s one at a time: the first upload is still sending ~9 s after its first POST, longer
-    # than the second process takes to start even on a loaded machine (helper-20 saw 3 s not be, under -n 4).
     first = _cli(path, sandbox.url, "--concurrency", "1", "--batch-size", "10")
     _wait_for_posts(sandbox, 1, first)
     other, extra = path, []
@@ -589,9 +596,22 @@ def test_a_second_upload_to_the_same_account_waits_for_the_first_and_creates_not
     elif schedule != "the same":
         extra = ["-o", str(tmp_path / "other.results.xlsx")]
     second = _cli(other, sandbox.url, *extra)
+    said: list[str] = []
+
+    def watch() -> None:
+        assert second.stderr is not None
+        for line in second.stderr:
+            said.append(line)
+            if "waiting for another upload to" in line:
+                break
+        go.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    watcher.join(120)
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
-    assert "waiting for another upload to" in err
+    assert "waiting for another upload to" in "".join(said)
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     titles = Counter(str(m["title"]) for m in sandbox.milestones())

@@ -116,10 +116,14 @@ def test_keeps_the_connection_alive_and_answers_without_the_nagle_delay(sandbox:
         assert sockets[0] is sockets[1] is not None
     finally:
         connection.close()
-    started = time.perf_counter()
+    took = []
     for _ in range(50):
+        started = time.perf_counter()
         api.get("workspaces").raise_for_status()
-    assert time.perf_counter() - started < 1.0  # 50 x ~40 ms = 2 s if Nagle were on
+        took.append(time.perf_counter() - started)
+    # With Nagle on, every request but the first waits ~40 ms for the delayed ACK (44 ms each here, the first
+    # 8 ms); off, helper-21 saw the median stay at 6-17 ms on a loaded machine, where the sum of 50 passed 1 s.
+    assert sorted(took)[len(took) // 4] < 0.03
 
 
 def test_accepts_paths_with_and_without_prefix_and_json_suffix(sandbox: Sandbox, api: Api) -> None:
