@@ -110,6 +110,13 @@ class Uploader:
     def run(self, plan: Plan, *, sent_before: Collection[int] = ()) -> UploadResult:
         """Send the plan. `sent_before`: rows an interrupted run of this import sent (from the journal); those
         Kantata has are reported `created`, as an uninterrupted run would have, rather than `exists`."""
+        try:
+            self._send_all(plan, sent_before)
+        except KeyboardInterrupt:  # the first Ctrl-C, before the sending began or in its clean-up (helper-21 saw
+            self._stop_with(Interrupted())  # it escape run_upload, and the workbook lost): nothing is on the wire
+        return self._result(plan)
+
+    def _send_all(self, plan: Plan, sent_before: Collection[int]) -> None:
         self._record([Outcome(row, Status.CREATED if row in sent_before else Status.EXISTS, mid)
                       for row, mid in plan.existing.items()])  # fmt: skip
         workers = max(1, min(SENDERS_PER_SLOT * self.client.settings.concurrency,
@@ -134,6 +141,8 @@ class Uploader:
             pool.shutdown(wait=True, cancel_futures=True)
             if isinstance(plan.items, Generator):  # items being built: let it end now (and clean up after itself)
                 plan.items.close()
+
+    def _result(self, plan: Plan) -> UploadResult:
         stopped = self._stop
         reason = f"not sent: {stopped}" if stopped else "not sent"
         # A row sent whose answer never came (nor a look-up that found it) may be in Kantata after all (helper-18

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import _thread
 import json
+import os
+import signal
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +302,44 @@ def test_the_first_batches_leave_before_the_last_requests_are_built(
     assert sandbox.stats()["GET /billing_milestones"] == 1  # the projects' count; no key was looked up
 
 
+def _interrupt_main_when_in(qualname: str) -> None:
+    """A Ctrl-C (a real SIGINT: `interrupt_main` would not wake a blocked join) once the main thread is inside the
+    function `qualname`."""
+    main = threading.main_thread().ident
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(main or 0)
+        while frame is not None:
+            if frame.f_code.co_qualname == qualname:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            frame = frame.f_back
+        time.sleep(0.002)
+
+
+def test_a_ctrl_c_in_the_uploaders_clean_up_is_the_end_of_the_run_not_an_escape(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-21: the first Ctrl-C landing in Uploader.run's clean-up (the thread pool's shutdown, after every
+    batch was answered) escaped run_upload as a bare KeyboardInterrupt: no workbook, and pytest itself stopped.
+    Now it ends the run as a Ctrl-C does: every row settled, the workbook written, exit 130."""
+    pools: list[Any] = []
+
+    class SlowToShutDown(ThreadPoolExecutor):
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            if not pools:  # the first shutdown: in `finally`, every batch answered
+                pools.append(self)
+                _thread.interrupt_main()
+                time.sleep(0.2)  # the handler runs here, in the main thread
+            super().shutdown(wait, cancel_futures=cancel_futures)
+
+    monkeypatch.setattr(importer.upload, "ThreadPoolExecutor", SlowToShutDown)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10)
+    result = run_upload(_schedule(tmp_path, 30), settings)
+    assert pools and int(result.exit_code) == 130 and result.counts["created"] == 30
+    assert result.output.exists() and len(sandbox.milestones()) == 30
+
+
 def test_a_ctrl_c_while_the_currencies_are_awaited_costs_only_them(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -308,19 +350,18 @@ def test_a_ctrl_c_while_the_currencies_are_awaited_costs_only_them(
     asked = KantataClient.workspaces
 
     def slow_workspaces(self: KantataClient, ids: Any, **kwargs: Any) -> Any:
-        slow.wait(3)  # Kantata is slow to answer this one
+        slow.wait(30)  # Kantata is slow to answer this one (set free at the end)
         return asked(self, ids, **kwargs)
 
     monkeypatch.setattr(KantataClient, "workspaces", slow_workspaces)
-    settled: list[int] = []
-
-    def press_ctrl_c_once_all_settled(outcomes: Any) -> None:
-        settled.extend(o.row for o in outcomes)
-        if len(settled) == 30:
-            threading.Timer(0.3, _thread.interrupt_main).start()  # the main thread is waiting for the currencies
-
+    # Ctrl-C once the main thread waits for the currencies, as its stack shows (helper-21: a timer of 0.3 s
+    # could fire before, and a Ctrl-C in the uploader's clean-up escaped run_upload and stopped pytest).
+    presser = threading.Thread(target=_interrupt_main_when_in, args=("_Currencies.result",), daemon=True)
+    presser.start()
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10)
-    result = run_upload(_schedule(tmp_path, 30), settings, on_outcomes=press_ctrl_c_once_all_settled)
+    result = run_upload(_schedule(tmp_path, 30), settings)
     slow.set()
+    presser.join(5)
+    assert not presser.is_alive()
     assert int(result.exit_code) == 0 and result.counts["created"] == 30
     assert result.output.exists() and [t.currency for t in result.totals] == [None]

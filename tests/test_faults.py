@@ -527,7 +527,13 @@ def test_a_second_ctrl_c_is_ignored_until_the_workbook_is_written(sandbox: Any, 
         assert proc.poll() is None and time.monotonic() < deadline, "no request in flight"
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.1)
+    # The second Ctrl-C only once the first was handled (two at once are one): the sending threads waiting
+    # for a slot give their rows up, which the journal says ("unsent"). (helper-21: a sleep of 0.1 s was not
+    # enough for a process not scheduled meanwhile.)
+    journal = tmp_path / ".schedule.results.xlsx.journal.jsonl"
+    while '"unsent"' not in journal.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, "the first Ctrl-C was not handled"
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     posts_at_interrupt = sandbox.stats()["POST /billing_milestones"]
     out, err = proc.communicate(timeout=60)
