@@ -199,18 +199,28 @@ def _shifted(path: Path, **change: Any) -> None:
 
 
 def _rerun_while_a_batch_lands_late(sandbox: Any, path: Path, batch: list[Item]) -> tuple[RunResult, list[str]]:
-    """Upload `path` again while a killed run's request for `batch`, still on its way, creates it 1.5 s in
-    (looking nothing up). The re-run waits 2 (SENDING_AHEAD) + 1 + 4 s after the journal's last line at most."""
+    """Upload `path` again while a killed run's request for `batch`, still on its way, creates it (looking
+    nothing up) 0.5 s after the re-run says it waits: started at a fixed time instead, it landed before the
+    look-up on a loaded machine (helper-21). A re-run that does not wait gets it after it ends: a duplicate.
+    The re-run waits 2 (SENDING_AHEAD) + 1 + 4 s after the journal's last line at most."""
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, connect_timeout=1,
                         server_timeout=4)  # fmt: skip
     client = KantataClient(settings, Secret(DEFAULT_TOKEN))
-    late = threading.Timer(1.5, client.create, ([i.body for i in batch],))
-    late.start()
+    late = threading.Timer(0.5, client.create, ([i.body for i in batch],))
     said: list[str] = []
+
+    def stage(text: str) -> None:
+        said.append(text)
+        if "waiting up to" in text:
+            late.start()
+
     try:
-        result = run_upload(path, settings, on_stage=said.append)
+        result = run_upload(path, settings, on_stage=stage)
+        if not late.is_alive() and not late.finished.is_set():  # never started: the request lands now
+            late.start()
     finally:
-        late.join()
+        if late.ident is not None:
+            late.join()
         client.close()
     return result, said
 
