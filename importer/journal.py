@@ -250,10 +250,6 @@ class Journal:
                 self._failed = JournalNotWritten(self.path, exc)
                 raise self._failed from None
 
-    @property
-    def failed(self) -> JournalNotWritten | None:
-        return self._failed
-
     def close(self, *, finished: bool) -> None:
         if self._fh is not None:
             with contextlib.suppress(OSError):  # what a failed write left in the buffer fails again here
