@@ -61,8 +61,8 @@ def test_a_429s_wait_holds_every_request_and_the_one_told_to_wait_goes_first() -
     thread's cycle of requests could take every turn, and the held request see 429 until its tries ran out."""
     limiter = Limiter(1)
     order: list[str] = []
-    over = time.monotonic() + 1.0
-    limiter.hold(1.0)  # this (main) thread's request was answered 429, Retry-After 1 s
+    over = time.monotonic() + 3.0  # (3 s, not 1: a thread's start and the 0.2 s below fit in it on a busy machine)
+    limiter.hold(3.0)  # this (main) thread's request was answered 429, Retry-After 3 s
     waiting = threading.Event()
 
     def other() -> None:
@@ -229,10 +229,12 @@ def test_a_batch_whose_slot_came_late_is_journalled_again_just_before_it_leaves(
     """A batch's "sending" line is written before its thread waits for a slot (the fsync overlaps the wait); a
     request leaving more than SENDING_AHEAD after that line writes a fresh one first. So every request leaves
     within SENDING_AHEAD of a line of its rows, which is what a resumed run's wait counts on."""
-    ahead, slack = 0.1, 0.15  # slack: from a line's fsync to its POST on a busy machine, no wait between
+    # slack: from a line's fsync to its POST on a busy machine, no wait between (helper-21: 0.15 s was one
+    # stall away from failing); a line not written again would be a whole request older, 1.5 s.
+    ahead, slack = 0.1, 0.75
     monkeypatch.setattr(importer.upload, "SENDING_AHEAD", ahead)
     sandbox.reset()
-    sandbox.set_faults(latency=0.5)  # the spare thread waits a whole request for the single slot
+    sandbox.set_faults(latency=1.5)  # the spare thread waits a whole request for the single slot
     lines: list[tuple[float, tuple[int, ...]]] = []
     posts: list[tuple[float, tuple[int, ...]]] = []
     journal_sending, post = Journal.sending, requests.Session.post
