@@ -404,6 +404,7 @@ def run_upload(
                         outcomes[row] = Outcome(row, status, mid)
                     made = {}
             finally:
+                writing_begins()  # nothing is left to stop: a Ctrl-C from here on (closing) waits for the workbook
                 journal.close(finished=False)
                 if ledger is not None:
                     ledger.close()

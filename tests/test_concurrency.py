@@ -342,6 +342,26 @@ def test_a_ctrl_c_in_the_uploaders_clean_up_is_the_end_of_the_run_not_an_escape(
     assert result.output.exists() and len(sandbox.milestones()) == 30
 
 
+def test_a_ctrl_c_once_every_row_is_settled_only_waits_for_the_workbook(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the last answer and the writing (closing the journal and the ledger), there is nothing left to
+    stop: a first Ctrl-C there escaped run_upload, and the workbook was lost. Now it only says it is finishing."""
+    close = Journal.close
+
+    def closing_with_a_ctrl_c(self: Journal, *, finished: bool) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the handler runs here, in the main thread
+        close(self, finished=finished)
+
+    monkeypatch.setattr(Journal, "close", closing_with_a_ctrl_c)
+    said: list[str] = []
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10)
+    result = run_upload(_schedule(tmp_path, 30), settings, on_stage=said.append)
+    assert int(result.exit_code) == 0 and result.counts["created"] == 30 and result.output.exists()
+    assert any(s.startswith("finishing: settling what was sent") for s in said), said
+
+
 def test_a_ctrl_c_while_the_currencies_are_awaited_costs_only_them(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
