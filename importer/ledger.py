@@ -199,8 +199,9 @@ class Ledger:
     def _write(self, entry: dict[str, Any], *, durable: bool) -> None:
         """Append a line. It starts with a line break too: a line torn by another run (its disk full, its power
         cut) ends there instead of swallowing this one (helper-20); the reader skips the empty line. A write
-        that fails (a full disk) leaves the run without a ledger, as a read-only home does, not stopped: the
-        journal still guards its own re-run."""
+        that fails (a full disk) leaves the run without a ledger, as a read-only home does; what this run said
+        would leave then does not (`left`). The fsync is outside the locks: a "left" line, written while its
+        request holds a slot, does not wait for another batch's fsync."""
         text = "\n" + json.dumps(entry) + "\n"
         with self._lock:
             fh = self._fh
@@ -212,16 +213,30 @@ class Ledger:
                     fh.write(text)
                     fh.flush()
                     self._mine += len(text.encode("utf-8"))
-                    if durable:
-                        os.fsync(fh.fileno())
                 finally:
                     _unlock(fh)
+                if not durable:
+                    return
+                fd = os.dup(fh.fileno())  # its own descriptor: a failing thread may close fh meanwhile
             except OSError as exc:
-                self.broken = True
-                self._failure = exc
-                self._fh = None
-                with contextlib.suppress(OSError):
-                    fh.close()
+                self._give_up(fh, exc)
+                return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            with self._lock:
+                self._give_up(fh, exc)
+        finally:
+            os.close(fd)
+
+    def _give_up(self, fh: IO[str], exc: OSError) -> None:
+        """(Under self._lock.) A write failed: this run records nothing more."""
+        self.broken = True
+        self._failure = self._failure or exc
+        if self._fh is fh:
+            self._fh = None
+            with contextlib.suppress(OSError):
+                fh.close()
 
     def close(self) -> None:
         """When every key this run sent has settled and no other run appended meanwhile, its lines are cut off
