@@ -46,7 +46,7 @@ from importer.loader import RawSchedule, check_schedule, load_schedule
 from importer.outcomes import FAILED, Outcome, Status
 from importer.planner import ImportKey, Item, Plan, build_items, has_user_keys, items_as_built, plan, reference_issues
 from importer.progress import OnProgress, Stage, Ticker, for_stage
-from importer.report import RunInfo, check_output, default_output, write_results
+from importer.report import Cut, RunInfo, check_output, cut_note, default_output, write_results
 from importer.schema import Validated, validate_rows
 from importer.settings import TOKEN_ENV, Settings, sanitize_url
 from importer.streaming import StreamedResults
@@ -147,11 +147,12 @@ def _finish(
             outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
     totals = project_totals(validated.rows, outcomes, currencies)
     writing = for_stage(on_progress, Stage.WRITE)
+    cut: list[Cut] = []
     try:
         if stream is not None:
-            written = stream.finish(outcomes, totals, info, on_progress=writing)
+            written = stream.finish(outcomes, totals, info, on_progress=writing, cut=cut)
         else:
-            written = write_results(raw, outcomes, issues, totals, info, out, on_progress=writing)
+            written = write_results(raw, outcomes, issues, totals, info, out, on_progress=writing, cut=cut)
     except OSError as exc:  # a full disk, a folder made read-only meanwhile: not a bug (helper-18 saw exit 70)
         reason = exc.strerror or str(exc)
         if info.dry_run:
@@ -181,7 +182,7 @@ def _finish(
         stopped=stopped,
         requests=requests_made or {},
         existing_found=existing_found,
-        notes=[*raw.notes, *info.notes],
+        notes=[*raw.notes, *info.notes, *([cut_note(raw, cut)] if cut else [])],
         totals=totals,
         schedule=raw.path,
         dry_run=info.dry_run,

@@ -36,6 +36,7 @@ from importer.totals import ProjectTotal
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV/spreadsheet injection
 MAX_CELL_TEXT = 32767  # Excel's limit per cell
+Cut = tuple[int, int, int]  # a cell shown cut in the results: (row, column index, characters it holds)
 STATUS_COLOURS = {
     Status.VALID: "#E2EFDA",
     Status.CREATED: "#C6EFCE",
@@ -78,6 +79,15 @@ def check_output(output: Path, schedule: Path) -> Path:
     return out
 
 
+def cut_note(raw: RawSchedule, cut: Sequence[Cut]) -> str:
+    """The note for the terminal and --json: the Errors sheet lists each cell, where few look."""
+    first = ", ".join(f"{column_letter(c)}{row}" for row, c, _ in cut[:3]) + (", ..." if len(cut) > 3 else "")
+    many = len(cut) != 1
+    return (f"{len(cut)} cell{'s' if many else ''} of {raw.path.name} ({first}) hold{'' if many else 's'} more "
+            f"text than an Excel cell ({MAX_CELL_TEXT:,} characters): shown cut in the results workbook (your file "
+            "keeps the whole text, and the whole text is what is sent)")  # fmt: skip
+
+
 def default_output(schedule: Path) -> Path:
     return schedule.with_name(f"{schedule.stem}.results.xlsx")
 
@@ -91,18 +101,22 @@ def write_results(
     output: Path,
     *,
     on_progress: Tick | None = None,
+    cut: list[Cut] | None = None,
 ) -> Path:
     """Write atomically: a temp file beside the target, renamed over it only once complete.
 
     `on_progress(done, total)` hears of the rows written every few thousand, and once more when the file is in
-    place (closing a large workbook takes a while of its own)."""
+    place (closing a large workbook takes a while of its own). `cut` hears of the cells shown cut."""
     out = check_output(output, raw.path)
     ticker = Ticker(on_progress, len(raw.frame))
 
     def write(tmp: Path) -> None:
         workbook = ResultsWorkbook(str(tmp), {"constant_memory": True, "strings_to_numbers": False})
-        Writer(workbook, raw, outcomes, issues, totals, info, ticker).write()
+        writer = Writer(workbook, raw, outcomes, issues, totals, info, ticker)
+        writer.write()
         workbook.close()
+        if cut is not None:
+            cut[:] = writer.cut
 
     write_then_rename(out, write)
     ticker.end(len(raw.frame))
@@ -136,7 +150,7 @@ class Writer:
         self._cursor: Iterator[tuple[int, tuple[Any, ...]]] = iter(())  # see _cells
         self._at = -1  # the frame position _cursor is at; -1: none
         self._aside = 0  # raw.trailer's rows written so far (each goes in before the first data row below it)
-        self.cut: list[tuple[int, int, int]] = []  # (row, column index, characters) of cells shown cut
+        self.cut: list[Cut] = []  # the cells shown cut
         self.fmt_date = workbook.add_format({"num_format": "yyyy-mm-dd"})
         self.fmt_datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
         self.fmt_time = workbook.add_format({"num_format": "hh:mm:ss"})
@@ -365,7 +379,7 @@ class Writer:
         entries = [(i.row, i.column, i.header, i.value, i.code, i.message, i.severity)
                    for i in all_issues(self.issues, self.outcomes)]  # fmt: skip
         # Known only once the rows are written (helper-19 found text cut without a word); a CSV cell can be
-        # longer than an Excel cell holds, an .xlsx cell cannot. Not in --json or the terminal's table.
+        # longer than an Excel cell holds, an .xlsx cell cannot. (The run's notes say it too: cut_note.)
         entries += [(row, column_letter(c), self.raw.header_of(column_letter(c)), "", "text-cut-in-results",
                      f"{n:,} characters, where an Excel cell holds {MAX_CELL_TEXT:,}: shown cut here (your file keeps "
                      "the whole text)", "warning") for row, c, n in self.cut]  # fmt: skip

@@ -28,7 +28,7 @@ from importer.loader import RawSchedule
 from importer.outcomes import Outcome
 from importer.packing import ResultsWorkbook
 from importer.progress import CHUNK, Tick, Ticker
-from importer.report import RunInfo, Writer, check_output, write_results
+from importer.report import Cut, RunInfo, Writer, check_output, write_results
 from importer.totals import ProjectTotal
 
 # While the writer runs, a sending thread whose answer has arrived waits for it to let go of the GIL, up to the
@@ -162,14 +162,16 @@ class StreamedResults:
         info: RunInfo,
         *,
         on_progress: Tick | None = None,
+        cut: list[Cut] | None = None,
     ) -> Path:
-        """The workbook in place, from the final outcomes (every row has one by now)."""
+        """The workbook in place, from the final outcomes (every row has one by now); `cut` as write_results."""
         self._stop_thread()
         # Each row's outcome is the very object recorded (`is`, 13 ms for 100k rows; `!=` alone took 64 ms).
         written = self._written.items()
         if self._error is not None or any((now := outcomes.get(row)) is not o and now != o for row, o in written):
             self.abandon()
-            return write_results(self._raw, outcomes, self._issues, totals, info, self._out, on_progress=on_progress)
+            return write_results(self._raw, outcomes, self._issues, totals, info, self._out, on_progress=on_progress,
+                                 cut=cut)  # fmt: skip
         total = len(self._rows)
         ticker = Ticker(on_progress, total)
         writer = self._writer
@@ -181,6 +183,8 @@ class StreamedResults:
             self._closed = True
             self._workbook.close()
             move_into_place(self._tmp, self._out)
+            if cut is not None:
+                cut[:] = writer.cut
         except BaseException:
             self.abandon()
             raise
