@@ -141,7 +141,7 @@ class Ledger:
                 sent.update((k, (left, len(entries) - 1)) for k in keys)
                 if not tells_left(entry):
                     gone.update(keys)
-            elif entry.get("kind") == "left":
+            elif entry.get("kind") == "left":  # (a marker as its own kind: written by no release)
                 gone.update(keys)
             elif entry.get("kind") == "settled":
                 for k in keys:
@@ -149,16 +149,20 @@ class Ledger:
                 gone.difference_update(keys)
         live = {k: v for k, v in sent.items() if v[0] > 0}
         # Waited for: the keys that may have left. Kept: every live one, for a run of another account may be
-        # about to write its "left" line (one upload at a time is per account).
+        # about to write the line saying its request left (one upload at a time is per account). A key that
+        # left is kept on a line without "tells", whatever its last line was (a batch journalled again for a
+        # retry): the fact sits on the line itself, which no rewrite cut short can part from it.
         self.live = {key: left for (url, key), (left, _) in live.items() if url == self.url and (url, key) in gone}
-        keep: dict[int, list[str]] = {}
-        for (_, key), (_, at) in live.items():
-            keep.setdefault(at, []).append(key)
-        kept = [json.dumps({**entries[at], "keys": keys}) + "\n" for at, keys in sorted(keep.items())]
-        went: dict[str, list[str]] = {}
-        for url, key in sorted(gone & live.keys()):
-            went.setdefault(url, []).append(key)
-        return kept + [json.dumps({"kind": "left", "url": url, "keys": keys}) + "\n" for url, keys in went.items()]
+        keep: dict[tuple[int, bool], list[str]] = {}
+        for k, (_, at) in live.items():
+            keep.setdefault((at, k in gone), []).append(k[1])
+        lines: list[str] = []
+        for (at, went), texts in sorted(keep.items()):
+            entry = {**entries[at], "keys": texts}
+            if went:
+                entry.pop("tells", None)
+            lines.append(json.dumps(entry) + "\n")
+        return lines
 
     def waits_for(self, items: Sequence[Item]) -> dict[ImportKey, float]:
         """The items' keys that an earlier or other run sent and that may still be written: seconds left."""
@@ -177,8 +181,13 @@ class Ledger:
 
     def left(self, items: Sequence[Item]) -> None:
         """A request of these keys leaves (journal.tells_left). Raises JournalNotWritten when that cannot be
-        recorded, and then the request must not leave: its "sending" line says it would be."""
-        self._write({"kind": "left", "url": self.url, "keys": [_text(i.key) for i in items]}, durable=False)
+        recorded, and then the request must not leave: its "sending" line says it would be.
+
+        Said by a "sending" line without "tells" (flushed, not fsynced), not by a line of its own kind: a version
+        before "left" lines keeps every "sending" line when it prunes the file, and would have dropped such a
+        line, leaving the flagged one to say that the request never left (helper-22: 15 duplicates of 20)."""
+        self._write({"kind": "sending", "url": self.url, "window": self.window,
+                     "keys": [_text(i.key) for i in items], **clocks()}, durable=False)  # fmt: skip
         if self.broken and self._told:
             raise JournalNotWritten(self.path, self._failure or OSError("not written"), what=LEDGER)
 

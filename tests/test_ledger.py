@@ -52,8 +52,8 @@ def test_a_later_run_waits_for_the_keys_sent_without_an_answer_and_for_no_other(
     for ledger in (later, other):
         ledger.close()
     lines = [json.loads(line) for line in (state / FILE_NAME).read_text().splitlines()]
-    key = str(_item(3).key)
-    assert [(e["kind"], e["keys"]) for e in lines] == [("sending", [key]), ("left", [key])]  # only what lives
+    # Only what lives, on a line that says it left (no "tells": see the test of an older version's prune).
+    assert [(e["kind"], e["keys"], e.get("tells")) for e in lines] == [("sending", [str(_item(3).key)], None)]
 
 
 def test_a_key_whose_window_has_passed_is_forgotten(state: Path) -> None:
@@ -159,6 +159,53 @@ def test_a_ledger_that_cannot_be_written_stops_what_it_said_would_leave(state: P
     unwritten.close()
 
 
+def _pruned_by_a_version_before_left_lines(state: Path) -> None:
+    """What 7d502a8's Ledger.open did to the file: kept each live "sending" line (as written, "tells" included,
+    which it did not know), with its keys not settled since; dropped every other line."""
+    sent: dict[str, tuple[int, dict[str, object]]] = {}
+    entries = [json.loads(line) for line in (state / FILE_NAME).read_text().splitlines() if line.strip()]
+    for at, entry in enumerate(entries):
+        for key in entry["keys"]:
+            if entry["kind"] == "sending":
+                sent[key] = (at, entry)
+            elif entry["kind"] == "settled":
+                sent.pop(key, None)
+    keep: dict[int, list[str]] = {}
+    for key, (at, _) in sent.items():
+        keep.setdefault(at, []).append(key)
+    (state / FILE_NAME).write_text("".join(json.dumps({**entries[at], "keys": keys}) + "\n"
+                                           for at, keys in sorted(keep.items())))  # fmt: skip
+
+
+def test_a_key_that_left_is_waited_for_after_an_older_version_pruned_the_file(state: Path) -> None:
+    """helper-22: with "left" as a line of its own kind, a run of the version before (another account, the
+    same state folder) pruned those lines away, and the next run took the keys for never sent: 15 duplicates
+    of 20. The line that says a request left is a "sending" line, which every version keeps."""
+    first = Ledger.open(URL, 60.0)
+    assert first is not None
+    _went(first, [_item(1)])
+    first.sending([_item(2)])  # journalled ahead, never left
+    first.close()
+    _pruned_by_a_version_before_left_lines(state)
+    later = Ledger.open(URL, 60.0)
+    assert later is not None and list(later.waits_for([_item(1), _item(2)])) == [_item(1).key]
+    later.close()
+
+
+def test_a_key_journalled_again_after_it_left_still_counts_as_gone_after_a_prune(state: Path) -> None:
+    """A retry writes a new flagged "sending" line for a batch whose earlier request left: the prune keeps
+    the last line of each key, so it must say, on the line, that the key left."""
+    first = Ledger.open(URL, 60.0)
+    assert first is not None
+    _went(first, [_item(1)])
+    first.sending([_item(1)])  # journalled again for a retry; the kill comes before it leaves
+    first.close()
+    for _ in range(2):  # each open prunes and rewrites the file
+        again = Ledger.open(URL, 60.0)
+        assert again is not None and list(again.waits_for([_item(1)])) == [_item(1).key]
+        again.close()
+
+
 def test_a_batch_said_sending_that_never_left_is_not_waited_for_in_this_boot_only(
     state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -193,6 +240,9 @@ def test_a_run_whose_keys_all_settled_leaves_the_file_as_it_found_it(state: Path
     assert earlier is not None
     _went(earlier, [_item(9)])  # unanswered: stays
     earlier.close()
+    pruned = Ledger.open(URL, 60.0)  # the file as the next run finds it: pruned at open (one line a key)
+    assert pruned is not None
+    pruned.close()
     kept = (state / FILE_NAME).read_bytes()
     run = Ledger.open(URL, 60.0)
     assert run is not None
