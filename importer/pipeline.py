@@ -561,8 +561,13 @@ def _patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], Non
             _hung_up(ttys)
         say("finishing: settling what was sent and writing the results workbook (Ctrl-C is ignored until then)")
 
+    # SIGHUP ignored when the run began (nohup) stays ignored: helper-22 saw a hang-up stop a run under nohup.
+    # (SIGINT is taken even so: a shell ignores it for its background jobs, where only a `kill -INT` by hand
+    # reaches them, which asks for the stop.)
+    taken = [s for s in _STOPPING if s != _SIGHUP or signal.getsignal(s) is not signal.SIG_IGN]
+
     def writing() -> None:
-        for signum in _STOPPING:
+        for signum in taken:
             signal.signal(signum, later)
 
     def first(signum: int, frame: FrameType | None) -> None:
@@ -575,7 +580,7 @@ def _patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], Non
     # a SIGTERM end an upload with no workbook and no JSON); a later one waits for the workbook as well. SIGHUP
     # the same: by default it ended the run as kill -9 does, leaving no workbook and a re-run to wait out the
     # window of the requests it left in flight.
-    previous = {signum: signal.signal(signum, first) for signum in _STOPPING}
+    previous = {signum: signal.signal(signum, first) for signum in taken}
     try:
         yield writing
     finally:

@@ -365,6 +365,23 @@ def test_killed_or_interrupted_upload_resumes_to_the_same_workbook(sandbox: Any,
     assert not (tmp_path / ".schedule.results.xlsx.journal.jsonl").exists()
 
 
+def test_a_hang_up_under_nohup_is_ignored_as_nohup_asks(sandbox: Any, tmp_path: Path) -> None:
+    """nohup ignores SIGHUP so that the run goes on after the terminal closes: taking SIGHUP as Ctrl-C
+    stopped it (helper-22). An ignored signal stays ignored."""
+    sandbox.reset()
+    sandbox.set_faults(latency=0.05)
+    path = _schedule(tmp_path, 200)
+    env = {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
+    proc = subprocess.Popen([sys.executable, "-m", "importer", "upload", str(path), "--batch-size", "10"], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # fmt: skip
+    _wait_for_posts(sandbox, 5, proc)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert len(sandbox.milestones()) == 200
+
+
 def test_a_terminal_that_hangs_up_midway_still_gets_the_workbook_written(sandbox: Any, tmp_path: Path) -> None:
     """The ssh connection drops: the terminal hangs up, and the run gets SIGHUP. It settles and writes the
     workbook as on Ctrl-C, in silence: its messages to the gone terminal would fail (EIO), and the JSON on a
