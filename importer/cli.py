@@ -28,7 +28,7 @@ from importer.bars import Bars
 from importer.cells import ParseOptions
 from importer.concurrency import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from importer.config import CONFIG_NAME, FileConfig, load_config
-from importer.errors import EXIT_CODE_HELP, UNRESOLVED, ConfigError, ExitCode, ImporterError
+from importer.errors import EXIT_CODE_HELP, UNRESOLVED, ConfigError, ExitCode, ImporterError, JournalNotWritten
 from importer.outcomes import Status
 from importer.settings import (
     BASE_URL_ENV,
@@ -464,6 +464,9 @@ def _next_step(result: RunResult, args: argparse.Namespace, *, dry_run: bool) ->
         getattr(result.stopped, "status", None) == 404 or UNRESOLVED in str(result.stopped)
     ):  # a re-run cannot mend a wrong address (helper-18)
         return "check the base URL (--base-url, KANTATA_BASE_URL or base_url in the config), then run again"
+    if code == ExitCode.STOPPED and isinstance(result.stopped, JournalNotWritten):  # (helper-22)
+        return (f"free some space in {result.stopped.path.parent} (or restore write access to it), then run the "
+                "same command again; it resumes without duplicates")  # fmt: skip
     if code == ExitCode.STOPPED:
         return "run the same command again when Kantata is reachable; it resumes without duplicates"
     if code == ExitCode.AUTH:  # the token refused midway: rows created before are in the workbook

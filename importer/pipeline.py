@@ -159,8 +159,9 @@ def _finish(
             raise ResultsNotWritten(f"the results workbook {out} could not be written ({reason}); nothing was sent. "
                                     "Free some space, or choose another place with --output") from exc  # fmt: skip
         done = sum(o.status is Status.CREATED for o in outcomes.values())
+        journal_failed = isinstance(stopped, JournalNotWritten) and stopped.path == journal_path(out)  # not the ledger
         kept = (" before the journal beside it could not be written either, which stopped the sending"
-                if isinstance(stopped, JournalNotWritten) else " and are kept in the journal beside it")  # fmt: skip
+                if journal_failed else " and are kept in the journal beside it")  # fmt: skip
         raise ResultsNotWritten(f"the results workbook {out} could not be written ({reason}). {done} rows were "
                                 f"created in Kantata{kept}: mend that, then run the same command again; it finds "
                                 "them (nothing is created twice) and writes the workbook") from exc  # fmt: skip

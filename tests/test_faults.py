@@ -7,6 +7,7 @@ sandbox's, every bad row is `invalid` or `rejected` with a message, and nothing 
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import errno
 import gc
@@ -26,6 +27,7 @@ from typing import Any
 import openpyxl
 import pytest
 
+import importer.cli
 import importer.pipeline
 import importer.upload
 from importer.pipeline import RunResult, run_upload
@@ -295,6 +297,8 @@ def test_a_journal_that_cannot_be_written_stops_the_sending_and_a_rerun_resumes(
     assert [r["status"] for r in results] == ["created"] * len(ids) + ["not_sent"] * (50 - len(ids))
     assert {r["title"]: r["billing_milestone_id"] for r in results if r["billing_milestone_id"]} == ids
     assert all("journal" in r["errors"] for r in results[len(ids) :])
+    next_step = importer.cli._next_step(result, argparse.Namespace(), dry_run=False)
+    assert next_step is not None and next_step.startswith(f"free some space in {tmp_path}")  # not "when reachable"
 
     again = run_upload(path, settings)  # the disk has room again
     assert int(again.exit_code) == 0 and again.counts["created"] == 50
