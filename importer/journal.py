@@ -201,8 +201,9 @@ class Journal:
                 untold.difference_update(rows)
             elif kind == "outcome" and entry.get("status") == Status.CREATED.value:
                 created.add(int(entry["row"]))
-        self.in_flight = (sent & (left | untold)) - created
-        return sent | created
+        went = sent & (left | untold)  # a row journalled that provably never left was not sent (helper-22)
+        self.in_flight = went - created
+        return went | created
 
     def sending(self, items: Sequence[Item]) -> None:
         """Called before a batch goes out (within SENDING_AHEAD): from then on, Kantata may hold these rows

@@ -101,7 +101,7 @@ def test_a_batch_journalled_that_never_left_is_not_in_flight_in_this_boot_only(
     journal.close(finished=False)
     resumed = Journal.open(path, "digest-a")
     resumed.close(finished=False)
-    assert (resumed.sent_before, resumed.in_flight) == ({2, 3, 4, 5}, {2, 3})
+    assert (resumed.sent_before, resumed.in_flight) == ({2, 3}, {2, 3})  # 4, 5: neither sent nor in flight
 
     _shifted(path, tells=None)  # as a version before "left" lines wrote it: every row counts as gone
     assert _reopened(path).in_flight == {2, 3, 4, 5}
@@ -133,7 +133,6 @@ def test_a_rerun_after_a_kill_sends_at_once_what_was_journalled_but_never_left(
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, server_timeout=180)
     said: list[str] = []
     result = run_upload(path, settings, on_stage=said.append)
-    assert any("resuming an interrupted upload of this schedule (10 rows sent before)" in s for s in said), said
     assert not any("waiting up to" in s for s in said), said
     assert result.counts["created"] == 30 and len(sandbox.milestones()) == 30
 
