@@ -410,7 +410,7 @@ def run_upload(
                 journal.close(finished=False)
                 if ledger is not None:
                     ledger.close()
-                    if ledger.broken:
+                    if ledger.broken and not isinstance(stopped, JournalNotWritten):  # (that says it already)
                         notes.append(f"the ledger of requests in flight ({ledger.path}) could not be written (a full "
                                      "disk?): a re-run of an edited schedule, or to another results workbook, may "
                                      "not know of this run's unanswered requests")  # fmt: skip
