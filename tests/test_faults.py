@@ -291,12 +291,15 @@ def test_a_journal_that_cannot_be_written_stops_the_sending_and_a_rerun_resumes(
     assert "journal" in str(result.stopped) and "sending stopped" in str(result.stopped)
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     posts = sandbox.stats()["POST /billing_milestones"]
-    # The first batch, and the second unless the stop cancelled it in its wait for the slot: none after.
-    assert sorted(ids) == sorted(f"Row {n}" for n in range(10 * posts)) and posts in (1, 2)
+    # Of the first two batches (one a sending thread), those that got the slot before the third failed to be
+    # journalled; the other is cancelled in its wait (a loaded run here saw the second go, the first not).
+    # None after.
+    first, second = ({f"Row {n}" for n in range(b * 10, b * 10 + 10)} for b in range(2))
+    assert set(ids) in (first, second, first | second) and posts == len(ids) // 10
     results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
-    assert [r["status"] for r in results] == ["created"] * len(ids) + ["not_sent"] * (50 - len(ids))
+    assert [r["status"] for r in results] == ["created" if r["title"] in ids else "not_sent" for r in results]
     assert {r["title"]: r["billing_milestone_id"] for r in results if r["billing_milestone_id"]} == ids
-    assert all("journal" in r["errors"] for r in results[len(ids) :])
+    assert all("journal" in r["errors"] for r in results if r["status"] == "not_sent")
     next_step = importer.cli._next_step(result, argparse.Namespace(), dry_run=False)
     assert next_step is not None and next_step.startswith(f"free some space in {tmp_path}")  # not "when reachable"
 
