@@ -231,10 +231,12 @@ class Uploader:
             this_try = self._journal_ahead(batch)
             try:
                 answer = self.client.create([i.body for i in batch], on_send=partial(self._sending, batch, this_try))
-            except (Cancelled, TokenRejected) as exc:  # a stop before this try left, or the token refused
-                # No try of these rows went unanswered, and this one wrote nothing: Kantata does not have them.
-                # (401 only: a 403 might come after part of a batch was written, which Kantata does not say.)
-                if attempt == 0 and (isinstance(exc, Cancelled) or exc.status == 401):
+            except (Cancelled, TokenRejected, JournalNotWritten) as exc:  # a stop before this try left, the token
+                # refused, or the line saying it leaves not written (then it did not leave; the journal's may
+                # have been written before the ledger's failed, and is taken back here: else a re-run waits for
+                # it). No try of these rows went unanswered, and this one wrote nothing: Kantata does not have
+                # them. (401 only: a 403 might come after part of a batch was written, which Kantata does not say.)
+                if attempt == 0 and not (isinstance(exc, TokenRejected) and exc.status != 401):
                     self._withdrawn(batch)
                 raise
             except OutcomeUnknown as unknown:

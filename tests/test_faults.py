@@ -310,6 +310,64 @@ def test_a_journal_that_cannot_be_written_stops_the_sending_and_a_rerun_resumes(
     assert sandbox.stats()["POST /billing_milestones"] == 5
 
 
+def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_journal(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state folder's disk fills up after the ledger's first lines (helper-22): the sending stops
+    (JournalNotWritten, naming the ledger), and when the results workbook cannot be written either, the
+    message says the rows are kept in the journal, which was written, not that the journal failed."""
+    import importer.ledger
+    import importer.streaming
+    from importer.errors import ResultsNotWritten
+
+    class FillsUpAfterTheFirstLeft:
+        """Every write fails once one request has been said to leave (a "sending" line without "tells")."""
+
+        def __init__(self, fh: Any) -> None:
+            self.fh, self.full = fh, False
+
+        def write(self, text: str) -> int:
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            entry = json.loads(text)
+            self.full = entry["kind"] == "sending" and "tells" not in entry
+            return int(self.fh.write(text))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.fh, name)
+
+    real_open = importer.ledger.Ledger.open
+
+    def open_on_a_disk_filling_up(base_url: str, window: float) -> Any:
+        ledger = real_open(base_url, window)
+        assert ledger is not None and ledger._fh is not None
+        ledger._fh = FillsUpAfterTheFirstLeft(ledger._fh)  # type: ignore[assignment]
+        return ledger
+
+    def full(done: Path, target: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    sandbox.reset()
+    path = _schedule(tmp_path, 50)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=1,
+                        server_timeout=2, connect_timeout=1)  # fmt: skip
+    monkeypatch.setattr(importer.ledger.Ledger, "open", open_on_a_disk_filling_up)
+    monkeypatch.setattr(importer.streaming, "move_into_place", full)
+    with pytest.raises(ResultsNotWritten) as raised:
+        run_upload(path, settings)
+    message = str(raised.value)
+    assert "rows were created in Kantata and are kept in the journal beside it" in message, message
+    assert len(sandbox.milestones()) == 10  # the batch said to leave; the sending stopped at the next
+
+    monkeypatch.setattr(importer.streaming, "move_into_place", lambda done, target: done.replace(target))
+    said: list[str] = []
+    result = run_upload(path, settings, on_stage=said.append)
+    assert int(result.exit_code) == 4 and "the ledger of requests in flight" in str(result.stopped)
+    # The batch stopped by the ledger did not leave, though the journal had said it would: taken back, so the
+    # re-run does not wait out its window.
+    assert not any("waiting up to" in s for s in said), said
+
+
 def _cli(path: Path, url: str, *extra: str, server_timeout: int = 5) -> subprocess.Popen[str]:
     """The CLI as its own process. A short server_timeout bounds how long a resumed run waits for requests that
     an interrupted run may have left running at Kantata (the default, 180 s, is Kantata's own limit)."""
