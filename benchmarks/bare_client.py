@@ -21,12 +21,11 @@ from pathlib import Path
 
 import requests
 
-from importer.client import PER_PAGE
-from importer.concurrency import DEFAULT_CONCURRENCY
-from importer.loader import load_schedule
-from importer.planner import build_items
-from importer.schema import validate_rows
-from importer.settings import MAX_BATCH
+from importer.kantata.client import PER_PAGE
+from importer.kantata.keys import build_items
+from importer.schedule.loader import load_schedule
+from importer.schedule.schema import validate_rows
+from importer.settings import DEFAULT_CONCURRENCY, MAX_BATCH
 
 
 def main(argv: list[str]) -> int:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.generate import ensure
-from importer.concurrency import DEFAULT_CONCURRENCY
+from importer.settings import DEFAULT_CONCURRENCY
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -130,7 +130,7 @@ def upload(folder: Path, n: int, latency: float, extra_env: dict[str, str] | Non
     """One upload of n fresh rows at the default concurrency, in a fresh process, to a sandbox in this one (which
     only waits meanwhile); returns the run, what the sandbox counted and how long the sending stage took.
     `bare`: the bare client (benchmarks/bare_client.py) sends them instead of the importer."""
-    from importer.sandbox import DEFAULT_TOKEN, Sandbox
+    from importer.sandbox.server import DEFAULT_TOKEN, Sandbox
 
     path = ensure(folder, n, "csv")
     out = folder / f"upload_{n}_{latency}.xlsx"

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.fault_table
 
-Runs the same scenarios as tests/test_faults.py (which asserts them) against the real sandbox over HTTP.
+Runs the same scenarios as tests/delivery/test_faults.py (which asserts them) against the real sandbox over HTTP.
 "Extra requests" counts every GET and POST beyond what the fault-free run of the same schedule needs at the same
 concurrency; the fault-free run itself already isolates the 6 rows Kantata refuses, and that cost is shown on its
 own line. "Runs" is how many times the command had to be run: with several batches in flight, a fault on every
@@ -14,8 +14,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from importer.sandbox import Sandbox
-from tests.test_faults import SCENARIOS, run_scenario
+from importer.sandbox.server import Sandbox
+from tests.delivery.test_faults import SCENARIOS, run_scenario
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import gc
 import sys
 from pathlib import Path
 
-from importer.packing import ResultsWorkbook
+from importer.results.packing import ResultsWorkbook
 
 
 def read_cells(path: Path) -> list[list[object]]:
@@ -25,7 +25,7 @@ def read_cells(path: Path) -> list[list[object]]:
 
 
 def write_cells(rows: list[list[object]], out: Path) -> None:
-    # Packed as the importer packs its results (zlib level 1, importer.packing): a floor must not pay
+    # Packed as the importer packs its results (zlib level 1, importer.results.packing): a floor must not pay
     # what the importer does not.
     wb = ResultsWorkbook(str(out), {"constant_memory": True})
     ws = wb.add_worksheet("Schedule")

@@ -14,7 +14,7 @@ from typing import Any
 
 from python_calamine import CalamineWorkbook
 
-import importer.loader
+import importer.schedule.loader
 from benchmarks.generate import ensure
 from importer.pipeline import run_validate
 
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
     def refuse(path: Path) -> None:
         raise RuntimeError("calamine left out, to take the fallback reader")
 
-    importer.loader._CalamineBook = refuse  # type: ignore[assignment,misc]
+    importer.schedule.loader._CalamineBook = refuse  # type: ignore[assignment,misc]
     started = time.perf_counter()
     slow = run_validate(schedule, output=folder / "same_fallback.xlsx")
     slow_seconds = time.perf_counter() - started

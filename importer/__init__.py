@@ -9,10 +9,12 @@ The stages, each callable on its own (the CLI is a thin layer over these):
 
 __version__ = "0.1.0"
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from importer._face import lazy
 
 # Names resolve on first use (PEP 562), so `python -m importer` and the console script do not pay for pandas
-# and pandera before the CLI has started reading the workbook (see prefetch.py).
+# and pandera before the CLI has started reading the workbook (see schedule/prefetch.py).
 _HOMES = {
     "ApiUnavailable": "errors",
     "AuthError": "errors",
@@ -24,18 +26,18 @@ _HOMES = {
     "MissingToken": "errors",
     "ScheduleError": "errors",
     "TokenRejected": "errors",
-    "RawSchedule": "loader",
-    "load_schedule": "loader",
+    "RawSchedule": "schedule",
+    "load_schedule": "schedule",
     "Outcome": "outcomes",
     "Status": "outcomes",
     "RunResult": "pipeline",
     "run_upload": "pipeline",
     "run_validate": "pipeline",
-    "Validated": "schema",
-    "validate_rows": "schema",
+    "Validated": "schedule",
+    "validate_rows": "schedule",
     "Secret": "settings",
     "Settings": "settings",
-    "write_template": "template",
+    "write_template": "results",
 }
 
 if TYPE_CHECKING:
@@ -51,27 +53,14 @@ if TYPE_CHECKING:
         ScheduleError,
         TokenRejected,
     )
-    from importer.loader import RawSchedule, load_schedule
     from importer.outcomes import Outcome, Status
     from importer.pipeline import RunResult, run_upload, run_validate
-    from importer.schema import Validated, validate_rows
+    from importer.results import write_template
+    from importer.schedule import RawSchedule, Validated, load_schedule, validate_rows
     from importer.settings import Secret, Settings
-    from importer.template import write_template
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'importer' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"importer.{home}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+__getattr__, __dir__ = lazy(__name__, _HOMES)
 
 
 __all__ = [

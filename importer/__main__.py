@@ -1,3 +1,3 @@
-from importer.entry import run
+from importer.cli import run
 
 raise SystemExit(run())

@@ -27,9 +27,20 @@ from typing import ParamSpec, TypeVar
 import pandas as pd
 import requests
 
-from importer.cells import DEFAULT_OPTIONS, ParseOptions, is_blank
-from importer.checks import OnlineCheck, amount_issues, check_online, duplicate_rows, withheld_currencies
-from importer.client import LOOKUP_CHUNK, KantataClient, WorkspaceInfo
+from importer.delivery import (
+    SENDING_AHEAD,
+    SETTLE_POLL,
+    Journal,
+    Ledger,
+    OnOutcomes,
+    OnSending,
+    Plan,
+    Uploader,
+    journal_path,
+    one_upload_to,
+    plan,
+    schedule_digest,
+)
 from importer.errors import (
     ApiUnavailable,
     CellIssue,
@@ -40,19 +51,48 @@ from importer.errors import (
     MissingToken,
     ResultsNotWritten,
 )
-from importer.journal import SENDING_AHEAD, Journal, journal_path, schedule_digest
-from importer.ledger import Ledger, one_upload_to
-from importer.loader import RawSchedule, check_schedule, load_schedule
+from importer.kantata import (
+    LOOKUP_CHUNK,
+    ImportKey,
+    Item,
+    KantataClient,
+    OnlineCheck,
+    WorkspaceInfo,
+    amount_issues,
+    build_items,
+    check_online,
+    duplicate_rows,
+    has_user_keys,
+    items_as_built,
+    reference_issues,
+    withheld_currencies,
+)
 from importer.outcomes import FAILED, Outcome, Status
-from importer.planner import ImportKey, Item, Plan, build_items, has_user_keys, items_as_built, plan, reference_issues
 from importer.progress import OnProgress, Stage, Ticker, for_stage
-from importer.report import Cut, RunInfo, check_output, cut_note, default_output, write_results
-from importer.schema import Validated, validate_rows
+from importer.results import (
+    Cut,
+    ProjectTotal,
+    RunInfo,
+    StreamedResults,
+    check_output,
+    check_template_path,
+    cut_note,
+    default_output,
+    project_totals,
+    write_results,
+    write_template,
+)
+from importer.schedule import (
+    DEFAULT_OPTIONS,
+    ParseOptions,
+    RawSchedule,
+    Validated,
+    check_schedule,
+    is_blank,
+    load_schedule,
+    validate_rows,
+)
 from importer.settings import TOKEN_ENV, Settings, sanitize_url
-from importer.streaming import StreamedResults
-from importer.template import check_template_path, write_template
-from importer.totals import ProjectTotal, project_totals
-from importer.upload import SETTLE_POLL, OnOutcomes, OnSending, Uploader
 
 
 @dataclass(slots=True)

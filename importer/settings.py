@@ -1,6 +1,6 @@
 """One typed settings object that both the CLI and Python callers build.
 
-A flag beats its environment variable, which beats the config file (`importer.config`). The token comes only
+A flag beats its environment variable, which beats the config file (`importer.cli.config`). The token comes only
 from the environment or a hidden prompt, never a flag (flags land in shell history and `ps`) or a file.
 """
 
@@ -14,13 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from importer.concurrency import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from importer.errors import BadToken, ConfigError, MissingToken
 
 DEFAULT_BASE_URL = "https://api.mavenlink.com/api/v1"
 TOKEN_ENV = "KANTATA_API_TOKEN"
 BASE_URL_ENV = "KANTATA_BASE_URL"
 MAX_BATCH = 100  # the endpoint's documented limit per request
+
+
+DEFAULT_CONCURRENCY = 4  # "a few requests in flight" (Kantata's rate-limit guidance)
+MAX_CONCURRENCY = 16
 
 
 class Secret:

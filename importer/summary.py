@@ -21,7 +21,7 @@ SCHEMA_VERSION = 1
 
 def run_summary(result: RunResult, *, command: str) -> dict[str, Any]:
     """The summary of a run that finished (exit 0 or 1) or stopped midway (exit 4 or 130)."""
-    from importer.report import all_issues  # xlsxwriter and pandas: not before the CLI needs them
+    from importer.results import all_issues  # xlsxwriter and pandas: not before the CLI needs them
 
     stopped = None
     if result.stopped is not None:

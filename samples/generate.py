@@ -12,7 +12,7 @@ from pathlib import Path
 import openpyxl
 from openpyxl.styles import Font
 
-from importer.columns import BY_NAME
+from importer.schedule.columns import BY_NAME
 
 HERE = Path(__file__).resolve().parent
 LABELS = [BY_NAME[n].label for n in ("title", "amount_in_cents", "workspace_id", "date_to_invoice", "story_id",

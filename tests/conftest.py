@@ -99,7 +99,7 @@ def make_schedule(tmp_path: Path) -> MakeSchedule:
 
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[Any]:
-    from importer.sandbox import Sandbox
+    from importer.sandbox.server import Sandbox
 
     with Sandbox() as server:
         yield server

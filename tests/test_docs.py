@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import importer
-from importer.cli import build_parser, main
-from importer.config import KEYS
+from importer.cli.config import KEYS
+from importer.cli.main import build_parser, main
 from importer.errors import EXIT_CODE_HELP, ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent

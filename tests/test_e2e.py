@@ -15,10 +15,10 @@ import openpyxl
 import pytest
 
 import importer.pipeline
-from importer.cli import main
+from importer.cli.main import main
 from importer.errors import ExitCode
 from importer.pipeline import run_upload
-from importer.sandbox import DEFAULT_TOKEN
+from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
 from tests.conftest import MakeSchedule, good_row, read_results
 
@@ -407,7 +407,7 @@ def test_a_host_name_that_does_not_resolve_is_said_in_words() -> None:
     import requests
     import urllib3
 
-    from importer.client import transport_error
+    from importer.kantata.client import transport_error
 
     connection = urllib3.connection.HTTPConnection("kantata.invalid")  # not connected: only named in the error
     pool = urllib3.HTTPConnectionPool("kantata.invalid")
@@ -592,14 +592,14 @@ def test_a_results_workbook_that_cannot_be_written_is_exit_5_and_a_rerun_writes_
     outcomes, and the same command writes the workbook without sending anything again."""
     import errno
 
-    import importer.streaming
+    import importer.results.streaming
 
     def full(done: Path, target: Path) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     path = make_schedule([good_row(n) for n in range(30)])
     with monkeypatch.context() as patched:
-        patched.setattr(importer.streaming, "move_into_place", full)
+        patched.setattr(importer.results.streaming, "move_into_place", full)
         assert main(["upload", str(path), "--json"]) == 5
     captured = capsys.readouterr()
     error = json.loads(captured.out)["error"]

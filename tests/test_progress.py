@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from importer.bars import Bars
+from importer.cli.bars import Bars
 from importer.pipeline import run_upload, run_validate
 from importer.progress import CHUNK, Stage, Ticker
-from importer.sandbox import DEFAULT_TOKEN
+from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
 from tests.conftest import MakeSchedule, good_row
 

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importer.cells import CellProblem, parse_amount, parse_cents, parse_date
-from importer.loader import load_schedule
-from importer.schema import validate_rows
+from importer.schedule.cells import CellProblem, parse_amount, parse_cents, parse_date
+from importer.schedule.loader import load_schedule
+from importer.schedule.schema import validate_rows
 
 # Every amount of at most 15 significant digits, in cents: what a user can type and Excel can hold exactly.
 CENTS = st.integers(min_value=-(10**15) + 1, max_value=10**15 - 1)
@@ -77,7 +77,7 @@ WHOLE_OR_NOT = st.one_of(
 @given(st.lists(WHOLE_OR_NOT, min_size=1, max_size=30))
 def test_the_numpy_path_for_number_columns_agrees_with_the_parser(values: list[float]) -> None:
     """`_whole_floats` (a whole column at once) gives exactly the parser's ints, or leaves the column to it."""
-    from importer.schema import _whole_floats
+    from importer.schedule.schema import _whole_floats
 
     parsed: list[object] = []
     for v in values:
@@ -109,9 +109,9 @@ TEXT_CELLS = st.one_of(
 def test_the_column_paths_for_text_cells_agree_with_the_parser(kind: str, values: list[str]) -> None:
     """`_column_at_once` (a CSV column at a time) gives exactly what each cell's parse gives, or leaves the
     column to the parser when one cell is blank or a problem the parser must explain."""
-    from importer.cells import parser_for
-    from importer.columns import FIELDS
-    from importer.schema import _column_at_once, _parse_cell
+    from importer.schedule.cells import parser_for
+    from importer.schedule.columns import FIELDS
+    from importer.schedule.schema import _column_at_once, _parse_cell
 
     assert _column_at_once("cents", ["733569", " -12 ", "+0"]) == [733569, -12, 0]  # the paths are taken
     assert _column_at_once("text", [" Retainer ", "Licence"]) == ["Retainer", "Licence"]

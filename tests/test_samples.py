@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from importer.pipeline import run_upload, run_validate
-from importer.sandbox import DEFAULT_TOKEN
+from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

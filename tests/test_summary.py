@@ -16,12 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from importer import __version__
-from importer.cli import main
+from importer.cli.main import main
 from importer.pipeline import run_upload, run_validate
-from importer.sandbox import DEFAULT_TOKEN
+from importer.results.totals import format_units
+from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings, sanitize_url
 from importer.summary import run_summary
-from importer.totals import format_units
 from tests.conftest import MakeSchedule, good_row
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,51 @@
+"""Carrying out a plan: batches sent exactly once, the journal and ledger that make a crash cheap."""
+
+from typing import TYPE_CHECKING
+
+from importer._face import lazy
+
+if TYPE_CHECKING:
+    from importer.delivery.journal import SENDING_AHEAD as SENDING_AHEAD
+    from importer.delivery.journal import Journal as Journal
+    from importer.delivery.journal import journal_path as journal_path
+    from importer.delivery.journal import schedule_digest as schedule_digest
+    from importer.delivery.ledger import Ledger as Ledger
+    from importer.delivery.ledger import one_upload_to as one_upload_to
+    from importer.delivery.planner import Plan as Plan
+    from importer.delivery.planner import plan as plan
+    from importer.delivery.upload import SETTLE_POLL as SETTLE_POLL
+    from importer.delivery.upload import OnOutcomes as OnOutcomes
+    from importer.delivery.upload import OnSending as OnSending
+    from importer.delivery.upload import Uploader as Uploader
+
+_HOMES = {
+    "Journal": "journal",
+    "Ledger": "ledger",
+    "OnOutcomes": "upload",
+    "OnSending": "upload",
+    "Plan": "planner",
+    "SENDING_AHEAD": "journal",
+    "SETTLE_POLL": "upload",
+    "Uploader": "upload",
+    "journal_path": "journal",
+    "one_upload_to": "ledger",
+    "plan": "planner",
+    "schedule_digest": "journal",
+}
+
+__getattr__, __dir__ = lazy(__name__, _HOMES)
+
+__all__ = [
+    "Journal",
+    "Ledger",
+    "OnOutcomes",
+    "OnSending",
+    "Plan",
+    "SENDING_AHEAD",
+    "SETTLE_POLL",
+    "Uploader",
+    "journal_path",
+    "one_upload_to",
+    "plan",
+    "schedule_digest",
+]

@@ -1,0 +1,289 @@
+"""The import keys of requests whose answer never came, kept across runs, whatever the schedule or the results.
+
+The journal (journal.py) resumes one schedule into one results workbook. But a killed run's requests may still
+be writing at Kantata when the next run starts with the schedule edited, a row added, rows reordered, or another
+`--output` (a timestamped results name): that run has no journal to go by, looks its keys up, misses the rows
+still being written, and sends them again (helper-18 made 200-300 duplicates so). The ledger records the *keys*
+of every batch before it leaves (fsynced, timed by the same clocks as the journal) and that they settled when
+their answer comes; every upload waits for the keys of its plan that the ledger shows may still be written, as
+a resume waits for its journal's rows (pipeline._settle_in_flight).
+
+One file for every schedule and account (`inflight.jsonl` in the state folder: $KANTATA_IMPORT_STATE, else
+$XDG_STATE_HOME/kantata-import, else ~/.local/state/kantata-import), its lines tagged with the base URL. It is
+never replaced, only appended to and, at a run's start, rewritten in place with the entries still live, all
+under an exclusive lock, so that runs at once lose none of each other's lines. Also here: the lock that lets one
+upload at a time go to one Kantata account (one_upload_to).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from importer.delivery.journal import clocks, seconds_since, tells_left
+from importer.errors import JournalNotWritten
+from importer.kantata import ImportKey, Item
+from importer.outcomes import Outcome, Status
+
+STATE_ENV = "KANTATA_IMPORT_STATE"
+FILE_NAME = "inflight.jsonl"
+LEDGER = "the ledger of requests in flight"
+SETTLED = (Status.CREATED, Status.REJECTED, Status.EXISTS)  # answered: nothing of theirs is still being written
+
+
+def state_dir() -> Path:
+    if folder := os.environ.get(STATE_ENV):
+        return Path(folder).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "kantata-import"
+
+
+def _flock(fh: IO[str], *, wait: bool = True) -> bool:
+    """An exclusive advisory lock (False if another holds it and `wait` is off); on Windows none (True)."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks there: one upload at a time is up to the user
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _unlock(fh: IO[str]) -> None:
+    with contextlib.suppress(ImportError):
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _text(key: ImportKey) -> str:
+    """The text "ki1-..." for a derived key, "service/model/ID" for the user's own: short, since a 100k upload writes
+    each key twice. Two keys with one text would only make a run wait for both, never send one twice."""
+    return str(key)
+
+
+class Ledger:
+    """This run's view of the keys that may still be written at `base_url`, and its own lines."""
+
+    def __init__(self, path: Path, base_url: str, window: float) -> None:
+        self.path = path
+        self.url = base_url
+        self.window = window  # seconds a request may go on writing after its "sending" line
+        self.live: dict[str, float] = {}  # key text -> seconds it may still be written (other runs, earlier runs)
+        self._keys: dict[int, str] = {}  # row -> key text, of the rows this run sent
+        self._open: set[str] = set()  # key texts this run sent and has not seen settled
+        self._base = 0  # the file's length after the prune at open
+        self._mine = 0  # bytes this run appended since
+        self._fh: IO[str] | None = None
+        self._lock = threading.Lock()
+        self.broken = False  # a write failed: from then on this run records nothing more, and sends nothing
+        self._failure: OSError | None = None
+        self._told = False  # a "sending" line was written (or tried): a "left" line must follow what leaves
+
+    @classmethod
+    def open(cls, base_url: str, window: float) -> Ledger | None:
+        """Read (and prune) the ledger; None when the state folder cannot be written (a read-only home): the
+        journal still guards a re-run of the same schedule and results workbook, as before the ledger."""
+        ledger = cls(state_dir() / FILE_NAME, base_url, window)
+        try:
+            ledger.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = ledger.path.open("a+", encoding="utf-8")
+        except OSError:
+            return None
+        try:
+            _flock(fh)
+            try:
+                fh.seek(0)
+                kept = ledger._read(fh.read())
+                fh.seek(0)
+                fh.truncate()
+                fh.write("".join(kept))
+                fh.flush()
+                os.fsync(fh.fileno())
+                ledger._base = os.fstat(fh.fileno()).st_size
+            finally:
+                _unlock(fh)
+        except OSError:  # a full disk while pruning: what was read is waited for; this run records nothing
+            with contextlib.suppress(OSError):
+                fh.close()
+            ledger.broken = True
+            return ledger
+        except BaseException:
+            fh.close()
+            raise
+        ledger._fh = fh
+        return ledger
+
+    def _read(self, text: str) -> list[str]:
+        """Fill `live` for this base URL; the lines to keep: each "sending" line still live, of every URL, with
+        only its keys not settled since."""
+        entries: list[dict[str, Any]] = []
+        sent: dict[tuple[str, str], tuple[float, int]] = {}  # (url, key) -> (seconds left, its entry)
+        gone: set[tuple[str, str]] = set()  # keys a request of which left, or may have (journal.tells_left)
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a torn line (power cut mid-write)
+            url = str(entry.get("url"))
+            keys = [(url, str(key)) for key in entry.get("keys") or ()]
+            if entry.get("kind") == "sending":
+                left = float(entry.get("window") or self.window) - seconds_since(entry)
+                entries.append(entry)
+                sent.update((k, (left, len(entries) - 1)) for k in keys)
+                if not tells_left(entry):
+                    gone.update(keys)
+            elif entry.get("kind") == "left":  # (a marker as its own kind: written by no release)
+                gone.update(keys)
+            elif entry.get("kind") == "settled":
+                for k in keys:
+                    sent.pop(k, None)
+                gone.difference_update(keys)
+        live = {k: v for k, v in sent.items() if v[0] > 0}
+        # Waited for: the keys that may have left. Kept: every live one, for a run of another account may be
+        # about to write the line saying its request left (one upload at a time is per account). A key that
+        # left is kept on a line without "tells", whatever its last line was (a batch journalled again for a
+        # retry): the fact sits on the line itself, which no rewrite cut short can part from it.
+        self.live = {key: left for (url, key), (left, _) in live.items() if url == self.url and (url, key) in gone}
+        keep: dict[tuple[int, bool], list[str]] = {}
+        for k, (_, at) in live.items():
+            keep.setdefault((at, k in gone), []).append(k[1])
+        lines: list[str] = []
+        for (at, went), texts in sorted(keep.items()):
+            entry = {**entries[at], "keys": texts}
+            if went:
+                entry.pop("tells", None)
+            lines.append(json.dumps(entry) + "\n")
+        return lines
+
+    def waits_for(self, items: Sequence[Item]) -> dict[ImportKey, float]:
+        """The items' keys that an earlier or other run sent and that may still be written: seconds left."""
+        live = self.live
+        return {i.key: live[t] for i in items if (t := _text(i.key)) in live}
+
+    def sending(self, items: Sequence[Item]) -> None:
+        with self._lock:
+            self._keys.update((i.row, _text(i.key)) for i in items)
+            self._open.update(_text(i.key) for i in items)
+            # From here on, what leaves must say so, and a failure to write that stops it. (A ledger that could
+            # not be written from the start holds no line of this run's: it guards nothing, and stops nothing.)
+            self._told |= self._fh is not None
+        self._write({"kind": "sending", "url": self.url, "window": self.window, "tells": "left",
+                     "keys": [_text(i.key) for i in items], **clocks()}, durable=True)  # fmt: skip
+
+    def left(self, items: Sequence[Item]) -> None:
+        """A request of these keys leaves (journal.tells_left). Raises JournalNotWritten when that cannot be
+        recorded, and then the request must not leave: its "sending" line says it would be.
+
+        Said by a "sending" line without "tells" (flushed, not fsynced), not by a line of its own kind: a version
+        before "left" lines keeps every "sending" line when it prunes the file, and would have dropped such a
+        line, leaving the flagged one to say that the request never left (helper-22: 15 duplicates of 20)."""
+        self._write({"kind": "sending", "url": self.url, "window": self.window,
+                     "keys": [_text(i.key) for i in items], **clocks()}, durable=False)  # fmt: skip
+        if self.broken and self._told:
+            raise JournalNotWritten(self.path, self._failure or OSError("not written"), what=LEDGER)
+
+    def settled(self, outcomes: Sequence[Outcome]) -> None:
+        """Rows answered (created, refused, found): no request of theirs is left to write them."""
+        with self._lock:
+            keys = [k for o in outcomes if o.status in SETTLED and (k := self._keys.get(o.row)) is not None]
+            self._open.difference_update(keys)
+        if keys:
+            self._write({"kind": "settled", "url": self.url, "keys": keys}, durable=False)
+
+    def withdrawn(self, items: Sequence[Item]) -> None:
+        """Rows whose every request was answered 429 or never left: not in Kantata, nothing to wait for."""
+        with self._lock:
+            self._open.difference_update(_text(i.key) for i in items)
+        self._write({"kind": "settled", "url": self.url, "keys": [_text(i.key) for i in items]}, durable=False)
+
+    def _write(self, entry: dict[str, Any], *, durable: bool) -> None:
+        """Append a line. It starts with a line break too: a line torn by another run (its disk full, its power
+        cut) ends there instead of swallowing this one (helper-20); the reader skips the empty line. A write
+        that fails (a full disk) leaves the run without a ledger, as a read-only home does; what this run said
+        would leave then does not (`left`). The fsync is outside the locks: a "left" line, written while its
+        request holds a slot, does not wait for another batch's fsync."""
+        text = "\n" + json.dumps(entry) + "\n"
+        with self._lock:
+            fh = self._fh
+            if fh is None:
+                return
+            try:
+                _flock(fh)
+                try:
+                    fh.write(text)
+                    fh.flush()
+                    self._mine += len(text.encode("utf-8"))
+                finally:
+                    _unlock(fh)
+                if not durable:
+                    return
+                fd = os.dup(fh.fileno())  # its own descriptor: a failing thread may close fh meanwhile
+            except OSError as exc:
+                self._give_up(fh, exc)
+                return
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            with self._lock:
+                self._give_up(fh, exc)
+        finally:
+            os.close(fd)
+
+    def _give_up(self, fh: IO[str], exc: OSError) -> None:
+        """(Under self._lock.) A write failed: this run records nothing more."""
+        self.broken = True
+        self._failure = self._failure or exc
+        if self._fh is fh:
+            self._fh = None
+            with contextlib.suppress(OSError):
+                fh.close()
+
+    def close(self) -> None:
+        """When every key this run sent has settled and no other run appended meanwhile, its lines are cut off
+        again: a 100k-row upload writes 6.5 MB of them, which the next run would read and prune (0.18 s)."""
+        with self._lock:
+            fh, self._fh = self._fh, None
+            if fh is None:
+                return
+            try:
+                _flock(fh)
+                if not self._open and os.fstat(fh.fileno()).st_size == self._base + self._mine:
+                    fh.truncate(self._base)
+            except OSError:
+                pass  # the next run prunes it
+            finally:
+                with contextlib.suppress(OSError):
+                    fh.close()
+
+
+@contextlib.contextmanager
+def one_upload_to(base_url: str, say: Callable[[str], None]) -> Iterator[None]:
+    """One upload at a time to one Kantata account (base URL), the next waiting for the one before: two at once
+    both look their keys up, find nothing, and both send the rows they share (helper-18: 6000 milestones for
+    3000; helper-20: 48 duplicates from a schedule and its copy with one row added). Serialised, the second
+    finds what the first created. Two at once would also double the load Kantata asks to keep to a few
+    requests. A Ctrl-C ends the wait (nothing was sent)."""
+    folder = state_dir() / "running"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fh = (folder / f"{hashlib.sha256(base_url.encode()).hexdigest()[:32]}.lock").open("a", encoding="utf-8")
+    except OSError:  # no state folder: the journal's lock still keeps apart two runs to the same workbook
+        yield
+        return
+    try:
+        if not _flock(fh, wait=False):
+            say(f"waiting for another upload to {base_url} to finish (one at a time per Kantata account, so that "
+                "no row is created twice)")  # fmt: skip
+            _flock(fh)
+        yield
+    finally:
+        fh.close()

@@ -1,0 +1,63 @@
+"""Everything that speaks Kantata's API: the client, each row's identity (import keys), the online checks."""
+
+from typing import TYPE_CHECKING
+
+from importer._face import lazy
+
+if TYPE_CHECKING:
+    from importer.kantata.checks import OnlineCheck as OnlineCheck
+    from importer.kantata.checks import amount_issues as amount_issues
+    from importer.kantata.checks import check_online as check_online
+    from importer.kantata.checks import duplicate_rows as duplicate_rows
+    from importer.kantata.checks import withheld_currencies as withheld_currencies
+    from importer.kantata.client import LOOKUP_CHUNK as LOOKUP_CHUNK
+    from importer.kantata.client import KantataClient as KantataClient
+    from importer.kantata.client import OutcomeUnknown as OutcomeUnknown
+    from importer.kantata.client import WorkspaceInfo as WorkspaceInfo
+    from importer.kantata.concurrency import Cancelled as Cancelled
+    from importer.kantata.keys import ImportKey as ImportKey
+    from importer.kantata.keys import Item as Item
+    from importer.kantata.keys import build_items as build_items
+    from importer.kantata.keys import has_user_keys as has_user_keys
+    from importer.kantata.keys import items_as_built as items_as_built
+    from importer.kantata.keys import reference_issues as reference_issues
+
+_HOMES = {
+    "Cancelled": "concurrency",
+    "ImportKey": "keys",
+    "Item": "keys",
+    "KantataClient": "client",
+    "LOOKUP_CHUNK": "client",
+    "OnlineCheck": "checks",
+    "OutcomeUnknown": "client",
+    "WorkspaceInfo": "client",
+    "amount_issues": "checks",
+    "build_items": "keys",
+    "check_online": "checks",
+    "duplicate_rows": "checks",
+    "has_user_keys": "keys",
+    "items_as_built": "keys",
+    "reference_issues": "keys",
+    "withheld_currencies": "checks",
+}
+
+__getattr__, __dir__ = lazy(__name__, _HOMES)
+
+__all__ = [
+    "Cancelled",
+    "ImportKey",
+    "Item",
+    "KantataClient",
+    "LOOKUP_CHUNK",
+    "OnlineCheck",
+    "OutcomeUnknown",
+    "WorkspaceInfo",
+    "amount_issues",
+    "build_items",
+    "check_online",
+    "duplicate_rows",
+    "has_user_keys",
+    "items_as_built",
+    "reference_issues",
+    "withheld_currencies",
+]

@@ -1,0 +1,575 @@
+"""The one place that talks HTTP to Kantata OX: a requests.Session with bearer auth, timeouts and backoff.
+
+Retries here are only the safe ones: any GET, and a POST answered 429 (refused before anything was written).
+A POST that may have reached Kantata without an answer (timeout, dropped connection, 5xx) raises
+`OutcomeUnknown`, so that the uploader looks the batch's import keys up before anything is sent again:
+Kantata has no idempotency key, and a blind re-POST creates duplicates. urllib3's Retry is not used for the
+same reason (it would re-POST).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import requests
+import urllib3
+
+from importer import __version__
+from importer.errors import UNRESOLVED, ApiUnavailable, TokenRejected
+from importer.kantata.concurrency import Cancelled, Limiter
+from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
+from importer.settings import Secret, Settings, sanitize_url
+
+LOOKUP_CHUNK = 200  # external_reference_service_model_refs takes up to 200 ids (api-notes.md); `only=` likewise
+PER_PAGE = 200  # the documented maximum page size
+PROBE_CHUNK = 100  # project ids per "does this importer have anything here?" count
+_JSON_BODY = {"Content-Type": "application/json"}  # what requests sets for `json=`
+
+
+class _Bounded:
+    """A connection that is made within its connect timeout, name look-up and every address tried included, or
+    not used: urllib3 bounds each address's try alone, and the look-up not at all. A write is waited for
+    Settings.writes_until after its request left (connect_timeout + server_timeout), so a request must never
+    reach Kantata later than connect_timeout after it left. Checked once connected (TLS included), before any
+    byte of the request is sent: a late connection is closed, and counts as never made (ConnectTimeout)."""
+
+    timeout: Any
+
+    def connect(self) -> None:
+        started = time.monotonic()
+        super().connect()  # type: ignore[misc]  # the urllib3 connection this is mixed into
+        took = time.monotonic() - started
+        if isinstance(self.timeout, int | float) and took > self.timeout:
+            self.close()  # type: ignore[attr-defined]
+            raise urllib3.exceptions.ConnectTimeoutError(
+                self, f"connecting took {took:.1f} s, over the connect timeout ({self.timeout:g} s)"
+            )
+
+
+class _BoundedHTTP(_Bounded, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _BoundedHTTPS(_Bounded, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _BoundedHTTP
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _BoundedHTTPS
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, its connections bounded in time (_Bounded)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """Sets the header on every request; as an auth object, a ~/.netrc entry cannot replace it."""
+
+    def __init__(self, token: Secret) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        return request
+
+
+class OutcomeUnknown(Exception):
+    """A write may or may not have happened; look the keys up before resending.
+
+    `running`: the request reached Kantata and nothing says it is done with it (the connection dropped or timed
+    out before an answer, or a gateway answered 502/504 for it), so rows not written yet may still be written:
+    the uploader keeps looking them up before it sends them again (upload.Uploader._awaited)."""
+
+    def __init__(self, reason: str, *, running: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.running = running
+
+
+# A gateway in front of Kantata answers these for a request it passed on: bad gateway, gateway timeout. The
+# application behind it may still be working on that request; a 500 or 503 is the server's own answer.
+GATEWAY_STATUSES = (502, 504)
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """No connection could be made (refused, or connecting timed out): the request never reached Kantata."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None  # requests wraps urllib3's MaxRetryError
+    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)  # NewConnectionError is one too
+
+
+def transport_error(exc: requests.RequestException) -> str:
+    """What went wrong on the way, in words: "ConnectionError" alone did not say that the host name does not
+    resolve (helper-18), which a re-run cannot mend."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None  # requests wraps urllib3's MaxRetryError
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return f"{UNRESOLVED}: check --base-url"
+    if (
+        isinstance(exc, requests.ConnectTimeout)
+        or isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+        and (not isinstance(reason, urllib3.exceptions.NewConnectionError))
+    ):
+        return "connecting timed out"
+    if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return "the connection was refused: is the address right, and the server up?"
+    if isinstance(exc, requests.ReadTimeout):
+        return "no answer within read_timeout"
+    return type(exc).__name__
+
+
+@dataclass(slots=True)
+class CreateAnswer:
+    """Kantata's answer to one create: the ids it reports by key, or its errors when it refused."""
+
+    status: int
+    ids: dict[ImportKey, str] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 0
+
+    @property
+    def refused(self) -> bool:
+        return self.status in (400, 422)
+
+
+_Info = TypeVar("_Info", "WorkspaceInfo", "StoryInfo")
+
+
+@dataclass(slots=True)
+class Stats:
+    """Request counts; `count` is the only writer, so threads sending at once lose no increment."""
+
+    posts: int = 0
+    gets: int = 0
+    retries: int = 0
+    throttled: int = 0
+    routes: Counter[str] = field(default_factory=Counter)  # "GET /workspaces" -> requests sent, retries included
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, name: str, route: str | None = None) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+            if route is not None:
+                self.routes[route] += 1
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceInfo:
+    """A project the token can see; `currency` is None when Kantata withholds it (no financial access)."""
+
+    id: int
+    title: str
+    currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoryInfo:
+    """A task the token can see, with the project it belongs to (None if Kantata did not say)."""
+
+    id: int
+    title: str
+    workspace_id: int | None
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def error_text(response: requests.Response) -> str:
+    """Kantata's error messages joined, or a short slice of the body when it is not the documented JSON."""
+    try:
+        errors = response.json().get("errors")
+        messages = [str(e.get("message")) for e in errors if isinstance(e, dict)]
+        if messages:
+            return "; ".join(messages)
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return response.text[:200].strip() or response.reason or f"HTTP {response.status_code}"
+
+
+class KantataClient:
+    def __init__(
+        self,
+        settings: Settings,
+        token: Secret,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        if session is None:
+            session = requests.Session()
+            # One pooled connection per request in flight (requests' default pool keeps 10).
+            adapter = _Adapter(pool_connections=1, pool_maxsize=max(10, settings.concurrency))
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        self.session = session
+        self.limiter = Limiter(settings.concurrency)
+        self.cancel = threading.Event()  # set by the uploader when the run stops: no more POSTs (GETs still go)
+        self.session.auth = BearerAuth(token)
+        self.session.trust_env = False  # no ~/.netrc, no proxy variables surprising a finance laptop
+        self.session.headers.update({"Accept": "application/json", "User-Agent": f"kantata-import/{__version__}"})
+        self.stats = Stats()
+        self._workspace_cache: dict[int, WorkspaceInfo | None] = {}
+        self._story_cache: dict[int, StoryInfo | None] = {}
+        self._sleep = sleep
+        self._timeout = (settings.connect_timeout, settings.read_timeout)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def backoff(
+        self, attempt: int, response: requests.Response | None = None, *, cancel: threading.Event | None = None
+    ) -> None:
+        """Sleep before try `attempt + 1`: Retry-After when given, else full-jitter exponential backoff. With
+        `cancel`, the wait ends early with Cancelled when that event is set (the run, or the look-up, stopped)."""
+        delay = _retry_after(response) if response is not None else None
+        if delay is None:
+            delay = random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2**attempt))
+        self.stats.count("retries")
+        delay = min(delay, self.settings.backoff_cap * 4)
+        if response is not None and response.status_code == 429:
+            self.limiter.hold(delay)  # Kantata limits the account: every request waits, this one goes first
+        if cancel is not None and self._sleep is time.sleep:
+            if cancel.wait(delay):  # a sleep that a stop cuts short
+                raise Cancelled
+        else:
+            self._sleep(delay)  # (or the sleep a test handed in)
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+
+    def _url(self, path: str) -> str:
+        return f"{self.settings.base_url}/{path.lstrip('/')}"
+
+    def _raise_for_auth(self, response: requests.Response) -> None:
+        if response.status_code in (401, 403):
+            raise TokenRejected.from_response(
+                response.status_code, error_text(response), response.headers.get("x-request-id")
+            )
+
+    def get(self, path: str, params: Mapping[str, str | int], *, stop: threading.Event | None = None) -> dict[str, Any]:
+        """A GET, retried on 429, 5xx, timeouts and connection errors (reading twice is harmless). With `stop`,
+        no further try (and no wait for one) once it is set: Cancelled."""
+        last = ""
+        for attempt in range(self.settings.max_attempts):
+            if stop is not None and stop.is_set():
+                raise Cancelled
+            try:
+                self.stats.count("gets", f"GET /{path}")
+                # (a stop also ends a wait for room, or for another request's 429 to pass: nothing is sent)
+                with self.limiter.slot(stop.is_set if stop is not None else None) as generation:
+                    response = self.session.get(self._url(path), params=params, timeout=self._timeout)
+            except requests.RequestException as exc:
+                last = transport_error(exc)
+                if attempt + 1 < self.settings.max_attempts:
+                    self.backoff(attempt, cancel=stop)
+                continue
+            self._raise_for_auth(response)
+            if response.status_code == 429 or response.status_code >= 500:
+                self.limiter.throttled(generation)  # 429, or a server in distress: fewer requests at once
+                if response.status_code == 429:
+                    self.stats.count("throttled")
+                last = f"HTTP {response.status_code}: {error_text(response)}"
+                if attempt + 1 < self.settings.max_attempts:
+                    self.backoff(attempt, response, cancel=stop)
+                continue
+            if response.status_code != 200:
+                hint = (
+                    "; check --base-url (e.g. https://api.mavenlink.com/api/v1)" if response.status_code == 404 else ""
+                )
+                raise ApiUnavailable(
+                    f"Kantata answered GET {path} with HTTP {response.status_code}: {error_text(response)}{hint}",
+                    status=response.status_code,
+                )
+            self.limiter.succeeded()
+            return _json(response)
+        raise ApiUnavailable(
+            f"Kantata at {sanitize_url(self.settings.base_url)} did not answer GET {path} after "
+            f"{self.settings.max_attempts} tries (last: {last})",
+            attempts=self.settings.max_attempts,
+        )
+
+    def create(self, bodies: Sequence[dict[str, Any]], *, on_send: Callable[[], None] | None = None) -> CreateAnswer:
+        """POST one batch. Retries 429 only; raises OutcomeUnknown when the write may have happened.
+
+        `on_send` runs just before each POST goes out, once a slot is held: what it records (the journal's
+        "sending") is then true of every request sent, and of no request that a stop cancelled before it left."""
+        params: dict[str, str | int] = {"per_page": PER_PAGE, "include": "external_references"}
+        # Encoded once, before a slot is taken: as `json=` would (requests' own dumps, allow_nan=False), but not
+        # inside the slot while other batches wait for it, and not again for a retry after 429.
+        payload = json.dumps({"billing_milestones": list(bodies)}, allow_nan=False).encode()
+        for attempt in range(self.settings.max_attempts):
+            if self.cancel.is_set():
+                raise Cancelled  # a try before this one, if any, was answered 429: nothing was written
+            try:
+                with self.limiter.slot(self.cancel.is_set) as generation:
+                    if on_send is not None:
+                        on_send()
+                    self.stats.count("posts", "POST /billing_milestones")
+                    response = self.session.post(
+                        self._url("billing_milestones"),
+                        params=params,
+                        data=payload,
+                        headers=_JSON_BODY,
+                        timeout=self._timeout,
+                    )
+            except requests.RequestException as exc:
+                raise OutcomeUnknown(f"no answer ({type(exc).__name__})", running=not _never_connected(exc)) from exc
+            self._raise_for_auth(response)
+            if response.status_code == 429:
+                self.stats.count("throttled")
+                self.limiter.throttled(generation)
+                if attempt + 1 < self.settings.max_attempts:
+                    self.backoff(attempt, response, cancel=self.cancel)
+                continue
+            if response.status_code >= 500:
+                self.limiter.throttled(generation)  # a server in distress gets fewer requests at once, too
+                raise OutcomeUnknown(f"HTTP {response.status_code}: {error_text(response)}",
+                                     running=response.status_code in GATEWAY_STATUSES)  # fmt: skip
+            if response.status_code in (400, 422):
+                return CreateAnswer(response.status_code, errors=_errors(response))
+            if response.status_code != 200:
+                raise ApiUnavailable(
+                    f"Kantata answered POST billing_milestones with HTTP {response.status_code}: "
+                    f"{error_text(response)}",
+                    status=response.status_code,
+                )
+            self.limiter.succeeded()
+            data = _json(response)
+            return CreateAnswer(200, ids=milestone_keys(data), count=int(data.get("count") or 0))
+        raise ApiUnavailable(
+            f"Kantata kept answering 429 (too many requests) after {self.settings.max_attempts} tries",
+            attempts=self.settings.max_attempts,
+            status=429,
+        )
+
+    def find_existing(self, keys: Iterable[ImportKey]) -> dict[ImportKey, str]:
+        """Which of these import keys already have a milestone, 200 refs per look-up, every page read."""
+        wanted = set(keys)
+        by_service: dict[tuple[str, str], list[str]] = {}
+        for key in sorted(wanted):
+            by_service.setdefault((key.service_name, key.service_model), []).append(key.ref)
+        every_query: list[dict[str, str | int]] = []
+        for (service, model), refs in by_service.items():
+            listable = [r for r in refs if "," not in r]  # a comma would split the list filter
+            queries: list[dict[str, str | int]] = [
+                {"external_reference_service_model_refs": ",".join(listable[i : i + LOOKUP_CHUNK])}
+                for i in range(0, len(listable), LOOKUP_CHUNK)
+            ]
+            queries += [{"external_reference_service_model_ref": r} for r in refs if "," in r]
+            base = {"external_reference_service_name": service, "external_reference_service_model": model}
+            every_query.extend({**base, **query} for query in queries)
+        found: dict[ImportKey, str] = {}
+        for page_keys in self._each(every_query):
+            for key, milestone_id in page_keys:
+                if key in wanted:  # filters can be ignored by the server: trust only exact matches
+                    found.setdefault(key, milestone_id)
+        return found
+
+    def find_imported(self, items: Sequence[Item], *, untouched: Collection[int] | None = None) -> dict[ImportKey, str]:
+        """`find_existing` for the rows of a schedule, skipping the look-ups that cannot find anything.
+
+        A derived key hashes the row's project in (kantata/keys.py), so a milestone with that key can only be in that
+        project: when Kantata counts no milestone of this importer in a group of projects, none of their rows'
+        keys needs looking up. A first import (a migration into new projects, a new month's projects) then costs
+        one request per PROBE_CHUNK projects instead of one per 200 rows (schedules of 200 rows or fewer skip the
+        count: their look-up is one request anyway). Counts that are not zero, or that
+        Kantata did not give, fall back to looking every key up. (A user's own external reference carries no
+        project, so those keys are always looked up.) This assumes a milestone never moves between projects,
+        which Kantata's documented update fields do not allow. `untouched`: what `projects_without_imports`
+        already said of these rows' projects, if it was asked (the count is not asked again)."""
+        if not items:
+            return {}
+        derived = [i for i in items if i.key.derived]
+        if len(derived) <= LOOKUP_CHUNK:  # one look-up request settles them all: a count would save nothing
+            return self.find_existing(i.key for i in items)
+        if untouched is None:
+            untouched = self.projects_without_imports(sorted({int(i.body["workspace_id"]) for i in derived}))
+        empty = set(untouched)
+        skip = {i.row for i in derived if int(i.body["workspace_id"]) in empty}
+        wanted = [i.key for i in items if i.row not in skip]
+        return self.find_existing(wanted) if wanted else {}
+
+    def projects_without_imports(self, workspace_ids: Sequence[int]) -> list[int]:
+        """The projects in which Kantata counts no milestone with this importer's derived keys."""
+        empty: list[int] = []
+        for start in range(0, len(workspace_ids), PROBE_CHUNK):
+            chunk = workspace_ids[start : start + PROBE_CHUNK]
+            data = self.get("billing_milestones", {
+                "workspace_ids": ",".join(map(str, chunk)), "external_reference_service_name": SERVICE_NAME,
+                "external_reference_service_model": SERVICE_MODEL, "per_page": 1,
+            })  # fmt: skip
+            count = data.get("count", (data.get("meta") or {}).get("count"))
+            if isinstance(count, int) and not isinstance(count, bool) and count == 0 and not data.get("results"):
+                empty.extend(chunk)
+        return empty
+
+    def _each(self, queries: list[dict[str, str | int]]) -> Iterable[list[tuple[ImportKey, str]]]:
+        """Every page of every query; several queries in flight at once when there are many."""
+        if len(queries) <= 1 or self.settings.concurrency == 1:
+            yield from (list(self._pages("billing_milestones", q)) for q in queries)
+            return
+        pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="kantata-lookup")
+        stop = threading.Event()
+        try:
+            yield from pool.map(lambda q: list(self._pages("billing_milestones", q, stop)), queries)
+        finally:  # on an error or Ctrl-C: queries not started are not sent, running ones stop after this request
+            stop.set()
+            self.limiter.wake()  # those waiting for a slot see the stop
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _pages(
+        self, path: str, params: dict[str, str | int], stop: threading.Event | None = None
+    ) -> Iterable[tuple[ImportKey, str]]:
+        for data in self._each_page(path, {**params, "include": "external_references"}, stop):
+            yield from milestone_keys(data).items()
+
+    def _each_page(
+        self, path: str, params: Mapping[str, str | int], stop: threading.Event | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every page of a listing, PER_PAGE at a time, until the page count Kantata gives is reached."""
+        page = 1
+        while True:
+            data = self.get(path, {**params, "per_page": PER_PAGE, "page": page}, stop=stop)
+            yield data
+            meta = data.get("meta") or {}
+            if page >= int(meta.get("page_count") or 1):
+                return
+            page += 1
+
+    def workspaces(self, ids: Iterable[int], *, stop: threading.Event | None = None) -> dict[int, WorkspaceInfo]:
+        """The projects among `ids` that the token can see (a miss is simply absent), `only=` 200 ids a request.
+
+        Cached for the client's life: GET /workspaces has a rate limit of its own, and a schedule names the same
+        few projects on many rows."""
+        return self._lookup("workspaces", ids, {}, self._workspace_cache, _workspace, stop)
+
+    def stories(self, ids: Iterable[int]) -> dict[int, StoryInfo]:
+        """The tasks among `ids` that the token can see, each with its project (`include=workspace`), cached."""
+        return self._lookup("stories", ids, {"include": "workspace"}, self._story_cache, _story)
+
+    def all_workspaces(self) -> list[WorkspaceInfo]:
+        """Every project the token can see, in Kantata's order (for the template's lookup sheet)."""
+        found = [_workspace(obj) for data in self._each_page("workspaces", {}) for obj in _primary(data, "workspaces")]
+        return [w for w in found if w is not None]
+
+    def _lookup(
+        self,
+        path: str,
+        ids: Iterable[int],
+        extra: Mapping[str, str],
+        cache: dict[int, _Info | None],
+        make: Callable[[Mapping[str, Any]], _Info | None],
+        stop: threading.Event | None = None,
+    ) -> dict[int, _Info]:
+        wanted = sorted(set(ids))
+        unknown = [i for i in wanted if i not in cache]
+        for start in range(0, len(unknown), LOOKUP_CHUNK):
+            chunk = unknown[start : start + LOOKUP_CHUNK]
+            found: dict[int, _Info] = {}
+            for data in self._each_page(path, {**extra, "only": ",".join(map(str, chunk))}, stop):
+                for obj in _primary(data, path):
+                    info = make(obj)
+                    if info is not None:
+                        found[info.id] = info
+            # Only what was asked (a filter the server ignored must not add rows); a miss is cached too.
+            cache.update({i: found.get(i) for i in chunk})
+        return {i: info for i in wanted if (info := cache[i]) is not None}
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        raise ApiUnavailable(
+            f"Kantata answered with something that is not JSON (x-request-id "
+            f"{response.headers.get('x-request-id', 'none')})",
+            status=response.status_code,
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiUnavailable("Kantata answered with JSON that is not an object", status=response.status_code)
+    return data
+
+
+def _primary(data: Mapping[str, Any], key: str) -> Iterator[Mapping[str, Any]]:
+    """The primary objects of an answer, in `results` order (a top-level collection may hold side-loads too)."""
+    objects = data.get(key) or {}
+    for entry in data.get("results") or []:
+        if isinstance(entry, dict) and entry.get("key") == key:
+            obj = objects.get(str(entry.get("id")))
+            if isinstance(obj, dict):
+                yield obj
+
+
+def _int(value: object) -> int | None:
+    """An id as Kantata sends it (a string of digits), or None for anything else."""
+    text = str(value).strip() if value is not None else ""
+    return int(text) if text.isdigit() else None
+
+
+def _workspace(obj: Mapping[str, Any]) -> WorkspaceInfo | None:
+    ident = _int(obj.get("id"))
+    if ident is None:
+        return None
+    currency = obj.get("currency")
+    return WorkspaceInfo(ident, str(obj.get("title") or ""), str(currency).upper() if currency else None)
+
+
+def _story(obj: Mapping[str, Any]) -> StoryInfo | None:
+    ident = _int(obj.get("id"))
+    if ident is None:
+        return None
+    return StoryInfo(ident, str(obj.get("title") or ""), _int(obj.get("workspace_id")))
+
+
+def _errors(response: requests.Response) -> list[dict[str, Any]]:
+    try:
+        errors = response.json().get("errors")
+    except (ValueError, AttributeError):
+        errors = None
+    if isinstance(errors, list) and errors:
+        return [e if isinstance(e, dict) else {"message": str(e)} for e in errors]
+    return [{"type": "system", "message": error_text(response)}]
+
+
+def milestone_keys(data: Mapping[str, Any]) -> dict[ImportKey, str]:
+    """Milestone id by import key, read through `results` and the side-loaded external references."""
+    milestones = data.get("billing_milestones") or {}
+    references = data.get("external_references") or {}
+    keys: dict[ImportKey, str] = {}
+    for entry in data.get("results") or []:
+        if entry.get("key") != "billing_milestones":
+            continue
+        milestone = milestones.get(str(entry.get("id"))) or {}
+        for ref_id in milestone.get("external_reference_ids") or []:
+            ref = references.get(str(ref_id)) or {}
+            if ref.get("service_name") and ref.get("service_model_ref") is not None:
+                key = ImportKey(str(ref["service_name"]), str(ref.get("service_model")), str(ref["service_model_ref"]))
+                keys.setdefault(key, str(entry["id"]))
+    return keys

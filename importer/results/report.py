@@ -1,0 +1,434 @@
+"""Outcomes -> the results workbook the user opens in Excel.
+
+The results sheet keeps the input's layout: every row sits at the same row number as in the input (title block
+and blank rows included), every source column at the same letter, so "row 17, column D" means the same cell in
+both files. Outcome columns go after the user's columns; when the input is itself an earlier results workbook,
+its outcome columns are reused in place rather than duplicated.
+
+Written with xlsxwriter in constant-memory mode (../shared/PERF-NOTES.md: ~2x faster than openpyxl), to a
+temporary file that is renamed into place, so a crash never leaves half a workbook, and never over the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import xlsxwriter
+from xlsxwriter.worksheet import Worksheet
+
+from importer.errors import CellIssue, ConfigError
+from importer.outcomes import Outcome, Status
+from importer.progress import CHUNK, Tick, Ticker
+from importer.results.atomic import write_then_rename
+from importer.results.packing import ResultsWorkbook
+from importer.results.totals import ProjectTotal
+from importer.schedule import (
+    MAX_EXACT_FLOAT_INT,
+    OUTCOME_COLUMNS,
+    RawSchedule,
+    as_text,
+    column_index,
+    column_letter,
+    normalise_header,
+)
+
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV/spreadsheet injection
+MAX_CELL_TEXT = 32767  # Excel's limit per cell
+Cut = tuple[int, int, int]  # a cell shown cut in the results: (row, column index, characters it holds)
+STATUS_COLOURS = {
+    Status.VALID: "#E2EFDA",
+    Status.CREATED: "#C6EFCE",
+    Status.EXISTS: "#DDEBF7",
+    Status.INVALID: "#FFC7CE",
+    Status.REJECTED: "#F8CBAD",
+    Status.NOT_SENT: "#FFEB9C",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What the Summary sheet says about the run."""
+
+    dry_run: bool
+    base_url: str | None  # sanitised; None for an offline dry run
+    started: dt.datetime
+    note: str = ""  # why the run stopped early, if it did
+    notes: tuple[str, ...] = ()  # remarks of the run besides the file's (online checks: currencies, requests)
+
+
+def check_output(output: Path, schedule: Path) -> Path:
+    """Refuse to write over the input (or to a place that cannot hold the results)."""
+    out = output.expanduser()
+    if out.suffix.casefold() != ".xlsx":
+        raise ConfigError(f"results workbook {out} must end in .xlsx")
+    same = out.resolve() == schedule.resolve()
+    with contextlib.suppress(OSError):
+        same = same or (out.exists() and os.path.samefile(out, schedule))
+    if same:
+        raise ConfigError(f"--output {out} is the input schedule; results are never written over the input")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write results to {out}: folder {out.parent} does not exist")
+    if out.is_dir():  # else found only when the finished workbook is renamed into place: after an upload
+        raise ConfigError(f"cannot write results to {out}: it is a folder; name a file, e.g. {out / 'results.xlsx'}")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        # Checked before anything is sent: an upload whose results cannot be written would leave the user
+        # without the new ids (the journal beside it could not be written either).
+        raise ConfigError(f"cannot write results to {out}: permission denied; choose another place with --output")
+    return out
+
+
+def cut_note(raw: RawSchedule, cut: Sequence[Cut]) -> str:
+    """The note for the terminal and --json: the Errors sheet lists each cell, where few look."""
+    first = ", ".join(f"{column_letter(c)}{row}" for row, c, _ in cut[:3]) + (", ..." if len(cut) > 3 else "")
+    many = len(cut) != 1
+    return (f"{len(cut)} cell{'s' if many else ''} of {raw.path.name} ({first}) hold{'' if many else 's'} more "
+            f"text than an Excel cell ({MAX_CELL_TEXT:,} characters): shown cut in the results workbook (your file "
+            "keeps the whole text, and the whole text is what is sent)")  # fmt: skip
+
+
+def default_output(schedule: Path) -> Path:
+    return schedule.with_name(f"{schedule.stem}.results.xlsx")
+
+
+def write_results(
+    raw: RawSchedule,
+    outcomes: Mapping[int, Outcome],
+    issues: Sequence[CellIssue],
+    totals: Sequence[ProjectTotal],
+    info: RunInfo,
+    output: Path,
+    *,
+    on_progress: Tick | None = None,
+    cut: list[Cut] | None = None,
+) -> Path:
+    """Write atomically: a temp file beside the target, renamed over it only once complete.
+
+    `on_progress(done, total)` hears of the rows written every few thousand, and once more when the file is in
+    place (closing a large workbook takes a while of its own). `cut` hears of the cells shown cut."""
+    out = check_output(output, raw.path)
+    ticker = Ticker(on_progress, len(raw.frame))
+
+    def write(tmp: Path) -> None:
+        workbook = ResultsWorkbook(str(tmp), {"constant_memory": True, "strings_to_numbers": False})
+        writer = Writer(workbook, raw, outcomes, issues, totals, info, ticker)
+        writer.write()
+        workbook.close()
+        if cut is not None:
+            cut[:] = writer.cut
+
+    write_then_rename(out, write)
+    ticker.end(len(raw.frame))
+    return out
+
+
+class Writer:
+    """The three sheets; the results sheet in steps (`results_head`, `rows`, `finish`) so that streaming.py can
+    write rows while an upload runs."""
+
+    def __init__(
+        self,
+        workbook: xlsxwriter.Workbook,
+        raw: RawSchedule,
+        outcomes: Mapping[int, Outcome],
+        issues: Sequence[CellIssue],
+        totals: Sequence[ProjectTotal],
+        info: RunInfo | None,  # needed by the Summary sheet only: streaming.py gives it at the end
+        ticker: Ticker,
+    ) -> None:
+        self.wb = workbook
+        self.raw = raw
+        self.outcomes = outcomes
+        self.issues = issues
+        self.totals = totals
+        self.info = info
+        self.ticker = ticker
+        self.placed: dict[str, int] = {}  # outcome column -> index; set by results_head
+        self.skip: set[int] = set()
+        self.by_row: dict[int, list[str]] = {}
+        self._cursor: Iterator[tuple[int, tuple[Any, ...]]] = iter(())  # see _cells
+        self._at = -1  # the frame position _cursor is at; -1: none
+        self._aside = 0  # raw.trailer's rows written so far (each goes in before the first data row below it)
+        self.cut: list[Cut] = []  # the cells shown cut
+        self.fmt_date = workbook.add_format({"num_format": "yyyy-mm-dd"})
+        self.fmt_datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+        self.fmt_time = workbook.add_format({"num_format": "hh:mm:ss"})
+        self.fmt_duration = workbook.add_format({"num_format": "[h]:mm:ss"})
+        self.fmt_text = workbook.add_format({"quote_prefix": True})
+        self.fmt_bold = workbook.add_format({"bold": True})
+        self.fmt_wrap = workbook.add_format({"text_wrap": True, "valign": "top"})
+        self.fmt_link = workbook.add_format({"font_color": "blue", "underline": 1})
+        names = {raw.sheet or "Schedule"}
+        self.sheet_name = raw.sheet or "Schedule"
+        self.summary_name = _unique("Summary", names)
+        self.errors_name = _unique("Errors", names)
+
+    def write(self) -> None:
+        ws = self.wb.add_worksheet(self.sheet_name)
+        self.results_head(ws)
+        self.rows(ws, 0, len(self.raw.frame))
+        self.finish(ws)
+
+    def finish(self, ws: Worksheet) -> None:
+        """Everything after the last row: the sheet's settings, then the Summary and Errors sheets."""
+        self._results_tail(ws)
+        self._summary_sheet(self.wb.add_worksheet(self.summary_name))
+        self._errors_sheet(self.wb.add_worksheet(self.errors_name))
+
+    # --- the user's rows + outcomes ---
+
+    def _outcome_letters(self) -> dict[str, int]:
+        """Column index for each outcome column: an earlier run's column if present, else appended."""
+        existing = {normalise_header(self.raw.headers[column_index(letter)]): column_index(letter)
+                    for letter in self.raw.previous_outcomes}  # fmt: skip
+        width = len(self.raw.headers)
+        placed: dict[str, int] = {}
+        for name in OUTCOME_COLUMNS:
+            if normalise_header(name) in existing:
+                placed[name] = existing[normalise_header(name)]
+            else:
+                placed[name] = width
+                width += 1
+        return placed
+
+    def results_head(self, ws: Worksheet) -> None:
+        """The rows above the data: the title block as it was, and the header with the outcome columns."""
+        raw = self.raw
+        self.placed = placed = self._outcome_letters()
+        self.skip = skip = set(placed.values())
+        for r, row in enumerate(raw.preamble):
+            for c, value in enumerate(row):
+                self._cell(ws, r, c, value)
+        hr = raw.header_row - 1
+        for c, text in enumerate(raw.headers):
+            if c not in skip and text:
+                cell = raw.header_cells[c] if c < len(raw.header_cells) else text
+                # as it was: "  Notes " untrimmed, 2026 a number, a date a date (bold only for text: a date's
+                # or number's own format shows it as the user saw it)
+                self._cell(ws, hr, c, cell, self.fmt_bold if isinstance(cell, str) else None)
+        for name, c in placed.items():
+            ws.write_string(hr, c, name, self.fmt_bold)
+        self.by_row = _messages_by_row(self.issues)
+
+    def rows(self, ws: Worksheet, start: int, stop: int) -> None:
+        """Data rows at positions start..stop-1 of the frame, in order (constant-memory mode writes forward)."""
+        placed, skip, by_row = self.placed, self.skip, self.by_row
+        write_number, write_string, cell = ws.write_number, ws.write_string, self._cell
+        aside = self.raw.trailer
+        next_aside = aside[self._aside][0] if self._aside < len(aside) else None
+        for done, (row_number, values) in enumerate(self._cells(start, stop), start=start):
+            if not done % CHUNK:
+                self.ticker.at(done)
+            if next_aside is not None and row_number > next_aside:  # constant-memory mode writes forward only
+                self._aside_rows(ws, below=row_number)
+                next_aside = aside[self._aside][0] if self._aside < len(aside) else None
+            r = int(row_number) - 1
+            for c, value in enumerate(values):
+                # The common cells inline (this loop runs once per cell of the file); the rest through _cell.
+                kind = type(value)
+                if value is None or c in skip:
+                    continue
+                if kind is str and len(value) < MAX_CELL_TEXT and not value.startswith(FORMULA_TRIGGERS):
+                    write_string(r, c, value)
+                elif (kind is float and value == value) or (kind is int and abs(value) < MAX_EXACT_FLOAT_INT):
+                    write_number(r, c, value)
+                else:
+                    if kind is str and len(value) > MAX_CELL_TEXT:  # cut by _text: said on the Errors sheet
+                        self.cut.append((r + 1, c, len(value)))
+                    cell(ws, r, c, value)
+            outcome = self.outcomes.get(int(row_number))
+            if outcome is None:
+                raise AssertionError(f"row {row_number} has no outcome")  # every row must end with one
+            ws.write_string(r, placed["status"], outcome.status.value)
+            if outcome.milestone_id is not None:
+                ws.write_string(r, placed["billing_milestone_id"], outcome.milestone_id)
+            messages = by_row.get(int(row_number), []) + list(outcome.errors)
+            if messages:
+                self._cell(ws, r, placed["errors"], "; ".join(dict.fromkeys(messages)))
+        self._at = stop
+
+    def _cells(self, start: int, stop: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
+        """Row numbers and cells of positions start..stop-1. Consecutive calls share one pass over the frame:
+        streaming.py asks for each batch's 100 rows as its answer comes, and slicing the frame for each call
+        took 0.53 ms (timeit, best of 5 x 50 calls): 0.5 s for 100k rows, on the GIL the sending threads wait
+        for."""
+        if self._at != start:
+            rest = self.raw.frame.iloc[start:]
+            self._cursor = zip(rest.index.tolist(), rest.itertuples(index=False, name=None), strict=True)
+        self._at = -1  # until this call's rows are all written
+        return itertools.islice(self._cursor, stop - start)
+
+    def _aside_rows(self, ws: Worksheet, *, below: int | None = None) -> None:
+        """raw.trailer's rows not yet written, above row `below` (all of them if None), as they were."""
+        aside = self.raw.trailer
+        while self._aside < len(aside) and (below is None or aside[self._aside][0] < below):
+            row_number, values = aside[self._aside]
+            for c, value in enumerate(values):
+                if value is not None and c not in self.skip:
+                    self._cell(ws, row_number - 1, c, value)
+            self._aside += 1
+
+    def _results_tail(self, ws: Worksheet) -> None:
+        raw, placed, letters = self.raw, self.placed, self.raw.frame.columns
+        self._aside_rows(ws)  # those below every data row
+        hr = raw.header_row - 1
+        last = int(raw.frame.index[-1]) - 1 if len(raw.frame) else hr
+        ws.freeze_panes(hr + 1, 0)
+        ws.set_column(placed["errors"], placed["errors"], 60)
+        ws.set_column(placed["status"], placed["billing_milestone_id"], 14)
+        if last > hr:
+            # Kantata's ids are text (exact past 15 digits, as its API gives them); without this Excel marks
+            # each one with a green triangle, "Number Stored as Text".
+            ids = column_letter(placed["billing_milestone_id"])
+            ws.ignore_errors({"number_stored_as_text": f"{ids}{hr + 2}:{ids}{last + 1}"})
+            self._colour_rows(ws, hr + 1, last, max(len(letters), max(placed.values()) + 1), placed["status"])
+            ws.autofilter(hr, 0, last, max(placed.values()))
+
+    def _colour_rows(self, ws: Worksheet, first: int, last: int, width: int, status_col: int) -> None:
+        """One conditional-format rule per status: cheaper than a format on every cell (PERF-NOTES)."""
+        anchor = f"${column_letter(status_col)}{first + 1}"
+        for status, colour in STATUS_COLOURS.items():
+            fmt = self.wb.add_format({"bg_color": colour})
+            ws.conditional_format(first, 0, last, width - 1, {
+                "type": "formula", "criteria": f'={anchor}="{status.value}"', "format": fmt,
+            })  # fmt: skip
+
+    def _cell(self, ws: Worksheet, r: int, c: int, value: Any, fmt: Any = None) -> None:
+        """Write a value as what it is; text is always text, never a formula."""
+        if value is None or (isinstance(value, float) and value != value):
+            return
+        if isinstance(value, bool):
+            ws.write_boolean(r, c, value, fmt)
+        elif isinstance(value, int) and abs(value) >= MAX_EXACT_FLOAT_INT:
+            ws.write_string(r, c, str(value), fmt)  # Excel would lose digits of a number this large
+        elif isinstance(value, int | float):
+            ws.write_number(r, c, value, fmt)
+        elif isinstance(value, dt.datetime):
+            ws.write_datetime(r, c, value, fmt or self.fmt_datetime)
+        elif isinstance(value, dt.date):
+            ws.write_datetime(r, c, dt.datetime.combine(value, dt.time()), fmt or self.fmt_date)
+        elif isinstance(value, dt.time):  # a time of day, a duration: as Excel keeps them, not as text
+            ws.write_datetime(r, c, value, fmt or self.fmt_time)
+        elif isinstance(value, dt.timedelta):
+            ws.write_datetime(r, c, value, fmt or self.fmt_duration)
+        else:
+            self._text(ws, r, c, as_text(value), fmt)
+
+    def _text(self, ws: Worksheet, r: int, c: int, text: str, fmt: Any = None) -> None:
+        if len(text) > MAX_CELL_TEXT:
+            text = text[: MAX_CELL_TEXT - 40] + " [cut: longer than Excel allows]"
+        if text.startswith(FORMULA_TRIGGERS):
+            fmt = self.fmt_text  # shown as typed, stays text even when the user edits the cell
+        ws.write_string(r, c, text, fmt)
+
+    # --- Summary ---
+
+    def _summary_sheet(self, ws: Worksheet) -> None:
+        raw, info = self.raw, self.info
+        assert info is not None  # given by the time the Summary is written
+        counts = Counter(o.status for o in self.outcomes.values())
+        lines: list[tuple[str, Any]] = [
+            ("File", str(raw.path)),
+            ("Sheet", raw.sheet or "(CSV file)"),
+            ("Header row", raw.header_row),
+            ("Run at", info.started.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")),
+            ("Mode", "dry run (nothing sent)" if info.dry_run else "upload"),
+            ("Kantata", info.base_url or "(not contacted)"),
+            ("Rows read", len(raw.frame)),
+            ("Blank rows skipped", raw.blank_rows),
+        ]
+        if info.note:
+            lines.append(("Stopped early", info.note))
+        lines += [("Note", note) for note in (*raw.notes, *info.notes)]
+        lines.append(("", None))
+        lines += [(f"Rows {s.value}", counts.get(s, 0)) for s in Status]
+        ws.set_column(0, 0, 22)
+        ws.set_column(1, 1, 50)
+        r = 0
+        for r, (label, value) in enumerate(lines):
+            if label:
+                ws.write_string(r, 0, label, self.fmt_bold)
+                self._cell(ws, r, 1, value)
+        self._totals(ws, r + 2)
+
+    def _totals(self, ws: Worksheet, top: int) -> None:
+        """Amount per workspace and status, in the currency's subunits (cents), for rows that parsed."""
+        statuses = [s.value for s in Status if any(s.value in t.cents for t in self.totals)]
+        currency = any(t.currency for t in self.totals)
+        header = ["Project ID", "Rows", *[f"{s} (cents)" for s in statuses], "Total (cents)"]
+        header += ["Currency"] if currency else []
+        ws.write_string(top, 0, "Amounts per project (rows that passed validation)", self.fmt_bold)
+        for c, text in enumerate(header):
+            ws.write_string(top + 1, c, text, self.fmt_bold)
+        for r, total in enumerate(self.totals, start=top + 2):
+            self._cell(ws, r, 0, total.workspace_id)  # as text beyond 2**53, as the cents
+            ws.write_number(r, 1, sum(total.rows.values()))
+            for c, s in enumerate(statuses, start=2):
+                self._cell(ws, r, c, total.cents[s])  # as text beyond 2**53, where a number cell loses digits
+            self._cell(ws, r, 2 + len(statuses), total.total_cents)
+            if currency:
+                self._cell(ws, r, 3 + len(statuses), total.currency)
+
+    # --- Errors ---
+
+    def _errors_sheet(self, ws: Worksheet) -> None:
+        header = ["Row", "Column", "Header", "Value", "Code", "Message", "Go to", "Severity"]
+        for c, text in enumerate(header):
+            ws.write_string(0, c, text, self.fmt_bold)
+        entries = [(i.row, i.column, i.header, i.value, i.code, i.message, i.severity)
+                   for i in all_issues(self.issues, self.outcomes)]  # fmt: skip
+        # Known only once the rows are written (helper-19 found text cut without a word); a CSV cell can be
+        # longer than an Excel cell holds, an .xlsx cell cannot. (The run's notes say it too: cut_note.)
+        entries += [(row, column_letter(c), self.raw.header_of(column_letter(c)), "", "text-cut-in-results",
+                     f"{n:,} characters, where an Excel cell holds {MAX_CELL_TEXT:,}: shown cut here (your file keeps "
+                     "the whole text)", "warning") for row, c, n in self.cut]  # fmt: skip
+        sheet_ref = "'" + self.sheet_name.replace("'", "''") + "'"
+        for r, (row, column, head, value, code, message, severity) in enumerate(entries, start=1):
+            ws.write_number(r, 0, row)
+            self._cell(ws, r, 1, column)
+            self._cell(ws, r, 2, head)
+            self._cell(ws, r, 3, value)
+            ws.write_string(r, 4, code)
+            self._cell(ws, r, 5, message)
+            cell = f"{column or 'A'}{row}"
+            ws.write_url(r, 6, f"internal:{sheet_ref}!{cell}", self.fmt_link, cell)
+            ws.write_string(r, 7, severity)
+        ws.freeze_panes(1, 0)
+        ws.set_column(5, 5, 90)
+        if entries:
+            ws.autofilter(0, 0, len(entries), len(header) - 1)
+
+
+def all_issues(issues: Sequence[CellIssue], outcomes: Mapping[int, Outcome]) -> list[CellIssue]:
+    """Every problem of the run in row order: the checks' issues plus Kantata's refusals and rows not sent.
+    What the Errors sheet lists and `--json` reports, from one place."""
+    out = list(issues)
+    for o in outcomes.values():
+        if o.status in (Status.REJECTED, Status.NOT_SENT):
+            code = "rejected-by-kantata" if o.status is Status.REJECTED else "not-sent"
+            out += [CellIssue(o.row, None, None, "", code, message) for message in o.errors]
+    out.sort(key=lambda i: i.row)
+    return out
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate.casefold() in {t.casefold() for t in taken}:
+        n += 1
+        candidate = f"{name} ({n})"
+    taken.add(candidate)
+    return candidate
+
+
+def _messages_by_row(issues: Sequence[CellIssue]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    for issue in issues:
+        out[issue.row].append(str(issue))
+    return out

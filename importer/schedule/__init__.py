@@ -1,0 +1,96 @@
+"""Reading and checking a schedule file: sheet and header row, exact cells, the row schema. No HTTP."""
+
+from typing import TYPE_CHECKING
+
+from importer._face import lazy
+
+if TYPE_CHECKING:
+    from importer.schedule.cells import DEFAULT_OPTIONS as DEFAULT_OPTIONS
+    from importer.schedule.cells import MAX_EXACT_FLOAT_INT as MAX_EXACT_FLOAT_INT
+    from importer.schedule.cells import CellProblem as CellProblem
+    from importer.schedule.cells import ParseOptions as ParseOptions
+    from importer.schedule.cells import as_text as as_text
+    from importer.schedule.cells import currency_decimals as currency_decimals
+    from importer.schedule.cells import currency_marks as currency_marks
+    from importer.schedule.cells import is_blank as is_blank
+    from importer.schedule.cells import mark_fits as mark_fits
+    from importer.schedule.cells import parse_amount as parse_amount
+    from importer.schedule.cells import subunit as subunit
+    from importer.schedule.columns import BY_NAME as BY_NAME
+    from importer.schedule.columns import EXT as EXT
+    from importer.schedule.columns import EXT_REQUIRED as EXT_REQUIRED
+    from importer.schedule.columns import FIELDS as FIELDS
+    from importer.schedule.columns import LOCAL_ONLY as LOCAL_ONLY
+    from importer.schedule.columns import OUTCOME_COLUMNS as OUTCOME_COLUMNS
+    from importer.schedule.columns import REQUIRED as REQUIRED
+    from importer.schedule.columns import column_index as column_index
+    from importer.schedule.columns import column_letter as column_letter
+    from importer.schedule.columns import normalise_header as normalise_header
+    from importer.schedule.loader import RawSchedule as RawSchedule
+    from importer.schedule.loader import check_schedule as check_schedule
+    from importer.schedule.loader import load_schedule as load_schedule
+    from importer.schedule.prefetch import start_prefetch as start_prefetch
+    from importer.schedule.schema import Validated as Validated
+    from importer.schedule.schema import validate_rows as validate_rows
+
+_HOMES = {
+    "BY_NAME": "columns",
+    "CellProblem": "cells",
+    "DEFAULT_OPTIONS": "cells",
+    "EXT": "columns",
+    "EXT_REQUIRED": "columns",
+    "FIELDS": "columns",
+    "LOCAL_ONLY": "columns",
+    "MAX_EXACT_FLOAT_INT": "cells",
+    "OUTCOME_COLUMNS": "columns",
+    "ParseOptions": "cells",
+    "REQUIRED": "columns",
+    "RawSchedule": "loader",
+    "Validated": "schema",
+    "as_text": "cells",
+    "check_schedule": "loader",
+    "column_index": "columns",
+    "column_letter": "columns",
+    "currency_decimals": "cells",
+    "currency_marks": "cells",
+    "is_blank": "cells",
+    "load_schedule": "loader",
+    "mark_fits": "cells",
+    "normalise_header": "columns",
+    "parse_amount": "cells",
+    "start_prefetch": "prefetch",
+    "subunit": "cells",
+    "validate_rows": "schema",
+}
+
+__getattr__, __dir__ = lazy(__name__, _HOMES)
+
+__all__ = [
+    "BY_NAME",
+    "CellProblem",
+    "DEFAULT_OPTIONS",
+    "EXT",
+    "EXT_REQUIRED",
+    "FIELDS",
+    "LOCAL_ONLY",
+    "MAX_EXACT_FLOAT_INT",
+    "OUTCOME_COLUMNS",
+    "ParseOptions",
+    "REQUIRED",
+    "RawSchedule",
+    "Validated",
+    "as_text",
+    "check_schedule",
+    "column_index",
+    "column_letter",
+    "currency_decimals",
+    "currency_marks",
+    "is_blank",
+    "load_schedule",
+    "mark_fits",
+    "normalise_header",
+    "parse_amount",
+    "start_prefetch",
+    "subunit",
+    "validate_rows",
+]

@@ -1,0 +1,121 @@
+"""An .xlsx schedule starts being read on a second thread while the CLI imports pandas and pandera.
+
+python-calamine parses a sheet in Rust with the GIL released, so on 2 cores the ~1 s of imports and most of the
+parse overlap instead of adding up (benchmarks/README.md has the figures). This module imports only the standard
+library and the package checks, and does only what the loader would do first anyway: check the package for zip
+bombs and the like, open it, parse the sheet that would be tried first, scan that sheet's XML.
+
+The loader takes the result (`claim`) only for the same file, unchanged, and the same --sheet. Anything that
+goes wrong here is dropped without a word and the loader reads the file itself, so every message about a bad
+file still comes from one place, and a library caller who never calls `start` sees no difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from importer.schedule.xlsx_meta import SheetMeta, check_package, sheet_meta
+
+
+@dataclass
+class Early:
+    """A workbook opened ahead of time, and its first candidate sheet parsed (or None when that failed)."""
+
+    book: Any  # python_calamine.CalamineWorkbook
+    sheet_name: str
+    sheet: Any  # python_calamine.CalamineSheet
+    meta: SheetMeta
+
+
+@dataclass
+class _Pending:
+    key: tuple[str, str | None, int, int]  # absolute path, --sheet, mtime_ns, size
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Early | None = None
+
+
+_lock = threading.Lock()
+_pending: _Pending | None = None
+
+
+def _key(path: Path, sheet: str | None) -> tuple[str, str | None, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path.absolute()), sheet, st.st_mtime_ns, st.st_size)
+
+
+def start_prefetch(path: Path, sheet: str | None) -> None:
+    """Begin reading `path` on a daemon thread if it is an .xlsx/.xlsm file; otherwise do nothing.
+
+    KANTATA_IMPORT_NO_PREFETCH=1 turns this off (the benchmark compares both ways)."""
+    global _pending
+    if os.environ.get("KANTATA_IMPORT_NO_PREFETCH", "") not in {"", "0"}:
+        return
+    if path.suffix.casefold() not in {".xlsx", ".xlsm"} or not path.is_file():
+        return
+    key = _key(path, sheet)
+    if key is None:
+        return
+    pending = _Pending(key)
+    with _lock:
+        _pending = pending
+    threading.Thread(target=_read, args=(pending, path, sheet), name="prefetch", daemon=True).start()
+
+
+def claim(path: Path, sheet: str | None) -> Early | None:
+    """The early read of exactly this file and --sheet, waiting for it to finish; None if there is none."""
+    global _pending
+    with _lock:
+        pending, _pending = _pending, None
+    if pending is None:
+        return None
+    pending.done.wait()
+    if pending.result is None or pending.key != _key(path, sheet):
+        _close(pending.result)
+        return None
+    return pending.result
+
+
+def _read(pending: _Pending, path: Path, sheet: str | None) -> None:
+    try:
+        check_package(path)  # before anything decompresses the parts: bombs, entities, encryption
+        from python_calamine import CalamineWorkbook
+
+        book = CalamineWorkbook.from_path(str(path))
+        try:
+            names = sheet_visibility(book)
+            if sheet is not None:
+                first = sheet if sheet in {n for n, _ in names} else None
+            else:
+                first = next((n for n, visible in names if visible), None)
+            if first is None:
+                book.close()
+                return
+            parsed = book.get_sheet_by_name(first)
+            pending.result = Early(book, first, parsed, sheet_meta(path, first))
+        except BaseException:
+            book.close()
+            raise
+    except BaseException:  # noqa: BLE001, S110 - a Rust panic too (pyo3: BaseException); the loader reads again
+        pending.result = None
+    finally:
+        pending.done.set()
+
+
+def sheet_visibility(book: Any) -> list[tuple[str, bool]]:
+    """Each sheet of a calamine workbook and whether it is visible: the loader's view too, so that the read-ahead
+    parses the very sheet the loader tries first."""
+    return [(s.name, str(s.visible).rsplit(".", 1)[-1].casefold() == "visible") for s in book.sheets_metadata]
+
+
+def _close(early: Early | None) -> None:
+    if early is not None:
+        with contextlib.suppress(Exception):  # closing a reader we are discarding
+            early.book.close()

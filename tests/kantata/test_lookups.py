@@ -1,0 +1,62 @@
+"""Looking before sending, cheaply: a project where this importer has never created anything needs no look-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from importer.pipeline import run_upload
+from importer.sandbox.server import DEFAULT_TOKEN
+from importer.settings import Secret, Settings
+
+
+def _schedule(path: Path, rows: list[tuple[str, int, int]]) -> Path:
+    path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"{t},{a},{w}\n" for t, a, w in rows))
+    return path
+
+
+def _gets(sandbox: Any) -> int:
+    return int(sandbox.stats().get("GET /billing_milestones", 0))
+
+
+def test_a_first_import_costs_one_count_not_a_look_up_per_200_rows(sandbox: Any, tmp_path: Path) -> None:
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
+    rows = [(f"R{n}", n, 1001 + n % 3) for n in range(450)]
+    first = run_upload(_schedule(tmp_path / "a.csv", rows), settings)
+    assert first.counts["created"] == 450
+    assert _gets(sandbox) == 1  # one count for the three projects; no key look-ups
+
+    again = run_upload(_schedule(tmp_path / "a.csv", rows), settings, output=tmp_path / "again.xlsx")
+    assert again.counts["exists"] == 450 and len(sandbox.milestones()) == 450  # nothing twice
+    assert _gets(sandbox) == 1 + 1 + 3  # the count is not zero now: every key is looked up, 200 a request
+
+
+def test_rows_of_a_new_project_skip_the_look_up_and_an_old_project_keeps_it(sandbox: Any, tmp_path: Path) -> None:
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
+    old = [(f"Old {n}", n, 1001) for n in range(10)]
+    run_upload(_schedule(tmp_path / "old.csv", old), settings)
+    gets = _gets(sandbox)
+    new = [(f"New {n}", n, 1002) for n in range(250)]
+    result = run_upload(_schedule(tmp_path / "new.csv", new), settings)
+    assert result.counts["created"] == 250
+    assert _gets(sandbox) == gets + 1  # project 1002 has nothing of ours: the count alone settles it
+    both = run_upload(_schedule(tmp_path / "both.csv", old + new), settings)
+    assert both.counts["exists"] == 260 and len(sandbox.milestones()) == 260
+
+
+def test_a_small_schedule_is_looked_up_without_a_count(sandbox: Any, tmp_path: Path) -> None:
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
+    rows = [(f"R{n}", n, 1001) for n in range(200)]
+    run_upload(_schedule(tmp_path / "a.csv", rows), settings)
+    assert _gets(sandbox) == 1  # one look-up of 200 keys: a count first would only add a request
+
+
+def test_a_users_own_reference_is_always_looked_up(sandbox: Any, tmp_path: Path) -> None:
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
+    path = tmp_path / "own.csv"
+    path.write_text("title,amount_in_cents,workspace_id,External service,External type,External ID\n"
+                    "A,1,1003,NetSuite,line,L-1\n")  # fmt: skip
+    run_upload(path, settings)
+    assert _gets(sandbox) == 1  # its key carries no project: looked up by reference, no count needed
+    again = run_upload(path, settings, output=tmp_path / "again.xlsx")
+    assert again.counts["exists"] == 1 and len(sandbox.milestones()) == 1
