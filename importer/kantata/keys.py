@@ -83,7 +83,8 @@ def _columns(rows: pd.DataFrame) -> dict[str, list[Any]]:
 
 def _json_texts(values: list[Any]) -> list[str]:
     """Each value as `_KEY_TEXT` writes it inside a list: the common types directly (C-speed for text), any
-    other through the encoder itself. tests/kantata/test_keys.py pins the result to the formula in the module docstring."""
+    other through the encoder itself. tests/kantata/test_keys.py pins the result to the formula in the module
+    docstring."""
     out: list[str] = []
     for v in values:
         kind = type(v)
