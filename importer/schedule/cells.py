@@ -372,7 +372,7 @@ def _parses(text: str, date_format: str) -> bool:
 
 # The serials read as dates: 1980-01-01..2099-12-31. Excel's run from 1 (1900-01-01) to 2958465 (9999-12-31),
 # but a billing date outside these years is far likelier a year ("2026" is serial 1905-07-18) or a period
-# ("202603": the year 2454) typed where a date belongs (helper-17 saw both created).
+# ("202603": the year 2454) typed where a date belongs; read as a serial, either would go out as a date no one meant.
 _SERIALS = range((dt.date(1980, 1, 1) - EXCEL_EPOCH).days, (dt.date(2099, 12, 31) - EXCEL_EPOCH).days + 1)
 _SERIAL_YEARS = "1980-2099"
 

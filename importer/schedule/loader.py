@@ -166,8 +166,8 @@ class _Book(Protocol):
 
 
 class _CalamineBook:
-    """python-calamine (Rust): ~10x faster than openpyxl read-only (../shared/PERF-NOTES.md). It shows error
-    cells and formulas without a saved value as blank; xlsx_meta finds those in the XML, so nothing is lost."""
+    """python-calamine (Rust): much faster than openpyxl read-only on large sheets (docs/benchmarks.md). It shows
+    error cells and formulas without a saved value as blank; xlsx_meta finds those in the XML, so nothing is lost."""
 
     def __init__(self, path: Path, early: Early | None = None) -> None:
         self._loaded: tuple[str, Any] | None = None  # the last sheet parsed: height() and rows() share it
@@ -193,7 +193,7 @@ class _CalamineBook:
         left = sheet.start[1] if sheet.start else 0
         # The used area only (`skip_empty_area=True`, the reader's default), placed at its `start` here: row 1,
         # column A are Excel's whatever blank rows and columns come before it. (With False the reader fills the
-        # blank area in itself; padding that as well shifted every cell of a sheet not starting at A1.)
+        # blank area in itself, and padding it here as well would shift every cell of a sheet not starting at A1.)
         for _ in range(top):
             yield ()
         pad = (None,) * left
@@ -428,7 +428,7 @@ def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
     for coord in meta.formulas_without_value:
         row, letter = _row_of(coord), coord.rstrip("0123456789")
         if raw.header_row < row < lowest and row not in data_rows and not any(r == row for r, _ in raw.trailer):
-            # a row with nothing but such formulas reads as blank (helper-17 saw one skipped without a word)
+            # a row with nothing but such formulas reads as blank: say so, or a milestone is skipped without a word
             raw.notes.append(f"row {row} was skipped as blank, but {coord} holds a formula with no saved result; "
                              "if the row is a milestone, open the file in Excel and save it again")  # fmt: skip
         if row in data_rows:

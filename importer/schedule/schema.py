@@ -38,7 +38,7 @@ _DTYPES = {"text": "str", "choice": "str", "cents": "Int64", "money": "Int64", "
 
 
 class MilestoneRows(pa.DataFrameModel):
-    """Every rule of POST /billing_milestones (../shared/kantata/create-billing-milestones.md), one row each."""
+    """Every rule of POST /billing_milestones as Kantata's API documentation states it, one row each."""
 
     title: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1})
     amount_in_cents: Series[pd.Int64Dtype] = pa.Field(nullable=False)
@@ -197,7 +197,7 @@ def _plain_texts(values: list[object]) -> list[object] | None:
 def _whole_floats(values: list[object]) -> list[object] | None:
     """A column of number cells (Excel stores doubles) that are all whole and exactly representable, as ints,
     checked in numpy instead of one parser call per distinct value (amounts are nearly all distinct). None as
-    soon as one cell is anything else, so that the parser sees, and reports, every cell as before."""
+    soon as one cell is anything else, so that the parser sees, and reports, every cell as it would without this."""
     if not values or any(v.__class__ is not float for v in values):
         return None
     floats = np.array(values, dtype=np.float64)

@@ -1,10 +1,10 @@
-"""What openpyxl's fast read-only mode does not tell: merged cells, hidden rows and columns, formulas with no
-saved result, and table totals rows, read from the package's XML directly, plus the package checks that must
-happen before any XML is parsed (zip bomb, encrypted workbook).
+"""What the fast cell readers (calamine, openpyxl's read-only mode) do not tell: merged cells, hidden rows and
+columns, formulas with no saved result, and table totals rows, read from the package's XML directly, plus the
+package checks that must happen before any XML is parsed (zip bomb, encrypted workbook).
 
-One streaming pass over the sheet's XML with one regular expression: the loader stays in read-only mode (fast,
-constant memory) and still meets the cells a careful user would want to hear about. Small parts (workbook,
-relationships, tables) are parsed with defusedxml, so a hostile package cannot expand entities.
+One streaming pass over the sheet's XML with one regular expression: the loader keeps its fast reader and
+still meets the cells a careful user would want to hear about. Small parts (workbook, relationships, tables) are
+parsed with defusedxml, so a hostile package cannot expand entities.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 from defusedxml import ElementTree
 
 OLE2_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")  # an encrypted .xlsx or an old .xls is an OLE2 compound file
-MAX_UNCOMPRESSED = 1024 * 2**20  # 1 GiB of XML in all: far above a 1M-row schedule (~300 MB), far below a bomb
-MAX_RATIO = 200  # real sheets compress 5-30x; a member 200x its compressed size (and over 10 MB) is a bomb
+MAX_UNCOMPRESSED = 1024 * 2**20  # 1 GiB of XML in all: room for a schedule of Excel's full height, not for a bomb
+MAX_RATIO = 200  # real sheets compress far less; a member 200x its compressed size (and over 10 MB) is a bomb
 _CHUNK = 1 << 20
 _OVERLAP = 1 << 16  # longer than any tag we look for (a formula is at most 8,192 characters)
 _NS = {
@@ -176,7 +176,7 @@ def _take(match: re.Match[bytes], meta: SheetMeta) -> None:
         meta.merged.append(match.group("merge").decode())
     elif match.group("nocache") is not None:
         # An empty <v> of a text result (t="str") is a saved result: the empty string, as Excel saves
-        # =IF(...,"",...) (helper-17); an empty or missing <v> otherwise is no result at all.
+        # =IF(...,"",...); an empty or missing <v> otherwise is no result at all.
         if match.group("emptyv") is None or not re.search(rb'\bt="str"', match.group("nchead")):
             meta.formulas_without_value.append(match.group("nocache").decode())
     elif match.group("error") is not None:
