@@ -29,7 +29,7 @@ from importer.kantata.concurrency import Cancelled, Limiter
 from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
 from importer.settings import Secret, Settings, sanitize_url
 
-LOOKUP_CHUNK = 200  # external_reference_service_model_refs takes up to 200 ids (api-notes.md); `only=` likewise
+LOOKUP_CHUNK = 200  # external_reference_service_model_refs takes up to 200 ids, as Kantata documents; `only=` too
 PER_PAGE = 200  # the documented maximum page size
 PROBE_CHUNK = 100  # project ids per "does this importer have anything here?" count
 _JSON_BODY = {"Content-Type": "application/json"}  # what requests sets for `json=`
@@ -117,8 +117,8 @@ def _never_connected(exc: requests.RequestException) -> bool:
 
 
 def transport_error(exc: requests.RequestException) -> str:
-    """What went wrong on the way, in words: "ConnectionError" alone did not say that the host name does not
-    resolve (helper-18), which a re-run cannot mend."""
+    """What went wrong on the way, in words: "ConnectionError" alone would not say that the host name does not
+    resolve, which a re-run cannot mend."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None  # requests wraps urllib3's MaxRetryError
     if isinstance(reason, urllib3.exceptions.NameResolutionError):
         return f"{UNRESOLVED}: check --base-url"

@@ -67,7 +67,7 @@ class Item:
 def _columns(rows: pd.DataFrame) -> dict[str, list[Any]]:
     """Each field that has a value anywhere, as a plain Python list (None where blank, ISO text for dates).
 
-    Column-wise, because building request dicts row by row from a DataFrame is slow (../shared/PERF-NOTES.md).
+    Column-wise, because building request dicts row by row from a DataFrame is slow.
     """
     out: dict[str, list[Any]] = {}
     for name in (*_TOP_FIELDS, *_EXT_FIELDS):
@@ -100,8 +100,8 @@ def _json_texts(values: list[Any]) -> list[str]:
 
 
 def _key_contents(columns: Mapping[str, list[Any]], n: int) -> list[str]:
-    """`_KEY_TEXT([body.get(name) for name in _KEY_FIELDS])` for every row, a column at a time (a third of
-    the cost of encoding a list per row); a field no row has is null throughout, as body.get gives."""
+    """`_KEY_TEXT([body.get(name) for name in _KEY_FIELDS])` for every row, a column at a time (much cheaper
+    than encoding a list per row); a field no row has is null throughout, as body.get gives."""
     texts = [_json_texts(columns[name]) if name in columns else ["null"] * n for name in _KEY_FIELDS]
     return ["[" + ", ".join(parts) + "]" for parts in zip(*texts, strict=True)]
 
@@ -138,8 +138,8 @@ def _items(rows: pd.DataFrame, issues: list[CellIssue], on_progress: Tick | None
     occurrences: Counter[str] = Counter()
     first_row: dict[ImportKey, int] = {}
     sha256 = hashlib.sha256
-    # A chunk of rows at a time: the column-wise steps (lists, key texts) take 0.3 s for 100k rows, which would
-    # all come before the first item, and so before a deferred upload's first POST. Per row, a chunk gives what
+    # A chunk of rows at a time: the column-wise steps (lists, key texts) over a whole large frame would all
+    # come before the first item, and so before a deferred upload's first POST. Per row, a chunk gives what
     # the whole frame gives: a field no row of the chunk has is left out of its bodies, as a blank is.
     for start in range(0, len(rows), CHUNK):
         chunk = rows.iloc[start : start + CHUNK]
