@@ -14,7 +14,7 @@ stop a run. Run-stopping failures are exceptions from one base, each kind a thin
       ResultsNotWritten           the results workbook can't be written; the journal keeps the outcomes
       Interrupted                 Ctrl-C; in-flight batches resolved, the workbook written
 
-Exit codes are the `ExitCode` enum; `cli.py` maps exceptions to them in one place.
+Exit codes are the `ExitCode` enum; the CLI (`importer/cli/main.py`) maps exceptions to them in one place.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-# client.transport_error's words for a host name that does not resolve: cli.py's next step after it is to check
+# client.transport_error's words for a host name that does not resolve: the CLI's next step after it is to check
 # the base URL, not to run again (kept here, light to import, for both)
 UNRESOLVED = "the host name did not resolve"
 

@@ -5,8 +5,8 @@ and blank rows included), every source column at the same letter, so "row 17, co
 both files. Outcome columns go after the user's columns; when the input is itself an earlier results workbook,
 its outcome columns are reused in place rather than duplicated.
 
-Written with xlsxwriter in constant-memory mode (../shared/PERF-NOTES.md: ~2x faster than openpyxl), to a
-temporary file that is renamed into place, so a crash never leaves half a workbook, and never over the input.
+Written with xlsxwriter in constant-memory mode (faster than openpyxl, its memory not growing with the rows), to
+a temporary file that is renamed into place, so a crash never leaves half a workbook, and never over the input.
 """
 
 from __future__ import annotations
@@ -256,9 +256,8 @@ class Writer:
 
     def _cells(self, start: int, stop: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
         """Row numbers and cells of positions start..stop-1. Consecutive calls share one pass over the frame:
-        streaming.py asks for each batch's 100 rows as its answer comes, and slicing the frame for each call
-        took 0.53 ms (timeit, best of 5 x 50 calls): 0.5 s for 100k rows, on the GIL the sending threads wait
-        for."""
+        streaming.py asks for each batch's 100 rows as its answer comes, and slicing the frame anew for each call
+        adds up over a large file, on the GIL the sending threads wait for."""
         if self._at != start:
             rest = self.raw.frame.iloc[start:]
             self._cursor = zip(rest.index.tolist(), rest.itertuples(index=False, name=None), strict=True)
@@ -292,7 +291,7 @@ class Writer:
             ws.autofilter(hr, 0, last, max(placed.values()))
 
     def _colour_rows(self, ws: Worksheet, first: int, last: int, width: int, status_col: int) -> None:
-        """One conditional-format rule per status: cheaper than a format on every cell (PERF-NOTES)."""
+        """One conditional-format rule per status: cheaper than a format on every cell."""
         anchor = f"${column_letter(status_col)}{first + 1}"
         for status, colour in STATUS_COLOURS.items():
             fmt = self.wb.add_format({"bg_color": colour})
@@ -384,8 +383,8 @@ class Writer:
             ws.write_string(0, c, text, self.fmt_bold)
         entries = [(i.row, i.column, i.header, i.value, i.code, i.message, i.severity)
                    for i in all_issues(self.issues, self.outcomes)]  # fmt: skip
-        # Known only once the rows are written (helper-19 found text cut without a word); a CSV cell can be
-        # longer than an Excel cell holds, an .xlsx cell cannot. (The run's notes say it too: cut_note.)
+        # Known only once the rows are written, and listed so that no text is cut without a word; a CSV cell can
+        # be longer than an Excel cell holds, an .xlsx cell cannot. (The run's notes say it too: cut_note.)
         entries += [(row, column_letter(c), self.raw.header_of(column_letter(c)), "", "text-cut-in-results",
                      f"{n:,} characters, where an Excel cell holds {MAX_CELL_TEXT:,}: shown cut here (your file keeps "
                      "the whole text)", "warning") for row, c, n in self.cut]  # fmt: skip
