@@ -48,7 +48,7 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith(("KANTATA_", "PANDERA_")):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # also each test's own ledger (importer/ledger.py)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # also each test's own ledger (importer/delivery/ledger.py)
     monkeypatch.delenv("XDG_STATE_HOME", raising=False)
 
 

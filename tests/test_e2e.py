@@ -275,8 +275,9 @@ def test_token_never_appears_in_any_output(sandbox: Any, make_schedule: MakeSche
 def test_a_token_that_cannot_be_one_is_refused_without_showing_it(
     sandbox: Any, make_schedule: MakeSchedule, tmp_path: Path, given: str, said: str
 ) -> None:
-    """A line break inside the token made requests refuse the header, and the CLI print that refusal, token and
-    all, as an internal error (helper-15). It is refused first, exit 3, naming what is wrong and not the token."""
+    """A token that cannot be one (a line break, a space, a character outside ASCII) would make requests refuse
+    the header, and its message quote the token. It is refused first, exit 3, naming what is wrong and not the
+    token, and nothing is sent."""
     env = {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": given}
     path = make_schedule([good_row(1)])
     proc = subprocess.run([sys.executable, "-m", "importer", "upload", str(path), "--non-interactive", "--json"],
@@ -383,8 +384,8 @@ def test_a_folder_named_as_the_results_workbook_is_refused_before_anything_is_se
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     command: str,
 ) -> None:  # fmt: skip
-    """helper-19: validate ended "internal error: IsADirectoryError" (exit 70); upload created the milestones,
-    then failed the same way with no workbook."""
+    """A folder where the results workbook goes is refused before anything is sent, exit 2: found only when the
+    workbook is renamed into place, it would be an internal error (exit 70) after an upload created the rows."""
     (tmp_path / "out.xlsx").mkdir()
     path = make_schedule([good_row(1)])
     assert main([command, str(path), "-o", str(tmp_path / "out.xlsx")]) == 2
@@ -400,7 +401,7 @@ def test_wrong_base_url_path_says_to_check_it(
     assert main(["upload", str(path), "--base-url", sandbox.url.replace("/api/v1", "/api/v9/nothing")]) == 4
     captured = capsys.readouterr()
     assert "check --base-url" in captured.err
-    assert "next: check the base URL" in captured.out  # not "run again when Kantata is reachable" (helper-18)
+    assert "next: check the base URL" in captured.out  # not "run again when Kantata is reachable": it would not help
 
 
 def test_a_host_name_that_does_not_resolve_is_said_in_words() -> None:
@@ -480,7 +481,7 @@ def test_the_users_own_status_errors_and_id_columns_are_kept(
     make_schedule: MakeSchedule, tmp_path: Path, names: tuple[str, str, str]
 ) -> None:
     """Columns of the user's that merely share the outcome columns' names (an approval, a remark, another
-    system's id) are theirs: kept as they were, the outcome columns after them (helper-15 saw them written over)."""
+    system's id) are theirs: kept as they were, not written over, the outcome columns after them."""
     headers = ["title", "amount_in_cents", "workspace_id", *names]
     path = make_schedule([["Retainer", 5000, 1001, "Approved by CFO", "none", "ext-77"]], headers=headers)
     out = tmp_path / "results.xlsx"
@@ -515,8 +516,8 @@ def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
     sandbox: Any, make_schedule: MakeSchedule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    """A finance sheet's "Total" line (no project) failed every run as a row without a Project ID (helper-15). It
-    is set aside with a note and written back as it was; a titled "Subtotal" row with a project is sent, with a
+    """A finance sheet's "Total" line (no project) does not fail every run as a row without a Project ID: it is
+    set aside with a note and written back as it was; a titled "Subtotal" row with a project is sent, with a
     warning, as only the user knows what it is."""
     headers = ["title", "amount_in_cents", "workspace_id"]
     rows = [["Retainer", 5000, 1001], ["Subtotal", 5000, 1001], ["Licence", 7000, 1002], ["Total", 17000, None],
@@ -549,7 +550,8 @@ def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
 def test_the_new_ids_are_text_that_excel_does_not_flag(
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule
 ) -> None:
-    """Kantata's ids are text, kept exact; Excel marked every one "Number Stored as Text" (a green triangle)."""
+    """Kantata's ids are text, kept exact, and the range is marked so that Excel does not flag each one
+    "Number Stored as Text" (a green triangle)."""
     import re
     import zipfile
 
@@ -570,8 +572,9 @@ def test_the_new_ids_are_text_that_excel_does_not_flag(
 def test_a_journal_that_cannot_be_opened_is_exit_4_and_nothing_is_sent(
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Was exit 70 ("internal error") with a traceback under --debug only. (A folder in the journal's place
-    stands for any open that fails: a full disk, a read-only folder.)"""
+    """An unwritable journal stops the run before anything is sent, exit 4 with a sentence, not an internal
+    error (exit 70) with a traceback. (A folder in the journal's place stands for any open that fails: a full
+    disk, a read-only folder.)"""
     path = make_schedule([good_row(n) for n in range(3)])
     path.with_name(".schedule.results.xlsx.journal.jsonl").mkdir()
     assert main(["upload", str(path), "--json"]) == 4
@@ -587,9 +590,9 @@ def test_a_results_workbook_that_cannot_be_written_is_exit_5_and_a_rerun_writes_
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    """helper-18: a disk filling up (or a folder made read-only) after the rows were created ended "internal
-    error" (exit 70, counts null). Now exit 5 saying what was created and what to do; the journal keeps the
-    outcomes, and the same command writes the workbook without sending anything again."""
+    """A disk filling up (or a folder made read-only) after the rows were created is exit 5, not an internal
+    error (exit 70, counts null): it says what was created and what to do; the journal keeps the outcomes, and
+    the same command writes the workbook without sending anything again."""
     import errno
 
     import importer.results.streaming

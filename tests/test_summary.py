@@ -57,7 +57,7 @@ def test_validate_ok(make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[
         (1002, 10002, None),
     ]
     assert summary["output"] == str(path.with_name("schedule.results.xlsx")) and summary["issues"] == []
-    assert "2 rows read" in captured.err  # the human summary moved to stderr
+    assert "2 rows read" in captured.err  # with --json, the human summary goes to stderr
 
 
 def test_validate_with_invalid_rows_lists_every_issue(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -259,8 +259,8 @@ def test_format_units_examples() -> None:
 def test_totals_past_int64_and_ids_past_2_53_are_exact_everywhere(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """helper-19: two rows of 5e18 cents summed to -8,446,744,073,709,551,616 (pandas' int64 wrapped), and the
-    Summary sheet wrote project 9007199254740993 as the number 9007199254740992."""
+    """Two rows of 5e18 cents sum to 10**19, not to what pandas' int64 wraps to (-8,446,744,073,709,551,616), and
+    the Summary sheet keeps project 9007199254740993 whole, not as the number 9007199254740992."""
     path = tmp_path / "big.csv"
     path.write_text("title,amount_in_cents,workspace_id\nA,5000000000000000000,1001\nB,5000000000000000000,1001\n"
                     "C,7,9007199254740993\n")  # fmt: skip
@@ -276,7 +276,8 @@ def test_totals_past_int64_and_ids_past_2_53_are_exact_everywhere(
 def test_a_token_refused_midway_gives_exit_3_with_the_runs_counts_in_the_schema(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """helper-18: such a run printed counts with exit 3, which the schema allowed only with `error` set."""
+    """A token revoked midway: exit 3 with the run's counts and `stopped` set, which the schema must allow
+    (not only exit 3 with `error` set)."""
     import threading
     import time
 

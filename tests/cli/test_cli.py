@@ -65,7 +65,7 @@ def test_the_command_entry_freezes_the_collector_for_the_exit_and_returns_mains_
 
 def test_the_command_does_not_import_what_pandera_offers_only_for_data_synthesis(make_schedule: MakeSchedule) -> None:
     """hypothesis is installed here (the tests use it); the command's own process still leaves it unimported, and
-    validates as before. A script calling main() in its own process is left alone."""
+    validates just the same. A script calling main() in its own process is left alone."""
     import subprocess
     import sys
 
@@ -77,7 +77,7 @@ def test_the_command_does_not_import_what_pandera_offers_only_for_data_synthesis
               "code = cli.run(); print(code, sorted(n for n, m in sys.modules.items() "
               "if n.split('.')[0] == 'hypothesis' and m is not None))")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
-    assert done.stdout.splitlines()[-1].split() == ["1", "[]"], done.stderr  # exit 1: the bad date, found as before
+    assert done.stdout.splitlines()[-1].split() == ["1", "[]"], done.stderr  # exit 1: the bad date, found all the same
     assert "hypothesis" in sys.modules and sys.modules["hypothesis"] is not None  # this process: untouched
 
 

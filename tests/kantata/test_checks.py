@@ -216,10 +216,9 @@ def test_cents_in_yen_and_dinar_projects_are_explained_in_a_note(
 def test_without_financial_access_an_amount_is_sent_only_with_decimals_the_user_chose(
     sandbox: Any, settings: Settings, make_schedule: MakeSchedule
 ) -> None:
-    """helper-17: Kantata withheld the currencies, and 5000 in a yen project went as 500,000 yen (the default 2
-    decimals), "EUR 10.00" in a GBP project as 10.00 GBP, exit 0. Now such an Amount is refused unless the
-    user chose --currency-decimals, and one naming a currency always (it cannot be checked); cents need no
-    currency."""
+    """Kantata withholding the currencies, 5000 in a yen project would go as 500,000 yen (the default 2
+    decimals) and "EUR 10.00" in a GBP project as 10.00 GBP. Such an Amount is refused unless the user chose
+    --currency-decimals, and one naming a currency always (it cannot be checked); cents need no currency."""
     sandbox.reset()
     sandbox.set_faults(no_financial_access=True)
     rows = [["Yen", "1500", 1004], ["Pounds as EUR", "EUR 10.00", 1003], ["X", "1", 1001]]
@@ -388,7 +387,7 @@ def test_the_issue_table_keeps_a_space_after_the_longest_code(
     make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """amount-read-with-other-decimals is 31 characters: the code column widens instead of running into the
-    message (helper-15)."""
+    message."""
     path = make_schedule([["Yen", "1500", 1004], ["Bad", "x", 1001]], headers=AMOUNT_HEADERS)
     assert main(["validate", str(path), "--sandbox"]) == ExitCode.ROWS_FAILED
     lines = [line for line in capsys.readouterr().err.splitlines() if line.lstrip().startswith(("row", "2 ", "3 "))]
@@ -406,8 +405,8 @@ def test_the_issue_table_keeps_a_space_after_the_longest_code(
 def test_a_ctrl_c_while_the_currencies_are_asked_leaves_every_row_not_sent(
     settings: Settings, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The currency question comes before the look-ups; a Ctrl-C during it ends the run as one during them does
-    (helper-16 saw exit 130 and no results workbook): every row not_sent, the workbook written, exit 130."""
+    """The currency question comes before the look-ups; a Ctrl-C during it ends the run as one during them does:
+    every row not_sent, the workbook written, exit 130."""
 
     def interrupted(self: KantataClient, ids: Any, **kwargs: Any) -> dict[int, WorkspaceInfo]:
         if threading.current_thread() is threading.main_thread():  # Ctrl-C reaches the main thread only
@@ -424,8 +423,8 @@ def test_the_online_dry_runs_summary_counts_only_the_rows_still_to_be_created(
     sandbox: Any, settings: Settings, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    """helper-17, helper-19: after an upload, `validate --online` printed every row found in Kantata under
-    "to be created (valid rows)"."""
+    """After an upload, `validate --online` counts the rows found in Kantata as exists, not under "to be
+    created (valid rows)": the totals are only the new row's."""
     sandbox.reset()
     run_upload(make_schedule([good_row(1), good_row(2)], name="first"), settings)
     path = make_schedule([good_row(1), good_row(2), good_row(3)], name="second")  # one new row: 10003 cents

@@ -228,8 +228,8 @@ def test_a_batch_whose_slot_came_late_is_journalled_again_just_before_it_leaves(
     """A batch's "sending" line is written before its thread waits for a slot (the fsync overlaps the wait); a
     request leaving more than SENDING_AHEAD after that line writes a fresh one first. So every request leaves
     within SENDING_AHEAD of a line of its rows, which is what a resumed run's wait counts on."""
-    # slack: from a line's fsync to its POST on a busy machine, no wait between (helper-21: 0.15 s was one
-    # stall away from failing); a line not written again would be a whole request older, 1.5 s.
+    # slack: from a line's fsync to its POST on a busy machine, no wait between, a stall can pass; generous,
+    # since a line not written again would be a whole request older (the latency below).
     ahead, slack = 0.1, 0.75
     monkeypatch.setattr(importer.delivery.upload, "SENDING_AHEAD", ahead)
     sandbox.reset()
@@ -321,9 +321,9 @@ def _interrupt_main_when_in(qualname: str) -> None:
 def test_a_ctrl_c_in_the_uploaders_clean_up_is_the_end_of_the_run_not_an_escape(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """helper-21: the first Ctrl-C landing in Uploader.run's clean-up (the thread pool's shutdown, after every
-    batch was answered) escaped run_upload as a bare KeyboardInterrupt: no workbook, and pytest itself stopped.
-    Now it ends the run as a Ctrl-C does: every row settled, the workbook written, exit 130."""
+    """A first Ctrl-C landing in Uploader.run's clean-up (the thread pool's shutdown, after every batch was
+    answered) must not escape run_upload as a bare KeyboardInterrupt (no workbook, and pytest itself stopped):
+    it ends the run as a Ctrl-C does, every row settled, the workbook written, exit 130."""
     pools: list[Any] = []
 
     class SlowToShutDown(ThreadPoolExecutor):
@@ -345,7 +345,7 @@ def test_a_ctrl_c_once_every_row_is_settled_only_waits_for_the_workbook(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Between the last answer and the writing (closing the journal and the ledger), there is nothing left to
-    stop: a first Ctrl-C there escaped run_upload, and the workbook was lost. Now it only says it is finishing."""
+    stop: a first Ctrl-C there must not escape run_upload and lose the workbook; it only says it is finishing."""
     close = Journal.close
 
     def closing_with_a_ctrl_c(self: Journal, *, finished: bool) -> None:
@@ -375,8 +375,8 @@ def test_a_ctrl_c_while_the_currencies_are_awaited_costs_only_them(
         return asked(self, ids, **kwargs)
 
     monkeypatch.setattr(KantataClient, "workspaces", slow_workspaces)
-    # Ctrl-C once the main thread waits for the currencies, as its stack shows (helper-21: a timer of 0.3 s
-    # could fire before, and a Ctrl-C in the uploader's clean-up escaped run_upload and stopped pytest).
+    # Ctrl-C once the main thread waits for the currencies, as its stack shows: a timer could fire earlier, in
+    # the uploader's clean-up, which is another test's case.
     presser = threading.Thread(target=_interrupt_main_when_in, args=("_Currencies.result",), daemon=True)
     presser.start()
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10)

@@ -109,7 +109,7 @@ def test_batches_partition_the_rows_not_in_kantata(n: int, size: int, data: st.D
 
 
 def _documented_key(fields: list[object], occurrence: int) -> str:
-    """The derived key exactly as the planner's docstring states it, computed here independently."""
+    """The derived key exactly as importer/kantata/keys.py's docstring states it, computed here independently."""
     import hashlib
     import json
 
