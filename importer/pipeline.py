@@ -8,20 +8,16 @@ Neither prints: progress goes to an optional `on_progress(stage, done, total)` (
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import gc
 import os
-import signal
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import ParamSpec, TypeVar
 
 import pandas as pd
@@ -29,7 +25,6 @@ import requests
 
 from importer.delivery import (
     SENDING_AHEAD,
-    SETTLE_POLL,
     Journal,
     Ledger,
     OnOutcomes,
@@ -38,8 +33,10 @@ from importer.delivery import (
     Uploader,
     journal_path,
     one_upload_to,
+    patient_interrupts,
     plan,
     schedule_digest,
+    settle_in_flight,
 )
 from importer.errors import (
     ApiUnavailable,
@@ -53,6 +50,7 @@ from importer.errors import (
 )
 from importer.kantata import (
     LOOKUP_CHUNK,
+    Currencies,
     ImportKey,
     Item,
     KantataClient,
@@ -378,14 +376,14 @@ def run_upload(
     currencies: dict[int, str] = {}
     stream: StreamedResults | None = None
     account = sanitize_url(settings.base_url).rstrip("/")
-    with _patient_interrupts(say) as writing_begins, _abandoned_on_error(lambda: stream), one_upload_to(account, say):
+    with patient_interrupts(say) as writing_begins, _abandoned_on_error(lambda: stream), one_upload_to(account, say):
         try:
             # Opened first: it says what an interrupted run of this import left in flight; the ledger says the
             # same of any run's keys (this schedule edited, another results workbook).
             journal = Journal.open(journal_path(out), digest)
             ledger = Ledger.open(account, SENDING_AHEAD + settings.writes_until)
             projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist())) if rows else []
-            currencies_later = _Currencies(client, projects)
+            currencies_later = Currencies(client, projects)
             try:
                 if journal.sent_before:
                     say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
@@ -406,7 +404,7 @@ def run_upload(
                         if not items and rows:  # deferred, but a key must be looked up after all: build them now
                             items = [i for i in _built(validated.rows) if i.row not in refused]
                         existing.update(client.find_imported(items, untouched=untouched))
-                        _settle_in_flight(client, journal, ledger, items, existing, settings, say)
+                        settle_in_flight(client, journal, ledger, items, existing, settings, say)
                     lookup.end(len(rows))
                 except ApiUnavailable as exc:  # nothing sent: the rows found are reported, the rest not_sent
                     stopped = exc
@@ -505,153 +503,6 @@ def _abandoned_on_error(stream: Callable[[], StreamedResults | None]) -> Iterato
         if (current := stream()) is not None:
             current.abandon()
         raise
-
-
-class _Currencies:
-    """Each project's currency, so that totals show 120,001 JPY, not 1,200.01: one batched request for up to
-    200 projects. Only a nicety: if Kantata withholds it (no financial access) or fails, totals stay in cents.
-
-    Asked on a side thread while the keys are looked up and the batches sent (it was one more round trip after
-    the last answer). `result` waits for it; a Ctrl-C during that wait costs only the currencies (every row is
-    settled by then). `cancel` (a run that stopped) sends no further try. A daemon thread: nothing waits for
-    it at exit."""
-
-    def __init__(self, client: KantataClient, projects: Sequence[int]) -> None:
-        self._found: dict[int, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._ask, args=(client, projects), name="kantata-currencies",
-                                        daemon=True)  # fmt: skip
-        self._thread.start()
-
-    def _ask(self, client: KantataClient, projects: Sequence[int]) -> None:
-        try:
-            answer = client.workspaces(projects, stop=self._stop)
-        except Exception:  # noqa: BLE001 - a nicety: whatever went wrong (Cancelled included), totals stay in cents
-            return
-        self._found.update({w: info.currency for w, info in answer.items() if info.currency})
-
-    def result(self) -> dict[int, str]:
-        try:
-            self._thread.join()
-        except KeyboardInterrupt:
-            self.cancel()
-            return {}
-        return dict(self._found)
-
-    def cancel(self) -> None:
-        self._stop.set()
-
-
-def _settle_in_flight(
-    client: KantataClient,
-    journal: Journal,
-    ledger: Ledger | None,
-    items: Sequence[Item],
-    existing: dict[ImportKey, str],
-    settings: Settings,
-    say: Callable[[str], None],
-) -> None:
-    """Rows an interrupted run sent without seeing the answer may still be being written at Kantata (a request
-    can write for Settings.writes_until seconds after it left): wait for them rather than send them again and
-    create them twice. They are looked up every SETTLE_POLL seconds until they are all there or that much time
-    has passed since the last request can have left (SENDING_AHEAD after the last "sending" line); what is still
-    missing then was never written, and is sent. What it finds goes into `existing` as it comes, so that a stop
-    meanwhile (Ctrl-C) still reports those rows.
-
-    The same holds for keys the ledger shows sent by any run without an answer (this schedule since edited,
-    another results workbook, another upload): each is waited for until its own request can no longer write."""
-    now = time.monotonic()  # from here on, no clock change moves a deadline
-    until: dict[ImportKey, float] = {}  # key -> when Kantata can no longer be writing it
-    wait = SENDING_AHEAD + settings.writes_until - journal.since_last_sent()
-    if wait > 0:
-        until.update((i.key, now + wait) for i in items if i.row in journal.in_flight)
-    for key, left in (ledger.waits_for(items) if ledger is not None else {}).items():
-        until[key] = max(until.get(key, 0.0), now + left)
-    pending = [i for i in items if i.key in until and i.key not in existing]
-    if pending:
-        longest = max(until[i.key] for i in pending) - now
-        say(f"{len(pending)} rows an interrupted run sent are not in Kantata yet, and its requests may still be "
-            f"running: waiting up to {longest:.0f} s for them, so that nothing is created twice")  # fmt: skip
-    while pending:
-        time.sleep(min(SETTLE_POLL, max(0.0, max(until[i.key] for i in pending) - time.monotonic())))
-        began = time.monotonic()
-        more = client.find_existing(i.key for i in pending)
-        existing.update(more)
-        # A key is given up only after a look-up that began once its request could no longer write
-        # (helper-20: dropped by the time the look-up ended, a row written just before could be sent again).
-        pending = [i for i in pending if i.key not in more and until[i.key] >= began]
-
-
-@contextmanager
-def _patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], None]]:
-    """The first Ctrl-C stops the upload (KeyboardInterrupt); later ones only say that it is finishing, so the
-    batches on the wire are settled and the results workbook is written. Once the writing has begun (the
-    callable given), every Ctrl-C is one of those: stopping then would lose the new ids of the rows sent
-    (the journal would give them back on a re-run, but the user asked to stop, not to lose the workbook).
-    Only the main thread gets signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
-        return
-
-    # What the user sees through a terminal: when it hangs up (SIGHUP: the ssh connection dropped, the window
-    # closed), writing to it would fail, and the run must still settle and write its workbook in silence.
-    ttys = [fd for fd in (1, 2) if _isatty(fd)]
-
-    def later(signum: int, frame: FrameType | None) -> None:
-        if signum == _SIGHUP:
-            _hung_up(ttys)
-        say("finishing: settling what was sent and writing the results workbook (Ctrl-C is ignored until then)")
-
-    # SIGHUP ignored when the run began (nohup) stays ignored: helper-22 saw a hang-up stop a run under nohup.
-    # (SIGINT is taken even so: a shell ignores it for its background jobs, where only a `kill -INT` by hand
-    # reaches them, which asks for the stop.)
-    taken = [s for s in _STOPPING if s != _SIGHUP or signal.getsignal(s) is not signal.SIG_IGN]
-
-    def writing() -> None:
-        for signum in taken:
-            signal.signal(signum, later)
-
-    def first(signum: int, frame: FrameType | None) -> None:
-        if signum == _SIGHUP:
-            _hung_up(ttys)
-        writing()
-        raise KeyboardInterrupt
-
-    # SIGTERM (`timeout`, systemd, Kubernetes stopping a job) as Ctrl-C: settle, write, exit 130 (helper-18 saw
-    # a SIGTERM end an upload with no workbook and no JSON); a later one waits for the workbook as well. SIGHUP
-    # the same: by default it ended the run as kill -9 does, leaving no workbook and a re-run to wait out the
-    # window of the requests it left in flight.
-    previous = {signum: signal.signal(signum, first) for signum in taken}
-    try:
-        yield writing
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-_SIGHUP = getattr(signal, "SIGHUP", None)  # not on Windows
-_STOPPING = [signal.SIGINT, signal.SIGTERM, *([_SIGHUP] if _SIGHUP is not None else [])]
-
-
-def _isatty(fd: int) -> bool:
-    try:
-        return os.isatty(fd)
-    except OSError:
-        return False
-
-
-def _hung_up(ttys: Sequence[int]) -> None:
-    """The terminal is gone: what would have been written to it goes nowhere (as under nohup), instead of
-    failing with EIO in the middle of settling. Output to a file or a pipe is kept, and so is a terminal that
-    still answers (a `kill -HUP` by hand): a hung-up one fails isatty's question (EIO)."""
-    gone = [fd for fd in ttys if not _isatty(fd)]
-    if not gone:
-        return
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        for fd in gone:
-            os.dup2(devnull, fd)
-        os.close(devnull)
 
 
 @dataclass(frozen=True, slots=True)

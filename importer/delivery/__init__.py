@@ -13,12 +13,16 @@ if TYPE_CHECKING:
     from importer.delivery.ledger import one_upload_to as one_upload_to
     from importer.delivery.planner import Plan as Plan
     from importer.delivery.planner import plan as plan
+    from importer.delivery.settle import settle_in_flight as settle_in_flight
+    from importer.delivery.signals import patient_interrupts as patient_interrupts
     from importer.delivery.upload import SETTLE_POLL as SETTLE_POLL
     from importer.delivery.upload import OnOutcomes as OnOutcomes
     from importer.delivery.upload import OnSending as OnSending
     from importer.delivery.upload import Uploader as Uploader
 
 _HOMES = {
+    "patient_interrupts": "signals",
+    "settle_in_flight": "settle",
     "Journal": "journal",
     "Ledger": "ledger",
     "OnOutcomes": "upload",
@@ -36,6 +40,8 @@ _HOMES = {
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
 __all__ = [
+    "patient_interrupts",
+    "settle_in_flight",
     "Journal",
     "Ledger",
     "OnOutcomes",

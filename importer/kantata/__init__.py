@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from importer.kantata.client import OutcomeUnknown as OutcomeUnknown
     from importer.kantata.client import WorkspaceInfo as WorkspaceInfo
     from importer.kantata.concurrency import Cancelled as Cancelled
+    from importer.kantata.currencies import Currencies as Currencies
     from importer.kantata.keys import ImportKey as ImportKey
     from importer.kantata.keys import Item as Item
     from importer.kantata.keys import build_items as build_items
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from importer.kantata.keys import reference_issues as reference_issues
 
 _HOMES = {
+    "Currencies": "currencies",
     "Cancelled": "concurrency",
     "ImportKey": "keys",
     "Item": "keys",
@@ -44,6 +46,7 @@ _HOMES = {
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
 __all__ = [
+    "Currencies",
     "Cancelled",
     "ImportKey",
     "Item",
