@@ -13,20 +13,26 @@ if TYPE_CHECKING:
     from importer.delivery.ledger import one_upload_to as one_upload_to
     from importer.delivery.planner import Plan as Plan
     from importer.delivery.planner import plan as plan
+    from importer.delivery.recorder import OnOutcomes as OnOutcomes
+    from importer.delivery.recorder import OnSending as OnSending
+    from importer.delivery.recorder import Recorder as Recorder
+    from importer.delivery.session import Delivery as Delivery
+    from importer.delivery.session import ToSend as ToSend
     from importer.delivery.settle import settle_in_flight as settle_in_flight
     from importer.delivery.signals import patient_interrupts as patient_interrupts
     from importer.delivery.upload import SETTLE_POLL as SETTLE_POLL
-    from importer.delivery.upload import OnOutcomes as OnOutcomes
-    from importer.delivery.upload import OnSending as OnSending
     from importer.delivery.upload import Uploader as Uploader
 
 _HOMES = {
+    "Recorder": "recorder",
+    "ToSend": "session",
+    "Delivery": "session",
     "patient_interrupts": "signals",
     "settle_in_flight": "settle",
     "Journal": "journal",
     "Ledger": "ledger",
-    "OnOutcomes": "upload",
-    "OnSending": "upload",
+    "OnOutcomes": "recorder",
+    "OnSending": "recorder",
     "Plan": "planner",
     "SENDING_AHEAD": "journal",
     "SETTLE_POLL": "upload",
@@ -40,6 +46,9 @@ _HOMES = {
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
 __all__ = [
+    "Recorder",
+    "ToSend",
+    "Delivery",
     "patient_interrupts",
     "settle_in_flight",
     "Journal",
