@@ -166,8 +166,9 @@ class _Book(Protocol):
 
 
 class _CalamineBook:
-    """python-calamine (Rust): much faster than openpyxl read-only on large sheets (docs/benchmarks.md). It shows
-    error cells and formulas without a saved value as blank; xlsx_meta finds those in the XML, so nothing is lost."""
+    """python-calamine (Rust): much faster than openpyxl read-only on large sheets (benchmarks/same_results.py
+    times both). It shows error cells and formulas without a saved value as blank; xlsx_meta finds those in the
+    XML, so nothing is lost."""
 
     def __init__(self, path: Path, early: Early | None = None) -> None:
         self._loaded: tuple[str, Any] | None = None  # the last sheet parsed: height() and rows() share it
