@@ -231,13 +231,13 @@ def run_validate(
     Offline it checks each row on its own. `online` (by default: when `settings` are given; they need a token)
     it also asks Kantata, with GETs only, whether projects and tasks exist and belong together, whether amounts
     fit each project's currency and which rows an earlier run created (`checks.py`); those rows are `exists`.
-    How cells are read (`settings.parse_options`, the sheet) comes from `settings`; `sheet` wins when given.
+    How cells are read (`ParseOptions.of(settings)`, the sheet) comes from `settings`; `sheet` wins when given.
     `read_ahead`: the early read the caller started (schedule.start_prefetch), used only for this file."""
     started = dt.datetime.now(dt.UTC)
     online = settings is not None if online is None else online
     if online and (settings is None or settings.token is None):
         raise MissingToken.from_env(TOKEN_ENV)
-    options = settings.parse_options if settings is not None else DEFAULT_OPTIONS
+    options = ParseOptions.of(settings) if settings is not None else DEFAULT_OPTIONS
     sheet = settings.sheet if sheet is None and settings is not None else sheet
     raw, validated, items, issues, out, _ = _prepare(path, sheet, output, options, on_progress, requests=online,
                                                      read_ahead=read_ahead)  # fmt: skip
@@ -306,7 +306,7 @@ def run_upload(
     started = dt.datetime.now(dt.UTC)
     if settings.token is None:
         raise MissingToken.from_env(TOKEN_ENV)
-    options = settings.parse_options
+    options = ParseOptions.of(settings)
     sheet = settings.sheet if sheet is None else sheet
     raw, validated, items, issues, out, deferred = _prepare(path, sheet, output, options, on_progress,
                                                             requests=True, defer=True,

@@ -15,13 +15,10 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from importer.errors import BadToken, ConfigError, MissingToken
-
-if TYPE_CHECKING:
-    from importer.schedule import ParseOptions
 
 DEFAULT_BASE_URL = "https://api.mavenlink.com/api/v1"
 TOKEN_ENV = "KANTATA_API_TOKEN"
@@ -144,8 +141,9 @@ class Settings:
     state_dir: Path = field(default_factory=lambda: state_dir_from({}))
     stream_results: bool = True  # an upload writes its results workbook while sending, not after the last answer
     prefetch: bool = True  # the CLI starts reading an .xlsx schedule while it imports pandas and pandera
-    # How the schedule's cells are read (`ParseOptions`): the sheet, text dates that are not ISO, the decimals of
-    # an Amount column, and whether the user chose them (a flag, the config file) or took the default.
+    # How the schedule's cells are read (`ParseOptions.of` takes what it needs): the sheet, text dates that are
+    # not ISO, the decimals of an Amount column, and whether the user chose them (a flag, the config file) or
+    # took the default.
     sheet: str | None = None  # None: the first sheet whose header row matches
     date_format: str | None = None
     currency_decimals: int = 2
@@ -171,14 +169,6 @@ class Settings:
         if not 0 <= self.currency_decimals <= 4:
             raise ConfigError("currency_decimals must be 0 to 4 (2 for USD, 0 for JPY, 3 for KWD)")
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
-
-    @property
-    def parse_options(self) -> ParseOptions:
-        """What the schedule's reader needs of these settings."""
-        from importer.schedule import ParseOptions
-
-        return ParseOptions(date_format=self.date_format, currency_decimals=self.currency_decimals,
-                            currency_decimals_given=self.currency_decimals_given)  # fmt: skip
 
     @classmethod
     def from_env(

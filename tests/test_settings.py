@@ -87,7 +87,7 @@ def test_from_argparse_puts_flags_over_environment_over_the_file() -> None:
     settings = Settings.from_argparse(args, config, {"KANTATA_BASE_URL": "https://env.example/api"})
     assert (settings.sheet, settings.date_format, settings.batch_size) == ("Billing", "%d/%m/%Y", 50)
     assert settings.base_url == "https://env.example/api"
-    assert settings.parse_options == ParseOptions(date_format="%d/%m/%Y", currency_decimals=0,
+    assert ParseOptions.of(settings) == ParseOptions(date_format="%d/%m/%Y", currency_decimals=0,
                                                   currency_decimals_given=True)  # fmt: skip
     csv = Settings.from_argparse(argparse.Namespace(**{**vars(args), "schedule": Path("s.csv")}), config, {})
     assert csv.sheet is None  # a CSV has no sheets: the file's sheet is not for it
