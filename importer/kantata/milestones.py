@@ -8,6 +8,7 @@ project than its milestone is a conflict, never an update.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,8 +86,8 @@ def _normalised(name: str, value: Any) -> Any:
 def _int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
+    if isinstance(value, numbers.Integral):  # numpy's integers too
+        return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value.strip())
     return None

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,6 @@ from importer.errors import ApiUnavailable, ExitCode, MissingToken
 from importer.kantata.client import KantataClient, WorkspaceInfo
 from importer.pipeline import RunResult, run_upload, run_validate
 from importer.sandbox.server import DEFAULT_TOKEN
-from importer.schedule.cells import ParseOptions
 from importer.settings import Secret, Settings
 from tests.conftest import MakeSchedule, good_row, read_results
 
@@ -106,7 +106,17 @@ def test_rows_already_uploaded_show_exists_with_their_id(
 
     result = _online(later, settings)
 
-    assert result.counts == {"valid": 1, "created": 0, "exists": 3, "invalid": 0, "rejected": 0, "not_sent": 0}
+    assert result.counts == {
+        "valid": 1,
+        "created": 0,
+        "exists": 3,
+        "update": 0,
+        "updated": 0,
+        "conflict": 0,
+        "invalid": 0,
+        "rejected": 0,
+        "not_sent": 0,
+    }
     assert result.existing_found == 3 and result.exit_code == ExitCode.OK
     rows = read_results(result.output)
     assert [(r["status"], r["billing_milestone_id"]) for r in rows] == [
@@ -183,7 +193,7 @@ def test_an_upload_sends_no_amount_that_does_not_fit_its_projects_currency(
     assert [(m["title"], m["amount_in_cents"]) for m in sandbox.milestones()] == [("Dollar", 1999)]
     assert result.exit_code == ExitCode.ROWS_FAILED
     yen = make_schedule([["Yen", "5000", 1004]], headers=AMOUNT_HEADERS, name="yen")
-    assert run_upload(yen, settings, options=ParseOptions(currency_decimals=0)).counts["created"] == 1
+    assert run_upload(yen, replace(settings, currency_decimals=0)).counts["created"] == 1
     assert sandbox.milestones()[-1]["amount_in_cents"] == 5000  # 5000 yen, as the cell says
 
 
@@ -191,10 +201,10 @@ def test_currency_decimals_that_match_the_project_pass_and_others_in_the_same_fi
     settings: Settings, make_schedule: MakeSchedule
 ) -> None:
     rows = [["Yen", "1500", 1004], ["Dollar", "15", 1001]]
-    result = _online(make_schedule(rows, headers=AMOUNT_HEADERS), settings, options=ParseOptions(currency_decimals=0))
+    result = _online(make_schedule(rows, headers=AMOUNT_HEADERS), replace(settings, currency_decimals=0))
     assert _found(result) == [("B3", "amount-read-with-other-decimals", "error")]  # 15 USD is 1500 cents, not 15
     dinars = make_schedule([["Dinar", "1.234", 1005]], headers=AMOUNT_HEADERS, name="kwd")
-    assert _online(dinars, settings, options=ParseOptions(currency_decimals=3)).issues == []
+    assert _online(dinars, replace(settings, currency_decimals=3)).issues == []
 
 
 def test_cents_in_yen_and_dinar_projects_are_explained_in_a_note(
@@ -237,7 +247,7 @@ def test_without_financial_access_an_amount_is_sent_only_with_decimals_the_user_
     assert result.notes[0] == note
     uploaded = run_upload(path, settings)  # the same check before sending
     assert uploaded.counts["invalid"] == 3 and sandbox.milestones() == []
-    chosen = run_upload(path, settings, options=ParseOptions(currency_decimals=0, currency_decimals_given=True))
+    chosen = run_upload(path, replace(settings, currency_decimals=0, currency_decimals_given=True))
     assert chosen.counts == {**chosen.counts, "created": 2, "invalid": 1}  # the user said: no decimals
     assert sorted((m["title"], m["amount_in_cents"]) for m in sandbox.milestones()) == [("X", 1), ("Yen", 1500)]
     cents = make_schedule([good_row(1, workspace=1004)], name="cents")
@@ -269,7 +279,17 @@ def test_many_projects_are_asked_for_200_at_a_time(
     rows = [good_row(n, workspace=1001 + n) for n in range(450)]  # 450 different ids, 1001-1005 among them
     result = _online(make_schedule(rows), settings)
     assert sandbox.stats()["GET /workspaces"] == 3  # 200 + 200 + 50
-    assert result.counts == {"valid": 5, "created": 0, "exists": 0, "invalid": 445, "rejected": 0, "not_sent": 0}
+    assert result.counts == {
+        "valid": 5,
+        "created": 0,
+        "exists": 0,
+        "update": 0,
+        "updated": 0,
+        "conflict": 0,
+        "invalid": 445,
+        "rejected": 0,
+        "not_sent": 0,
+    }
 
 
 def test_the_client_caches_look_ups_and_reads_every_page(
