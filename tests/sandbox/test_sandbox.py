@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from importer.sandbox.server import (
+from importer.sandbox import (
     DEFAULT_TOKEN,
     SEED_STORIES,
     SEED_WORKSPACES,
