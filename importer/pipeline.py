@@ -13,32 +13,24 @@ import datetime as dt
 import functools
 import gc
 import os
-import signal
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import ParamSpec, TypeVar
 
 import pandas as pd
 import requests
 
 from importer.delivery import (
-    SENDING_AHEAD,
-    SETTLE_POLL,
-    Journal,
-    Ledger,
+    Delivery,
     OnOutcomes,
-    OnSending,
     Plan,
-    Uploader,
+    ToSend,
     journal_path,
     one_upload_to,
-    plan,
+    patient_interrupts,
     schedule_digest,
 )
 from importer.errors import (
@@ -46,14 +38,12 @@ from importer.errors import (
     CellIssue,
     ExitCode,
     ImporterError,
-    Interrupted,
     JournalNotWritten,
     MissingToken,
     ResultsNotWritten,
 )
 from importer.kantata import (
     LOOKUP_CHUNK,
-    ImportKey,
     Item,
     KantataClient,
     OnlineCheck,
@@ -68,7 +58,7 @@ from importer.kantata import (
     withheld_currencies,
 )
 from importer.outcomes import FAILED, Outcome, Status
-from importer.progress import OnProgress, Stage, Ticker, for_stage
+from importer.progress import OnProgress, Stage, for_stage
 from importer.results import (
     Cut,
     ProjectTotal,
@@ -355,135 +345,67 @@ def run_upload(
         raise MissingToken.from_env(TOKEN_ENV)
     raw, validated, items, issues, out, deferred = _prepare(path, sheet, output, options, on_progress,
                                                             requests=True, defer=True)  # fmt: skip
-    client = KantataClient(settings, settings.token, session=session)
     say = on_stage or (lambda _: None)
-    stopped: ImporterError | None = None
     # The journal's identity of this import, and every row's key, come from the rows as checked offline: were
     # they to depend on Kantata's answer below (the currencies), a run whose question failed would not know
     # the journal of the run before it, nor find its rows by key, and send them twice.
-    rows = validated.rows.index.tolist() if deferred else [i.row for i in items]  # the rows to send or find
-    digest = schedule_digest(validated.rows, rows)
-    unanswered: BaseException | None = None
-    try:
-        amount_errors, notes = _amounts_checked(raw, validated, client, options)
-    except (ApiUnavailable, KeyboardInterrupt) as exc:  # as if the look-ups failed (below): every row not_sent
-        amount_errors, notes, unanswered = [], [], exc
-    except BaseException:
-        client.close()
-        raise
-    issues = sorted([*issues, *amount_errors], key=lambda i: i.row)
-    if refused := {i.row for i in amount_errors if i.is_error}:  # not sent; their keys stay as they were
-        rows = [row for row in rows if row not in refused]
-        items = [i for i in items if i.row not in refused]
-    currencies: dict[int, str] = {}
-    stream: StreamedResults | None = None
+    to_send = ToSend(validated.rows.index.tolist() if deferred else [i.row for i in items], items)
+    digest = schedule_digest(validated.rows, to_send.rows)
+    projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist()))
     account = sanitize_url(settings.base_url).rstrip("/")
-    with _patient_interrupts(say) as writing_begins, _abandoned_on_error(lambda: stream), one_upload_to(account, say):
-        try:
-            # Opened first: it says what an interrupted run of this import left in flight; the ledger says the
-            # same of any run's keys (this schedule edited, another results workbook).
-            journal = Journal.open(journal_path(out), digest)
-            ledger = Ledger.open(account, SENDING_AHEAD + settings.writes_until)
-            projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist())) if rows else []
-            currencies_later = _Currencies(client, projects)
-            try:
-                if journal.sent_before:
-                    say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
-                        "before)")  # fmt: skip
-                existing: dict[ImportKey, str] = {}  # what the look-ups found, kept should they be cut short
-                try:
-                    if unanswered is not None:
-                        raise unanswered
-                    say(f"looking up {len(rows)} import keys in Kantata")
-                    lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(rows))
-                    untouched: list[int] | None = None
-                    if deferred and (journal.sent_before or (ledger is not None and ledger.live)):
-                        deferred = False  # a resume settles what it sent by key: every key is needed
-                    elif deferred:
-                        untouched = client.projects_without_imports(projects)
-                        deferred = len(untouched) == len(projects)  # Kantata has none of these rows
-                    if not deferred:
-                        if not items and rows:  # deferred, but a key must be looked up after all: build them now
-                            items = [i for i in _built(validated.rows) if i.row not in refused]
-                        existing.update(client.find_imported(items, untouched=untouched))
-                        _settle_in_flight(client, journal, ledger, items, existing, settings, say)
-                    lookup.end(len(rows))
-                except ApiUnavailable as exc:  # nothing sent: the rows found are reported, the rest not_sent
-                    stopped = exc
-                except KeyboardInterrupt:
-                    stopped = Interrupted()
-                if deferred and stopped is None:
-                    built = (i for i in _built(validated.rows) if i.row not in refused)
-                    the_plan = Plan(rows, built, {}, settings.batch_size)
-                else:
-                    the_plan = plan(items, existing, batch_size=settings.batch_size)
-                if stopped is None:
-                    needed = -(-len(the_plan.rows) // settings.batch_size)
-                    say(f"sending {len(the_plan.rows)} rows in {needed} request{'s' if needed != 1 else ''}")
-                    stream = _stream(raw, issues, out)
-                    record = _both(_both(journal.record, on_outcomes), _sent(on_progress, the_plan.rows))
-                    sending: OnSending = journal.sending
-                    withdrawn: OnSending = journal.withdrawn
-                    left: OnSending = journal.left
-                    if ledger is not None:
-                        record = _both(record, ledger.settled)
-                        sending, withdrawn = _each(sending, ledger.sending), _each(withdrawn, ledger.withdrawn)
-                        left = _each(left, ledger.left)
-                    if stream is not None:
-                        record = _both(record, stream.add)
-                    uploader = Uploader(client, on_outcomes=record, on_sending=sending, on_withdrawn=withdrawn,
-                                        on_left=left)  # fmt: skip
-                    result = uploader.run(the_plan, sent_before=journal.sent_before)
-                    outcomes, stopped, made = result.outcomes, result.stopped, result.requests
-                    currencies = currencies_later.result() if stopped is None else {}
-                else:
-                    reason = f"not sent: {stopped}"
-                    outcomes = {row: Outcome(row, Status.NOT_SENT, None, (reason,)) for row in rows}
-                    for row, mid in plan(items, existing, batch_size=settings.batch_size).existing.items():
-                        # found before the stop (helper-17: a Ctrl-C during the resume's wait reported rows
-                        # already in Kantata not_sent); `created` if the interrupted run sent them, as in run()
-                        status = Status.CREATED if row in journal.sent_before else Status.EXISTS
-                        outcomes[row] = Outcome(row, status, mid)
-                    made = {}
-            finally:
-                writing_begins()  # nothing is left to stop: a Ctrl-C from here on (closing) waits for the workbook
-                journal.close(finished=False)
-                if ledger is not None:
-                    ledger.close()
-                    if ledger.broken and not isinstance(stopped, JournalNotWritten):  # (that says it already)
-                        notes.append(f"the ledger of requests in flight ({ledger.path}) could not be written (a full "
-                                     "disk?): a re-run of an edited schedule, or to another results workbook, may "
-                                     "not know of this run's unanswered requests")  # fmt: skip
-                currencies_later.cancel()  # (answered by now, unless the run stopped early)
-        finally:
-            client.close()
-        made = {**made, "GET": client.stats.gets, "POST": client.stats.posts}
-        info = RunInfo(
-            False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "", notes=tuple(notes)
-        )
-        writing_begins()
-        say(f"writing the results workbook ({len(raw.frame)} rows)")
-        result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing),
-                          on_progress, currencies=currencies, stream=stream)  # fmt: skip
+    streams: list[StreamedResults] = []
+    with contextlib.closing(KantataClient(settings, settings.token, session=session)) as client:
+        amount_errors, notes, unanswered = _amounts_checked(raw, validated, client, options)
+        issues = sorted([*issues, *amount_errors], key=lambda i: i.row)
+        refused = {i.row for i in amount_errors if i.is_error}  # not sent; their keys stay as they were
+        to_send.rows = [row for row in to_send.rows if row not in refused]
+        to_send.items = [i for i in to_send.items if i.row not in refused]
+        if deferred:
+            to_send.build = lambda: (i for i in _built(validated.rows) if i.row not in refused)
+
+        def results(_: Plan) -> list[OnOutcomes]:
+            streams.extend(s for s in [_stream(raw, issues, out)] if s is not None)
+            return [s.add for s in streams]
+
+        with (
+            patient_interrupts(say) as writing_begins,
+            _abandoned_on_error(lambda: streams[0] if streams else None),
+            one_upload_to(account, say),
+        ):
+            delivery = Delivery(client, settings, account, say, on_progress, writing_begins, on_outcomes)
+            done = delivery.deliver(journal_path(out), digest, projects, to_send, results, unanswered=unanswered)
+            made = {**done.requests, "GET": client.stats.gets, "POST": client.stats.posts}
+            stopped = done.stopped
+            info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "",
+                           notes=(*notes, *done.notes))  # fmt: skip
+            say(f"writing the results workbook ({len(raw.frame)} rows)")
+            stream = streams[0] if streams else None
+            result = _finish(raw, validated, issues, done.outcomes, info, out, stopped, made, done.existing_found,
+                             on_progress, currencies=done.currencies, stream=stream)  # fmt: skip
     if stopped is None:  # every row settled and the workbook written: nothing left to resume
         journal_path(out).unlink(missing_ok=True)
-    return result_
+    return result
 
 
 def _amounts_checked(
     raw: RawSchedule, validated: Validated, client: KantataClient, options: ParseOptions
-) -> tuple[list[CellIssue], list[str]]:
+) -> tuple[list[CellIssue], list[str], BaseException | None]:
     """The issues of rows whose Amount (in currency units) does not fit its project's currency, which are then
     not sent, as `validate --online` reports them (checks.amount_issues): 5000 in a yen project is not sent as
     500,000 yen; and a note on the currencies Kantata withheld. Needs the projects' currencies first (one GET
     for up to 200 projects; the totals reuse them from the client's cache); none when the schedule gives its
-    amounts in cents only."""
+    amounts in cents only. Kantata unreachable or a Ctrl-C here is returned, not raised: the delivery then
+    reports every row not_sent, as when its own look-ups fail."""
     amounts = raw.fields.get("amount")
     if amounts is None or validated.rows.empty or raw.frame.loc[validated.rows.index, amounts].map(is_blank).all():
-        return [], []
+        return [], [], None
     projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist()))
-    workspaces = client.workspaces(projects)
-    return amount_issues(raw, validated.rows, workspaces, options), withheld_currencies(validated.rows, workspaces)
+    try:
+        workspaces = client.workspaces(projects)
+    except (ApiUnavailable, KeyboardInterrupt) as exc:
+        return [], [], exc
+    issues = amount_issues(raw, validated.rows, workspaces, options)
+    return issues, withheld_currencies(validated.rows, workspaces), None
 
 
 def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path) -> StreamedResults | None:
@@ -505,153 +427,6 @@ def _abandoned_on_error(stream: Callable[[], StreamedResults | None]) -> Iterato
         if (current := stream()) is not None:
             current.abandon()
         raise
-
-
-class _Currencies:
-    """Each project's currency, so that totals show 120,001 JPY, not 1,200.01: one batched request for up to
-    200 projects. Only a nicety: if Kantata withholds it (no financial access) or fails, totals stay in cents.
-
-    Asked on a side thread while the keys are looked up and the batches sent (it was one more round trip after
-    the last answer). `result` waits for it; a Ctrl-C during that wait costs only the currencies (every row is
-    settled by then). `cancel` (a run that stopped) sends no further try. A daemon thread: nothing waits for
-    it at exit."""
-
-    def __init__(self, client: KantataClient, projects: Sequence[int]) -> None:
-        self._found: dict[int, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._ask, args=(client, projects), name="kantata-currencies",
-                                        daemon=True)  # fmt: skip
-        self._thread.start()
-
-    def _ask(self, client: KantataClient, projects: Sequence[int]) -> None:
-        try:
-            answer = client.workspaces(projects, stop=self._stop)
-        except Exception:  # noqa: BLE001 - a nicety: whatever went wrong (Cancelled included), totals stay in cents
-            return
-        self._found.update({w: info.currency for w, info in answer.items() if info.currency})
-
-    def result(self) -> dict[int, str]:
-        try:
-            self._thread.join()
-        except KeyboardInterrupt:
-            self.cancel()
-            return {}
-        return dict(self._found)
-
-    def cancel(self) -> None:
-        self._stop.set()
-
-
-def _settle_in_flight(
-    client: KantataClient,
-    journal: Journal,
-    ledger: Ledger | None,
-    items: Sequence[Item],
-    existing: dict[ImportKey, str],
-    settings: Settings,
-    say: Callable[[str], None],
-) -> None:
-    """Rows an interrupted run sent without seeing the answer may still be being written at Kantata (a request
-    can write for Settings.writes_until seconds after it left): wait for them rather than send them again and
-    create them twice. They are looked up every SETTLE_POLL seconds until they are all there or that much time
-    has passed since the last request can have left (SENDING_AHEAD after the last "sending" line); what is still
-    missing then was never written, and is sent. What it finds goes into `existing` as it comes, so that a stop
-    meanwhile (Ctrl-C) still reports those rows.
-
-    The same holds for keys the ledger shows sent by any run without an answer (this schedule since edited,
-    another results workbook, another upload): each is waited for until its own request can no longer write."""
-    now = time.monotonic()  # from here on, no clock change moves a deadline
-    until: dict[ImportKey, float] = {}  # key -> when Kantata can no longer be writing it
-    wait = SENDING_AHEAD + settings.writes_until - journal.since_last_sent()
-    if wait > 0:
-        until.update((i.key, now + wait) for i in items if i.row in journal.in_flight)
-    for key, left in (ledger.waits_for(items) if ledger is not None else {}).items():
-        until[key] = max(until.get(key, 0.0), now + left)
-    pending = [i for i in items if i.key in until and i.key not in existing]
-    if pending:
-        longest = max(until[i.key] for i in pending) - now
-        say(f"{len(pending)} rows an interrupted run sent are not in Kantata yet, and its requests may still be "
-            f"running: waiting up to {longest:.0f} s for them, so that nothing is created twice")  # fmt: skip
-    while pending:
-        time.sleep(min(SETTLE_POLL, max(0.0, max(until[i.key] for i in pending) - time.monotonic())))
-        began = time.monotonic()
-        more = client.find_existing(i.key for i in pending)
-        existing.update(more)
-        # A key is given up only after a look-up that began once its request could no longer write
-        # (helper-20: dropped by the time the look-up ended, a row written just before could be sent again).
-        pending = [i for i in pending if i.key not in more and until[i.key] >= began]
-
-
-@contextmanager
-def _patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], None]]:
-    """The first Ctrl-C stops the upload (KeyboardInterrupt); later ones only say that it is finishing, so the
-    batches on the wire are settled and the results workbook is written. Once the writing has begun (the
-    callable given), every Ctrl-C is one of those: stopping then would lose the new ids of the rows sent
-    (the journal would give them back on a re-run, but the user asked to stop, not to lose the workbook).
-    Only the main thread gets signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
-        return
-
-    # What the user sees through a terminal: when it hangs up (SIGHUP: the ssh connection dropped, the window
-    # closed), writing to it would fail, and the run must still settle and write its workbook in silence.
-    ttys = [fd for fd in (1, 2) if _isatty(fd)]
-
-    def later(signum: int, frame: FrameType | None) -> None:
-        if signum == _SIGHUP:
-            _hung_up(ttys)
-        say("finishing: settling what was sent and writing the results workbook (Ctrl-C is ignored until then)")
-
-    # SIGHUP ignored when the run began (nohup) stays ignored: helper-22 saw a hang-up stop a run under nohup.
-    # (SIGINT is taken even so: a shell ignores it for its background jobs, where only a `kill -INT` by hand
-    # reaches them, which asks for the stop.)
-    taken = [s for s in _STOPPING if s != _SIGHUP or signal.getsignal(s) is not signal.SIG_IGN]
-
-    def writing() -> None:
-        for signum in taken:
-            signal.signal(signum, later)
-
-    def first(signum: int, frame: FrameType | None) -> None:
-        if signum == _SIGHUP:
-            _hung_up(ttys)
-        writing()
-        raise KeyboardInterrupt
-
-    # SIGTERM (`timeout`, systemd, Kubernetes stopping a job) as Ctrl-C: settle, write, exit 130 (helper-18 saw
-    # a SIGTERM end an upload with no workbook and no JSON); a later one waits for the workbook as well. SIGHUP
-    # the same: by default it ended the run as kill -9 does, leaving no workbook and a re-run to wait out the
-    # window of the requests it left in flight.
-    previous = {signum: signal.signal(signum, first) for signum in taken}
-    try:
-        yield writing
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-_SIGHUP = getattr(signal, "SIGHUP", None)  # not on Windows
-_STOPPING = [signal.SIGINT, signal.SIGTERM, *([_SIGHUP] if _SIGHUP is not None else [])]
-
-
-def _isatty(fd: int) -> bool:
-    try:
-        return os.isatty(fd)
-    except OSError:
-        return False
-
-
-def _hung_up(ttys: Sequence[int]) -> None:
-    """The terminal is gone: what would have been written to it goes nowhere (as under nohup), instead of
-    failing with EIO in the middle of settling. Output to a file or a pipe is kept, and so is a terminal that
-    still answers (a `kill -HUP` by hand): a hung-up one fails isatty's question (EIO)."""
-    gone = [fd for fd in ttys if not _isatty(fd)]
-    if not gone:
-        return
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        for fd in gone:
-            os.dup2(devnull, fd)
-        os.close(devnull)
 
 
 @dataclass(frozen=True, slots=True)
@@ -677,44 +452,3 @@ def run_template(
     finally:
         client.close()
     return TemplateResult(write_template(out, workspaces=workspaces), workspaces)
-
-
-def _sent(on_progress: OnProgress | None, to_send: Sequence[int]) -> OnOutcomes | None:
-    """Sending progress from the outcomes as they arrive: rows of the plan settled so far, once per batch."""
-    if on_progress is None:
-        return None
-    rows = set(to_send)
-    settled: set[int] = set()
-    ticker = Ticker(for_stage(on_progress, Stage.SEND), len(rows), chunk=1)
-    lock = threading.Lock()  # outcomes may arrive from several sending threads
-
-    def count(outcomes: Sequence[Outcome]) -> None:
-        with lock:
-            settled.update(o.row for o in outcomes if o.row in rows and o.status is not Status.NOT_SENT)
-            if len(settled) < len(rows):
-                ticker.at(len(settled))
-            elif ticker.done < len(rows):
-                ticker.end(len(settled))
-
-    return count
-
-
-def _each(first: OnSending, second: OnSending) -> OnSending:
-    """Two callbacks of a batch's items in turn: the journal's "sending" line, then the ledger's."""
-
-    def each(items: Sequence[Item]) -> None:
-        first(items)
-        second(items)
-
-    return each
-
-
-def _both(first: OnOutcomes, second: OnOutcomes | None) -> OnOutcomes:
-    if second is None:
-        return first
-
-    def both(outcomes: Sequence[Outcome]) -> None:
-        first(outcomes)
-        second(outcomes)
-
-    return both

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from importer.kantata.client import OutcomeUnknown as OutcomeUnknown
     from importer.kantata.client import WorkspaceInfo as WorkspaceInfo
     from importer.kantata.concurrency import Cancelled as Cancelled
+    from importer.kantata.currencies import Currencies as Currencies
     from importer.kantata.keys import ImportKey as ImportKey
     from importer.kantata.keys import Item as Item
     from importer.kantata.keys import build_items as build_items
@@ -23,28 +24,30 @@ if TYPE_CHECKING:
     from importer.kantata.keys import reference_issues as reference_issues
 
 _HOMES = {
+    "amount_issues": "checks",
+    "build_items": "keys",
     "Cancelled": "concurrency",
+    "check_online": "checks",
+    "Currencies": "currencies",
+    "duplicate_rows": "checks",
+    "has_user_keys": "keys",
     "ImportKey": "keys",
     "Item": "keys",
+    "items_as_built": "keys",
     "KantataClient": "client",
     "LOOKUP_CHUNK": "client",
     "OnlineCheck": "checks",
     "OutcomeUnknown": "client",
-    "WorkspaceInfo": "client",
-    "amount_issues": "checks",
-    "build_items": "keys",
-    "check_online": "checks",
-    "duplicate_rows": "checks",
-    "has_user_keys": "keys",
-    "items_as_built": "keys",
     "reference_issues": "keys",
     "withheld_currencies": "checks",
+    "WorkspaceInfo": "client",
 }
 
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
 __all__ = [
     "Cancelled",
+    "Currencies",
     "ImportKey",
     "Item",
     "KantataClient",

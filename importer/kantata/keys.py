@@ -25,13 +25,15 @@ import pandas as pd
 
 from importer.errors import CellIssue
 from importer.progress import CHUNK, Tick, Ticker
-from importer.schedule import EXT, EXT_REQUIRED, FIELDS, LOCAL_ONLY, REQUIRED
+from importer.schedule import EXT, EXT_REQUIRED, FIELDS, IDENTITY, LOCAL_ONLY, REQUIRED
 
 SERVICE_NAME = "kantata-import"
 SERVICE_MODEL = "billing_schedule_row"
 KEY_PREFIX = "ki1-"
 _KEY_FIELDS = ("workspace_id", "title", "amount_in_cents", "date_to_invoice", "billing_type", "story_id")
-_TOP_FIELDS = tuple(f.name for f in FIELDS if not f.name.startswith(EXT) and f.name not in LOCAL_ONLY)
+_TOP_FIELDS = tuple(
+    f.name for f in FIELDS if not f.name.startswith(EXT) and f.name not in LOCAL_ONLY and f.name != IDENTITY
+)
 _EXT_FIELDS = tuple(f.name for f in FIELDS if f.name.startswith(EXT))
 # json.dumps(x, ensure_ascii=False) builds a new encoder on every call; one kept encoder writes the same text
 # (the key's formula must never change: it is how a re-run finds what an earlier version created).

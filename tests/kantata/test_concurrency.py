@@ -377,7 +377,7 @@ def test_a_ctrl_c_while_the_currencies_are_awaited_costs_only_them(
     monkeypatch.setattr(KantataClient, "workspaces", slow_workspaces)
     # Ctrl-C once the main thread waits for the currencies, as its stack shows (helper-21: a timer of 0.3 s
     # could fire before, and a Ctrl-C in the uploader's clean-up escaped run_upload and stopped pytest).
-    presser = threading.Thread(target=_interrupt_main_when_in, args=("_Currencies.result",), daemon=True)
+    presser = threading.Thread(target=_interrupt_main_when_in, args=("Currencies.result",), daemon=True)
     presser.start()
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10)
     result = run_upload(_schedule(tmp_path, 30), settings)
