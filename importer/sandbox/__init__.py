@@ -53,9 +53,9 @@ __getattr__, __dir__ = lazy(__name__, _HOMES)
 
 __all__ = [
     "DEFAULT_TOKEN",
+    "Faults",
     "SEED_STORIES",
     "SEED_WORKSPACES",
-    "Faults",
     "Sandbox",
     "Story",
     "Workspace",
