@@ -78,7 +78,7 @@ class Delivery:
         """Carry the rows out exactly once. `unanswered`: a question asked before this (the currencies) that
         failed; nothing is sent then, and every row not found is `not_sent`."""
         journal = Journal.open(journal_file, digest)
-        ledger = Ledger.open(self.account, SENDING_AHEAD + self.settings.writes_until)
+        ledger = Ledger.open(self.account, SENDING_AHEAD + self.settings.writes_until, self.settings.state_dir)
         currencies = Currencies(self.client, projects if to_send.rows else [])
         notes: list[str] = []
         stopped: ImporterError | None = None
