@@ -125,8 +125,8 @@ def test_the_summary_tells_the_run_and_the_amounts(written: tuple[Path, Path]) -
         "File": str(path), "Sheet": "Billing", "Header row": 2, "Mode": "upload",
         "Kantata": "https://api.example.test/api/v1", "Rows read": 4, "Blank rows skipped": 1}  # fmt: skip
     assert [r[1] for r in rows if r[0] == "Note"] == ["3 requests"]
-    assert {s.value: said[f"Rows {s.value}"] for s in Status} == {
-        "valid": 0, "created": 1, "exists": 0, "invalid": 1, "rejected": 1, "not_sent": 1}  # fmt: skip
+    counted = {"created": 1, "invalid": 1, "rejected": 1, "not_sent": 1}
+    assert {s.value: said[f"Rows {s.value}"] for s in Status} == {s.value: counted.get(s.value, 0) for s in Status}
     table = rows[[r[0] for r in rows].index("Amounts per project (rows that passed validation)") + 1 :]
     assert [r[:6] for r in table] == [
         ["Project ID", "Rows", "created (cents)", "rejected (cents)", "not_sent (cents)", "Total (cents)"],
