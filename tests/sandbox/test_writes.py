@@ -344,3 +344,19 @@ def test_write_fault_flags_become_faults() -> None:
                                             drop_after_delete_every=5)  # fmt: skip
     with pytest.raises(ValueError, match="drop_after_put_every"):
         Faults(drop_after_put_every=-1)
+
+
+def test_delete_leaves_no_external_reference_behind_in_the_database(tmp_path: Path) -> None:
+    """Over HTTP an orphaned reference is invisible (ids are never reused), so read the file the sandbox keeps."""
+    import contextlib
+    import sqlite3
+
+    db = tmp_path / "sandbox.sqlite"
+    with Sandbox(db=str(db)) as running, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {DEFAULT_TOKEN}"
+        api = Api(session, running.url)
+        first, _ = api.create(item(1), item(2))
+        assert api.delete(first).status_code == 204
+    with contextlib.closing(sqlite3.connect(db)) as plain:
+        refs = plain.execute("SELECT subject_id, service_model_ref FROM external_references").fetchall()
+    assert refs == [(700002, "key-2")]
