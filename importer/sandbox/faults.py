@@ -1,7 +1,8 @@
 """The sandbox's fault switches, and the ``sandbox`` command's flag for each.
 
 Each switch makes the sandbox misbehave as Kantata or the network between can: 429 with Retry-After, 5xx, slow
-answers, a connection dropped before or after the commit, a refused title, and two UNCONFIRMED readings of
+answers, a connection dropped before or after the commit (creates, updates and deletes each counted on their own),
+a refused title, and two UNCONFIRMED readings of
 Kantata's documentation (partial creates, per-item error indexes) so the importer can be tested against either.
 """
 
@@ -31,6 +32,10 @@ class Faults:
     # Kantata is still working on when the client lost its connection (a proxy's reset, a network blip).
     drop_then_write_every: int = 0
     late_write_after: float = 0.5
+    fail_put_every: int = 0  # every Nth PUT answers fail_status before writing
+    drop_after_put_every: int = 0  # every Nth update that wrote commits, then closes the socket unanswered
+    fail_delete_every: int = 0  # every Nth DELETE answers fail_status before deleting
+    drop_after_delete_every: int = 0  # every Nth delete that deleted commits, then closes the socket unanswered
     reject_title: str | None = None  # an item with exactly this title is invalid ("Title is reserved")
     partial_create: bool = False  # UNCONFIRMED alternative: valid items of a refused batch are created
     error_index: bool = False  # UNCONFIRMED alternative: list errors carry the item's "index"
@@ -38,7 +43,16 @@ class Faults:
     no_financial_access: bool = False  # documented: workspaces come without `currency` for such a user
 
     def __post_init__(self) -> None:
-        for name in ("rate_limit_every", "fail_every", "drop_after_write_every", "drop_then_write_every"):
+        for name in (
+            "rate_limit_every",
+            "fail_every",
+            "drop_after_write_every",
+            "drop_then_write_every",
+            "fail_put_every",
+            "drop_after_put_every",
+            "fail_delete_every",
+            "drop_after_delete_every",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"Faults.{name} must be a whole number >= 0, not {value!r}")
@@ -73,7 +87,8 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--fail-every", type=_within(int, 0), default=0, metavar="N",
                         help="answer every Nth POST with --fail-status, writing nothing")  # fmt: skip
     faults.add_argument("--fail-status", type=_within(int, 400, 599), default=default.fail_status, metavar="CODE",
-                        help="status for --fail-every (default 503)")  # fmt: skip
+                        help="status for --fail-every, --fail-put-every and --fail-delete-every "
+                             "(default 503)")  # fmt: skip
     faults.add_argument(
         "--latency", type=_within(float, 0), default=0.0, metavar="S", help="wait S seconds before answering"
     )
@@ -86,6 +101,14 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
                              "--late-write-after seconds later")  # fmt: skip
     faults.add_argument("--late-write-after", type=_within(float, 0), default=default.late_write_after, metavar="S",
                         help="seconds from closing to committing, --drop-then-write-every (default 0.5)")  # fmt: skip
+    faults.add_argument("--fail-put-every", type=_within(int, 0), default=0, metavar="N",
+                        help="answer every Nth PUT with --fail-status, changing nothing")  # fmt: skip
+    faults.add_argument("--drop-after-put-every", type=_within(int, 0), default=0, metavar="N",
+                        help="every Nth update commits, then closes the connection without answering")  # fmt: skip
+    faults.add_argument("--fail-delete-every", type=_within(int, 0), default=0, metavar="N",
+                        help="answer every Nth DELETE with --fail-status, deleting nothing")  # fmt: skip
+    faults.add_argument("--drop-after-delete-every", type=_within(int, 0), default=0, metavar="N",
+                        help="every Nth delete commits, then closes the connection without answering")  # fmt: skip
     faults.add_argument("--reject-title", metavar="T", help="refuse any milestone titled exactly T")
     faults.add_argument("--partial-create", action="store_true",
                         help="create the valid items of a refused batch (UNCONFIRMED Kantata behaviour)")  # fmt: skip

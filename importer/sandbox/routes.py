@@ -1,8 +1,8 @@
 """What each route answers, in Kantata's response format: totals, one page of sorted results, objects keyed by id.
 
-The reads (milestones with their filters, one milestone, workspaces, stories), the delete, and the page a create
-answers with, rendered from what it wrote. Unknown query parameters are ignored and nonsense paging falls back to
-the defaults, as Kantata's documentation describes.
+The reads (milestones with their filters, one milestone, workspaces, stories), the update and the delete (both
+refused for an invoiced milestone), and the page a create answers with, rendered from what it wrote. Unknown query
+parameters are ignored and nonsense paging falls back to the defaults, as Kantata's documentation describes.
 """
 
 from __future__ import annotations
@@ -15,26 +15,27 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
 from importer.sandbox.faults import Faults
-from importer.sandbox.rules import DATE, Reply, error
+from importer.sandbox.rules import DATE, Reply, check_update, error, invoiced, parse_update
 from importer.sandbox.store import REFERENCE_FIELDS, Inserted, NewMilestone, Reference, Store, Workspace
 
 DEFAULT_PER_PAGE: Final = 20
 MAX_PER_PAGE: Final = 200
 MAX_LOOKUP_REFS: Final = 200
 
-Route = Callable[[Store, int | None, Mapping[str, str], Faults], Reply]  # every route but the create
+Route = Callable[[Store, int | None, Mapping[str, str], Faults], Reply]  # every route but the create and update
+BodyRoute = Callable[[Store, int | None, Mapping[str, str], bytes], Reply]  # a route that reads the request body
 
 
 # --- rendering --------------------------------------------------------------------------------------------------------
 
 
 def _milestone_json(row: sqlite3.Row) -> dict[str, Any]:
-    story = row["story_id"]
+    story, invoice = row["story_id"], row["invoice_id"]
     return {"id": str(row["id"]), "title": row["title"], "amount_in_cents": row["amount_in_cents"],
             "currency": row["currency"], "date_to_invoice": row["date_to_invoice"],
             "billing_type": row["billing_type"], "story_id": None if story is None else str(story),
-            "workspace_id": str(row["workspace_id"]), "invoice_id": None, "created_at": row["created_at"],
-            "updated_at": row["updated_at"]}  # fmt: skip
+            "workspace_id": str(row["workspace_id"]), "invoice_id": None if invoice is None else str(invoice),
+            "created_at": row["created_at"], "updated_at": row["updated_at"]}  # fmt: skip
 
 
 def _reference_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -182,19 +183,46 @@ def _list(store: Store, _ident: int | None, query: Mapping[str, str], _faults: F
     return Reply(200, _milestone_page(store, rows, total, page, per_page, _includes(query)))
 
 
+def _not_found(ident: int | None) -> Reply:
+    return error(404, "system", f"Billing milestone {ident} not found")
+
+
 def _show(store: Store, ident: int | None, query: Mapping[str, str], _faults: Faults) -> Reply:
     total, rows = store.select(["m.id = ?"], [ident])
     if not total:
-        return error(404, "system", f"Billing milestone {ident} not found")
+        return _not_found(ident)
     return Reply(200, _milestone_page(store, rows, 1, 1, DEFAULT_PER_PAGE, _includes(query)))
 
 
+def _update(store: Store, ident: int | None, query: Mapping[str, str], body: bytes) -> Reply:
+    """PUT: 400 for a malformed body, 404 for a milestone the token cannot see, 422 for an invoiced one (before
+    any field is looked at) or one the change would make invalid, else 200 and the milestone as now stored."""
+    given = parse_update(body)
+    if isinstance(given, Reply):
+        return given
+    total, rows = store.select(["m.id = ?"], [ident])
+    if not total:
+        return _not_found(ident)
+    if rows[0]["invoice_id"] is not None:
+        return invoiced(ident)
+    errors, changes = check_update(given, dict(rows[0]), store.workspaces, store.stories)
+    if errors:
+        return Reply(422, {"errors": errors})
+    row = store.update(cast(int, ident), changes)
+    if isinstance(row, str):  # deleted or invoiced since the look-up above
+        return _not_found(ident) if row == "missing" else invoiced(ident)
+    return Reply(200, _milestone_page(store, [row], 1, 1, DEFAULT_PER_PAGE, _includes(query)))
+
+
 def _delete(store: Store, ident: int | None, _query: Mapping[str, str], faults: Faults) -> Reply:
+    """204 with no body, its external references gone with it; 404 if the token cannot see it; 422 if invoiced."""
     found = _show(store, ident, {}, faults)
     if found.status != 200:
         return found
-    store.delete(cast(int, ident))
-    return Reply(204)
+    outcome = store.delete(cast(int, ident))
+    if outcome == "invoiced":
+        return invoiced(ident)
+    return Reply(204) if outcome == "deleted" else _not_found(ident)
 
 
 def _workspaces(store: Store, _ident: int | None, query: Mapping[str, str], faults: Faults) -> Reply:
@@ -235,3 +263,4 @@ ROUTES: Final[Mapping[str, Route]] = {
     "GET /workspaces": _workspaces,
     "GET /stories": _stories,
 }
+BODY_ROUTES: Final[Mapping[str, BodyRoute]] = {"PUT /billing_milestones/{id}": _update}

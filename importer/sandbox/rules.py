@@ -1,5 +1,5 @@
-"""What a create request must be, as Kantata's documentation for POST /billing_milestones states it, and the
-error bodies that refuse one (Rails-style messages, every error of an item rather than the first).
+"""What a create or an update must be, as Kantata's documentation for POST /billing_milestones states it, and
+the error bodies that refuse one (Rails-style messages, every error of an item rather than the first).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Final, cast
 import orjson
 
 from importer.sandbox.faults import Faults
-from importer.sandbox.store import REFERENCE_FIELDS, NewMilestone, Reference, Story, Workspace
+from importer.sandbox.store import REFERENCE_FIELDS, UPDATABLE, NewMilestone, Reference, Story, Workspace
 
 MAX_BATCH: Final = 100
 BILLING_TYPES: Final = ("fixed_date", "upon_completion")
@@ -82,6 +82,44 @@ def parse_create(body: bytes) -> tuple[list[Any], bool] | Reply:
             "billing_milestones must not be empty")  # fmt: skip
         return error(422, "validation", message)
     return items, True
+
+
+def parse_update(body: bytes) -> dict[str, Any] | Reply:
+    """The fields a PUT sends under ``billing_milestone``, or the 400 that refuses the request."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return error(400, "system", "The request body is not valid JSON")
+    if not isinstance(payload, dict) or not isinstance(payload.get("billing_milestone"), dict):
+        return error(400, "system", "Send a JSON object with a billing_milestone object")
+    return cast(dict[str, Any], payload["billing_milestone"])
+
+
+def invoiced(milestone_id: int | None) -> Reply:
+    """The refusal of a change to an invoiced milestone: Kantata updates and deletes only those not yet invoiced."""
+    message = f"Billing milestone {milestone_id} has been invoiced and can no longer be changed or deleted"
+    return Reply(422, {"errors": [invalid(message, "base")]})
+
+
+def check_update(
+    given: Mapping[str, Any], current: Mapping[str, Any], workspaces: Mapping[int, Workspace],
+    stories: Mapping[int, Story],
+) -> tuple[list[Error], dict[str, Any]]:  # fmt: skip
+    """Every error of the milestone as the update would leave it, checked by the create's rules, or the new values
+    of the UPDATABLE columns. Other fields are ignored (the documentation gives no external reference to a PUT),
+    except a ``workspace_id``: Kantata cannot move a milestone to another workspace, so only its own is accepted."""
+    errors: list[Error] = []
+    if "workspace_id" in given and not (
+        _is_int(given["workspace_id"]) and given["workspace_id"] == current["workspace_id"]
+    ):
+        errors.append(invalid("Workspace cannot be changed", "workspace_id"))
+    merged = {name: current[name] for name in (*UPDATABLE, "workspace_id")}
+    merged |= {name: given[name] for name in UPDATABLE if name in given}
+    found, milestone = check_milestone(merged, workspaces, stories)
+    errors += found
+    if errors or milestone is None:
+        return errors, {}
+    return [], {name: getattr(milestone, name) for name in UPDATABLE}
 
 
 def check_batch(

@@ -2,9 +2,10 @@
 
 It follows Kantata's documentation (creating billing milestones, and its API notes), not the client: same routes,
 validation, error bodies and response format (``count``/``meta``/``results`` + collections keyed by id), including
-the paginated answer to a create of many. This module is the server: HTTP/1.1 on loopback, the order in which a
-request meets the faults, the counters tests read, and the ``sandbox`` command. The data is in `store`, what makes
-a create invalid in `rules`, the other routes' answers in `routes`, the switches in `faults`.
+the paginated answer to a create of many, and updates and deletes refused once a milestone is invoiced. This
+module is the server: HTTP/1.1 on loopback, the order in which a request meets the faults, the counters tests
+read, and the ``sandbox`` command. The data is in `store`, what makes a create or an update invalid in `rules`, the
+other routes' answers in `routes`, the switches in `faults`.
 
 The standard library and orjson (a dependency of the package, for encoding answers fast), so the README's first
 command and every end-to-end test need nothing the install does not bring.
@@ -23,16 +24,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, cast
 from urllib.parse import parse_qs, urlsplit
 
 from importer.sandbox.faults import Faults, add_fault_arguments
-from importer.sandbox.routes import ROUTES, Route, created_page
+from importer.sandbox.routes import BODY_ROUTES, ROUTES, BodyRoute, Route, created_page
 from importer.sandbox.rules import Reply, check_batch, error, parse_create
-from importer.sandbox.store import NewMilestone, Store
+from importer.sandbox.store import FIRST_INVOICE_ID, Inserted, NewMilestone, Store
 from importer.settings import is_loopback
 
 DEFAULT_TOKEN: Final = "sandbox-token"
@@ -62,10 +63,14 @@ class Sandbox:
     """The look-alike server: SQLite data, fault switches and counters, served from a daemon thread."""
 
     def __init__(self, *, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0, token: str = DEFAULT_TOKEN,
-                 faults: Faults | None = None) -> None:  # fmt: skip
+                 faults: Faults | None = None, invoiced: Iterable[int] = ()) -> None:  # fmt: skip
+        """`invoiced`: milestone ids on invoice FIRST_INVOICE_ID from the moment they exist: those in `db` now, the
+        others right after the create that makes them (its answer still shows them uninvoiced), resets included."""
         if not is_loopback(host):
             raise ValueError(f"the sandbox serves loopback only, not {host!r}: its token is no secret")
         self._store = Store(db)
+        self._invoiced_once_created = sorted(set(invoiced))
+        self._store.invoice(self._invoiced_once_created, FIRST_INVOICE_ID, all_or_none=False)
         self._host, self._port, self._token = host, port, token
         self._initial_token = token
         self._faults = faults or Faults()
@@ -81,6 +86,7 @@ class Sandbox:
         self._era = 0  # bumped by reset and stop: a late write promised before either is dropped
         # Per instance, so a test can hold or slow one route of one sandbox (monkeypatch.setitem).
         self._routes: dict[str, _Answer] = {name: self._on_store(route) for name, route in ROUTES.items()}
+        self._routes |= {name: self._with_body(route) for name, route in BODY_ROUTES.items()}
         self._routes["POST /billing_milestones"] = self._create
 
     def _on_store(self, route: Route) -> _Answer:
@@ -88,6 +94,14 @@ class Sandbox:
 
         def answer(ident: int | None, query: Mapping[str, str], _body: bytes, faults: Faults) -> Reply:
             return route(self._store, ident, query, faults)
+
+        return answer
+
+    def _with_body(self, route: BodyRoute) -> _Answer:
+        """`route` answering from this sandbox's data and the request's body."""
+
+        def answer(ident: int | None, query: Mapping[str, str], body: bytes, _faults: Faults) -> Reply:
+            return route(self._store, ident, query, body)
 
         return answer
 
@@ -139,7 +153,14 @@ class Sandbox:
     def _write_late(self, era: int, items: Sequence[NewMilestone]) -> None:
         with self._lock:  # held while writing: a reset or stop waits for this write, or this one sees their era
             if era == self._era:
-                self._store.insert(items)
+                self._insert(items)
+
+    def _insert(self, items: Sequence[NewMilestone]) -> Inserted:
+        """Write a create's items, then invoice those the sandbox was told to invoice once they exist."""
+        written = self._store.insert(items)
+        if self._invoiced_once_created and set(written.ids) & set(self._invoiced_once_created):
+            self._store.invoice(self._invoiced_once_created, FIRST_INVOICE_ID, all_or_none=False)
+        return written
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -181,12 +202,18 @@ class Sandbox:
             self._phase.clear()
             self._most_in_flight = 0
 
+    def invoice(self, milestone_ids: Iterable[int], *, invoice_id: int = FIRST_INVOICE_ID) -> None:
+        """Put these milestones on an invoice, as Kantata does when one is invoiced: from then on a PUT or DELETE
+        of them is refused with 422. All or none: an id not stored raises KeyError and marks nothing."""
+        self._store.invoice(list(milestone_ids), invoice_id, all_or_none=True)
+
     def milestones(self) -> list[dict[str, object]]:
         """Every stored milestone (ids as integers), oldest first, its reference flattened as external_reference.*"""
         return self._store.dump()
 
     def stats(self) -> dict[str, int]:
-        """Requests per route ("POST /billing_milestones") and faults injected ("429", "503", "drop_after_write")."""
+        """Requests per route ("POST /billing_milestones") and faults injected ("429", "503", "drop_after_write",
+        "drop_after_put", "drop_after_delete")."""
         with self._lock:
             return dict(self._stats)
 
@@ -230,7 +257,8 @@ class Sandbox:
                 self._in_flight -= 1
 
     def _serve_one(self, method: str, target: str, authorization: str | None, body: bytes) -> Reply:
-        """One request, in order: latency, counting, 429, auth, POST failures, then the route."""
+        """One request, in order: latency, counting, 429, auth, POST/PUT/DELETE failures, the route, then a PUT or
+        DELETE that changed something may drop its answer."""
         with self._lock:
             faults = self._faults
         if faults.latency and not faults.latency_covers_work:
@@ -245,14 +273,20 @@ class Sandbox:
             return reply
         if authorization != f"Bearer {self._token}":
             return error(401, "oauth", "Invalid OAuth 2 Request")
-        if method == "POST" and self._tick(phase="post", every=faults.fail_every):
+        fail_every = {"POST": faults.fail_every, "PUT": faults.fail_put_every, "DELETE": faults.fail_delete_every}
+        if self._tick(phase=method.lower(), every=fail_every.get(method, 0)):
             self._tick(stat=str(faults.fail_status))
             return error(faults.fail_status, "system", f"{_phrase(faults.fail_status)} (injected by the sandbox)")
         answer = self._routes.get(route)
         if answer is None:
             return error(404, "system", f"No route matches {method} {url.path}")
         query = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
-        return answer(ident, query, body, faults)
+        reply = answer(ident, query, body, faults)
+        drop_every = {"PUT": faults.drop_after_put_every, "DELETE": faults.drop_after_delete_every}.get(method, 0)
+        if reply.status in (200, 204) and self._tick(phase=f"{method} write", every=drop_every):
+            self._tick(stat=f"drop_after_{method.lower()}")
+            return Reply(0, drop=True)  # changed, never answered: the client's outcome is unknown
+        return reply
 
     def _create(self, _ident: int | None, query: Mapping[str, str], body: bytes, faults: Faults) -> Reply:
         """Validate, then meet the create's faults: refuse, drop before a late write, or write and maybe drop."""
@@ -268,7 +302,7 @@ class Sandbox:
             self._tick(stat="drop_then_write")
             self._promise_late_write(valid, faults.late_write_after)
             return Reply(0, drop=True)
-        written = self._store.insert(valid) if valid else None
+        written = self._insert(valid) if valid else None
         if written is not None and self._tick(phase="write", every=faults.drop_after_write_every):
             self._tick(stat="drop_after_write")
             return Reply(0, drop=True)
@@ -365,9 +399,9 @@ class _Server(ThreadingHTTPServer):
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8765, db: str = ":memory:", token: str = DEFAULT_TOKEN,
-          faults: Faults | None = None) -> None:  # fmt: skip
+          faults: Faults | None = None, invoiced: Iterable[int] = ()) -> None:  # fmt: skip
     """Run until Ctrl-C: the ``kantata-import sandbox`` command."""
-    with Sandbox(db=db, host=host, port=port, token=token, faults=faults) as sandbox:
+    with Sandbox(db=db, host=host, port=port, token=token, faults=faults, invoiced=invoiced) as sandbox:
         print(f"sandbox: Kantata OX look-alike at {sandbox.url}, token {token!r} (Ctrl-C stops it)",
               file=sys.stderr, flush=True)  # fmt: skip
         try:
@@ -382,10 +416,23 @@ def _loopback(host: str) -> str:
     return host
 
 
+def _milestone_ids(text: str) -> tuple[int, ...]:
+    """A comma list of milestone ids, for --invoiced."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(re.fullmatch(r"[0-9]{1,18}", part) for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of milestone ids (such as 700001,700002)")
+    return tuple(int(part) for part in parts)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The sandbox command's flags: where to listen, where to keep data, and one flag per fault switch."""
+    """The sandbox command's flags: where to listen, where to keep data, which milestones are invoiced, and one
+    flag per fault switch."""
     parser.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0 picks a free one)")
     parser.add_argument("--host", type=_loopback, default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     parser.add_argument("--db", default=":memory:", help="SQLite file that keeps the data across restarts "
                         "(default: in memory)")  # fmt: skip
+    parser.add_argument("--invoiced", type=_milestone_ids, default=(), metavar="IDS",
+                        help="milestone ids (comma list) that are on an invoice, so PUT and DELETE refuse them "
+                             "with 422 as Kantata does: those in --db at start, the others as soon as a create "
+                             "makes them (ids count from 700001 in a new sandbox)")  # fmt: skip
     add_fault_arguments(parser)

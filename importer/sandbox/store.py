@@ -1,4 +1,4 @@
-"""The sandbox's data: the seeded projects and tasks, and the milestones created, in SQLite.
+"""The sandbox's data: the seeded projects and tasks, and the milestones created, changed and invoiced, in SQLite.
 
 SQLite because the sandbox can keep its data in a file that survives restarts (``--db``), and because the
 documented list filters are set operations that SQL states directly; ``:memory:`` when nothing needs to last.
@@ -11,10 +11,12 @@ import json
 import sqlite3
 import threading
 from collections.abc import Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 FIRST_MILESTONE_ID: Final = 700001
 FIRST_REFERENCE_ID: Final = 900001
+FIRST_INVOICE_ID: Final = 800001
+UPDATABLE: Final = ("title", "amount_in_cents", "date_to_invoice", "billing_type", "story_id")
 REFERENCE_FIELDS: Final = ("service_name", "service_model", "service_model_ref", "status", "external_message",
                            "external_link", "external_status", "locked")  # fmt: skip
 Reference = tuple[Any, ...]  # a valid external reference: the values of REFERENCE_FIELDS, in that order
@@ -101,6 +103,13 @@ class Inserted(NamedTuple):
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _later(previous: str) -> str:
+    """Now, or a second past `previous` when the clock has not moved on: timestamps have whole seconds, and a
+    change must show in ``updated_at`` even when it comes within the second of the last one."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return max(now, dt.datetime.fromisoformat(previous) + dt.timedelta(seconds=1)).isoformat(timespec="seconds")
 
 
 class Store:
@@ -199,10 +208,62 @@ class Store:
                 [json.dumps(milestone_ids)],
             ).fetchall()
 
-    def delete(self, milestone_id: int) -> None:
+    def _locked_row(self, milestone_id: int) -> sqlite3.Row | Literal["missing", "invoiced"]:
+        """The milestone when it can still change; the caller holds the lock, so the answer stays true."""
+        row: sqlite3.Row | None = self._db.execute(
+            "SELECT * FROM billing_milestones WHERE id = ?", [milestone_id]
+        ).fetchone()
+        if row is None:
+            return "missing"
+        return "invoiced" if row["invoice_id"] is not None else row
+
+    def update(self, milestone_id: int, changes: dict[str, Any]) -> sqlite3.Row | Literal["missing", "invoiced"]:
+        """Set the UPDATABLE columns in `changes`, unless the milestone is gone or invoiced (checked under the
+        same lock as the write, so an invoice cannot slip in between); the row as it is now, or why not.
+        ``updated_at`` moves only when a value changes, as a Rails model's does."""
         with self._lock, self._db:
+            row = self._locked_row(milestone_id)
+            if isinstance(row, str):
+                return row
+            changed = {name: value for name, value in changes.items() if name in UPDATABLE and row[name] != value}
+            if changed:
+                assignments = ", ".join(f"{name} = ?" for name in changed)
+                self._db.execute(
+                    f"UPDATE billing_milestones SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608 - UPDATABLE names
+                    [*changed.values(), _later(row["updated_at"]), milestone_id],
+                )
+            now: sqlite3.Row = self._db.execute(
+                "SELECT * FROM billing_milestones WHERE id = ?", [milestone_id]
+            ).fetchone()
+            return now
+
+    def delete(self, milestone_id: int) -> Literal["missing", "invoiced", "deleted"]:
+        """Delete the milestone and its external references, unless it is gone or invoiced."""
+        with self._lock, self._db:
+            row = self._locked_row(milestone_id)
+            if isinstance(row, str):
+                return row
             self._db.execute("DELETE FROM external_references WHERE subject_id = ?", [milestone_id])
             self._db.execute("DELETE FROM billing_milestones WHERE id = ?", [milestone_id])
+            return "deleted"
+
+    def invoice(self, milestone_ids: Sequence[int], invoice_id: int, *, all_or_none: bool) -> list[int]:
+        """Put these milestones on invoice `invoice_id`; the ids marked. With `all_or_none`, a missing id raises
+        KeyError and marks none; without, missing ids are passed over (they may be created later)."""
+        with self._lock, self._db:
+            found = self._db.execute(
+                "SELECT id FROM billing_milestones WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                [json.dumps(list(milestone_ids))],
+            ).fetchall()
+            marked = [row[0] for row in found]
+            missing = sorted(set(milestone_ids) - set(marked))
+            if all_or_none and missing:
+                raise KeyError(f"no billing milestone {', '.join(map(str, missing))} to invoice")
+            self._db.execute(
+                "UPDATE billing_milestones SET invoice_id = ? WHERE id IN (SELECT value FROM json_each(?))",
+                [invoice_id, json.dumps(marked)],
+            )
+            return marked
 
     def dump(self) -> list[dict[str, object]]:
         """Every milestone with its external reference flattened, for tests to assert against."""

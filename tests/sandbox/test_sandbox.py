@@ -137,7 +137,7 @@ def test_accepts_paths_with_and_without_prefix_and_json_suffix(sandbox: Sandbox,
                                "GET /billing_milestones/{id}": 2}  # fmt: skip
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "invoices"), ("PUT", "billing_milestones/700001"),
+@pytest.mark.parametrize(("method", "path"), [("GET", "invoices"), ("PATCH", "billing_milestones/700001"),
                                               ("GET", "billing_milestones/abc"), ("POST", "workspaces")])  # fmt: skip
 def test_answers_an_unknown_route_with_a_json_404(sandbox: Sandbox, api: Api, method: str, path: str) -> None:
     response = api.session.request(method, f"{sandbox.url}/{path}", json={}, timeout=5)
