@@ -24,7 +24,6 @@ import pandas as pd
 import requests
 
 from importer.delivery import (
-    SENDING_AHEAD,
     Journal,
     Ledger,
     OnOutcomes,
@@ -380,8 +379,8 @@ def run_upload(
         try:
             # Opened first: it says what an interrupted run of this import left in flight; the ledger says the
             # same of any run's keys (this schedule edited, another results workbook).
-            journal = Journal.open(journal_path(out), digest)
-            ledger = Ledger.open(account, SENDING_AHEAD + settings.writes_until)
+            journal = Journal.open(journal_path(out), digest, settings.clock)
+            ledger = Ledger.open(account, settings.sending_ahead + settings.writes_until, settings.clock)
             projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist())) if rows else []
             currencies_later = Currencies(client, projects)
             try:

@@ -11,9 +11,10 @@ import ipaddress
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
+from importer.clock import SYSTEM_CLOCK, Clock
 from importer.errors import BadToken, ConfigError, MissingToken
 
 DEFAULT_BASE_URL = "https://api.mavenlink.com/api/v1"
@@ -130,6 +131,13 @@ class Settings:
     max_attempts: int = 6  # tries per request before the run stops with `not_sent` rows
     backoff_base: float = 0.5  # seconds; doubled each try, with full jitter, capped by backoff_cap
     backoff_cap: float = 30.0
+    # The clocks every wait is timed by (importer.clock); a test hands in one that runs its windows at once.
+    clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
+    # A batch's "sending" line may be written this long before its request leaves (delivery/journal.py): a
+    # resume waits that much longer than writes_until for an interrupted run's requests.
+    sending_ahead: float = 2.0
+    settle_poll: float = 2.0  # seconds between look-ups while waiting for a request that may still be writing
+    hold_grace: float = 0.25  # seconds the others wait past a 429's hold for the held request to go first
 
     @property
     def writes_until(self) -> float:
