@@ -9,13 +9,16 @@ from dataclasses import dataclass, field
 class Status(enum.StrEnum):
     VALID = "valid"  # dry run: passed every check and would be sent
     CREATED = "created"  # Kantata created it; milestone_id holds the new id
-    EXISTS = "exists"  # an earlier run created it (same import key); nothing was sent
+    EXISTS = "exists"  # already in Kantata with these values (same id or key); nothing was sent
+    UPDATE = "update"  # dry run: in Kantata with other values, not invoiced; an upload changes it in place
+    UPDATED = "updated"  # was in Kantata with other values; changed in place (PUT)
+    CONFLICT = "conflict"  # cannot be applied as it stands (invoiced, deleted, another project, a key on two)
     INVALID = "invalid"  # failed local validation; nothing was sent
     REJECTED = "rejected"  # Kantata refused it; errors hold Kantata's message
     NOT_SENT = "not_sent"  # the run stopped before this row was sent; safe to re-run
 
 
-FAILED = frozenset({Status.INVALID, Status.REJECTED})
+FAILED = frozenset({Status.INVALID, Status.REJECTED, Status.CONFLICT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +27,4 @@ class Outcome:
     status: Status
     milestone_id: str | None = None
     errors: tuple[str, ...] = field(default_factory=tuple)
+    changes: tuple[str, ...] = field(default_factory=tuple)  # "field: old -> new", for updates and conflicts

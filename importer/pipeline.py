@@ -8,11 +8,11 @@ Neither prints: progress goes to an optional `on_progress(stage, done, total)` (
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import gc
 import os
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,33 +24,26 @@ import pandas as pd
 import requests
 
 from importer.delivery import (
-    Journal,
-    Ledger,
+    Delivery,
     OnOutcomes,
-    OnSending,
     Plan,
-    Uploader,
+    ToSend,
     journal_path,
     one_upload_to,
     patient_interrupts,
-    plan,
     schedule_digest,
-    settle_in_flight,
 )
 from importer.errors import (
     ApiUnavailable,
     CellIssue,
     ExitCode,
     ImporterError,
-    Interrupted,
     JournalNotWritten,
     MissingToken,
     ResultsNotWritten,
 )
 from importer.kantata import (
     LOOKUP_CHUNK,
-    Currencies,
-    ImportKey,
     Item,
     KantataClient,
     OnlineCheck,
@@ -65,7 +58,7 @@ from importer.kantata import (
     withheld_currencies,
 )
 from importer.outcomes import FAILED, Outcome, Status
-from importer.progress import OnProgress, Stage, Ticker, for_stage
+from importer.progress import OnProgress, Stage, for_stage
 from importer.results import (
     Cut,
     ProjectTotal,
@@ -352,135 +345,67 @@ def run_upload(
         raise MissingToken.from_env(TOKEN_ENV)
     raw, validated, items, issues, out, deferred = _prepare(path, sheet, output, options, on_progress,
                                                             requests=True, defer=True)  # fmt: skip
-    client = KantataClient(settings, settings.token, session=session)
     say = on_stage or (lambda _: None)
-    stopped: ImporterError | None = None
     # The journal's identity of this import, and every row's key, come from the rows as checked offline: were
     # they to depend on Kantata's answer below (the currencies), a run whose question failed would not know
     # the journal of the run before it, nor find its rows by key, and send them twice.
-    rows = validated.rows.index.tolist() if deferred else [i.row for i in items]  # the rows to send or find
-    digest = schedule_digest(validated.rows, rows)
-    unanswered: BaseException | None = None
-    try:
-        amount_errors, notes = _amounts_checked(raw, validated, client, options)
-    except (ApiUnavailable, KeyboardInterrupt) as exc:  # as if the look-ups failed (below): every row not_sent
-        amount_errors, notes, unanswered = [], [], exc
-    except BaseException:
-        client.close()
-        raise
-    issues = sorted([*issues, *amount_errors], key=lambda i: i.row)
-    if refused := {i.row for i in amount_errors if i.is_error}:  # not sent; their keys stay as they were
-        rows = [row for row in rows if row not in refused]
-        items = [i for i in items if i.row not in refused]
-    currencies: dict[int, str] = {}
-    stream: StreamedResults | None = None
+    to_send = ToSend(validated.rows.index.tolist() if deferred else [i.row for i in items], items)
+    digest = schedule_digest(validated.rows, to_send.rows)
+    projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist()))
     account = sanitize_url(settings.base_url).rstrip("/")
-    with patient_interrupts(say) as writing_begins, _abandoned_on_error(lambda: stream), one_upload_to(account, say):
-        try:
-            # Opened first: it says what an interrupted run of this import left in flight; the ledger says the
-            # same of any run's keys (this schedule edited, another results workbook).
-            journal = Journal.open(journal_path(out), digest, settings.clock)
-            ledger = Ledger.open(account, settings.sending_ahead + settings.writes_until, settings.clock)
-            projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist())) if rows else []
-            currencies_later = Currencies(client, projects)
-            try:
-                if journal.sent_before:
-                    say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
-                        "before)")  # fmt: skip
-                existing: dict[ImportKey, str] = {}  # what the look-ups found, kept should they be cut short
-                try:
-                    if unanswered is not None:
-                        raise unanswered
-                    say(f"looking up {len(rows)} import keys in Kantata")
-                    lookup = Ticker(for_stage(on_progress, Stage.LOOKUP), len(rows))
-                    untouched: list[int] | None = None
-                    if deferred and (journal.sent_before or (ledger is not None and ledger.live)):
-                        deferred = False  # a resume settles what it sent by key: every key is needed
-                    elif deferred:
-                        untouched = client.projects_without_imports(projects)
-                        deferred = len(untouched) == len(projects)  # Kantata has none of these rows
-                    if not deferred:
-                        if not items and rows:  # deferred, but a key must be looked up after all: build them now
-                            items = [i for i in _built(validated.rows) if i.row not in refused]
-                        existing.update(client.find_imported(items, untouched=untouched))
-                        settle_in_flight(client, journal, ledger, items, existing, settings, say)
-                    lookup.end(len(rows))
-                except ApiUnavailable as exc:  # nothing sent: the rows found are reported, the rest not_sent
-                    stopped = exc
-                except KeyboardInterrupt:
-                    stopped = Interrupted()
-                if deferred and stopped is None:
-                    built = (i for i in _built(validated.rows) if i.row not in refused)
-                    the_plan = Plan(rows, built, {}, settings.batch_size)
-                else:
-                    the_plan = plan(items, existing, batch_size=settings.batch_size)
-                if stopped is None:
-                    needed = -(-len(the_plan.rows) // settings.batch_size)
-                    say(f"sending {len(the_plan.rows)} rows in {needed} request{'s' if needed != 1 else ''}")
-                    stream = _stream(raw, issues, out)
-                    record = _both(_both(journal.record, on_outcomes), _sent(on_progress, the_plan.rows))
-                    sending: OnSending = journal.sending
-                    withdrawn: OnSending = journal.withdrawn
-                    left: OnSending = journal.left
-                    if ledger is not None:
-                        record = _both(record, ledger.settled)
-                        sending, withdrawn = _each(sending, ledger.sending), _each(withdrawn, ledger.withdrawn)
-                        left = _each(left, ledger.left)
-                    if stream is not None:
-                        record = _both(record, stream.add)
-                    uploader = Uploader(client, on_outcomes=record, on_sending=sending, on_withdrawn=withdrawn,
-                                        on_left=left)  # fmt: skip
-                    result = uploader.run(the_plan, sent_before=journal.sent_before)
-                    outcomes, stopped, made = result.outcomes, result.stopped, result.requests
-                    currencies = currencies_later.result() if stopped is None else {}
-                else:
-                    reason = f"not sent: {stopped}"
-                    outcomes = {row: Outcome(row, Status.NOT_SENT, None, (reason,)) for row in rows}
-                    for row, mid in plan(items, existing, batch_size=settings.batch_size).existing.items():
-                        # found before the stop (helper-17: a Ctrl-C during the resume's wait reported rows
-                        # already in Kantata not_sent); `created` if the interrupted run sent them, as in run()
-                        status = Status.CREATED if row in journal.sent_before else Status.EXISTS
-                        outcomes[row] = Outcome(row, status, mid)
-                    made = {}
-            finally:
-                writing_begins()  # nothing is left to stop: a Ctrl-C from here on (closing) waits for the workbook
-                journal.close(finished=False)
-                if ledger is not None:
-                    ledger.close()
-                    if ledger.broken and not isinstance(stopped, JournalNotWritten):  # (that says it already)
-                        notes.append(f"the ledger of requests in flight ({ledger.path}) could not be written (a full "
-                                     "disk?): a re-run of an edited schedule, or to another results workbook, may "
-                                     "not know of this run's unanswered requests")  # fmt: skip
-                currencies_later.cancel()  # (answered by now, unless the run stopped early)
-        finally:
-            client.close()
-        made = {**made, "GET": client.stats.gets, "POST": client.stats.posts}
-        info = RunInfo(
-            False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "", notes=tuple(notes)
-        )
-        writing_begins()
-        say(f"writing the results workbook ({len(raw.frame)} rows)")
-        result_ = _finish(raw, validated, issues, outcomes, info, out, stopped, made, len(the_plan.existing),
-                          on_progress, currencies=currencies, stream=stream)  # fmt: skip
+    streams: list[StreamedResults] = []
+    with contextlib.closing(KantataClient(settings, settings.token, session=session)) as client:
+        amount_errors, notes, unanswered = _amounts_checked(raw, validated, client, options)
+        issues = sorted([*issues, *amount_errors], key=lambda i: i.row)
+        refused = {i.row for i in amount_errors if i.is_error}  # not sent; their keys stay as they were
+        to_send.rows = [row for row in to_send.rows if row not in refused]
+        to_send.items = [i for i in to_send.items if i.row not in refused]
+        if deferred:
+            to_send.build = lambda: (i for i in _built(validated.rows) if i.row not in refused)
+
+        def results(_: Plan) -> list[OnOutcomes]:
+            streams.extend(s for s in [_stream(raw, issues, out)] if s is not None)
+            return [s.add for s in streams]
+
+        with (
+            patient_interrupts(say) as writing_begins,
+            _abandoned_on_error(lambda: streams[0] if streams else None),
+            one_upload_to(account, say),
+        ):
+            delivery = Delivery(client, settings, account, say, on_progress, writing_begins, on_outcomes)
+            done = delivery.deliver(journal_path(out), digest, projects, to_send, results, unanswered=unanswered)
+            made = {**done.requests, "GET": client.stats.gets, "POST": client.stats.posts}
+            stopped = done.stopped
+            info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "",
+                           notes=(*notes, *done.notes))  # fmt: skip
+            say(f"writing the results workbook ({len(raw.frame)} rows)")
+            stream = streams[0] if streams else None
+            result = _finish(raw, validated, issues, done.outcomes, info, out, stopped, made, done.existing_found,
+                             on_progress, currencies=done.currencies, stream=stream)  # fmt: skip
     if stopped is None:  # every row settled and the workbook written: nothing left to resume
         journal_path(out).unlink(missing_ok=True)
-    return result_
+    return result
 
 
 def _amounts_checked(
     raw: RawSchedule, validated: Validated, client: KantataClient, options: ParseOptions
-) -> tuple[list[CellIssue], list[str]]:
+) -> tuple[list[CellIssue], list[str], BaseException | None]:
     """The issues of rows whose Amount (in currency units) does not fit its project's currency, which are then
     not sent, as `validate --online` reports them (checks.amount_issues): 5000 in a yen project is not sent as
     500,000 yen; and a note on the currencies Kantata withheld. Needs the projects' currencies first (one GET
     for up to 200 projects; the totals reuse them from the client's cache); none when the schedule gives its
-    amounts in cents only."""
+    amounts in cents only. Kantata unreachable or a Ctrl-C here is returned, not raised: the delivery then
+    reports every row not_sent, as when its own look-ups fail."""
     amounts = raw.fields.get("amount")
     if amounts is None or validated.rows.empty or raw.frame.loc[validated.rows.index, amounts].map(is_blank).all():
-        return [], []
+        return [], [], None
     projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist()))
-    workspaces = client.workspaces(projects)
-    return amount_issues(raw, validated.rows, workspaces, options), withheld_currencies(validated.rows, workspaces)
+    try:
+        workspaces = client.workspaces(projects)
+    except (ApiUnavailable, KeyboardInterrupt) as exc:
+        return [], [], exc
+    issues = amount_issues(raw, validated.rows, workspaces, options)
+    return issues, withheld_currencies(validated.rows, workspaces), None
 
 
 def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path) -> StreamedResults | None:
@@ -527,44 +452,3 @@ def run_template(
     finally:
         client.close()
     return TemplateResult(write_template(out, workspaces=workspaces), workspaces)
-
-
-def _sent(on_progress: OnProgress | None, to_send: Sequence[int]) -> OnOutcomes | None:
-    """Sending progress from the outcomes as they arrive: rows of the plan settled so far, once per batch."""
-    if on_progress is None:
-        return None
-    rows = set(to_send)
-    settled: set[int] = set()
-    ticker = Ticker(for_stage(on_progress, Stage.SEND), len(rows), chunk=1)
-    lock = threading.Lock()  # outcomes may arrive from several sending threads
-
-    def count(outcomes: Sequence[Outcome]) -> None:
-        with lock:
-            settled.update(o.row for o in outcomes if o.row in rows and o.status is not Status.NOT_SENT)
-            if len(settled) < len(rows):
-                ticker.at(len(settled))
-            elif ticker.done < len(rows):
-                ticker.end(len(settled))
-
-    return count
-
-
-def _each(first: OnSending, second: OnSending) -> OnSending:
-    """Two callbacks of a batch's items in turn: the journal's "sending" line, then the ledger's."""
-
-    def each(items: Sequence[Item]) -> None:
-        first(items)
-        second(items)
-
-    return each
-
-
-def _both(first: OnOutcomes, second: OnOutcomes | None) -> OnOutcomes:
-    if second is None:
-        return first
-
-    def both(outcomes: Sequence[Outcome]) -> None:
-        first(outcomes)
-        second(outcomes)
-
-    return both

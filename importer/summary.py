@@ -16,7 +16,7 @@ from importer.outcomes import Status
 if TYPE_CHECKING:
     from importer.pipeline import RunResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the living schedule's update, updated and conflict counts
 
 
 def run_summary(result: RunResult, *, command: str) -> dict[str, Any]:

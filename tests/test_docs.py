@@ -1,4 +1,5 @@
-"""The docs say what the code does: sub-commands, exit codes, the test command, the public API."""
+"""The docs say what the code does: sub-commands, exit codes, the test command, the public API, and their links
+lead somewhere."""
 
 from __future__ import annotations
 
@@ -17,6 +18,23 @@ from importer.errors import EXIT_CODE_HELP, ExitCode
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOCS = ROOT / "docs"
+README_MAX_LINES = 150  # a newcomer's page: the reference lives in docs/
+
+
+def _page(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
+
+
+def _markdown_files() -> list[Path]:
+    """The repository's own Markdown: not the virtualenv's, nor a tool's cache, nor git's."""
+    return [
+        path
+        for path in ROOT.rglob("*.md")
+        if not any(
+            part.startswith(".") or part in {"node_modules", "build", "dist"} for part in path.relative_to(ROOT).parts
+        )
+    ]
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -58,11 +76,11 @@ def test_public_api_is_exactly_all() -> None:
         importer.no_such_name  # noqa: B018
 
 
-def test_readme_online_capture_is_what_the_command_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_online_capture_in_docs_is_what_the_command_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     command = (
         "$ KANTATA_API_TOKEN= .venv/bin/kantata-import validate samples/schedule_with_mistakes.xlsx --online --sandbox"
     )
-    block = README.split(command + "\n", 1)[1].split("```", 1)[0].splitlines()
+    block = _page("files.md").split(command + "\n", 1)[1].split("```", 1)[0].splitlines()
     sample = tmp_path / "samples" / "schedule_with_mistakes.xlsx"
     sample.parent.mkdir()
     shutil.copy(ROOT / "samples" / sample.name, sample)
@@ -75,9 +93,68 @@ def test_readme_online_capture_is_what_the_command_prints(tmp_path: Path, capsys
     ]
 
 
-def test_readme_documents_every_config_key_and_summary_field() -> None:
+def test_config_page_documents_every_config_key() -> None:
+    page = _page("config.md")
     for key in KEYS:
-        assert f"`{key}`" in README and f"{key} = " in README, key
-    schema = json.loads((ROOT / "docs" / "summary.schema.json").read_text(encoding="utf-8"))
-    for name in schema["required"]:
-        assert f'"{name}"' in README or f"`{name}`" in README, name
+        assert f"`{key}`" in page and f"{key} = " in page, key
+
+
+def _schema_fields(node: object) -> set[str]:
+    """Every property name the schema defines, at any depth (counts, totals, issues, error)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict):
+                found |= set(value)
+            found |= _schema_fields(value)
+    elif isinstance(node, list):
+        for item in node:
+            found |= _schema_fields(item)
+    return found
+
+
+def test_json_page_documents_every_summary_field() -> None:
+    page = _page("json.md")
+    schema = json.loads((DOCS / "summary.schema.json").read_text(encoding="utf-8"))
+    fields = _schema_fields(schema)
+    assert set(schema["required"]) <= fields and {"landed_cents", "severity", "kind", "not_sent"} <= fields
+    for name in sorted(fields):
+        assert f"`{name}`" in page, name
+
+
+def test_readme_is_short() -> None:
+    assert len(README.splitlines()) <= README_MAX_LINES
+
+
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_every_relative_link_in_readme_and_docs_leads_to_a_file() -> None:
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    assert len(pages) >= 7  # the README and docs/'s pages: an empty glob would check nothing
+    checked = 0
+    for page in pages:
+        for target in _LINK.findall(page.read_text(encoding="utf-8")):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue  # a URL, or a place on the same page
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            assert path.is_relative_to(ROOT) and path.exists(), f"{page.name}: {target}"
+            checked += 1
+    assert checked >= 10
+
+
+def test_no_markdown_links_outside_the_repository() -> None:
+    files = _markdown_files()
+    assert ROOT / "README.md" in files and ROOT / "benchmarks" / "README.md" in files
+    for path in files:
+        assert "../shared" not in path.read_text(encoding="utf-8"), path.relative_to(ROOT)
+
+
+def test_benchmark_table_is_the_same_in_both_places() -> None:
+    def table(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("| ")]
+
+    ours = table((ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8"))
+    assert len(ours) > 10
+    docs = table(_page("benchmarks.md"))
+    assert docs[: len(ours)] == ours

@@ -51,7 +51,17 @@ def test_validate_ok(make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[
     assert summary["command"] == "validate" and summary["dry_run"] is True and summary["base_url"] is None
     assert summary["version"] == __version__ and summary["file"] == str(path) and summary["sheet"] == "Billing"
     assert summary["exit_code"] == 0 and summary["rows"] == 2 and summary["error"] is None
-    assert summary["counts"] == {"valid": 2, "created": 0, "exists": 0, "invalid": 0, "rejected": 0, "not_sent": 0}
+    assert summary["counts"] == {
+        "valid": 2,
+        "created": 0,
+        "exists": 0,
+        "update": 0,
+        "updated": 0,
+        "conflict": 0,
+        "invalid": 0,
+        "rejected": 0,
+        "not_sent": 0,
+    }
     assert [(t["workspace_id"], t["landed_cents"], t["currency"]) for t in summary["totals"]] == [
         (1001, 10001, None),
         (1002, 10002, None),

@@ -13,45 +13,54 @@ if TYPE_CHECKING:
     from importer.delivery.ledger import one_upload_to as one_upload_to
     from importer.delivery.planner import Plan as Plan
     from importer.delivery.planner import plan as plan
+    from importer.delivery.recorder import OnOutcomes as OnOutcomes
+    from importer.delivery.recorder import OnSending as OnSending
+    from importer.delivery.recorder import Recorder as Recorder
+    from importer.delivery.session import Delivery as Delivery
+    from importer.delivery.session import ToSend as ToSend
     from importer.delivery.settle import settle_in_flight as settle_in_flight
     from importer.delivery.signals import patient_interrupts as patient_interrupts
     from importer.delivery.upload import SETTLE_POLL as SETTLE_POLL
-    from importer.delivery.upload import OnOutcomes as OnOutcomes
-    from importer.delivery.upload import OnSending as OnSending
     from importer.delivery.upload import Uploader as Uploader
 
 _HOMES = {
-    "patient_interrupts": "signals",
-    "settle_in_flight": "settle",
+    "Delivery": "session",
     "Journal": "journal",
-    "Ledger": "ledger",
-    "OnOutcomes": "upload",
-    "OnSending": "upload",
-    "Plan": "planner",
-    "SENDING_AHEAD": "journal",
-    "SETTLE_POLL": "upload",
-    "Uploader": "upload",
     "journal_path": "journal",
+    "Ledger": "ledger",
     "one_upload_to": "ledger",
+    "OnOutcomes": "recorder",
+    "OnSending": "recorder",
+    "patient_interrupts": "signals",
+    "Plan": "planner",
     "plan": "planner",
+    "Recorder": "recorder",
     "schedule_digest": "journal",
+    "SENDING_AHEAD": "journal",
+    "settle_in_flight": "settle",
+    "SETTLE_POLL": "upload",
+    "ToSend": "session",
+    "Uploader": "upload",
 }
 
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
 __all__ = [
-    "patient_interrupts",
-    "settle_in_flight",
+    "Delivery",
     "Journal",
     "Ledger",
     "OnOutcomes",
     "OnSending",
     "Plan",
+    "Recorder",
     "SENDING_AHEAD",
     "SETTLE_POLL",
+    "ToSend",
     "Uploader",
     "journal_path",
     "one_upload_to",
+    "patient_interrupts",
     "plan",
     "schedule_digest",
+    "settle_in_flight",
 ]

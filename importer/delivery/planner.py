@@ -1,11 +1,14 @@
-"""The plan of an upload: which rows Kantata already has, and the rest in batches of at most `batch_size`."""
+"""The plan of an upload: each row created, updated in place, left as it is, or a conflict; the creates in
+batches of at most `batch_size`."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from importer.kantata import ImportKey, Item
+from importer.kantata import ImportKey, Item, Milestone, changes
 
 
 @dataclass(slots=True)
@@ -31,3 +34,66 @@ def plan(items: Sequence[Item], existing: Mapping[ImportKey, str], *, batch_size
     found = {item.row: existing[item.key] for item in items if item.key in existing}
     to_send = [item for item in items if item.row not in found]
     return Plan(rows=[i.row for i in to_send], items=to_send, existing=found, batch_size=batch_size)
+
+
+class Action(enum.StrEnum):
+    """What an upload does with a row that Kantata may already hold."""
+
+    CREATE = "create"
+    UPDATE = "update"  # its milestone exists with other values and is not invoiced: changed in place
+    UNCHANGED = "unchanged"  # its milestone exists with these values: nothing is sent
+    CONFLICT = "conflict"  # cannot be applied as it stands: nothing is sent, `reason` says why
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    item: Item
+    action: Action
+    milestone: Milestone | None = None
+    changes: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def milestone_id(self) -> str | None:
+        return self.milestone.id if self.milestone is not None else None
+
+
+def living_plan(
+    items: Sequence[Item], by_id: Mapping[str, Milestone], by_key: Mapping[ImportKey, Sequence[Milestone]]
+) -> list[Step]:
+    """Each row's step. A row is its milestone by id when it carries one, else by its key (the user's own
+    external reference, or the derived one). Nothing is changed that is on an invoice, that Kantata no longer has,
+    that sits in another project than the row names, or whose key two milestones hold: those are conflicts."""
+    return [_step(item, by_id, by_key) for item in items]
+
+
+def _step(item: Item, by_id: Mapping[str, Milestone], by_key: Mapping[ImportKey, Sequence[Milestone]]) -> Step:
+    if item.milestone_id is not None:
+        found = by_id.get(item.milestone_id)
+        if found is None:
+            return Step(item, Action.CONFLICT, reason=f"milestone {item.milestone_id} is not in Kantata (deleted "
+                        "there?): clear its id to create it again, or remove the row")  # fmt: skip
+        return _compare(item, found)
+    held = by_key.get(item.key, ())
+    if not held:
+        return Step(item, Action.CREATE)
+    if len(held) > 1:
+        ids = ", ".join(m.id for m in held)
+        return Step(item, Action.CONFLICT, held[0], reason=f"external reference {item.key} is held by milestones "
+                    f"{ids}: delete the extra ones in Kantata, or put the id of the right one in the row")  # fmt: skip
+    return _compare(item, held[0])
+
+
+def _compare(item: Item, found: Milestone) -> Step:
+    project = int(item.body["workspace_id"])
+    if found.workspace_id is not None and found.workspace_id != project:
+        reason = (f"milestone {found.id} belongs to project {found.workspace_id}, not {project}; Kantata cannot "
+                  "move a milestone between projects")  # fmt: skip
+        return Step(item, Action.CONFLICT, found, reason=reason)
+    changed = changes(found, item.body)
+    if not changed:
+        return Step(item, Action.UNCHANGED, found)
+    if found.invoiced:
+        return Step(item, Action.CONFLICT, found, changed, reason=f"milestone {found.id} is on an invoice and "
+                    f"cannot be changed (the row would change {', '.join(changed)})")  # fmt: skip
+    return Step(item, Action.UPDATE, found, changed)

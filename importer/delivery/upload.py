@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Collection, Generator, Sequence
+from collections.abc import Collection, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from importer.delivery.planner import Plan
+from importer.delivery.recorder import Recorder
 from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted, JournalNotWritten, TokenRejected
 from importer.kantata import Cancelled, Item, KantataClient, OutcomeUnknown
 from importer.outcomes import Outcome, Status
 from importer.settings import Settings
-
-OnOutcomes = Callable[[Sequence[Outcome]], None]
-OnSending = Callable[[Sequence[Item]], None]
 
 # Sending threads per request allowed in flight (the client's limiter still lets only `concurrency` requests
 # out at once). A thread whose answer came back spends a few milliseconds on it outside its slot (reading the
@@ -69,8 +67,8 @@ class Uploader:
     """Sends the batches of a plan, several at once (`Settings.concurrency`), each until every row of it settles.
 
     Batches are independent: a batch's rows are sent, looked up and isolated by one thread, so the rules above
-    hold per batch whatever the others do. Shared state (outcomes, and the callback that journals and reports
-    them) is behind one lock; `on_sending` and `on_withdrawn` are called outside it, from several threads at
+    hold per batch whatever the others do. Shared state (outcomes, and the recorder that journals and reports
+    them) is behind one lock; the recorder's `sending` and `withdrawn` are called outside it, from several threads at
     once (the journal locks its own writes). The first thread to hit a reason to stop (Kantata unreachable,
     token refused, the journal unwritable) stops the others before their next request; Ctrl-C does the same
     from the main thread, and in-flight batches are settled.
@@ -80,18 +78,12 @@ class Uploader:
         self,
         client: KantataClient,
         *,
-        on_outcomes: OnOutcomes | None = None,
-        on_sending: OnSending | None = None,
-        on_withdrawn: OnSending | None = None,
-        on_left: OnSending | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.client = client
         self._clock = client.settings.clock
-        self._on_withdrawn = on_withdrawn
-        self._on_left = on_left
         self.outcomes: dict[int, Outcome] = {}
-        self._on_outcomes = on_outcomes
-        self._on_sending = on_sending
+        self._recorder = recorder if recorder is not None else Recorder([], [])
         self.refused = 0
         self.unknown = 0
         self.all_or_nothing = False  # proven: Kantata created nothing of a refused batch that held a valid row
@@ -188,22 +180,20 @@ class Uploader:
             self._stop_with(exc)
 
     def _journal_ahead(self, batch: Sequence[Item]) -> _Try:
-        """Before the slot wait: `on_sending` (the journal's fsync) overlaps it instead of holding the slot."""
+        """Before the slot wait: the recorder's `sending` (the journal's fsync) overlaps it, not holding the slot."""
         this_try = _Try(self._clock.monotonic())
-        if self._on_sending is not None:  # not under self._lock: its fsync holds up no thread recording answers
-            self._on_sending(batch)
+        self._recorder.sending(batch)  # not under self._lock: its fsync holds up no thread recording answers
         return this_try
 
     def _sending(self, batch: Sequence[Item], this_try: _Try) -> None:
         """Just before a POST leaves: from now on Kantata may hold these rows. Their "sending" line was written
         before the slot wait; if that was longer ago than Settings.sending_ahead (a long wait, a retry after a
-        backoff), it is written again now. Then `on_left` says that it leaves (journal.tells_left)."""
+        backoff), it is written again now. Then the recorder's `left` says that it leaves (journal.tells_left)."""
         now = self._clock.monotonic()
-        if self._on_sending is not None and now - this_try.journalled > self.client.settings.sending_ahead:
+        if now - this_try.journalled > self.client.settings.sending_ahead:
             this_try.journalled = now
-            self._on_sending(batch)  # (raising JournalNotWritten, the try does not leave: not yet `_sent`)
-        if self._on_left is not None:
-            self._on_left(batch)  # the same
+            self._recorder.sending(batch)  # (raising JournalNotWritten, the try does not leave: not yet `_sent`)
+        self._recorder.left(batch)  # the same
         with self._sent_lock:
             self._sent.update(i.row for i in batch)
         this_try.left = self._clock.monotonic()
@@ -212,8 +202,7 @@ class Uploader:
         """A stop cancelled these rows before any request of theirs could write: none is in flight any more."""
         with self._sent_lock:
             self._sent.difference_update(i.row for i in batch)
-        if self._on_withdrawn is not None:
-            self._on_withdrawn(batch)
+        self._recorder.withdrawn(batch)
 
     def _check_stop(self) -> None:
         if self._stop is not None or self._halt:
@@ -339,8 +328,7 @@ class Uploader:
         with self._lock:
             for outcome in outcomes:
                 self.outcomes[outcome.row] = outcome
-            if self._on_outcomes is not None:
-                self._on_outcomes(outcomes)
+            self._recorder.record(outcomes)
 
 
 def _message(error: dict[str, Any]) -> str:

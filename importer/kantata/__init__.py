@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from importer.kantata.checks import duplicate_rows as duplicate_rows
     from importer.kantata.checks import withheld_currencies as withheld_currencies
     from importer.kantata.client import LOOKUP_CHUNK as LOOKUP_CHUNK
+    from importer.kantata.client import ChangeAnswer as ChangeAnswer
     from importer.kantata.client import KantataClient as KantataClient
     from importer.kantata.client import OutcomeUnknown as OutcomeUnknown
     from importer.kantata.client import WorkspaceInfo as WorkspaceInfo
@@ -22,41 +23,49 @@ if TYPE_CHECKING:
     from importer.kantata.keys import has_user_keys as has_user_keys
     from importer.kantata.keys import items_as_built as items_as_built
     from importer.kantata.keys import reference_issues as reference_issues
+    from importer.kantata.milestones import Milestone as Milestone
+    from importer.kantata.milestones import changes as changes
 
 _HOMES = {
-    "Currencies": "currencies",
+    "changes": "milestones",
+    "Milestone": "milestones",
+    "ChangeAnswer": "client",
+    "amount_issues": "checks",
+    "build_items": "keys",
     "Cancelled": "concurrency",
+    "check_online": "checks",
+    "Currencies": "currencies",
+    "duplicate_rows": "checks",
+    "has_user_keys": "keys",
     "ImportKey": "keys",
     "Item": "keys",
+    "items_as_built": "keys",
     "KantataClient": "client",
     "LOOKUP_CHUNK": "client",
     "OnlineCheck": "checks",
     "OutcomeUnknown": "client",
-    "WorkspaceInfo": "client",
-    "amount_issues": "checks",
-    "build_items": "keys",
-    "check_online": "checks",
-    "duplicate_rows": "checks",
-    "has_user_keys": "keys",
-    "items_as_built": "keys",
     "reference_issues": "keys",
     "withheld_currencies": "checks",
+    "WorkspaceInfo": "client",
 }
 
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
 __all__ = [
-    "Currencies",
     "Cancelled",
+    "ChangeAnswer",
+    "Currencies",
     "ImportKey",
     "Item",
     "KantataClient",
     "LOOKUP_CHUNK",
+    "Milestone",
     "OnlineCheck",
     "OutcomeUnknown",
     "WorkspaceInfo",
     "amount_issues",
     "build_items",
+    "changes",
     "check_online",
     "duplicate_rows",
     "has_user_keys",

@@ -28,6 +28,7 @@ from importer.clock import Clock
 from importer.errors import UNRESOLVED, ApiUnavailable, TokenRejected
 from importer.kantata.concurrency import Cancelled, Limiter
 from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
+from importer.kantata.milestones import Milestone, milestones_in
 from importer.settings import Secret, Settings, sanitize_url
 
 LOOKUP_CHUNK = 200  # external_reference_service_model_refs takes up to 200 ids (api-notes.md); `only=` likewise
@@ -150,6 +151,20 @@ class CreateAnswer:
         return self.status in (400, 422)
 
 
+@dataclass(slots=True)
+class ChangeAnswer:
+    """Kantata's answer to a PUT or DELETE of one milestone: done (with the milestone as it now is, for a PUT),
+    not found (404), or refused with its errors (400/422: invalid, or on an invoice)."""
+
+    status: int
+    milestone: Milestone | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.status in (200, 204)
+
+
 _Info = TypeVar("_Info", "WorkspaceInfo", "StoryInfo")
 
 
@@ -161,6 +176,7 @@ class Stats:
     gets: int = 0
     retries: int = 0
     throttled: int = 0
+    writes: int = 0  # PUTs and DELETEs
     routes: Counter[str] = field(default_factory=Counter)  # "GET /workspaces" -> requests sent, retries included
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -498,6 +514,90 @@ class KantataClient:
             # Only what was asked (a filter the server ignored must not add rows); a miss is cached too.
             cache.update({i: found.get(i) for i in chunk})
         return {i: info for i in wanted if (info := cache[i]) is not None}
+
+    # --- the living schedule: milestones by id and by key, changed in place, removed ---
+
+    def milestones(self, ids: Iterable[str]) -> dict[str, Milestone]:
+        """The milestones among `ids` that exist (a miss is simply absent), `only=` 200 ids a request."""
+        wanted = sorted(set(ids), key=lambda i: (len(i), i))
+        found: dict[str, Milestone] = {}
+        for start in range(0, len(wanted), LOOKUP_CHUNK):
+            chunk = wanted[start : start + LOOKUP_CHUNK]
+            params = {"only": ",".join(chunk), "include": "external_references"}
+            for data in self._each_page("billing_milestones", params):
+                found.update((m.id, m) for m in milestones_in(data) if m.id in chunk)
+        return found
+
+    def find_milestones(self, keys: Iterable[ImportKey]) -> dict[ImportKey, list[Milestone]]:
+        """Every milestone holding each of these import keys, lowest id first: two mean a duplicate."""
+        wanted = set(keys)
+        found: dict[ImportKey, dict[str, Milestone]] = {}
+        for data in self._each_page_of_keys(wanted):
+            for milestone in milestones_in(data):
+                for key in milestone.keys:
+                    if key in wanted:  # filters can be ignored by the server: trust only exact matches
+                        found.setdefault(key, {})[milestone.id] = milestone
+        return {k: sorted(ms.values(), key=lambda m: m.sort_id) for k, ms in found.items()}
+
+    def _each_page_of_keys(self, keys: Collection[ImportKey]) -> Iterable[dict[str, Any]]:
+        by_service: dict[tuple[str, str], list[str]] = {}
+        for key in sorted(keys):
+            by_service.setdefault((key.service_name, key.service_model), []).append(key.ref)
+        for (service, model), refs in by_service.items():
+            base = {"external_reference_service_name": service, "external_reference_service_model": model,
+                    "include": "external_references"}  # fmt: skip
+            listable = [r for r in refs if "," not in r]  # a comma would split the list filter
+            for i in range(0, len(listable), LOOKUP_CHUNK):
+                query = {**base, "external_reference_service_model_refs": ",".join(listable[i : i + LOOKUP_CHUNK])}
+                yield from self._each_page("billing_milestones", query)
+            for ref in (r for r in refs if "," in r):
+                yield from self._each_page("billing_milestones", {**base, "external_reference_service_model_ref": ref})
+
+    def change(self, milestone_id: str, fields: Mapping[str, Any]) -> ChangeAnswer:
+        """PUT the fields of one milestone. Sending the same values twice changes nothing, so unlike a create
+        this is retried after any answer that never came, as a GET is."""
+        payload = json.dumps({"billing_milestone": dict(fields)}, allow_nan=False).encode()
+        return self._idempotent("PUT", f"billing_milestones/{milestone_id}", payload)
+
+    def remove(self, milestone_id: str) -> ChangeAnswer:
+        """DELETE one milestone; one already gone answers 404, which the caller reads as done."""
+        return self._idempotent("DELETE", f"billing_milestones/{milestone_id}", None)
+
+    def _idempotent(self, method: str, path: str, payload: bytes | None) -> ChangeAnswer:
+        last = ""
+        for attempt in range(self.settings.max_attempts):
+            try:
+                self.stats.count("writes", f"{method} /billing_milestones/{{id}}")
+                with self.limiter.slot() as generation:
+                    response = self.session.request(method, self._url(path), data=payload,
+                                                    headers=_JSON_BODY if payload is not None else None,
+                                                    params={"include": "external_references"} if payload else None,
+                                                    timeout=self._timeout)  # fmt: skip
+            except requests.RequestException as exc:
+                last = transport_error(exc)
+                if attempt + 1 < self.settings.max_attempts:
+                    self.backoff(attempt)
+                continue
+            self._raise_for_auth(response)
+            if response.status_code == 429 or response.status_code >= 500:
+                self.limiter.throttled(generation)
+                last = f"HTTP {response.status_code}: {error_text(response)}"
+                if attempt + 1 < self.settings.max_attempts:
+                    self.backoff(attempt, response)
+                continue
+            self.limiter.succeeded()
+            if response.status_code in (400, 404, 422):
+                return ChangeAnswer(response.status_code, errors=_errors(response))
+            if response.status_code not in (200, 204):
+                raise ApiUnavailable(f"Kantata answered {method} {path} with HTTP {response.status_code}: "
+                                     f"{error_text(response)}", status=response.status_code)  # fmt: skip
+            found = list(milestones_in(_json(response))) if response.status_code == 200 and response.content else []
+            return ChangeAnswer(response.status_code, milestone=found[0] if found else None)
+        raise ApiUnavailable(
+            f"Kantata at {sanitize_url(self.settings.base_url)} did not answer {method} {path} after "
+            f"{self.settings.max_attempts} tries (last: {last})",
+            attempts=self.settings.max_attempts,
+        )
 
 
 def _json(response: requests.Response) -> dict[str, Any]:

@@ -25,13 +25,15 @@ import pandas as pd
 
 from importer.errors import CellIssue
 from importer.progress import CHUNK, Tick, Ticker
-from importer.schedule import EXT, EXT_REQUIRED, FIELDS, LOCAL_ONLY, REQUIRED
+from importer.schedule import EXT, EXT_REQUIRED, FIELDS, IDENTITY, LOCAL_ONLY, REQUIRED
 
 SERVICE_NAME = "kantata-import"
 SERVICE_MODEL = "billing_schedule_row"
 KEY_PREFIX = "ki1-"
 _KEY_FIELDS = ("workspace_id", "title", "amount_in_cents", "date_to_invoice", "billing_type", "story_id")
-_TOP_FIELDS = tuple(f.name for f in FIELDS if not f.name.startswith(EXT) and f.name not in LOCAL_ONLY)
+_TOP_FIELDS = tuple(
+    f.name for f in FIELDS if not f.name.startswith(EXT) and f.name not in LOCAL_ONLY and f.name != IDENTITY
+)
 _EXT_FIELDS = tuple(f.name for f in FIELDS if f.name.startswith(EXT))
 # json.dumps(x, ensure_ascii=False) builds a new encoder on every call; one kept encoder writes the same text
 # (the key's formula must never change: it is how a re-run finds what an earlier version created).
@@ -62,6 +64,7 @@ class Item:
     row: int
     key: ImportKey
     body: dict[str, Any]
+    milestone_id: str | None = None  # the row's own milestone (its id given): it is updated, never created
 
 
 def _columns(rows: pd.DataFrame) -> dict[str, list[Any]]:
@@ -79,6 +82,14 @@ def _columns(rows: pd.DataFrame) -> dict[str, list[Any]]:
             values = [None if v is None else v.isoformat() for v in values]
         out[name] = values
     return out
+
+
+def _ids(rows: pd.DataFrame) -> list[Any] | None:
+    """Each row's milestone id, None where it has none; None when the schedule has no id column at all."""
+    if IDENTITY not in rows.columns or not rows[IDENTITY].notna().any():
+        return None
+    ids: list[Any] = rows[IDENTITY].to_numpy(dtype=object, na_value=None).tolist()  # type: ignore[call-overload]
+    return ids
 
 
 def _json_texts(values: list[Any]) -> list[str]:
@@ -152,6 +163,7 @@ def _items(rows: pd.DataFrame, issues: list[CellIssue], on_progress: Tick | None
         top = [(name, columns[name]) for name in _TOP_FIELDS if name in columns]
         ext = [(name[len(EXT) :], columns[name]) for name in _EXT_FIELDS if name in columns]
         contents = _key_contents(columns, len(chunk))
+        ids = _ids(chunk)
         for i, row in enumerate(chunk.index.tolist()):
             ticker.at(start + i)
             body = {name: v for name, values in top if (v := values[i]) is not None}
@@ -171,7 +183,7 @@ def _items(rows: pd.DataFrame, issues: list[CellIssue], on_progress: Tick | None
                 issues.append(_reused(int(row), key, first_row[key]))
                 continue
             first_row[key] = int(row)
-            yield Item(int(row), key, body)
+            yield Item(int(row), key, body, None if ids is None or ids[i] is None else str(ids[i]))
     ticker.end(len(rows))
 
 

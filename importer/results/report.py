@@ -47,6 +47,9 @@ STATUS_COLOURS = {
     Status.VALID: "#E2EFDA",
     Status.CREATED: "#C6EFCE",
     Status.EXISTS: "#DDEBF7",
+    Status.UPDATE: "#FFF2CC",
+    Status.UPDATED: "#FFE699",
+    Status.CONFLICT: "#F4B084",
     Status.INVALID: "#FFC7CE",
     Status.REJECTED: "#F8CBAD",
     Status.NOT_SENT: "#FFEB9C",
@@ -249,7 +252,7 @@ class Writer:
             ws.write_string(r, placed["status"], outcome.status.value)
             if outcome.milestone_id is not None:
                 ws.write_string(r, placed["billing_milestone_id"], outcome.milestone_id)
-            messages = by_row.get(int(row_number), []) + list(outcome.errors)
+            messages = by_row.get(int(row_number), []) + list(outcome.errors) + list(outcome.changes)
             if messages:
                 self._cell(ws, r, placed["errors"], "; ".join(dict.fromkeys(messages)))
         self._at = stop

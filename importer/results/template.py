@@ -19,10 +19,11 @@ from xlsxwriter.format import Format
 from importer.errors import ConfigError
 from importer.kantata import WorkspaceInfo
 from importer.results.atomic import write_then_rename
-from importer.schedule import FIELDS, LOCAL_ONLY, subunit
+from importer.schedule import FIELDS, IDENTITY, LOCAL_ONLY, subunit
 
 SHEET = "Billing"
-COLUMNS = tuple(f for f in FIELDS if f.name not in LOCAL_ONLY)  # one amount column to fill: cents
+# One amount column to fill (cents); the milestone id is the results workbook's to carry, not the user's to type.
+COLUMNS = tuple(f for f in FIELDS if f.name not in LOCAL_ONLY and f.name != IDENTITY)
 DATA_ROWS = 1000  # rows that carry the dropdown and the formats; users may go past them
 _WIDTHS = {"text": 30, "cents": 16, "id": 12, "date": 16, "choice": 18, "bool": 14}
 _FIXED_DATE = dt.datetime(2026, 1, 1)  # stable document properties, so regenerating changes nothing

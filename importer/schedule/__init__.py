@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from importer.schedule.columns import EXT as EXT
     from importer.schedule.columns import EXT_REQUIRED as EXT_REQUIRED
     from importer.schedule.columns import FIELDS as FIELDS
+    from importer.schedule.columns import IDENTITY as IDENTITY
     from importer.schedule.columns import LOCAL_ONLY as LOCAL_ONLY
     from importer.schedule.columns import OUTCOME_COLUMNS as OUTCOME_COLUMNS
     from importer.schedule.columns import REQUIRED as REQUIRED
@@ -42,6 +43,7 @@ _HOMES = {
     "FIELDS": "columns",
     "LOCAL_ONLY": "columns",
     "MAX_EXACT_FLOAT_INT": "cells",
+    "IDENTITY": "columns",
     "OUTCOME_COLUMNS": "columns",
     "ParseOptions": "cells",
     "REQUIRED": "columns",
@@ -74,6 +76,7 @@ __all__ = [
     "FIELDS",
     "LOCAL_ONLY",
     "MAX_EXACT_FLOAT_INT",
+    "IDENTITY",
     "OUTCOME_COLUMNS",
     "ParseOptions",
     "REQUIRED",

@@ -42,6 +42,9 @@ FIELDS: tuple[Field, ...] = (
           help="Required when billing type is upon_completion: the Kantata task (story) id."),
     Field("billing_type", "Billing type", "choice", choices=("fixed_date", "upon_completion"),
           help="Optional. fixed_date (the default) or upon_completion."),
+    Field("milestone_id", "Milestone ID", "id", aliases=("kantata milestone id",),
+          help="Optional. The Kantata milestone this row is (a results workbook fed back in carries it): the row "
+          "then updates that milestone instead of creating another."),
     Field(EXT + "service_name", "External service", "text",
           help="Optional external reference: the system the row comes from (e.g. NetSuite)."),
     Field(EXT + "service_model", "External type", "text",
@@ -61,6 +64,8 @@ REQUIRED: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
 # Columns that stand in for a required one: a schedule may give amounts in currency units instead of cents.
 SUBSTITUTES: dict[str, str] = {"amount_in_cents": "amount"}
 LOCAL_ONLY: frozenset[str] = frozenset({"amount"})  # read and checked here, never sent as such
+# Which milestone a row is: it addresses a PUT, it is never a field of a request body.
+IDENTITY = "milestone_id"
 EXT_REQUIRED: tuple[str, ...] = (EXT + "service_name", EXT + "service_model", EXT + "service_model_ref")
 EXT_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.name.startswith(EXT))
 

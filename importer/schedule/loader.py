@@ -26,6 +26,7 @@ from importer.schedule import prefetch
 from importer.schedule.cells import as_text, is_blank
 from importer.schedule.columns import (
     BY_NAME,
+    IDENTITY,
     OUTCOME_COLUMNS,
     REQUIRED,
     SUBSTITUTES,
@@ -526,6 +527,10 @@ def _build(
     padded = [r + (None,) * (width - len(r)) if len(r) < width else r for r in data]
     frame = pd.DataFrame(padded, index=pd.Index(index, name="row"), columns=letters, dtype=object)
     previous = _earlier_outcomes(headers, frame)
+    if previous and IDENTITY not in fields:
+        # A results workbook fed back in: the ids it carries make each row an update of its milestone. A column
+        # of the user's that only shares the name is theirs (_earlier_outcomes tells the two apart).
+        fields[IDENTITY] = column_letter(max(i for i, h in enumerate(headers) if h == "billing_milestone_id"))
     return RawSchedule(
         path=path,
         kind=kind,

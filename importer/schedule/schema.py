@@ -46,6 +46,7 @@ class MilestoneRows(pa.DataFrameModel):
     date_to_invoice: Series[object] = pa.Field(nullable=True)
     story_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
     billing_type: Series[str] = pa.Field(nullable=True, isin=BY_NAME["billing_type"].choices)
+    milestone_id: Series[pd.Int64Dtype] = pa.Field(nullable=True, gt=0)
     ext_service_name: Series[str] = pa.Field(nullable=True, alias=EXT + "service_name")
     ext_service_model: Series[str] = pa.Field(nullable=True, alias=EXT + "service_model")
     ext_service_model_ref: Series[str] = pa.Field(nullable=True, alias=EXT + "service_model_ref")

@@ -244,8 +244,8 @@ def test_token_refused_midway_stops_with_exit_3_without_touching_other_rows(
     # The first batch, plus at most one batch per sending thread: each may have sent its batch before the first
     # answer was recorded (and the token revoked), none a second one after.
     assert 10 <= created <= 10 * SENDERS_PER_SLOT * concurrency and created % 10 == 0
-    assert result.counts == {"valid": 0, "created": created, "exists": 0, "invalid": 0, "rejected": 0,
-                             "not_sent": 200 - created}  # fmt: skip
+    assert result.counts == {"valid": 0, "created": created, "exists": 0, "update": 0, "updated": 0, "conflict": 0,
+                             "invalid": 0, "rejected": 0, "not_sent": 200 - created}  # fmt: skip
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     assert {f"T{o.row - 2}": o.milestone_id for o in result.outcomes.values() if o.milestone_id} == ids
     # Each sending thread stops after its first refused request: the 20 batches are not all tried.

@@ -106,7 +106,17 @@ def test_rows_already_uploaded_show_exists_with_their_id(
 
     result = _online(later, settings)
 
-    assert result.counts == {"valid": 1, "created": 0, "exists": 3, "invalid": 0, "rejected": 0, "not_sent": 0}
+    assert result.counts == {
+        "valid": 1,
+        "created": 0,
+        "exists": 3,
+        "update": 0,
+        "updated": 0,
+        "conflict": 0,
+        "invalid": 0,
+        "rejected": 0,
+        "not_sent": 0,
+    }
     assert result.existing_found == 3 and result.exit_code == ExitCode.OK
     rows = read_results(result.output)
     assert [(r["status"], r["billing_milestone_id"]) for r in rows] == [
@@ -270,7 +280,17 @@ def test_many_projects_are_asked_for_200_at_a_time(
     rows = [good_row(n, workspace=1001 + n) for n in range(450)]  # 450 different ids, 1001-1005 among them
     result = _online(make_schedule(rows), settings)
     assert sandbox.stats()["GET /workspaces"] == 3  # 200 + 200 + 50
-    assert result.counts == {"valid": 5, "created": 0, "exists": 0, "invalid": 445, "rejected": 0, "not_sent": 0}
+    assert result.counts == {
+        "valid": 5,
+        "created": 0,
+        "exists": 0,
+        "update": 0,
+        "updated": 0,
+        "conflict": 0,
+        "invalid": 445,
+        "rejected": 0,
+        "not_sent": 0,
+    }
 
 
 def test_the_client_caches_look_ups_and_reads_every_page(

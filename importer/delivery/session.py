@@ -1,0 +1,201 @@
+"""One upload's delivery: find what Kantata already has, wait out what an interrupted run left in flight, send the
+rest, and hand each row's fate to every sink that keeps it.
+
+The order of the steps is the exactly-once rule. The journal (this schedule's unanswered requests) and the ledger
+(any run's, for this account) are opened before anything is looked up, so that rows an interrupted run sent are
+waited for rather than sent again; keys are looked up before the plan is made; every request is journalled before
+it leaves and every answer before it is reported. `Recorder` is the one place that fan-out happens.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from importer.delivery.journal import Journal
+from importer.delivery.ledger import Ledger
+from importer.delivery.planner import Plan, plan
+from importer.delivery.recorder import OnOutcomes, Recorder
+from importer.delivery.settle import settle_in_flight
+from importer.delivery.upload import Uploader
+from importer.errors import ApiUnavailable, ImporterError, Interrupted, JournalNotWritten
+from importer.kantata import Currencies, ImportKey, Item, KantataClient
+from importer.outcomes import Outcome, Status
+from importer.progress import OnProgress, Stage, Ticker, for_stage
+from importer.settings import Settings
+
+Say = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class ToSend:
+    """The rows an upload must find or send. With `build`, their items are made while the first batches are out
+    (none can turn out to be an issue while building); `items` is then empty until a look-up needs the keys."""
+
+    rows: list[int]
+    items: list[Item]
+    build: Callable[[], Iterable[Item]] | None = None
+
+
+@dataclass(slots=True)
+class Delivered:
+    """What the delivery did: every row's outcome, why it stopped (if it did), and what it cost."""
+
+    outcomes: dict[int, Outcome]
+    stopped: ImporterError | None
+    requests: dict[str, int]
+    existing_found: int
+    currencies: dict[int, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """The upload's side of a run. `on_outcomes` is the caller's own callback; `sinks(plan)` gives the outcome sinks
+    the caller adds once the plan is known (the results workbook); `writing_begins` tells the signal handlers that
+    nothing is left to stop."""
+
+    client: KantataClient
+    settings: Settings
+    account: str
+    say: Say
+    on_progress: OnProgress | None
+    writing_begins: Callable[[], None]
+    on_outcomes: OnOutcomes | None = None
+
+    def deliver(
+        self,
+        journal_file: Path,
+        digest: str,
+        projects: Sequence[int],
+        to_send: ToSend,
+        sinks: Callable[[Plan], Sequence[OnOutcomes]],
+        *,
+        unanswered: BaseException | None = None,
+    ) -> Delivered:
+        """Carry the rows out exactly once. `unanswered`: a question asked before this (the currencies) that
+        failed; nothing is sent then, and every row not found is `not_sent`."""
+        journal = Journal.open(journal_file, digest, self.settings.clock)
+        window = self.settings.sending_ahead + self.settings.writes_until  # a request's rows may still be written
+        ledger = Ledger.open(self.account, window, self.settings.clock)
+        currencies = Currencies(self.client, projects if to_send.rows else [])
+        notes: list[str] = []
+        stopped: ImporterError | None = None
+        try:
+            if journal.sent_before:
+                self.say(f"resuming an interrupted upload of this schedule ({len(journal.sent_before)} rows sent "
+                         "before)")  # fmt: skip
+            existing: dict[ImportKey, str] = {}  # what the look-ups found, kept should they be cut short
+            try:
+                if unanswered is not None:
+                    raise unanswered
+                self._look_up(journal, ledger, projects, to_send, existing)
+            except ApiUnavailable as exc:  # nothing sent: the rows found are reported, the rest not_sent
+                stopped = exc
+            except KeyboardInterrupt:
+                stopped = Interrupted()
+            if stopped is not None:
+                return self._not_sent(journal, to_send, existing, stopped)
+            delivered = self._send(journal, ledger, to_send, existing, sinks)
+            if delivered.stopped is None:
+                delivered.currencies = currencies.result()
+            return delivered
+        finally:
+            self.writing_begins()  # nothing is left to stop: a Ctrl-C from here on waits for the workbook
+            journal.close(finished=False)
+            if ledger is not None:
+                ledger.close()
+                if ledger.broken and not isinstance(stopped, JournalNotWritten):  # (that says it already)
+                    notes.append(f"the ledger of requests in flight ({ledger.path}) could not be written (a full "
+                                 "disk?): a re-run of an edited schedule, or to another results workbook, may not "
+                                 "know of this run's unanswered requests")  # fmt: skip
+            currencies.cancel()  # answered by now, unless the run stopped early
+
+    def _look_up(
+        self,
+        journal: Journal,
+        ledger: Ledger | None,
+        projects: Sequence[int],
+        to_send: ToSend,
+        existing: dict[ImportKey, str],
+    ) -> None:
+        """Find the rows Kantata already has, and wait for those an interrupted run may still be writing. Deferred
+        items stay deferred only when Kantata provably holds none of this importer's rows in these projects."""
+        self.say(f"looking up {len(to_send.rows)} import keys in Kantata")
+        lookup = Ticker(for_stage(self.on_progress, Stage.LOOKUP), len(to_send.rows))
+        untouched: list[int] | None = None
+        if to_send.build is not None:
+            if not (journal.sent_before or (ledger is not None and ledger.live)):
+                untouched = self.client.projects_without_imports(projects)
+            # A resume settles what it sent by key, and Kantata may hold some of these rows unless every project
+            # is untouched: in both cases every key is needed.
+            if untouched is None or len(untouched) < len(projects):
+                to_send.items = list(to_send.build())
+                to_send.build = None
+        if to_send.build is None:
+            existing.update(self.client.find_imported(to_send.items, untouched=untouched))
+            settle_in_flight(self.client, journal, ledger, to_send.items, existing, self.settings, self.say)
+        lookup.end(len(to_send.rows))
+
+    def _send(
+        self,
+        journal: Journal,
+        ledger: Ledger | None,
+        to_send: ToSend,
+        existing: dict[ImportKey, str],
+        sinks: Callable[[Plan], Sequence[OnOutcomes]],
+    ) -> Delivered:
+        batch_size = self.settings.batch_size
+        if to_send.build is not None:
+            the_plan = Plan(to_send.rows, to_send.build(), {}, batch_size)
+        else:
+            the_plan = plan(to_send.items, existing, batch_size=batch_size)
+        needed = -(-len(the_plan.rows) // batch_size)
+        self.say(f"sending {len(the_plan.rows)} rows in {needed} request{'s' if needed != 1 else ''}")
+        progress = _sending_progress(self.on_progress, the_plan.rows)
+        recorder = Recorder(
+            [journal, *([ledger] if ledger is not None else [])],
+            [
+                journal.record,
+                *([self.on_outcomes] if self.on_outcomes else []),
+                progress,
+                *([ledger.settled] if ledger is not None else []),
+                *sinks(the_plan),
+            ],
+        )
+        result = Uploader(self.client, recorder=recorder).run(the_plan, sent_before=journal.sent_before)
+        return Delivered(result.outcomes, result.stopped, result.requests, len(the_plan.existing))
+
+    def _not_sent(
+        self, journal: Journal, to_send: ToSend, existing: dict[ImportKey, str], stopped: ImporterError
+    ) -> Delivered:
+        """Every row `not_sent`, except those found before the stop: `created` if the interrupted run sent them
+        (as an uninterrupted run would report them), else `exists`."""
+        reason = f"not sent: {stopped}"
+        outcomes = {row: Outcome(row, Status.NOT_SENT, None, (reason,)) for row in to_send.rows}
+        found = plan(to_send.items, existing, batch_size=self.settings.batch_size).existing
+        for row, mid in found.items():
+            outcomes[row] = Outcome(row, Status.CREATED if row in journal.sent_before else Status.EXISTS, mid)
+        return Delivered(outcomes, stopped, {}, len(found))
+
+
+def _sending_progress(on_progress: OnProgress | None, to_send: Sequence[int]) -> OnOutcomes:
+    """Sending progress from the outcomes as they arrive: rows of the plan settled so far, once per batch."""
+    rows = set(to_send)
+    settled: set[int] = set()
+    ticker = Ticker(for_stage(on_progress, Stage.SEND), len(rows), chunk=1)
+    lock = threading.Lock()  # outcomes arrive from several sending threads
+
+    def count(outcomes: Sequence[Outcome]) -> None:
+        if on_progress is None:
+            return
+        with lock:
+            settled.update(o.row for o in outcomes if o.row in rows and o.status is not Status.NOT_SENT)
+            if len(settled) < len(rows):
+                ticker.at(len(settled))
+            elif ticker.done < len(rows):
+                ticker.end(len(settled))
+
+    return count
