@@ -284,8 +284,8 @@ def test_a_journal_that_cannot_be_written_stops_the_sending_and_a_rerun_resumes(
                         server_timeout=2, connect_timeout=1)  # fmt: skip
     real_open = importer.delivery.journal.Journal.open
 
-    def open_on_a_disk_filling_up(path: Path, digest: str) -> importer.delivery.journal.Journal:
-        journal = real_open(path, digest)
+    def open_on_a_disk_filling_up(path: Path, digest: str, clock: Any) -> importer.delivery.journal.Journal:
+        journal = real_open(path, digest, clock)
         journal._fh = _FillsUp(journal._fh, 22)  # type: ignore[assignment]
         return journal
 
@@ -343,8 +343,8 @@ def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_
 
     real_open = importer.delivery.ledger.Ledger.open
 
-    def open_on_a_disk_filling_up(base_url: str, window: float) -> Any:
-        ledger = real_open(base_url, window)
+    def open_on_a_disk_filling_up(base_url: str, window: float, clock: Any) -> Any:
+        ledger = real_open(base_url, window, clock)
         assert ledger is not None and ledger._fh is not None
         ledger._fh = FillsUpAfterTheFirstLeft(ledger._fh)  # type: ignore[assignment]
         return ledger
