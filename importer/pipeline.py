@@ -1,6 +1,6 @@
 """The stages wired together: the one call a Python script needs, and all the CLI does besides printing.
 
-result = run_upload("schedule.xlsx", Settings.from_env())
+result = run_upload("schedule.xlsx", Settings.from_env())  # from_env reads the environment; nothing below does
 print(result.counts, result.output)
 
 Neither prints: progress goes to an optional `on_progress(stage, done, total)` (see `importer.progress`).
@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
-import gc
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
 import pandas as pd
 import requests
@@ -76,6 +72,7 @@ from importer.schedule import (
     DEFAULT_OPTIONS,
     ParseOptions,
     RawSchedule,
+    ReadAhead,
     Validated,
     check_schedule,
     is_blank,
@@ -115,6 +112,7 @@ def _prepare(
     *,
     requests: bool,
     defer: bool = False,
+    read_ahead: ReadAhead | None = None,
 ) -> tuple[RawSchedule, Validated, list[Item], list[CellIssue], Path, bool]:
     """Load and validate; build the requests (keys and bodies) only when they will be sent or looked up.
 
@@ -123,18 +121,16 @@ def _prepare(
     schedule = Path(path)
     check_schedule(schedule)
     out = check_output(Path(output) if output else default_output(schedule), schedule)
-    with _collector_paused():
-        raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ))
-        validated = validate_rows(raw, options, on_progress=for_stage(on_progress, Stage.VALIDATE))
-        items: list[Item] = []
-        deferred = defer and _deferrable(validated.rows)
-        if deferred:
-            key_issues: list[CellIssue] = []  # none possible: every key is derived, and hashes its occurrence
-        elif requests:
-            items, key_issues = build_items(validated.rows, on_progress=for_stage(on_progress, Stage.PREPARE))
-        else:
-            key_issues = reference_issues(validated.rows)
-    gc.freeze()  # see _unfreezing
+    raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ), read_ahead=read_ahead)
+    validated = validate_rows(raw, options, on_progress=for_stage(on_progress, Stage.VALIDATE))
+    items: list[Item] = []
+    deferred = defer and _deferrable(validated.rows)
+    if deferred:
+        key_issues: list[CellIssue] = []  # none possible: every key is derived, and hashes its occurrence
+    elif requests:
+        items, key_issues = build_items(validated.rows, on_progress=for_stage(on_progress, Stage.PREPARE))
+    else:
+        key_issues = reference_issues(validated.rows)
     issues = sorted([*validated.issues, *key_issues], key=lambda i: i.row)
     return raw, validated, items, issues, out, deferred
 
@@ -150,11 +146,8 @@ def _deferrable(rows: pd.DataFrame) -> bool:
 
 def _built(rows: pd.DataFrame) -> Iterator[Item]:
     """The items of deferred rows, made as they are taken (by the uploader, batch by batch, or all at once when
-    a key must be looked up after all), with the collector paused meanwhile as _prepare pauses it (and the
-    result frozen, as there)."""
-    with _collector_paused():
-        yield from items_as_built(rows)
-    gc.freeze()
+    a key must be looked up after all)."""
+    yield from items_as_built(rows)
 
 
 def _finish(
@@ -221,67 +214,37 @@ def _finish(
     )
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cycle collection while reading and preparing: that makes a few hundred thousand objects (cells,
-    request bodies, keys) that all live on, and each collection it triggers walks all of them again: 0.3-1 s
-    of 3 for 100k rows (interleaved runs, benchmarks/README.md). Resumed (if it was on) however this ends; any
-    cycles made meanwhile are found by the next collection."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _unfreezing(run: Callable[_P, _R]) -> Callable[_P, _R]:
-    """A run freezes the garbage collector's view of the rows it read (gc.freeze): they live until the end of
-    the run anyway, and otherwise every full collection walks all their cells again (two such collections
-    cost 0.5 s while sending 100k rows; writing their workbook, about a second). Unfrozen when the run ends,
-    so a long-lived process calling the library gets them collected as usual."""
-
-    @functools.wraps(run)
-    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return run(*args, **kwargs)
-        finally:
-            gc.unfreeze()
-
-    return wrapper
-
-
-@_unfreezing
 def run_validate(
     path: Path | str,
     *,
     sheet: str | None = None,
     output: Path | str | None = None,
-    options: ParseOptions = DEFAULT_OPTIONS,
     settings: Settings | None = None,
+    online: bool | None = None,
     session: requests.Session | None = None,
     on_stage: Callable[[str], None] | None = None,
     on_progress: OnProgress | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> RunResult:
     """The dry run; writes the results workbook and sends nothing.
 
-    Without `settings` it checks each row on its own. With `settings` (a token) it also asks Kantata, with GETs
-    only, whether projects and tasks exist and belong together, whether amounts fit each project's currency and
-    which rows an earlier run created (`checks.py`); those rows are `exists`."""
+    Offline it checks each row on its own. `online` (by default: when `settings` are given; they need a token)
+    it also asks Kantata, with GETs only, whether projects and tasks exist and belong together, whether amounts
+    fit each project's currency and which rows an earlier run created (`checks.py`); those rows are `exists`.
+    How cells are read (`ParseOptions.of(settings)`, the sheet) comes from `settings`; `sheet` wins when given.
+    `read_ahead`: the early read the caller started (schedule.start_prefetch), used only for this file."""
     started = dt.datetime.now(dt.UTC)
-    if settings is not None and settings.token is None:
+    online = settings is not None if online is None else online
+    if online and (settings is None or settings.token is None):
         raise MissingToken.from_env(TOKEN_ENV)
-    raw, validated, items, issues, out, _ = _prepare(path, sheet, output, options, on_progress,
-                                                     requests=settings is not None)  # fmt: skip
+    options = ParseOptions.of(settings) if settings is not None else DEFAULT_OPTIONS
+    sheet = settings.sheet if sheet is None and settings is not None else sheet
+    raw, validated, items, issues, out, _ = _prepare(path, sheet, output, options, on_progress, requests=online,
+                                                     read_ahead=read_ahead)  # fmt: skip
     issues += duplicate_rows(raw, validated.rows)
     failed = {i.row for i in issues if i.is_error}
     outcomes = {row: Outcome(row, Status.VALID) for row in validated.rows.index.tolist() if row not in failed}
-    if settings is None:
+    if not online or settings is None:
         return _finish(raw, validated, _in_order(issues), outcomes, RunInfo(True, None, started), out,
                        on_progress=on_progress)  # fmt: skip
     (on_stage or (lambda _: None))(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
@@ -326,7 +289,6 @@ def _in_order(issues: list[CellIssue]) -> list[CellIssue]:
     return sorted(issues, key=lambda i: (i.row, len(i.column or ""), i.column or ""))
 
 
-@_unfreezing
 def run_upload(
     path: Path | str,
     settings: Settings,
@@ -336,15 +298,19 @@ def run_upload(
     session: requests.Session | None = None,
     on_outcomes: OnOutcomes | None = None,
     on_stage: Callable[[str], None] | None = None,
-    options: ParseOptions = DEFAULT_OPTIONS,
     on_progress: OnProgress | None = None,
+    read_ahead: ReadAhead | None = None,
 ) -> RunResult:
-    """Create the milestones of every valid row that Kantata does not already have; write the results."""
+    """Create the milestones of every valid row that Kantata does not already have; write the results. How cells
+    are read comes from `settings` (`sheet` wins when given); `read_ahead` as in run_validate."""
     started = dt.datetime.now(dt.UTC)
     if settings.token is None:
         raise MissingToken.from_env(TOKEN_ENV)
+    options = ParseOptions.of(settings)
+    sheet = settings.sheet if sheet is None else sheet
     raw, validated, items, issues, out, deferred = _prepare(path, sheet, output, options, on_progress,
-                                                            requests=True, defer=True)  # fmt: skip
+                                                            requests=True, defer=True,
+                                                            read_ahead=read_ahead)  # fmt: skip
     say = on_stage or (lambda _: None)
     # The journal's identity of this import, and every row's key, come from the rows as checked offline: were
     # they to depend on Kantata's answer below (the currencies), a run whose question failed would not know
@@ -364,13 +330,13 @@ def run_upload(
             to_send.build = lambda: (i for i in _built(validated.rows) if i.row not in refused)
 
         def results(_: Plan) -> list[OnOutcomes]:
-            streams.extend(s for s in [_stream(raw, issues, out)] if s is not None)
+            streams.extend([_stream(raw, issues, out)] if settings.stream_results else [])
             return [s.add for s in streams]
 
         with (
             patient_interrupts(say) as writing_begins,
             _abandoned_on_error(lambda: streams[0] if streams else None),
-            one_upload_to(account, say),
+            one_upload_to(account, say, settings.state_dir),
         ):
             delivery = Delivery(client, settings, account, say, on_progress, writing_begins, on_outcomes)
             done = delivery.deliver(journal_path(out), digest, projects, to_send, results, unanswered=unanswered)
@@ -408,11 +374,9 @@ def _amounts_checked(
     return issues, withheld_currencies(validated.rows, workspaces), None
 
 
-def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path) -> StreamedResults | None:
-    """The results workbook written while sending (streaming.py); KANTATA_IMPORT_NO_STREAM=1 writes it after
-    the last answer instead, as a dry run does (the benchmark compares both)."""
-    if os.environ.get("KANTATA_IMPORT_NO_STREAM", "") not in {"", "0"}:
-        return None
+def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path) -> StreamedResults:
+    """The results workbook written while sending (streaming.py); without `Settings.stream_results` it is
+    written after the last answer instead, as a dry run does (the benchmark compares both)."""
     stream = StreamedResults(raw, issues, out)
     stream.add([Outcome(i.row, Status.INVALID) for i in issues if i.is_error])  # as _finish will record them
     return stream

@@ -1,7 +1,9 @@
-"""One typed settings object that both the CLI and Python callers build.
+"""One typed settings object that both the CLI and Python callers build, once, and pass down.
 
-A flag beats its environment variable, which beats the config file (`importer.cli.config`). The token comes only
-from the environment or a hidden prompt, never a flag (flags land in shell history and `ps`) or a file.
+A flag beats its environment variable, which beats the config file (`importer.cli.config`), which beats the
+defaults. Only the edge constructors (`Settings.from_env`, `Settings.from_argparse`) read the environment, and only
+from the mapping they are given; the library below them reads none. The token comes only from the environment or a
+hidden prompt, never a flag (flags land in shell history and `ps`) or a file.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from importer.clock import SYSTEM_CLOCK, Clock
@@ -20,6 +24,9 @@ from importer.errors import BadToken, ConfigError, MissingToken
 DEFAULT_BASE_URL = "https://api.mavenlink.com/api/v1"
 TOKEN_ENV = "KANTATA_API_TOKEN"
 BASE_URL_ENV = "KANTATA_BASE_URL"
+STATE_ENV = "KANTATA_IMPORT_STATE"  # the folder of the ledger and the per-account upload locks
+NO_STREAM_ENV = "KANTATA_IMPORT_NO_STREAM"  # 1: an upload writes its results workbook after the last answer
+NO_PREFETCH_ENV = "KANTATA_IMPORT_NO_PREFETCH"  # 1: the CLI does not read the workbook ahead of the imports
 MAX_BATCH = 100  # the endpoint's documented limit per request
 
 
@@ -31,11 +38,9 @@ class Secret:
     """Holds the token so that no repr, str, log line or traceback can show it."""
 
     __slots__ = ("_value",)
-    _made: set[str] = set()  # every token held in this process, for `redact`
 
     def __init__(self, value: str) -> None:
         self._value = value
-        Secret._made.add(value)
 
     def reveal(self) -> str:
         return self._value
@@ -55,11 +60,11 @@ class Secret:
 REDACTED_FROM = 6  # characters: a shorter "token" (a test's "x") is no secret, and would star out every x
 
 
-def redact(text: str) -> str:
-    """`text` with every token this process holds replaced by ***: for messages built from an exception that
-    may quote one (a library refusing a header value, say)."""
-    for value in Secret._made:
-        if len(value) >= REDACTED_FROM:
+def redact(text: str, *secrets: Secret | None) -> str:
+    """`text` with each of `secrets` replaced by ***: for messages built from an exception that may quote one (a
+    library refusing a header value, say). The caller names the tokens it holds; None stands for no token."""
+    for secret in secrets:
+        if secret is not None and len(value := secret.reveal()) >= REDACTED_FROM:
             text = text.replace(value, "***")
     return text
 
@@ -124,13 +129,26 @@ class Settings:
     concurrency: int = DEFAULT_CONCURRENCY  # requests in flight at most; fewer while Kantata answers 429
     connect_timeout: float = 10.0
     read_timeout: float = 200.0  # how long to wait for an answer; Kantata itself gives up sooner
-    # How long the server may keep working on one request: "all requests time out server-side after 3 minutes"
-    # (../shared/kantata/api-notes.md). Until then a request left without an answer (a dropped connection, a
+    # How long the server may keep working on one request: Kantata's API notes say every request times out
+    # server-side after 3 minutes. Until then a request left without an answer (a dropped connection, a
     # timeout, a killed run) may still write its rows, so they are looked up, not sent again, for that long.
     server_timeout: float = 180.0
     max_attempts: int = 6  # tries per request before the run stops with `not_sent` rows
     backoff_base: float = 0.5  # seconds; doubled each try, with full jitter, capped by backoff_cap
     backoff_cap: float = 30.0
+    # Where the ledger of requests in flight and the per-account upload locks live. It must be the same folder
+    # for every run against one account, so that a run learns of another's unanswered requests: the edge fills
+    # it from $KANTATA_IMPORT_STATE or $XDG_STATE_HOME (`state_dir_from`).
+    state_dir: Path = field(default_factory=lambda: state_dir_from({}))
+    stream_results: bool = True  # an upload writes its results workbook while sending, not after the last answer
+    prefetch: bool = True  # the CLI starts reading an .xlsx schedule while it imports pandas and pandera
+    # How the schedule's cells are read (`ParseOptions.of` takes what it needs): the sheet, text dates that are
+    # not ISO, the decimals of an Amount column, and whether the user chose them (a flag, the config file) or
+    # took the default.
+    sheet: str | None = None  # None: the first sheet whose header row matches
+    date_format: str | None = None
+    currency_decimals: int = 2
+    currency_decimals_given: bool = False
     # The clocks every wait is timed by (importer.clock); a test hands in one that runs its windows at once.
     clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
     # A batch's "sending" line may be written this long before its request leaves (delivery/journal.py): a
@@ -154,6 +172,10 @@ class Settings:
             raise ConfigError("server_timeout must be between 1 and 3600 seconds")
         if not 1 <= self.concurrency <= MAX_CONCURRENCY:
             raise ConfigError(f"concurrency must be between 1 and {MAX_CONCURRENCY} (requests in flight at once)")
+        if self.date_format is not None and "%" not in self.date_format:
+            raise ConfigError(f"--date-format {self.date_format!r} has no % codes; write e.g. %d/%m/%Y")
+        if not 0 <= self.currency_decimals <= 4:
+            raise ConfigError("currency_decimals must be 0 to 4 (2 for USD, 0 for JPY, 3 for KWD)")
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
 
     @classmethod
@@ -164,16 +186,39 @@ class Settings:
         config: Mapping[str, object] | None = None,
         **overrides: object,
     ) -> Settings:
-        """Settings from KANTATA_* variables over `config` (a config file's values) over the defaults; keyword
-        overrides (from flags) win when not None."""
+        """Settings from KANTATA_* variables in `environ` (default: this process's environment; this and
+        `from_argparse` are the only readers of it) over `config` (a config file's values) over the defaults;
+        keyword overrides (from flags) win when not None."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {"base_url": DEFAULT_BASE_URL, **(config or {})}
         if env.get(BASE_URL_ENV):
             values["base_url"] = env[BASE_URL_ENV]
         if env.get(TOKEN_ENV) and (given := token(env[TOKEN_ENV], TOKEN_ENV)) is not None:
             values["token"] = given
+        values["state_dir"] = state_dir_from(env)
+        values["stream_results"] = not _switched_on(env, NO_STREAM_ENV)
+        values["prefetch"] = not _switched_on(env, NO_PREFETCH_ENV)
+        if "currency_decimals" in values:  # a config file chose them
+            values["currency_decimals_given"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_argparse(
+        cls, args: Any, config: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """The command's settings: its flags (an argparse namespace; a flag not given is None or absent) over
+        `environ` over `config` over the defaults. A CSV has no sheets, so a config file's sheet is not used
+        for one; a sheet given as a flag is (the loader then says a CSV has none)."""
+        values = dict(config or {})
+        schedule = getattr(args, "schedule", None)
+        if schedule is not None and Path(schedule).suffix.casefold() == ".csv":
+            values.pop("sheet", None)
+        flags = ("base_url", "batch_size", "concurrency", "sheet", "date_format", "currency_decimals")
+        overrides = {name: getattr(args, name, None) for name in flags}
+        if overrides["currency_decimals"] is not None:
+            overrides["currency_decimals_given"] = True
+        return cls.from_env(environ, config=values, **overrides)
 
     def require_token(self, *, interactive: bool) -> Secret:
         """The token, prompting (hidden) when allowed; MissingToken when not."""
@@ -184,3 +229,16 @@ class Settings:
             if typed is not None:
                 return typed
         raise MissingToken.from_env(TOKEN_ENV)
+
+
+def _switched_on(environ: Mapping[str, str], name: str) -> bool:
+    return environ.get(name, "") not in {"", "0"}
+
+
+def state_dir_from(environ: Mapping[str, str]) -> Path:
+    """The state folder: $KANTATA_IMPORT_STATE, else $XDG_STATE_HOME/kantata-import, else
+    ~/.local/state/kantata-import, as `environ` has them."""
+    if folder := environ.get(STATE_ENV):
+        return Path(folder).expanduser()
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "kantata-import"

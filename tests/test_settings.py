@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import pytest
 
 from importer.errors import ConfigError, ExitCode, MissingToken
-from importer.settings import Secret, Settings, sanitize_url
+from importer.schedule import ParseOptions
+from importer.settings import Secret, Settings, redact, sanitize_url, state_dir_from
 
 
 def test_secret_never_shows_its_value() -> None:
@@ -54,3 +58,37 @@ def test_missing_token_without_a_prompt_names_the_variable() -> None:
 
 def test_sanitize_url_drops_credentials_and_query() -> None:
     assert sanitize_url("https://user:pw@host:8443/api/v1?access_token=abc") == "https://host:8443/api/v1"
+
+
+def test_redact_hides_exactly_the_tokens_it_is_given() -> None:
+    held = Secret("s3cr3t-token")
+    Secret("other-token-value")  # made, and not given to redact: not hidden
+    text = "header 'Bearer s3cr3t-token' and other-token-value refused"
+    assert redact(text, held, None) == "header 'Bearer ***' and other-token-value refused"
+    assert redact(text) == text  # no registry of every token made: the caller names what it holds
+    assert redact("x marks x", Secret("x")) == "x marks x"  # too short to be a token
+
+
+def test_the_environments_switches_and_state_folder_are_read_only_by_from_env(tmp_path: Path) -> None:
+    env = {"KANTATA_IMPORT_NO_STREAM": "1", "KANTATA_IMPORT_NO_PREFETCH": "yes", "KANTATA_IMPORT_STATE": "~/st"}
+    settings = Settings.from_env(env)
+    assert not settings.stream_results and not settings.prefetch
+    assert settings.state_dir == Path("~/st").expanduser()
+    default = Settings.from_env({"KANTATA_IMPORT_NO_STREAM": "0"})
+    assert default.stream_results and default.prefetch
+    assert state_dir_from({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "kantata-import"
+    assert state_dir_from({}) == Path.home() / ".local" / "state" / "kantata-import" == Settings().state_dir
+
+
+def test_from_argparse_puts_flags_over_environment_over_the_file() -> None:
+    args = argparse.Namespace(schedule=Path("s.xlsx"), sheet=None, date_format="%d/%m/%Y", currency_decimals=None,
+                              base_url=None, batch_size=50, concurrency=None)  # fmt: skip
+    config = {"sheet": "Billing", "currency_decimals": 0, "batch_size": 20, "base_url": "https://file.example/api"}
+    settings = Settings.from_argparse(args, config, {"KANTATA_BASE_URL": "https://env.example/api"})
+    assert (settings.sheet, settings.date_format, settings.batch_size) == ("Billing", "%d/%m/%Y", 50)
+    assert settings.base_url == "https://env.example/api"
+    assert ParseOptions.of(settings) == ParseOptions(date_format="%d/%m/%Y", currency_decimals=0,
+                                                  currency_decimals_given=True)  # fmt: skip
+    csv = Settings.from_argparse(argparse.Namespace(**{**vars(args), "schedule": Path("s.csv")}), config, {})
+    assert csv.sheet is None  # a CSV has no sheets: the file's sheet is not for it
+    assert not Settings.from_argparse(argparse.Namespace(schedule=Path("s.csv")), {}, {}).currency_decimals_given

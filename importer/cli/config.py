@@ -2,9 +2,10 @@
 
 `kantata-import.toml` in the current folder, else a `[tool.kantata-import]` table in ./pyproject.toml, else
 the file given with `--config PATH`, which then is the only one read. Flags beat environment variables, which
-beat this file, which beats the defaults; `cli.py` does the merging. Every value is checked here, when the file
-is read, so a mistake in it stops `validate` as surely as `upload` (exit 2). A token is refused: a file is
-easily shared, committed or backed up, so tokens come only from KANTATA_API_TOKEN or the hidden prompt.
+beat this file, which beats the defaults; `Settings.from_argparse` merges them into the one Settings. Every
+value is checked here, when the file is read, so a mistake in it stops `validate` as surely as `upload` (exit
+2). A token is refused: a file is easily shared, committed or backed up, so tokens come only from
+KANTATA_API_TOKEN or the hidden prompt.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ KEYS: dict[str, tuple[type, str]] = {
     "date_format": (str, "how non-ISO text dates are written, like --date-format"),
     "currency_decimals": (int, "decimal places of an Amount column, like --currency-decimals"),
 }
-SETTINGS_KEYS = ("base_url", "batch_size", "concurrency", "read_timeout", "server_timeout")  # into Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,8 @@ class FileConfig:
         return self.values.get(key)
 
     def settings(self) -> dict[str, Any]:
-        """The values `Settings.from_env(config=...)` takes."""
-        return {k: v for k, v in self.values.items() if k in SETTINGS_KEYS}
+        """The values `Settings.from_env(config=...)` takes: each setting of the file is a Settings field."""
+        return dict(self.values)
 
 
 def find_config(folder: Path) -> Path | None:
@@ -111,7 +111,7 @@ def _checked(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
     if "currency_decimals" in values and not 0 <= values["currency_decimals"] <= 4:
         raise ConfigError(f"{path}: currency_decimals must be 0 to 4 (2 for USD, 0 for JPY, 3 for KWD)")
     try:
-        Settings(**{k: v for k, v in values.items() if k in SETTINGS_KEYS})
+        Settings(**values)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return values

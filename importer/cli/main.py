@@ -14,22 +14,23 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from importer import __version__
 from importer.cli.bars import Bars
-from importer.cli.config import CONFIG_NAME, FileConfig, load_config
+from importer.cli.config import CONFIG_NAME, load_config
 from importer.errors import EXIT_CODE_HELP, UNRESOLVED, ConfigError, ExitCode, ImporterError, JournalNotWritten
 from importer.outcomes import Status
 from importer.results import ProjectTotal, decimals_for, format_units
-from importer.schedule import ParseOptions, prefetch
+from importer.schedule import ReadAhead, start_prefetch
 from importer.settings import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 MAX_ISSUES_SHOWN = 20
 MAX_PROJECTS_SHOWN = 20
-DEFAULT_CURRENCY_DECIMALS = 2
 
 DESCRIPTION = """\
 Load a billing schedule (.xlsx or .csv) into Kantata OX as billing milestones, exactly once.
@@ -187,9 +187,8 @@ def _connection_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
 
 def run() -> int:
     """The `kantata-import` command and `python -m importer`: `main()`, then the cycle collector frozen for the
-    exit. Python's last full collection at exit walks every object still alive; after a 100k-row run that took
-    0.35 s, and 0.04 s frozen (3 runs each). `main()` itself does not freeze: tests and scripts call it in a
-    process that goes on."""
+    exit, whose last full collection would otherwise walk every row still alive. `main()` itself does not
+    freeze: tests and scripts call it in a process that goes on."""
     _skip_unused_imports()
     code = main()
     gc.freeze()
@@ -197,9 +196,8 @@ def run() -> int:
 
 
 # Imported by a dependency only when installed, for what the command never does: pandera registers hypothesis
-# strategies for data synthesis (`schema.example()`) on its first validation. With hypothesis installed (a
-# test or data-science environment) that took 0.2 s of every run's start: validate_rows' first call on 10k
-# rows 0.32-0.36 s with it, 0.10-0.15 s without (4 runs each). pandera catches the ImportError this gives.
+# strategies for data synthesis (`schema.example()`) on its first validation, a noticeable part of a run's start
+# (benchmarks/README.md). pandera catches the ImportError this gives.
 UNUSED_IMPORTS = ("hypothesis",)
 
 
@@ -208,6 +206,53 @@ def _skip_unused_imports() -> None:
     already imported."""
     for name in UNUSED_IMPORTS:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None in sys.modules: "not installed"
+
+
+SWITCH_INTERVAL = 0.0002  # seconds; Python's default is 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessTuning:
+    """What the command changes about its own process while its one library call runs, put back after; the
+    library changes nothing process-wide, so a program that imports it keeps its own settings.
+
+    - `pause_collector`: no cycle collection during the run. Reading and checking a schedule makes a few hundred
+      thousand objects (cells, keys, bodies) that all live until the end, and every collection they trigger
+      walks all of them again; a run makes few cycles, and the process ends soon after.
+    - `switch_interval`: while the results writer runs beside the senders of an upload, a sender whose answer
+      has arrived waits for the writer to let go of the GIL up to this long at each step of reading it.
+    benchmarks/process_state.py measures each against the run without it."""
+
+    pause_collector: bool = True
+    switch_interval: float | None = SWITCH_INTERVAL
+
+    def without(self, what: str) -> ProcessTuning:
+        """This tuning less one part ("gc", "switch"), for the benchmark; unchanged for any other name."""
+        if what == "gc":
+            return replace(self, pause_collector=False)
+        if what == "switch":
+            return replace(self, switch_interval=None)
+        return self
+
+
+TUNING = ProcessTuning()
+
+
+@contextmanager
+def _tuned(*, upload: bool) -> Iterator[None]:
+    """The process tuned for one library call (the switch interval only for an upload, which has threads to
+    switch between), then put back as it was, however the call ends."""
+    collecting, interval = gc.isenabled(), sys.getswitchinterval()
+    if TUNING.pause_collector:
+        gc.disable()
+    if upload and TUNING.switch_interval is not None:
+        sys.setswitchinterval(min(interval, TUNING.switch_interval))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        if collecting:
+            gc.enable()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,11 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         exc.message)  # fmt: skip
         raise
     handlers = {"validate": _validate, "upload": _upload, "template": _template, "sandbox": _sandbox}
+    held: list[Secret] = []  # the tokens this command holds, filled as it gets them: no message may show one
     try:
-        return int(handlers[args.command](args))
+        return int(handlers[args.command](args, held))
     except ImporterError as exc:
-        _err(f"error: {exc}")
-        _json_error(args, exc.exit_code, error_kind(exc), str(exc))
+        _err(f"error: {exc}", held)
+        _json_error(args, exc.exit_code, error_kind(exc), str(exc), held)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         _err("interrupted")
@@ -234,108 +280,103 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:
         if args.debug:
-            _err(traceback.format_exc().rstrip())
+            _err(traceback.format_exc().rstrip(), held)
         else:
-            _err(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)")
-        _json_error(args, ExitCode.BUG, "internal-error", f"{type(exc).__name__}: {exc}")
+            _err(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", held)
+        _json_error(args, ExitCode.BUG, "internal-error", f"{type(exc).__name__}: {exc}", held)
         return int(ExitCode.BUG)
 
 
-def _err(text: str, stream: TextIO | None = None) -> None:
-    """A message for the user; should it quote the token (a library's error message), it shows *** instead."""
-    print(redact(text), file=stream or sys.stderr, flush=True)
+def _err(text: str, secrets: Sequence[Secret] = (), stream: TextIO | None = None) -> None:
+    """A message for the user; should it quote one of the tokens held (a library's error message), it shows ***
+    instead."""
+    print(redact(text, *secrets), file=stream or sys.stderr, flush=True)
 
 
-def _configure(args: argparse.Namespace) -> FileConfig:
-    """Fill the flags not given from the config file (flag > env > file > default); say which file was used."""
-    config = load_config(args.config)
-    args.flags_given = {k for k in ("sheet", "date_format", "currency_decimals") if getattr(args, k) is not None}
-    if args.sheet is None and args.schedule.suffix.casefold() != ".csv":
-        args.sheet = config.get("sheet")  # a CSV has no sheets: a workbook's sheet name in the file is moot
-    if args.date_format is None:
-        args.date_format = config.get("date_format")
-    args.currency_decimals_given = args.currency_decimals is not None or config.get("currency_decimals") is not None
-    if args.currency_decimals is None:
-        file_value = config.get("currency_decimals")
-        args.currency_decimals = DEFAULT_CURRENCY_DECIMALS if file_value is None else file_value
-    if config.path is not None and not args.quiet:
+def _settings(args: argparse.Namespace, held: list[Secret], *, connect: bool) -> Settings:
+    """The command's one Settings: flags > environment > config file > defaults; says which file was used.
+    Without `connect` nothing about Kantata is read (a dry run offline uses neither the URL nor the token)."""
+    config = load_config(getattr(args, "config", None))
+    environ: dict[str, str] = dict(os.environ)
+    if not connect:
+        environ = {k: v for k, v in environ.items() if k not in (BASE_URL_ENV, TOKEN_ENV)}
+    values = config.values if connect else {k: v for k, v in config.values.items() if k != "base_url"}
+    settings = Settings.from_argparse(args if connect else _without_base_url(args), values, environ)
+    if settings.token is not None:
+        held.append(settings.token)
+    if config.path is not None and not getattr(args, "quiet", False):
         _err(f"config: {config.path}")
-    return config
+    return settings
 
 
-def _options(args: argparse.Namespace) -> ParseOptions:
-    if args.date_format is not None and "%" not in args.date_format:
-        raise ConfigError(f"--date-format {args.date_format!r} has no % codes; write e.g. %d/%m/%Y")
-    return ParseOptions(date_format=args.date_format, currency_decimals=args.currency_decimals,
-                        currency_decimals_given=args.currency_decimals_given)  # fmt: skip
+def _without_base_url(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "base_url": None})
 
 
-def _validate(args: argparse.Namespace) -> int:
-    config = _configure(args)
-    options = _options(args)
-    prefetch.start_prefetch(args.schedule, args.sheet)
+def _read_ahead(args: argparse.Namespace, settings: Settings) -> ReadAhead | None:
+    """The schedule's early read, started before pandas and pandera are imported (schedule/prefetch.py)."""
+    return start_prefetch(args.schedule, settings.sheet) if settings.prefetch else None
+
+
+def _validate(args: argparse.Namespace, held: list[Secret]) -> int:
+    online = bool(args.online or args.sandbox)
+    settings = _settings(args, held, connect=online)
+    ahead = _read_ahead(args, settings)
     from importer.pipeline import run_validate  # pandas and pandera: ~1 s, while the workbook is being read
 
     with _progress(args) as bars:
-        if not (args.online or args.sandbox):
-            result = run_validate(args.schedule, sheet=args.sheet, output=args.output, options=options,
-                                  on_progress=bars)  # fmt: skip
+        if not online:
+            with _tuned(upload=False):
+                result = run_validate(args.schedule, output=args.output, settings=settings, online=False,
+                                      on_progress=bars, read_ahead=ahead)  # fmt: skip
         else:
-            with _connection(args, config, quiet=args.quiet) as settings:
-                result = run_validate(args.schedule, sheet=args.sheet, output=args.output, options=options,
-                                      settings=settings, on_stage=_say(args, bars), on_progress=bars)  # fmt: skip
-    _report(result, args, dry_run=True)
+            with _connection(args, settings, held) as connected, _tuned(upload=False):
+                result = run_validate(args.schedule, output=args.output, settings=connected, online=True,
+                                      on_stage=_say(args, bars, held), on_progress=bars,
+                                      read_ahead=ahead)  # fmt: skip
+    _report(result, args, settings, held, dry_run=True)
     return int(result.exit_code)
 
 
-def _upload(args: argparse.Namespace) -> int:
-    config = _configure(args)
-    prefetch.start_prefetch(args.schedule, args.sheet)
-    with _connection(args, config, quiet=args.quiet) as settings:
-        return _run_upload(args, settings)
+def _upload(args: argparse.Namespace, held: list[Secret]) -> int:
+    settings = _settings(args, held, connect=True)
+    ahead = _read_ahead(args, settings)
+    with _connection(args, settings, held) as connected:
+        return _run_upload(args, connected, held, ahead)
 
 
-def _say(args: argparse.Namespace, bars: Bars | None) -> Callable[[str], None] | None:
+def _say(args: argparse.Namespace, bars: Bars | None, held: list[Secret]) -> Callable[[str], None] | None:
     """Where stage messages go: nowhere with --quiet, above the bars when they are drawn, else stderr."""
-    return None if args.quiet else (bars.say if bars else _err)
+    return None if args.quiet else (bars.say if bars else lambda text: _err(text, held))
 
 
 @contextmanager
-def _connection(args: argparse.Namespace, config: FileConfig | None, *, quiet: bool) -> Iterator[Settings]:
-    """Settings with a token, from --sandbox (a look-alike for this command only) or from the environment, the
-    config file and flags (prompting for the token unless --non-interactive); says which Kantata, and whence
-    the token."""
-    overrides = {name: getattr(args, name, None) for name in ("base_url", "batch_size", "concurrency")}
-    file_settings = config.settings() if config is not None else None
+def _connection(args: argparse.Namespace, settings: Settings, held: list[Secret]) -> Iterator[Settings]:
+    """`settings` with a token: --sandbox's (a look-alike for this command only) or the one from the environment
+    (prompting for it unless --non-interactive); says which Kantata, and whence the token."""
+    quiet = getattr(args, "quiet", False)
     if args.sandbox:
         with _sandbox_server() as (url, token):
-            settings = replace(Settings.from_env(config=file_settings, **overrides), base_url=url, token=token)
+            held.append(token)
+            connected = replace(settings, base_url=url, token=token)
             if not quiet:
-                _err(f"kantata: {sanitize_url(settings.base_url)} (token from the built-in sandbox)")
-            yield settings
+                _err(f"kantata: {sanitize_url(connected.base_url)} (token from the built-in sandbox)")
+            yield connected
         return
-    settings = Settings.from_env(config=file_settings, **overrides)
     token = settings.require_token(interactive=not args.non_interactive)
+    held.append(token)
     if not quiet:
         _err(f"kantata: {sanitize_url(settings.base_url)} (token from {TOKEN_ENV})")
     yield replace(settings, token=token)
 
 
-def _run_upload(args: argparse.Namespace, settings: Settings) -> int:
+def _run_upload(args: argparse.Namespace, settings: Settings, held: list[Secret], ahead: ReadAhead | None) -> int:
     from importer.pipeline import run_upload
 
-    options = _options(args)
-    with _progress(args) as bars:
-        result = run_upload(
-            args.schedule,
-            settings,
-            sheet=args.sheet,
-            output=args.output,
-            on_stage=_say(args, bars),
-            options=options,
-            on_progress=bars,
-        )
-    _report(result, args, dry_run=False)
+    with _progress(args) as bars, _tuned(upload=True):
+        result = run_upload(args.schedule, settings, output=args.output, on_stage=_say(args, bars, held),
+                            on_progress=bars, read_ahead=ahead)  # fmt: skip
+    _report(result, args, settings, held, dry_run=False)
     return int(result.exit_code)
 
 
@@ -348,20 +389,20 @@ def _sandbox_server() -> Iterator[tuple[str, Secret]]:
         yield server.url, Secret(DEFAULT_TOKEN)
 
 
-def _template(args: argparse.Namespace) -> int:
+def _template(args: argparse.Namespace, held: list[Secret]) -> int:
     from importer.pipeline import run_template
 
     if not (args.online or args.sandbox):
         made = run_template(args.output)
     else:
-        with _connection(args, load_config(getattr(args, "config", None)), quiet=False) as settings:
+        with _connection(args, _settings(args, held, connect=True), held) as settings:
             made = run_template(args.output, settings)
     listed = "" if made.workspaces is None else f" (Workspaces sheet: {len(made.workspaces)} projects)"
     print(f"wrote {made.path}{listed}: fill in the Billing sheet, then run: kantata-import validate {made.path}")
     return int(ExitCode.OK)
 
 
-def _sandbox(args: argparse.Namespace) -> int:
+def _sandbox(args: argparse.Namespace, held: list[Secret]) -> int:
     import sqlite3
 
     from importer import sandbox
@@ -377,26 +418,28 @@ def _sandbox(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
-def _report(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> None:
+def _report(
+    result: RunResult, args: argparse.Namespace, settings: Settings, held: list[Secret], *, dry_run: bool
+) -> None:
     """Issues to stderr (the first few, in Excel coordinates); the closing summary to stdout, or with --json the
     JSON summary to stdout and the closing summary to stderr."""
     if not args.quiet:
-        _show_issues(result)
+        _show_issues(result, held)
     if result.stopped is not None:
-        _err(f"stopped: {result.stopped}")
+        _err(f"stopped: {result.stopped}", held)
     if args.json:
         if not args.quiet:
-            for line in _closing_summary(result, args, dry_run=dry_run):
-                _err(line)
+            for line in _closing_summary(result, args, settings, dry_run=dry_run):
+                _err(line, held)
         print(json.dumps(run_summary(result, command=args.command), indent=2, ensure_ascii=False), flush=True)
     else:
-        for line in _closing_summary(result, args, dry_run=dry_run):
+        for line in _closing_summary(result, args, settings, dry_run=dry_run):
             print(line)
 
 
-def _show_issues(result: RunResult) -> None:
+def _show_issues(result: RunResult, held: list[Secret]) -> None:
     for note in result.notes:
-        _err(f"note: {note}")
+        _err(f"note: {note}", held)
     shown = result.issues[:MAX_ISSUES_SHOWN]
     rejected = sorted((o for o in result.outcomes.values() if o.status is Status.REJECTED), key=lambda o: o.row)
     width = max([30, *(len(i.code) for i in shown)])  # the longest code still leaves a space before the message
@@ -411,12 +454,12 @@ def _show_issues(result: RunResult) -> None:
         _err(f"{o.row:>6}  {'-':<6} {'rejected-by-kantata':<{width}} {'; '.join(o.errors)}")
 
 
-def _closing_summary(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> list[str]:
+def _closing_summary(result: RunResult, args: argparse.Namespace, settings: Settings, *, dry_run: bool) -> list[str]:
     """Counts per status, amounts per project, where the results are and what to do next."""
     counts = ", ".join(f"{n} {status}" for status, n in result.counts.items() if n)
     where = f' (sheet "{result.sheet}")' if result.sheet else ""
     lines = [f"{result.rows} rows read{where}: {counts or 'nothing to do'}"]
-    lines += _amounts(result, args, dry_run=dry_run)
+    lines += _amounts(result, settings, dry_run=dry_run)
     lines.append(f"results: {result.output}")
     nxt = _next_step(result, args, dry_run=dry_run)
     if nxt:
@@ -424,7 +467,7 @@ def _closing_summary(result: RunResult, args: argparse.Namespace, *, dry_run: bo
     return lines
 
 
-def _amounts(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> list[str]:
+def _amounts(result: RunResult, settings: Settings, *, dry_run: bool) -> list[str]:
     """Per project, the rows that will be created (dry run: `valid`, not those `--online` found in Kantata
     already) or are in Kantata (upload: `created` and `exists`) and their amount, exactly."""
 
@@ -438,7 +481,7 @@ def _amounts(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> l
     if not shown:
         return []
     table = [(f"  project {t.workspace_id}", str(rows_of(t)),
-              format_units(cents_of(t), decimals_for(t.currency, args.currency_decimals)) + (
+              format_units(cents_of(t), decimals_for(t.currency, settings.currency_decimals)) + (
                   f" {t.currency}" if t.currency else "")) for t in shown[:MAX_PROJECTS_SHOWN]]  # fmt: skip
     head = ("to be created (valid rows)" if dry_run else "created or already in Kantata", "rows", "amount")
     w = [max(len(row[i]) for row in [head, *table]) for i in range(3)]
@@ -446,7 +489,7 @@ def _amounts(result: RunResult, args: argparse.Namespace, *, dry_run: bool) -> l
     if len(shown) > MAX_PROJECTS_SHOWN:
         lines.append(f"  ... and {len(shown) - MAX_PROJECTS_SHOWN} more projects: see the Summary sheet of the results")
     if any(t.currency is None for t in shown):
-        lines.append(f"  amounts with {args.currency_decimals} decimals (--currency-decimals); exact cents on the "
+        lines.append(f"  amounts with {settings.currency_decimals} decimals (--currency-decimals); exact cents on the "
                      "Summary sheet")  # fmt: skip
     return lines
 
@@ -485,7 +528,7 @@ def _command(args: argparse.Namespace, command: str) -> str:
     """`kantata-import COMMAND SCHEDULE` with the reading flags the user typed (a config file needs no repeat)."""
     words = ["kantata-import", command, str(args.schedule)]
     for name in ("sheet", "date_format", "currency_decimals"):
-        if name in getattr(args, "flags_given", ()):
+        if getattr(args, name, None) is not None:  # typed as a flag
             words += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.config is not None:
         words += ["--config", str(args.config)]
@@ -494,14 +537,14 @@ def _command(args: argparse.Namespace, command: str) -> str:
     return shlex.join(words)
 
 
-def _json_error(args: argparse.Namespace, code: ExitCode, kind: str, message: str) -> None:
+def _json_error(args: argparse.Namespace, code: ExitCode, kind: str, message: str, held: Sequence[Secret] = ()) -> None:
     """Under --json, a run that could not finish still prints its one JSON object."""
     if not getattr(args, "json", False):
         return
     schedule = getattr(args, "schedule", None)
     summary = error_summary(command=args.command, file=None if schedule is None else str(schedule),
                             sheet=getattr(args, "sheet", None), exit_code=code, kind=kind,
-                            message=redact(message))  # fmt: skip
+                            message=redact(message, *held))  # fmt: skip
     print(json.dumps(summary, indent=2, ensure_ascii=False), flush=True)
 
 

@@ -8,11 +8,10 @@ of every batch before it leaves (fsynced, timed by the same clocks as the journa
 their answer comes; every upload waits for the keys of its plan that the ledger shows may still be written, as
 a resume waits for its journal's rows (delivery/settle.py).
 
-One file for every schedule and account (`inflight.jsonl` in the state folder: $KANTATA_IMPORT_STATE, else
-$XDG_STATE_HOME/kantata-import, else ~/.local/state/kantata-import), its lines tagged with the base URL. It is
-never replaced, only appended to and, at a run's start, rewritten in place with the entries still live, all
-under an exclusive lock, so that runs at once lose none of each other's lines. Also here: the lock that lets one
-upload at a time go to one Kantata account (one_upload_to).
+One file for every schedule and account (`inflight.jsonl` in the state folder, `Settings.state_dir`), its lines
+tagged with the base URL. It is never replaced, only appended to and, at a run's start, rewritten in place with
+the entries still live, all under an exclusive lock, so that runs at once lose none of each other's lines. Also
+here: the lock that lets one upload at a time go to one Kantata account (one_upload_to).
 """
 
 from __future__ import annotations
@@ -32,17 +31,9 @@ from importer.errors import JournalNotWritten
 from importer.kantata import ImportKey, Item
 from importer.outcomes import Outcome, Status
 
-STATE_ENV = "KANTATA_IMPORT_STATE"
 FILE_NAME = "inflight.jsonl"
 LEDGER = "the ledger of requests in flight"
 SETTLED = (Status.CREATED, Status.REJECTED, Status.EXISTS)  # answered: nothing of theirs is still being written
-
-
-def state_dir() -> Path:
-    if folder := os.environ.get(STATE_ENV):
-        return Path(folder).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "kantata-import"
 
 
 def _flock(fh: IO[str], *, wait: bool = True) -> bool:
@@ -91,10 +82,10 @@ class Ledger:
         self._told = False  # a "sending" line was written (or tried): a "left" line must follow what leaves
 
     @classmethod
-    def open(cls, base_url: str, window: float, clock: Clock = SYSTEM_CLOCK) -> Ledger | None:
-        """Read (and prune) the ledger; None when the state folder cannot be written (a read-only home): the
-        journal still guards a re-run of the same schedule and results workbook, as before the ledger."""
-        ledger = cls(state_dir() / FILE_NAME, base_url, window, clock)
+    def open(cls, base_url: str, window: float, folder: Path, clock: Clock = SYSTEM_CLOCK) -> Ledger | None:
+        """Read (and prune) the ledger in the state folder `folder`; None when that cannot be written (a read-only
+        home): the journal still guards a re-run of the same schedule and results workbook."""
+        ledger = cls(folder / FILE_NAME, base_url, window, clock)
         try:
             ledger.path.parent.mkdir(parents=True, exist_ok=True)
             fh = ledger.path.open("a+", encoding="utf-8")
@@ -268,13 +259,13 @@ class Ledger:
 
 
 @contextlib.contextmanager
-def one_upload_to(base_url: str, say: Callable[[str], None]) -> Iterator[None]:
+def one_upload_to(base_url: str, say: Callable[[str], None], state_dir: Path) -> Iterator[None]:
     """One upload at a time to one Kantata account (base URL), the next waiting for the one before: two at once
     both look their keys up, find nothing, and both send the rows they share (the same schedule to two results
     workbooks, or a schedule and its copy with one row added). Serialised, the second
     finds what the first created. Two at once would also double the load Kantata asks to keep to a few
     requests. A Ctrl-C ends the wait (nothing was sent)."""
-    folder = state_dir() / "running"
+    folder = state_dir / "running"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fh = (folder / f"{hashlib.sha256(base_url.encode()).hexdigest()[:32]}.lock").open("a", encoding="utf-8")

@@ -79,7 +79,7 @@ class Delivery:
         failed; nothing is sent then, and every row not found is `not_sent`."""
         journal = Journal.open(journal_file, digest, self.settings.clock)
         window = self.settings.sending_ahead + self.settings.writes_until  # a request's rows may still be written
-        ledger = Ledger.open(self.account, window, self.settings.clock)
+        ledger = Ledger.open(self.account, window, self.settings.state_dir, self.settings.clock)
         currencies = Currencies(self.client, projects if to_send.rows else [])
         notes: list[str] = []
         stopped: ImporterError | None = None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -31,33 +30,6 @@ from importer.results.report import Cut, RunInfo, Writer, check_output, write_re
 from importer.results.totals import ProjectTotal
 from importer.schedule import RawSchedule
 
-# While the writer runs, a sending thread whose answer has arrived waits for it to let go of the GIL, up to the
-# switch interval (5 ms by default) at every step of reading the answer. 0.2 ms keeps those waits short: in
-# interleaved 100k uploads (100 ms latency) a request took 116.7 ms instead of 121.4 ms, and sending 30.0 s
-# instead of 31.2 s (benchmarks/README.md). Set while the writer runs, put back when it stops.
-SWITCH_INTERVAL = 0.0002
-_switch_lock = threading.Lock()
-_writers = 0  # writers running in this process: the first sets the interval, the last puts it back
-_switch_before = 0.0
-
-
-def _writer_started() -> None:
-    global _writers, _switch_before
-    with _switch_lock:
-        if _writers == 0:
-            _switch_before = sys.getswitchinterval()
-            sys.setswitchinterval(min(_switch_before, SWITCH_INTERVAL))
-        _writers += 1
-
-
-def _writer_stopped() -> None:
-    global _writers
-    with _switch_lock:
-        _writers -= 1
-        if _writers == 0:
-            sys.setswitchinterval(_switch_before)
-
-
 SCRATCH_PREFIX = "kantata-import-"
 
 
@@ -65,9 +37,9 @@ LEFTOVER_AGE = 3600.0  # seconds untouched before a dead run's scratch folder is
 
 
 def _remove_leftovers() -> None:
-    """Scratch folders of runs killed outright (kill -9, a power cut), which nothing else removes (helper-18
-    found 258 in /tmp, 0.5 MB for each 3000 rows): those named for a process that no longer exists and untouched
-    for an hour (a process of another PID namespace sharing /tmp would look gone; its files would not be old)."""
+    """Scratch folders of runs killed outright (kill -9, a power cut), which nothing else removes and which add
+    up run after run: those named for a process that no longer exists and untouched for an hour (a process of
+    another PID namespace sharing /tmp would look gone; its files would not be old)."""
     now = time.time()
     for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
         pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
@@ -116,8 +88,6 @@ class StreamedResults:
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="results-writer", daemon=True)
-        self._switching = True
-        _writer_started()
         self._thread.start()
 
     def add(self, outcomes: Sequence[Outcome]) -> None:
@@ -207,6 +177,3 @@ class StreamedResults:
             self._closing = True
             self._cond.notify()
         self._thread.join()
-        if self._switching:
-            self._switching = False
-            _writer_stopped()

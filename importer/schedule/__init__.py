@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from importer.schedule.loader import RawSchedule as RawSchedule
     from importer.schedule.loader import check_schedule as check_schedule
     from importer.schedule.loader import load_schedule as load_schedule
+    from importer.schedule.prefetch import ReadAhead as ReadAhead
     from importer.schedule.prefetch import start_prefetch as start_prefetch
     from importer.schedule.schema import Validated as Validated
     from importer.schedule.schema import validate_rows as validate_rows
@@ -48,6 +49,7 @@ _HOMES = {
     "ParseOptions": "cells",
     "REQUIRED": "columns",
     "RawSchedule": "loader",
+    "ReadAhead": "prefetch",
     "Validated": "schema",
     "as_text": "cells",
     "check_schedule": "loader",
@@ -74,13 +76,14 @@ __all__ = [
     "EXT",
     "EXT_REQUIRED",
     "FIELDS",
+    "IDENTITY",
     "LOCAL_ONLY",
     "MAX_EXACT_FLOAT_INT",
-    "IDENTITY",
     "OUTCOME_COLUMNS",
     "ParseOptions",
     "REQUIRED",
     "RawSchedule",
+    "ReadAhead",
     "Validated",
     "as_text",
     "check_schedule",

@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from importer.schedule.columns import Field
+from importer.settings import Settings
 
 # A double holds every integer up to 2**53 exactly; beyond that a numeric cell may not be what was typed.
 MAX_EXACT_FLOAT_INT = 2**53
@@ -114,6 +115,12 @@ class ParseOptions:
     # Whether the user chose `currency_decimals` (a flag, the config file) rather than taking the default: in a
     # project whose currency Kantata withholds, an Amount is converted with the decimals only when they did.
     currency_decimals_given: bool = False
+
+    @classmethod
+    def of(cls, settings: Settings) -> ParseOptions:
+        """What reading cells needs of the run's one Settings."""
+        return cls(date_format=settings.date_format, currency_decimals=settings.currency_decimals,
+                   currency_decimals_given=settings.currency_decimals_given)  # fmt: skip
 
 
 class CellProblem(Exception):

@@ -35,7 +35,7 @@ from importer.schedule.columns import (
     field_for_header,
     normalise_header,
 )
-from importer.schedule.prefetch import Early
+from importer.schedule.prefetch import Early, ReadAhead
 from importer.schedule.xlsx_meta import PackageProblem, SheetMeta, check_package, sheet_meta
 
 HEADER_SEARCH_ROWS = 30  # a title block above the header is common; a header further down is not
@@ -82,11 +82,18 @@ class RawSchedule:
         return self.headers[self.letters.index(letter)]
 
 
-def load_schedule(path: Path | str, *, sheet: str | None = None, on_progress: Tick | None = None) -> RawSchedule:
-    """Read the schedule; `on_progress(done, total)` hears of the rows below the header every few thousand."""
+def load_schedule(
+    path: Path | str,
+    *,
+    sheet: str | None = None,
+    on_progress: Tick | None = None,
+    read_ahead: ReadAhead | None = None,
+) -> RawSchedule:
+    """Read the schedule; `on_progress(done, total)` hears of the rows below the header every few thousand.
+    `read_ahead` (prefetch.start_prefetch) is used only if it read this very file and sheet."""
     path = Path(path)
     ticker = Ticker(on_progress, None)
-    raw = _load(path, sheet, ticker)
+    raw = _load(path, sheet, ticker, read_ahead)
     _set_aside_totals(raw)
     ticker.end()
     return raw
@@ -136,11 +143,11 @@ def check_schedule(path: Path) -> None:
         raise ScheduleError("is a folder, not a file; give the schedule's file name", path=path)
 
 
-def _load(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
+def _load(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAhead | None) -> RawSchedule:
     check_schedule(path)
     suffix = path.suffix.casefold()
     if suffix in {".xlsx", ".xlsm"}:
-        return _load_xlsx(path, sheet, ticker)
+        return _load_xlsx(path, sheet, ticker, read_ahead)
     if suffix == ".csv":
         if sheet is not None:
             raise ScheduleError("is a CSV file, which has no sheets; leave out --sheet", path=path)
@@ -250,8 +257,9 @@ def _open_book(path: Path) -> _Book:
         raise ScheduleError(_unreadable(exc), path=path) from exc
 
 
-def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker) -> RawSchedule:
-    early = prefetch.claim(path, sheet)  # the package checks passed on that thread, for this very file
+def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAhead | None) -> RawSchedule:
+    # The package checks passed on that thread, for this very file.
+    early = read_ahead.claim(path, sheet) if read_ahead is not None else None
     if early is not None:
         book: _Book = _CalamineBook(path, early)
     else:

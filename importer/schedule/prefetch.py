@@ -5,15 +5,15 @@ parse overlap instead of adding up (benchmarks/README.md has the figures). This 
 library and the package checks, and does only what the loader would do first anyway: check the package for zip
 bombs and the like, open it, parse the sheet that would be tried first, scan that sheet's XML.
 
-The loader takes the result (`claim`) only for the same file, unchanged, and the same --sheet. Anything that
-goes wrong here is dropped without a word and the loader reads the file itself, so every message about a bad
-file still comes from one place, and a library caller who never calls `start` sees no difference.
+`start_prefetch` returns a handle (`ReadAhead`) that the caller passes down to the loader; nothing is kept in
+the module. The loader takes the result (`ReadAhead.claim`) only for the same file, unchanged, and the same
+--sheet. Anything that goes wrong here is dropped without a word and the loader reads the file itself, so every
+message about a bad file still comes from one place, and a caller who passes no handle sees no difference.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +33,28 @@ class Early:
 
 
 @dataclass
-class _Pending:
+class ReadAhead:
+    """An early read under way: `claim` it once, for the file and --sheet it was started for."""
+
     key: tuple[str, str | None, int, int]  # absolute path, --sheet, mtime_ns, size
     done: threading.Event = field(default_factory=threading.Event)
     result: Early | None = None
+    _claimed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-
-_lock = threading.Lock()
-_pending: _Pending | None = None
+    def claim(self, path: Path, sheet: str | None) -> Early | None:
+        """The early read of exactly this file and --sheet, waiting for it to finish; None if it failed, was
+        of another file or sheet, the file changed since, or it was claimed already."""
+        with self._lock:
+            claimed, self._claimed = self._claimed, True
+        if claimed:
+            return None
+        self.done.wait()
+        result, self.result = self.result, None
+        if result is None or self.key != _key(path, sheet):
+            _close(result)
+            return None
+        return result
 
 
 def _key(path: Path, sheet: str | None) -> tuple[str, str | None, int, int] | None:
@@ -51,39 +65,20 @@ def _key(path: Path, sheet: str | None) -> tuple[str, str | None, int, int] | No
     return (str(path.absolute()), sheet, st.st_mtime_ns, st.st_size)
 
 
-def start_prefetch(path: Path, sheet: str | None) -> None:
-    """Begin reading `path` on a daemon thread if it is an .xlsx/.xlsm file; otherwise do nothing.
-
-    KANTATA_IMPORT_NO_PREFETCH=1 turns this off (the benchmark compares both ways)."""
-    global _pending
-    if os.environ.get("KANTATA_IMPORT_NO_PREFETCH", "") not in {"", "0"}:
-        return
+def start_prefetch(path: Path, sheet: str | None) -> ReadAhead | None:
+    """Begin reading `path` on a daemon thread if it is an .xlsx/.xlsm file, and return the handle to pass to
+    the loader; None (nothing started) for any other file."""
     if path.suffix.casefold() not in {".xlsx", ".xlsm"} or not path.is_file():
-        return
+        return None
     key = _key(path, sheet)
     if key is None:
-        return
-    pending = _Pending(key)
-    with _lock:
-        _pending = pending
+        return None
+    pending = ReadAhead(key)
     threading.Thread(target=_read, args=(pending, path, sheet), name="prefetch", daemon=True).start()
+    return pending
 
 
-def claim(path: Path, sheet: str | None) -> Early | None:
-    """The early read of exactly this file and --sheet, waiting for it to finish; None if there is none."""
-    global _pending
-    with _lock:
-        pending, _pending = _pending, None
-    if pending is None:
-        return None
-    pending.done.wait()
-    if pending.result is None or pending.key != _key(path, sheet):
-        _close(pending.result)
-        return None
-    return pending.result
-
-
-def _read(pending: _Pending, path: Path, sheet: str | None) -> None:
+def _read(pending: ReadAhead, path: Path, sheet: str | None) -> None:
     try:
         check_package(path)  # before anything decompresses the parts: bombs, entities, encryption
         from python_calamine import CalamineWorkbook

@@ -343,8 +343,8 @@ def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_
 
     real_open = importer.delivery.ledger.Ledger.open
 
-    def open_on_a_disk_filling_up(base_url: str, window: float, clock: Any) -> Any:
-        ledger = real_open(base_url, window, clock)
+    def open_on_a_disk_filling_up(base_url: str, window: float, folder: Path, clock: Any) -> Any:
+        ledger = real_open(base_url, window, folder, clock)
         assert ledger is not None and ledger._fh is not None
         ledger._fh = FillsUpAfterTheFirstLeft(ledger._fh)  # type: ignore[assignment]
         return ledger
@@ -664,8 +664,6 @@ def test_ctrl_c_while_the_results_are_written_does_not_lose_them(
     """Every row is created when the writing begins: a Ctrl-C then (a real SIGINT to this process, which the
     main thread takes during the writing) is told to wait, and the workbook with the new ids is written."""
     sandbox.reset()
-    if not streamed:
-        monkeypatch.setenv("KANTATA_IMPORT_NO_STREAM", "1")
     path = _schedule(tmp_path, 300)
     said: list[str] = []
 
@@ -674,7 +672,7 @@ def test_ctrl_c_while_the_results_are_written_does_not_lose_them(
         if text.startswith("writing the results workbook"):
             os.kill(os.getpid(), signal.SIGINT)
 
-    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), stream_results=streamed)
     result = run_upload(path, settings, output=tmp_path / "out.xlsx", on_stage=on_stage)
     assert result.exit_code == 0 and result.counts["created"] == 300
     assert any("Ctrl-C is ignored" in text for text in said), said

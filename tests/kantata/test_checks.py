@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,6 @@ from importer.errors import ApiUnavailable, ExitCode, MissingToken
 from importer.kantata.client import KantataClient, WorkspaceInfo
 from importer.pipeline import RunResult, run_upload, run_validate
 from importer.sandbox.server import DEFAULT_TOKEN
-from importer.schedule.cells import ParseOptions
 from importer.settings import Secret, Settings
 from tests.conftest import MakeSchedule, good_row, read_results
 
@@ -193,7 +193,7 @@ def test_an_upload_sends_no_amount_that_does_not_fit_its_projects_currency(
     assert [(m["title"], m["amount_in_cents"]) for m in sandbox.milestones()] == [("Dollar", 1999)]
     assert result.exit_code == ExitCode.ROWS_FAILED
     yen = make_schedule([["Yen", "5000", 1004]], headers=AMOUNT_HEADERS, name="yen")
-    assert run_upload(yen, settings, options=ParseOptions(currency_decimals=0)).counts["created"] == 1
+    assert run_upload(yen, replace(settings, currency_decimals=0)).counts["created"] == 1
     assert sandbox.milestones()[-1]["amount_in_cents"] == 5000  # 5000 yen, as the cell says
 
 
@@ -201,10 +201,10 @@ def test_currency_decimals_that_match_the_project_pass_and_others_in_the_same_fi
     settings: Settings, make_schedule: MakeSchedule
 ) -> None:
     rows = [["Yen", "1500", 1004], ["Dollar", "15", 1001]]
-    result = _online(make_schedule(rows, headers=AMOUNT_HEADERS), settings, options=ParseOptions(currency_decimals=0))
+    result = _online(make_schedule(rows, headers=AMOUNT_HEADERS), replace(settings, currency_decimals=0))
     assert _found(result) == [("B3", "amount-read-with-other-decimals", "error")]  # 15 USD is 1500 cents, not 15
     dinars = make_schedule([["Dinar", "1.234", 1005]], headers=AMOUNT_HEADERS, name="kwd")
-    assert _online(dinars, settings, options=ParseOptions(currency_decimals=3)).issues == []
+    assert _online(dinars, replace(settings, currency_decimals=3)).issues == []
 
 
 def test_cents_in_yen_and_dinar_projects_are_explained_in_a_note(
@@ -248,7 +248,7 @@ def test_without_financial_access_an_amount_is_sent_only_with_decimals_the_user_
     assert result.notes[0] == note
     uploaded = run_upload(path, settings)  # the same check before sending
     assert uploaded.counts["invalid"] == 3 and sandbox.milestones() == []
-    chosen = run_upload(path, settings, options=ParseOptions(currency_decimals=0, currency_decimals_given=True))
+    chosen = run_upload(path, replace(settings, currency_decimals=0, currency_decimals_given=True))
     assert chosen.counts == {**chosen.counts, "created": 2, "invalid": 1}  # the user said: no decimals
     assert sorted((m["title"], m["amount_in_cents"]) for m in sandbox.milestones()) == [("X", 1), ("Yen", 1500)]
     cents = make_schedule([good_row(1, workspace=1004)], name="cents")

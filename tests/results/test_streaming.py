@@ -114,29 +114,6 @@ def test_abandoning_leaves_no_file_anywhere(make_schedule: MakeSchedule, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["schedule.xlsx"]
 
 
-def test_the_switch_interval_is_short_while_writing_and_put_back_after(make_schedule: MakeSchedule,
-                                                                        tmp_path: Path) -> None:  # fmt: skip
-    import sys
-
-    raw = load_schedule(make_schedule([good_row(n) for n in range(3)]))
-    before = sys.getswitchinterval()
-    stream = StreamedResults(raw, [], tmp_path / "out.xlsx")
-    assert sys.getswitchinterval() == pytest.approx(importer.results.streaming.SWITCH_INTERVAL)
-    info = RunInfo(True, None, __import__("datetime").datetime.now())
-    stream.finish({r: Outcome(r, Status.VALID) for r in raw.frame.index.tolist()}, [], info)
-    assert sys.getswitchinterval() == pytest.approx(before)
-    other = StreamedResults(raw, [], tmp_path / "other.xlsx")
-    other.abandon()
-    other.abandon()
-    assert sys.getswitchinterval() == pytest.approx(before)
-    first = StreamedResults(raw, [], tmp_path / "first.xlsx")
-    second = StreamedResults(raw, [], tmp_path / "second.xlsx")  # two uploads in one process, overlapping
-    first.abandon()
-    assert sys.getswitchinterval() == pytest.approx(importer.results.streaming.SWITCH_INTERVAL)  # second still writes
-    second.abandon()
-    assert sys.getswitchinterval() == pytest.approx(before)
-
-
 def test_scratch_folders_of_runs_killed_long_ago_are_removed_and_no_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,9 +17,10 @@ from importer.schedule.loader import load_schedule
 from tests.conftest import MakeSchedule, good_row, read_results
 
 
-@pytest.fixture(autouse=True)
-def nothing_pending() -> None:
-    prefetch._pending = None  # a test before this one may have started a read it never claimed
+def _started(path: Path, sheet: str | None) -> prefetch.ReadAhead:
+    ahead = prefetch.start_prefetch(path, sheet)
+    assert ahead is not None
+    return ahead
 
 
 def _two_sheets(tmp_path: Path) -> Path:
@@ -39,49 +40,46 @@ def _two_sheets(tmp_path: Path) -> Path:
 def test_the_early_read_is_claimed_once_and_gives_the_same_schedule(make_schedule: MakeSchedule) -> None:
     path = make_schedule([good_row(n) for n in range(1, 30)])
     without = load_schedule(path)
-    prefetch.start_prefetch(path, None)
-    early = prefetch.claim(path, None)
+    ahead = prefetch.start_prefetch(path, None)
+    assert ahead is not None
+    early = ahead.claim(path, None)
     assert early is not None and early.sheet_name == "Billing"
     early.book.close()
-    assert prefetch.claim(path, None) is None  # claimed: gone
+    assert ahead.claim(path, None) is None  # claimed: gone
 
-    prefetch.start_prefetch(path, None)
-    with_early = load_schedule(path)
-    assert prefetch._pending is None  # the loader took it
+    ahead = prefetch.start_prefetch(path, None)
+    assert ahead is not None
+    with_early = load_schedule(path, read_ahead=ahead)
+    assert ahead.claim(path, None) is None  # the loader took it
     assert with_early.frame.equals(without.frame) and with_early.sheet == without.sheet
     assert with_early.issues == without.issues and with_early.notes == without.notes
 
 
 def test_not_used_for_another_sheet_or_file_or_a_changed_file(make_schedule: MakeSchedule, tmp_path: Path) -> None:
     path = make_schedule([good_row(1)])
-    prefetch.start_prefetch(path, None)
-    assert prefetch.claim(path, "Billing") is None  # started without --sheet, claimed with one
+    assert _started(path, None).claim(path, "Billing") is None  # started without --sheet, claimed with one
     other = make_schedule([good_row(2)], name="other")
-    prefetch.start_prefetch(path, None)
-    assert prefetch.claim(other, None) is None
-    prefetch.start_prefetch(path, None)
+    assert _started(path, None).claim(other, None) is None
+    ahead = _started(path, None)
     os.utime(path, ns=(1, 1))  # saved again in between (the mtime is part of what must match)
-    assert prefetch.claim(path, None) is None
+    assert ahead.claim(path, None) is None
     csv_path = make_schedule([good_row(3)], fmt="csv")
-    prefetch.start_prefetch(csv_path, None)
-    assert prefetch._pending is None  # CSV: nothing to read ahead
+    assert prefetch.start_prefetch(csv_path, None) is None  # CSV: nothing to read ahead
 
 
 def test_it_parses_the_sheet_the_loader_would_try_first(tmp_path: Path) -> None:
     path = _two_sheets(tmp_path)
-    prefetch.start_prefetch(path, None)
-    early = prefetch.claim(path, None)
+    early = _started(path, None).claim(path, None)
     assert early is not None and early.sheet_name == "Notes"  # the first visible sheet, as the loader tries
     early.book.close()
-    prefetch.start_prefetch(path, None)
-    raw = load_schedule(path)  # Notes has no header: the loader goes on to Billing with the same open book
+    ahead = _started(path, None)
+    raw = load_schedule(path, read_ahead=ahead)  # Notes has no header: on to Billing with the same open book
     assert raw.sheet == "Billing" and raw.frame.index.tolist() == [2]
-    prefetch.start_prefetch(path, "Billing")
-    early = prefetch.claim(path, "Billing")
+    assert ahead.claim(path, None) is None  # the loader took it
+    early = _started(path, "Billing").claim(path, "Billing")
     assert early is not None and early.sheet_name == "Billing"
     early.book.close()
-    prefetch.start_prefetch(path, "Nope")
-    assert prefetch.claim(path, "Nope") is None
+    assert _started(path, "Nope").claim(path, "Nope") is None
 
 
 def test_a_hostile_or_broken_file_is_left_to_the_loader(tmp_path: Path) -> None:
@@ -94,17 +92,9 @@ def test_a_hostile_or_broken_file_is_left_to_the_loader(tmp_path: Path) -> None:
     for path in (bomb, text):
         with pytest.raises(ScheduleError) as plain:
             load_schedule(path)
-        prefetch.start_prefetch(path, None)
         with pytest.raises(ScheduleError) as early:
-            load_schedule(path)
+            load_schedule(path, read_ahead=_started(path, None))
         assert str(early.value) == str(plain.value)
-
-
-def test_off_with_the_environment_variable(make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = make_schedule([good_row(1)])
-    monkeypatch.setenv("KANTATA_IMPORT_NO_PREFETCH", "1")
-    prefetch.start_prefetch(path, None)
-    assert prefetch._pending is None
 
 
 def test_the_cli_writes_the_same_results_with_and_without_it(
