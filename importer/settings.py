@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from importer.clock import SYSTEM_CLOCK, Clock
 from importer.errors import BadToken, ConfigError, MissingToken
 
 DEFAULT_BASE_URL = "https://api.mavenlink.com/api/v1"
@@ -148,6 +149,13 @@ class Settings:
     date_format: str | None = None
     currency_decimals: int = 2
     currency_decimals_given: bool = False
+    # The clocks every wait is timed by (importer.clock); a test hands in one that runs its windows at once.
+    clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
+    # A batch's "sending" line may be written this long before its request leaves (delivery/journal.py): a
+    # resume waits that much longer than writes_until for an interrupted run's requests.
+    sending_ahead: float = 2.0
+    settle_poll: float = 2.0  # seconds between look-ups while waiting for a request that may still be writing
+    hold_grace: float = 0.25  # seconds the others wait past a 429's hold for the held request to go first
 
     @property
     def writes_until(self) -> float:

@@ -408,7 +408,9 @@ def _sandbox(args: argparse.Namespace, held: list[Secret]) -> int:
     from importer import sandbox
 
     try:
-        sandbox.serve(host=args.host, port=args.port, db=args.db, faults=sandbox.faults_from_args(args))
+        sandbox.serve(
+            host=args.host, port=args.port, db=args.db, faults=sandbox.faults_from_args(args), invoiced=args.invoiced
+        )
     except OSError as exc:  # the port taken (helper-18 saw exit 70, "a bug"): the user's to mend
         raise ConfigError(f"the sandbox cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose "
                           "another --port (0 picks a free one)") from exc  # fmt: skip

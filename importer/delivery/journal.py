@@ -10,26 +10,24 @@ path; it is removed when a run ends with every row settled, and kept (for the ne
 stops early.
 
 Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out (at
-most SENDING_AHEAD seconds before). It carries the wall-clock time and, on Linux, the boot id and the seconds
-since boot: a resume in the same boot times its wait by that clock, which no clock change moves. A "left"
-line (flushed) follows as the request leaves: in the same boot, a row journalled with none never left, and a
+most Settings.sending_ahead seconds before). It carries the wall-clock time and, on Linux, the boot id and the
+seconds since boot: a resume in the same boot times its wait by that clock, which no clock change moves. A
+"left" line (flushed) follows as the request leaves: in the same boot, a row journalled with none never left, and a
 resume does not wait for it (`tells_left`).
 A "created" line is not fsynced: should it be lost (power loss), the row counts as in flight on resume, and the
 look-up that settles in-flight rows finds it in Kantata at once, so nothing waits and nothing is sent twice.
-Skipping that fsync (1 ms under load, taken while the other threads wait) saves a slot's worth of time per
-answer. A torn last line (power loss mid-write) is ignored. Writes from several sending threads are serialised
-by the journal's own lock.
+Skipping that fsync, taken while the other threads wait, saves a slot's worth of time per answer. A torn last
+line (power loss mid-write) is ignored. Writes from several sending threads are serialised by the journal's own
+lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -37,64 +35,52 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from importer.clock import SYSTEM_CLOCK, Clock
 from importer.errors import ConfigError, JournalNotWritten
 from importer.kantata import Item
 from importer.outcomes import Outcome, Status
+from importer.settings import Settings
 
 # A batch's "sending" line is written (and fsynced) before its thread waits for a slot, so that the fsync
-# overlaps the wait instead of holding the slot (2 ms of every 110 ms request cycle at 100 ms latency); a POST
-# that leaves later than this after its line writes a fresh one first. So every request leaves within
-# SENDING_AHEAD of a "sending" line of its rows, and a resume waits that much longer than Settings.writes_until
-# (connecting, then the server's own limit) for the requests of an interrupted run (pipeline._settle_in_flight).
-# At answer times of seconds a spare thread's wait often passes this, and its batch is journalled twice: 1 ms more.
-SENDING_AHEAD = 2.0
+# overlaps the wait instead of holding the slot; a POST that leaves later than Settings.sending_ahead after its
+# line writes a fresh one first. So every request leaves within that much of a "sending" line of its rows, and a
+# resume waits that much longer than Settings.writes_until (connecting, then the server's own limit) for the
+# requests of an interrupted run (delivery/settle.py). At answer times of seconds a spare thread's wait often
+# passes it, and its batch is journalled twice, which costs one more line.
+SENDING_AHEAD = Settings().sending_ahead  # the default, for callers that have no Settings
 
 VERSION = 2  # 2: the digest hashes the validated rows column-wise (1 hashed each request body)
 
 
-@functools.cache  # (one per boot: read once)
-def boot_id() -> str | None:
-    """This boot's id (Linux), or None: a "sending" line's time since boot means something only in the same boot."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
-    except OSError:
-        return None
-
-
-def _since_boot() -> float | None:
-    """Seconds since boot, suspends included (CLOCK_BOOTTIME): unlike the wall clock, no NTP step or clock change
-    moves it. None where there is no such clock."""
-    clock = getattr(time, "CLOCK_BOOTTIME", None)
-    return time.clock_gettime(clock) if clock is not None and boot_id() is not None else None
-
-
-def clocks() -> dict[str, Any]:
+def clocks(clock: Clock) -> dict[str, Any]:
     """When a line is written: the wall clock, and in this boot the seconds since boot (with the boot's id)."""
-    entry: dict[str, Any] = {"at": time.time()}
-    if (up := _since_boot()) is not None:
-        entry |= {"boot": boot_id(), "up": up}
+    entry: dict[str, Any] = {"at": clock.now()}
+    if (boot := clock.boot()) is not None:
+        entry |= {"boot": boot[0], "up": boot[1]}
     return entry
 
 
-def seconds_since(entry: dict[str, Any]) -> float:
+def seconds_since(entry: dict[str, Any], clock: Clock) -> float:
     """Seconds since a line stamped by `clocks()`: by the clock since boot when it was written in this boot, so
     that a wall clock stepped forward (NTP, a user's change) does not cut short a wait for its requests, nor one
     stepped back lengthen it; else by the wall clock, and at least 0."""
-    if entry.get("up") is not None and entry.get("boot") == boot_id() and (now := _since_boot()) is not None:
-        return max(0.0, now - float(entry["up"]))
-    return max(0.0, time.time() - float(entry.get("at") or 0))
+    boot = clock.boot()
+    if entry.get("up") is not None and boot is not None and entry.get("boot") == boot[0]:
+        return max(0.0, boot[1] - float(entry["up"]))
+    return max(0.0, clock.now() - float(entry.get("at") or 0))
 
 
-def tells_left(entry: dict[str, Any]) -> bool:
+def tells_left(entry: dict[str, Any], clock: Clock) -> bool:
     """Whether a "sending" line can be trusted to have a "left" line after it if its request left, so that
     without one it never left, and a resume need not wait for it (a kill -9 leaves a batch or two journalled
-    ahead of their slot: waiting out their window cost every such resume minutes, Settings.writes_until).
+    ahead of their slot, and waiting out their window, Settings.writes_until, would cost every such resume minutes).
 
     A "left" line is written, flushed but not fsynced, before the request leaves (a write that fails stops it
     leaving). Flushed, it is in the kernel's cache: no kill of the process loses it, only a crash of the
     machine, which starts another boot. So the line is trusted only in the boot it was written in, and only
     from a version that writes "left" lines; else every request journalled counts as gone."""
-    return entry.get("tells") == "left" and entry.get("boot") is not None and entry.get("boot") == boot_id()
+    boot = clock.boot()
+    return entry.get("tells") == "left" and boot is not None and entry.get("boot") == boot[0]
 
 
 def _lock(fh: IO[str], path: Path) -> None:
@@ -119,8 +105,8 @@ def journal_path(output: Path) -> Path:
 def schedule_digest(rows: pd.DataFrame, sent: Sequence[int]) -> str:
     """Identity of what is being imported: the validated rows (values, columns, row numbers) and which of them
     are sent (`sent`: their row numbers). Keys and bodies are made from exactly these (kantata/keys.py), so this
-    names them as well as hashing every body would, column-wise: pandas' hash_pandas_object takes 0.08 s for
-    100k rows where encoding each body took 0.5 s, all of it before the first request could leave. Needing no
+    names them as well as hashing every body would, and column-wise (pandas' hash_pandas_object) it costs a
+    fraction of encoding each body, all of which would come before the first request could leave. Needing no
     body, it can be taken before they are built."""
     h = hashlib.sha256()
     h.update(json.dumps([VERSION, [str(c) for c in rows.columns], [str(t) for t in rows.dtypes]]).encode())
@@ -130,8 +116,9 @@ def schedule_digest(rows: pd.DataFrame, sent: Sequence[int]) -> str:
 
 
 class Journal:
-    def __init__(self, path: Path, digest: str) -> None:
+    def __init__(self, path: Path, digest: str, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = path
+        self.clock = clock
         self.digest = digest
         self.sent_before: set[int] = set()  # rows an interrupted run of this same import sent (or created)
         self.in_flight: set[int] = set()  # of those, the ones whose answer it never saw
@@ -141,9 +128,9 @@ class Journal:
         self._failed: JournalNotWritten | None = None  # a write failed: no batch may leave any more
 
     @classmethod
-    def open(cls, path: Path, digest: str) -> Journal:
+    def open(cls, path: Path, digest: str, clock: Clock = SYSTEM_CLOCK) -> Journal:
         """Resume the journal of the same import (`schedule_digest`) if there is one; otherwise start a new one."""
-        journal = cls(path, digest)
+        journal = cls(path, digest, clock)
         try:
             fh = path.open("a", encoding="utf-8")  # not "w": another run may hold it, and must not lose it
         except OSError as exc:
@@ -189,7 +176,7 @@ class Journal:
             rows = [int(r) for r in entry.get("rows") or ()]
             if kind == "sending":
                 sent.update(rows)
-                if not tells_left(entry):
+                if not tells_left(entry, self.clock):
                     untold.update(rows)
                 # Lines are in the order written: the last one decides (a run on another machine may follow).
                 self.last_sent = entry
@@ -201,17 +188,17 @@ class Journal:
                 untold.difference_update(rows)
             elif kind == "outcome" and entry.get("status") == Status.CREATED.value:
                 created.add(int(entry["row"]))
-        went = sent & (left | untold)  # a row journalled that provably never left was not sent (helper-22)
+        went = sent & (left | untold)  # a row journalled that provably never left was not sent
         self.in_flight = went - created
         return went | created
 
     def sending(self, items: Sequence[Item]) -> None:
-        """Called before a batch goes out (within SENDING_AHEAD): from then on, Kantata may hold these rows
+        """Called before a batch goes out (within Settings.sending_ahead): from then on, Kantata may hold these rows
         because of this import. Raises JournalNotWritten, once any write has failed: the batch must not leave,
         for a re-run would not know to wait for it (and a line after a torn one may be lost with it)."""
         if self._failed is not None:
             raise self._failed
-        self._write([{"kind": "sending", "rows": [i.row for i in items], "tells": "left", **clocks()}])
+        self._write([{"kind": "sending", "rows": [i.row for i in items], "tells": "left", **clocks(self.clock)}])
 
     def left(self, items: Sequence[Item]) -> None:
         """Called as a request of these rows leaves (`tells_left`); raises JournalNotWritten, and then the
@@ -220,7 +207,7 @@ class Journal:
 
     def since_last_sent(self) -> float:
         """Seconds since the previous run's last "sending" line (`seconds_since`)."""
-        return seconds_since(self.last_sent)
+        return seconds_since(self.last_sent, self.clock)
 
     def withdrawn(self, items: Sequence[Item]) -> None:
         """Called when a stop cancelled rows whose every request so far was answered (429) or never left: they
@@ -247,8 +234,8 @@ class Journal:
                 self._fh.flush()
                 fd = self._fh.fileno()
             if durable:  # outside the lock: a "left" line, written while its request holds a slot, does not wait
-                os.fsync(fd)  # for another batch's fsync (a 20k upload was 7 % slower so)
-        except OSError as exc:  # a full disk, the folder made read-only: not a bug (it was exit 70)
+                os.fsync(fd)  # for another batch's fsync
+        except OSError as exc:  # a full disk, the folder made read-only: not a bug, so not exit 70
             with self._write_lock:
                 self._failed = self._failed or JournalNotWritten(self.path, exc)
             raise self._failed from None

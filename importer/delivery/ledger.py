@@ -3,10 +3,10 @@
 The journal (journal.py) resumes one schedule into one results workbook. But a killed run's requests may still
 be writing at Kantata when the next run starts with the schedule edited, a row added, rows reordered, or another
 `--output` (a timestamped results name): that run has no journal to go by, looks its keys up, misses the rows
-still being written, and sends them again (helper-18 made 200-300 duplicates so). The ledger records the *keys*
+still being written, and sends them again. The ledger records the *keys*
 of every batch before it leaves (fsynced, timed by the same clocks as the journal) and that they settled when
 their answer comes; every upload waits for the keys of its plan that the ledger shows may still be written, as
-a resume waits for its journal's rows (pipeline._settle_in_flight).
+a resume waits for its journal's rows (delivery/settle.py).
 
 One file for every schedule and account (`inflight.jsonl` in the state folder, `Settings.state_dir`), its lines
 tagged with the base URL. It is never replaced, only appended to and, at a run's start, rewritten in place with
@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from importer.clock import SYSTEM_CLOCK, Clock
 from importer.delivery.journal import clocks, seconds_since, tells_left
 from importer.errors import JournalNotWritten
 from importer.kantata import ImportKey, Item
@@ -64,8 +65,9 @@ def _text(key: ImportKey) -> str:
 class Ledger:
     """This run's view of the keys that may still be written at `base_url`, and its own lines."""
 
-    def __init__(self, path: Path, base_url: str, window: float) -> None:
+    def __init__(self, path: Path, base_url: str, window: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = path
+        self.clock = clock
         self.url = base_url
         self.window = window  # seconds a request may go on writing after its "sending" line
         self.live: dict[str, float] = {}  # key text -> seconds it may still be written (other runs, earlier runs)
@@ -80,10 +82,10 @@ class Ledger:
         self._told = False  # a "sending" line was written (or tried): a "left" line must follow what leaves
 
     @classmethod
-    def open(cls, base_url: str, window: float, folder: Path) -> Ledger | None:
+    def open(cls, base_url: str, window: float, folder: Path, clock: Clock = SYSTEM_CLOCK) -> Ledger | None:
         """Read (and prune) the ledger in the state folder `folder`; None when that cannot be written (a read-only
         home): the journal still guards a re-run of the same schedule and results workbook."""
-        ledger = cls(folder / FILE_NAME, base_url, window)
+        ledger = cls(folder / FILE_NAME, base_url, window, clock)
         try:
             ledger.path.parent.mkdir(parents=True, exist_ok=True)
             fh = ledger.path.open("a+", encoding="utf-8")
@@ -127,10 +129,10 @@ class Ledger:
             url = str(entry.get("url"))
             keys = [(url, str(key)) for key in entry.get("keys") or ()]
             if entry.get("kind") == "sending":
-                left = float(entry.get("window") or self.window) - seconds_since(entry)
+                left = float(entry.get("window") or self.window) - seconds_since(entry, self.clock)
                 entries.append(entry)
                 sent.update((k, (left, len(entries) - 1)) for k in keys)
-                if not tells_left(entry):
+                if not tells_left(entry, self.clock):
                     gone.update(keys)
             elif entry.get("kind") == "left":  # (a marker as its own kind: written by no release)
                 gone.update(keys)
@@ -168,7 +170,7 @@ class Ledger:
             # not be written from the start holds no line of this run's: it guards nothing, and stops nothing.)
             self._told |= self._fh is not None
         self._write({"kind": "sending", "url": self.url, "window": self.window, "tells": "left",
-                     "keys": [_text(i.key) for i in items], **clocks()}, durable=True)  # fmt: skip
+                     "keys": [_text(i.key) for i in items], **clocks(self.clock)}, durable=True)  # fmt: skip
 
     def left(self, items: Sequence[Item]) -> None:
         """A request of these keys leaves (journal.tells_left). Raises JournalNotWritten when that cannot be
@@ -176,9 +178,9 @@ class Ledger:
 
         Said by a "sending" line without "tells" (flushed, not fsynced), not by a line of its own kind: a version
         before "left" lines keeps every "sending" line when it prunes the file, and would have dropped such a
-        line, leaving the flagged one to say that the request never left (helper-22: 15 duplicates of 20)."""
+        line, leaving the flagged one to say that the request never left, and its rows to be sent twice."""
         self._write({"kind": "sending", "url": self.url, "window": self.window,
-                     "keys": [_text(i.key) for i in items], **clocks()}, durable=False)  # fmt: skip
+                     "keys": [_text(i.key) for i in items], **clocks(self.clock)}, durable=False)  # fmt: skip
         if self.broken and self._told:
             raise JournalNotWritten(self.path, self._failure or OSError("not written"), what=LEDGER)
 
@@ -198,7 +200,7 @@ class Ledger:
 
     def _write(self, entry: dict[str, Any], *, durable: bool) -> None:
         """Append a line. It starts with a line break too: a line torn by another run (its disk full, its power
-        cut) ends there instead of swallowing this one (helper-20); the reader skips the empty line. A write
+        cut) ends there instead of swallowing this one; the reader skips the empty line. A write
         that fails (a full disk) leaves the run without a ledger, as a read-only home does; what this run said
         would leave then does not (`left`). The fsync is outside the locks: a "left" line, written while its
         request holds a slot, does not wait for another batch's fsync."""
@@ -240,7 +242,7 @@ class Ledger:
 
     def close(self) -> None:
         """When every key this run sent has settled and no other run appended meanwhile, its lines are cut off
-        again: a 100k-row upload writes 6.5 MB of them, which the next run would read and prune (0.18 s)."""
+        again: a large upload writes megabytes of them, which the next run would otherwise read and prune."""
         with self._lock:
             fh, self._fh = self._fh, None
             if fh is None:
@@ -259,8 +261,8 @@ class Ledger:
 @contextlib.contextmanager
 def one_upload_to(base_url: str, say: Callable[[str], None], state_dir: Path) -> Iterator[None]:
     """One upload at a time to one Kantata account (base URL), the next waiting for the one before: two at once
-    both look their keys up, find nothing, and both send the rows they share (helper-18: 6000 milestones for
-    3000; helper-20: 48 duplicates from a schedule and its copy with one row added). Serialised, the second
+    both look their keys up, find nothing, and both send the rows they share (the same schedule to two results
+    workbooks, or a schedule and its copy with one row added). Serialised, the second
     finds what the first created. Two at once would also double the load Kantata asks to keep to a few
     requests. A Ctrl-C ends the wait (nothing was sent)."""
     folder = state_dir / "running"

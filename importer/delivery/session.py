@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from importer.delivery.journal import SENDING_AHEAD, Journal
+from importer.delivery.journal import Journal
 from importer.delivery.ledger import Ledger
 from importer.delivery.planner import Plan, plan
 from importer.delivery.recorder import OnOutcomes, Recorder
@@ -77,8 +77,9 @@ class Delivery:
     ) -> Delivered:
         """Carry the rows out exactly once. `unanswered`: a question asked before this (the currencies) that
         failed; nothing is sent then, and every row not found is `not_sent`."""
-        journal = Journal.open(journal_file, digest)
-        ledger = Ledger.open(self.account, SENDING_AHEAD + self.settings.writes_until, self.settings.state_dir)
+        journal = Journal.open(journal_file, digest, self.settings.clock)
+        window = self.settings.sending_ahead + self.settings.writes_until  # a request's rows may still be written
+        ledger = Ledger.open(self.account, window, self.settings.state_dir, self.settings.clock)
         currencies = Currencies(self.client, projects if to_send.rows else [])
         notes: list[str] = []
         stopped: ImporterError | None = None

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
-from importer.delivery.journal import SENDING_AHEAD, Journal
+from importer.delivery.journal import Journal
 from importer.delivery.ledger import Ledger
-from importer.delivery.upload import SETTLE_POLL
 from importer.kantata import ImportKey, Item, KantataClient
 from importer.settings import Settings
 
@@ -23,16 +21,17 @@ def settle_in_flight(
 ) -> None:
     """Rows an interrupted run sent without seeing the answer may still be being written at Kantata (a request
     can write for Settings.writes_until seconds after it left): wait for them rather than send them again and
-    create them twice. They are looked up every SETTLE_POLL seconds until they are all there or that much time
-    has passed since the last request can have left (SENDING_AHEAD after the last "sending" line); what is still
-    missing then was never written, and is sent. What it finds goes into `existing` as it comes, so that a stop
-    meanwhile (Ctrl-C) still reports those rows.
+    create them twice. They are looked up every Settings.settle_poll seconds until they are all there or that
+    much time has passed since the last request can have left (Settings.sending_ahead after the last "sending"
+    line); what is still missing then was never written, and is sent. What it finds goes into `existing` as it
+    comes, so that a stop meanwhile (Ctrl-C) still reports those rows.
 
     The same holds for keys the ledger shows sent by any run without an answer (this schedule since edited,
     another results workbook, another upload): each is waited for until its own request can no longer write."""
-    now = time.monotonic()  # from here on, no clock change moves a deadline
+    clock = settings.clock
+    now = clock.monotonic()  # from here on, no clock change moves a deadline
     until: dict[ImportKey, float] = {}  # key -> when Kantata can no longer be writing it
-    wait = SENDING_AHEAD + settings.writes_until - journal.since_last_sent()
+    wait = settings.sending_ahead + settings.writes_until - journal.since_last_sent()
     if wait > 0:
         until.update((i.key, now + wait) for i in items if i.row in journal.in_flight)
     for key, left in (ledger.waits_for(items) if ledger is not None else {}).items():
@@ -43,10 +42,10 @@ def settle_in_flight(
         say(f"{len(pending)} rows an interrupted run sent are not in Kantata yet, and its requests may still be "
             f"running: waiting up to {longest:.0f} s for them, so that nothing is created twice")  # fmt: skip
     while pending:
-        time.sleep(min(SETTLE_POLL, max(0.0, max(until[i.key] for i in pending) - time.monotonic())))
-        began = time.monotonic()
+        clock.sleep(min(settings.settle_poll, max(0.0, max(until[i.key] for i in pending) - clock.monotonic())))
+        began = clock.monotonic()
         more = client.find_existing(i.key for i in pending)
         existing.update(more)
         # A key is given up only after a look-up that began once its request could no longer write
-        # (helper-20: dropped by the time the look-up ended, a row written just before could be sent again).
+        # (dropped by the time the look-up ended, a row written just before it ended could be sent again).
         pending = [i for i in pending if i.key not in more and until[i.key] >= began]

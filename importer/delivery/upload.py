@@ -21,32 +21,30 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Collection, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from importer.delivery.journal import SENDING_AHEAD
 from importer.delivery.planner import Plan
 from importer.delivery.recorder import Recorder
 from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted, JournalNotWritten, TokenRejected
 from importer.kantata import Cancelled, Item, KantataClient, OutcomeUnknown
 from importer.outcomes import Outcome, Status
+from importer.settings import Settings
 
 # Sending threads per request allowed in flight (the client's limiter still lets only `concurrency` requests
-# out at once). A thread whose answer came back spends 4-8 ms on it outside its slot (reading the JSON,
-# journalling, handing the rows to the results writer); a second thread, its batch ready, takes the slot at
-# once instead of after that. Interleaved 100k uploads at 100 ms latency: sending 30.8 s -> 29.0 s (2 rounds
-# each, benchmarks/README.md).
+# out at once). A thread whose answer came back spends a few milliseconds on it outside its slot (reading the
+# JSON, journalling, handing the rows to the results writer); a second thread, its batch ready, takes the slot
+# at once instead of after that (benchmarks/README.md has the figures).
 SENDERS_PER_SLOT = 2
-SETTLE_POLL = 2.0  # seconds between look-ups while waiting for a request that may still be writing
+SETTLE_POLL = Settings().settle_poll  # the default, for callers that have no Settings
 
 
 @dataclass(slots=True)
 class _Try:
-    """One POST of a batch: when its rows' "sending" line was written (time.monotonic), and when it left."""
+    """One POST of a batch: when its rows' "sending" line was written (Settings.clock.monotonic), and when it left."""
 
     journalled: float
     left: float | None = None  # None: it never left (cancelled, or refused before a slot)
@@ -83,6 +81,7 @@ class Uploader:
         recorder: Recorder | None = None,
     ) -> None:
         self.client = client
+        self._clock = client.settings.clock
         self.outcomes: dict[int, Outcome] = {}
         self._recorder = recorder if recorder is not None else Recorder([], [])
         self.refused = 0
@@ -103,8 +102,8 @@ class Uploader:
         Kantata has are reported `created`, as an uninterrupted run would have, rather than `exists`."""
         try:
             self._send_all(plan, sent_before)
-        except KeyboardInterrupt:  # the first Ctrl-C, before the sending began or in its clean-up (helper-21 saw
-            self._stop_with(Interrupted())  # it escape run_upload, and the workbook lost): nothing is on the wire
+        except KeyboardInterrupt:  # the first Ctrl-C, before the sending began or in its clean-up: escaping
+            self._stop_with(Interrupted())  # run_upload, it would lose the workbook; nothing is on the wire
         return self._result(plan)
 
     def _send_all(self, plan: Plan, sent_before: Collection[int]) -> None:
@@ -136,8 +135,8 @@ class Uploader:
     def _result(self, plan: Plan) -> UploadResult:
         stopped = self._stop
         reason = f"not sent: {stopped}" if stopped else "not sent"
-        # A row sent whose answer never came (nor a look-up that found it) may be in Kantata after all (helper-18
-        # found 600 such rows there): still not_sent, the status a re-run settles, but not said to be unsent.
+        # A row sent whose answer never came (nor a look-up that found it) may be in Kantata after all: still
+        # not_sent, the status a re-run settles, but not said to be unsent.
         unknown = (
             f"sent, and the run stopped ({stopped}) before Kantata confirmed it: it may have been created; "
             "run the same command again, which looks it up and sends it only if Kantata does not have it"
@@ -182,22 +181,22 @@ class Uploader:
 
     def _journal_ahead(self, batch: Sequence[Item]) -> _Try:
         """Before the slot wait: the recorder's `sending` (the journal's fsync) overlaps it, not holding the slot."""
-        this_try = _Try(time.monotonic())
+        this_try = _Try(self._clock.monotonic())
         self._recorder.sending(batch)  # not under self._lock: its fsync holds up no thread recording answers
         return this_try
 
     def _sending(self, batch: Sequence[Item], this_try: _Try) -> None:
         """Just before a POST leaves: from now on Kantata may hold these rows. Their "sending" line was written
-        before the slot wait; if that was longer ago than journal.SENDING_AHEAD (a long wait, a retry after a
+        before the slot wait; if that was longer ago than Settings.sending_ahead (a long wait, a retry after a
         backoff), it is written again now. Then the recorder's `left` says that it leaves (journal.tells_left)."""
-        now = time.monotonic()
-        if now - this_try.journalled > SENDING_AHEAD:
+        now = self._clock.monotonic()
+        if now - this_try.journalled > self.client.settings.sending_ahead:
             this_try.journalled = now
             self._recorder.sending(batch)  # (raising JournalNotWritten, the try does not leave: not yet `_sent`)
         self._recorder.left(batch)  # the same
         with self._sent_lock:
             self._sent.update(i.row for i in batch)
-        this_try.left = time.monotonic()
+        this_try.left = self._clock.monotonic()
 
     def _withdrawn(self, batch: Sequence[Item]) -> None:
         """A stop cancelled these rows before any request of theirs could write: none is in flight any more."""
@@ -292,17 +291,18 @@ class Uploader:
             self.send(remaining[half:])
 
     def _awaited(self, items: list[Item], until: float) -> list[Item]:
-        """A request that got no answer may still be writing: its rows are looked up (every SETTLE_POLL seconds
-        at most) until they are all there or `until` (time.monotonic) has passed: Settings.writes_until after it
-        left, when Kantata no longer writes for it (a resumed run waits the same: pipeline._settle_in_flight).
-        Only what is missing then is sent again. A stop ends the wait with Cancelled: the rows stay in flight,
-        for the next run to settle."""
-        pause = 0.1  # doubling up to SETTLE_POLL: a request that was about to finish is found at once
-        while items and (left := until - time.monotonic()) > 0:
-            if self.client.cancel.wait(min(pause, left)):
+        """A request that got no answer may still be writing: its rows are looked up (every Settings.settle_poll
+        seconds at most) until they are all there or `until` (Settings.clock.monotonic) has passed:
+        Settings.writes_until after it left, when Kantata no longer writes for it (a resumed run waits the same:
+        delivery/settle.py). Only what is missing then is sent again. A stop ends the wait with Cancelled: the
+        rows stay in flight, for the next run to settle."""
+        poll = self.client.settings.settle_poll
+        pause = min(0.1, poll)  # doubling up to settle_poll: a request that was about to finish is found at once
+        while items and (left := until - self._clock.monotonic()) > 0:
+            if self._clock.wait(self.client.cancel, min(pause, left)):
                 raise Cancelled
             items = self._created_by_lookup(items)
-            pause = min(pause * 2, SETTLE_POLL)
+            pause = min(pause * 2, poll)
         return items
 
     def _created_by_lookup(self, items: Sequence[Item]) -> list[Item]:

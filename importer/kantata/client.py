@@ -24,6 +24,7 @@ import requests
 import urllib3
 
 from importer import __version__
+from importer.clock import Clock
 from importer.errors import UNRESOLVED, ApiUnavailable, TokenRejected
 from importer.kantata.concurrency import Cancelled, Limiter
 from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
@@ -204,7 +205,7 @@ class StoryInfo:
     workspace_id: int | None
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: requests.Response, clock: Clock) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -212,7 +213,7 @@ def _retry_after(response: requests.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            return max(0.0, parsedate_to_datetime(value).timestamp() - clock.now())
         except (TypeError, ValueError):
             return None
 
@@ -236,7 +237,6 @@ class KantataClient:
         token: Secret,
         *,
         session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         if session is None:
@@ -246,7 +246,7 @@ class KantataClient:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
         self.session = session
-        self.limiter = Limiter(settings.concurrency)
+        self.limiter = Limiter(settings.concurrency, hold_grace=settings.hold_grace)
         self.cancel = threading.Event()  # set by the uploader when the run stops: no more POSTs (GETs still go)
         self.session.auth = BearerAuth(token)
         self.session.trust_env = False  # no ~/.netrc, no proxy variables surprising a finance laptop
@@ -254,7 +254,7 @@ class KantataClient:
         self.stats = Stats()
         self._workspace_cache: dict[int, WorkspaceInfo | None] = {}
         self._story_cache: dict[int, StoryInfo | None] = {}
-        self._sleep = sleep
+        self._clock = settings.clock
         self._timeout = (settings.connect_timeout, settings.read_timeout)
 
     def close(self) -> None:
@@ -265,20 +265,17 @@ class KantataClient:
     ) -> None:
         """Sleep before try `attempt + 1`: Retry-After when given, else full-jitter exponential backoff. With
         `cancel`, the wait ends early with Cancelled when that event is set (the run, or the look-up, stopped)."""
-        delay = _retry_after(response) if response is not None else None
+        delay = _retry_after(response, self._clock) if response is not None else None
         if delay is None:
             delay = random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2**attempt))
         self.stats.count("retries")
         delay = min(delay, self.settings.backoff_cap * 4)
         if response is not None and response.status_code == 429:
             self.limiter.hold(delay)  # Kantata limits the account: every request waits, this one goes first
-        if cancel is not None and self._sleep is time.sleep:
-            if cancel.wait(delay):  # a sleep that a stop cuts short
-                raise Cancelled
-        else:
-            self._sleep(delay)  # (or the sleep a test handed in)
-            if cancel is not None and cancel.is_set():
-                raise Cancelled
+        if cancel is None:
+            self._clock.sleep(delay)
+        elif self._clock.wait(cancel, delay):  # a sleep that a stop cuts short
+            raise Cancelled
 
     def _url(self, path: str) -> str:
         return f"{self.settings.base_url}/{path.lstrip('/')}"

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from importer.settings import MAX_CONCURRENCY
+from importer.settings import MAX_CONCURRENCY, Settings
 
 GROW_AFTER = 20  # successes in a row before one more request may be in flight
-HOLD_GRACE = 0.25  # seconds the others wait past a hold for the request that was held to go first
+HOLD_GRACE = Settings().hold_grace  # the default: seconds the others wait past a hold for the held request
 
 
 class Cancelled(Exception):
@@ -32,7 +32,7 @@ class Cancelled(Exception):
 class Limiter:
     """A semaphore whose size shrinks on 429 and grows back slowly; shared by every thread of one client."""
 
-    def __init__(self, maximum: int, *, grow_after: int = GROW_AFTER) -> None:
+    def __init__(self, maximum: int, *, grow_after: int = GROW_AFTER, hold_grace: float = HOLD_GRACE) -> None:
         if not 1 <= maximum <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
         self.maximum = maximum
@@ -40,10 +40,13 @@ class Limiter:
         self.lowest = maximum  # the lowest limit this run came down to, for the summary
         self.decreases = 0
         self._grow_after = grow_after
+        self._hold_grace = hold_grace
         self._active = 0
         self._successes = 0
         self._generation = 0  # bumped at every decrease
-        self._held_until = 0.0  # time.monotonic(): no request but the holder's leaves before (a 429's wait)
+        # No request but the holder's leaves before this (a 429's wait). By the real clock, time.monotonic, not
+        # Settings.clock: the condition's timed waits that end a hold are real ones.
+        self._held_until = 0.0
         self._holder: int | None = None  # the thread told to wait, until it takes its next slot
         self._cond = threading.Condition()
 
@@ -59,7 +62,7 @@ class Limiter:
                 if self._holder == me:  # back from its wait: it goes first, then the others may follow
                     self._holder = None
                     self._cond.notify_all()
-                elif (held := self._held_until + (HOLD_GRACE if self._holder else 0.0) - time.monotonic()) > 0:
+                elif (held := self._held_until + (self._hold_grace if self._holder else 0.0) - time.monotonic()) > 0:
                     self._cond.wait(held)
                     continue
                 if self._active < self.limit:
@@ -76,7 +79,7 @@ class Limiter:
 
     def hold(self, seconds: float) -> None:
         """The calling thread's request was answered 429 and waits `seconds` before its next try: no other
-        request leaves meanwhile, nor before that try (HOLD_GRACE at most after the wait)."""
+        request leaves meanwhile, nor before that try (`hold_grace` at most after the wait)."""
         with self._cond:
             self._held_until = max(self._held_until, time.monotonic() + seconds)
             self._holder = threading.get_ident()

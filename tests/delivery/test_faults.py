@@ -117,11 +117,12 @@ def run_scenario(
     for row in rows:
         ws.append(row)
     wb.save(path)
-    # A re-run waits connect_timeout + server_timeout (+ journal.SENDING_AHEAD) for rows a stopped run left in
-    # doubt: 1 + 5 s here; the defaults, 10 + 180 s, would make one such re-run take minutes.
+    # A re-run waits sending_ahead + connect_timeout + server_timeout for rows a stopped run left in doubt, and
+    # a dropped request's rows are looked up for the last two after it left: 0.2 + 0.2 + 1 s here (the late
+    # writes come 0.3 s after a drop), looking every 0.1 s; the defaults would make one such re-run take minutes.
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=batch_size, max_attempts=8,
-                        backoff_base=0.002, backoff_cap=0.05, concurrency=concurrency, connect_timeout=1,
-                        server_timeout=5)  # fmt: skip
+                        backoff_base=0.002, backoff_cap=0.05, concurrency=concurrency, connect_timeout=0.2,
+                        server_timeout=1, sending_ahead=0.2, settle_poll=0.1)  # fmt: skip
     result = run_upload(path, settings, output=folder / "results.xlsx")
     runs = 1
     while result.stopped is not None and runs < MAX_RUNS:
@@ -181,20 +182,24 @@ def test_a_create_slower_than_the_read_timeout_is_waited_for_and_not_sent_twice(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client stops waiting for an answer after read_timeout (1 s); Kantata goes on and writes the batch
-    (2 s in). Its rows are looked up until server_timeout after the request left, and found: never sent again."""
+    (1.3 s in). Its rows are looked up until server_timeout after the request left, and found: never sent
+    again."""
     create = sandbox._routes["POST /billing_milestones"]  # only creates are slow: look-ups answer at once
 
     def slow_create(*args: Any) -> Any:
-        time.sleep(2.0)
+        time.sleep(1.3)
         return create(*args)
 
     monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", slow_create)
     path = tmp_path / "s.csv"
     path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},1001\n" for n in range(20)))
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=2,
-                        read_timeout=1, connect_timeout=1, server_timeout=10)  # fmt: skip
+                        read_timeout=1, connect_timeout=1, server_timeout=10, settle_poll=0.1)  # fmt: skip
     result = run_upload(path, settings)
-    time.sleep(2.5)  # a second write of a batch sent again would land by now
+    deadline = time.monotonic() + 30
+    while sandbox.in_flight:  # a second write of a batch sent again lands by the time its request ends
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     titles = Counter(str(m["title"]) for m in sandbox.milestones())
     assert len(titles) == 20 and set(titles.values()) == {1}, titles.most_common(3)
     assert result.counts["created"] == 20 and result.exit_code == 0
@@ -206,13 +211,13 @@ def test_retries_exhausted_stop_the_run_with_exit_4_and_a_rerun_completes(sandbo
     sandbox.set_faults(fail_every=1)  # every POST fails
     path = tmp_path / "s.csv"
     path.write_text("title,amount_in_cents,workspace_id\n" + "".join(f"T{n},{n},1001\n" for n in range(120)))
-    # A 503 may follow a write, so the re-run waits for those rows before sending them: 1 + 1 s here.
+    # A 503 may follow a write, so the re-run waits for those rows before sending them: 0.2 + 0.2 + 1 s here.
     fast = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), max_attempts=3, backoff_base=0.001,
-                    connect_timeout=1, server_timeout=1)  # fmt: skip
+                    connect_timeout=0.2, server_timeout=1, sending_ahead=0.2, settle_poll=0.1)  # fmt: skip
     first = run_upload(path, fast)
     assert int(first.exit_code) == 4
     assert first.counts["not_sent"] == 120 and sandbox.milestones() == []
-    # Each was sent, and answered 503 (which may follow a write): not said to be unsent (helper-18)
+    # Each was sent, and answered 503 (which may follow a write): not said to be unsent
     assert all(o.errors and "may have been created" in o.errors[0] for o in first.outcomes.values())
 
     sandbox.set_faults(fail_every=0)
@@ -239,9 +244,8 @@ def test_token_refused_midway_stops_with_exit_3_without_touching_other_rows(
     # The first batch, plus at most one batch per sending thread: each may have sent its batch before the first
     # answer was recorded (and the token revoked), none a second one after.
     assert 10 <= created <= 10 * SENDERS_PER_SLOT * concurrency and created % 10 == 0
-    assert result.counts == {"valid": 0, "created": created, "exists": 0, "update": 0, "updated": 0,
-        "conflict": 0, "invalid": 0, "rejected": 0,
-                             "not_sent": 200 - created}  # fmt: skip
+    assert result.counts == {"valid": 0, "created": created, "exists": 0, "update": 0, "updated": 0, "conflict": 0,
+                             "invalid": 0, "rejected": 0, "not_sent": 200 - created}  # fmt: skip
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     assert {f"T{o.row - 2}": o.milestone_id for o in result.outcomes.values() if o.milestone_id} == ids
     # Each sending thread stops after its first refused request: the 20 batches are not all tried.
@@ -280,8 +284,8 @@ def test_a_journal_that_cannot_be_written_stops_the_sending_and_a_rerun_resumes(
                         server_timeout=2, connect_timeout=1)  # fmt: skip
     real_open = importer.delivery.journal.Journal.open
 
-    def open_on_a_disk_filling_up(path: Path, digest: str) -> importer.delivery.journal.Journal:
-        journal = real_open(path, digest)
+    def open_on_a_disk_filling_up(path: Path, digest: str, clock: Any) -> importer.delivery.journal.Journal:
+        journal = real_open(path, digest, clock)
         journal._fh = _FillsUp(journal._fh, 22)  # type: ignore[assignment]
         return journal
 
@@ -339,8 +343,8 @@ def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_
 
     real_open = importer.delivery.ledger.Ledger.open
 
-    def open_on_a_disk_filling_up(base_url: str, window: float, folder: Path) -> Any:
-        ledger = real_open(base_url, window, folder)
+    def open_on_a_disk_filling_up(base_url: str, window: float, folder: Path, clock: Any) -> Any:
+        ledger = real_open(base_url, window, folder, clock)
         assert ledger is not None and ledger._fh is not None
         ledger._fh = FillsUpAfterTheFirstLeft(ledger._fh)  # type: ignore[assignment]
         return ledger
@@ -482,13 +486,21 @@ def _journal_sendings(tmp_path: Path) -> int:
 
 
 def _killed_with_four_batches_at_kantata(
-    sandbox: Any, tmp_path: Path, *, latency: float, rows: int = 80
-) -> tuple[Path, float]:
-    """An upload killed (-9) once four batches of 10 are journalled and at "Kantata", which writes them `latency`
-    seconds after they arrived; the schedule, and a deadline for the rest of the test. Which four of the first
-    eight batches (one per sending thread, all waiting for the four slots) are at Kantata is up to the threads."""
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, rows: int = 80
+) -> tuple[Path, float, threading.Event]:
+    """An upload killed (-9) once four batches of 10 are journalled and at "Kantata", which writes them only once
+    the event returned is set (creates that arrive later are not held); the schedule, and a deadline for the
+    rest of the test. Which four of the first eight batches (one per sending thread, all waiting for the four
+    slots) are at Kantata is up to the threads."""
     sandbox.reset()
-    sandbox.set_faults(latency=latency)
+    written = threading.Event()
+    create = sandbox._routes["POST /billing_milestones"]
+
+    def held_create(*args: Any) -> Any:
+        written.wait(120)
+        return create(*args)
+
+    monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", held_create)
     path = _schedule(tmp_path, rows)
     proc = _cli(path, sandbox.url, "--concurrency", "4")
     deadline = time.monotonic() + 60
@@ -498,23 +510,23 @@ def _killed_with_four_batches_at_kantata(
     proc.kill()
     proc.communicate(timeout=60)
     assert len(sandbox.milestones()) == 0  # nothing written yet: all four batches are still at "Kantata"
-    return path, deadline
+    return path, deadline, written
 
 
 @pytest.mark.parametrize("change", ["none", "edit a row not sent", "another results workbook"])
 def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kantata(
-    sandbox: Any, tmp_path: Path, change: str
+    sandbox: Any, tmp_path: Path, change: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Killed with four batches on the wire, which Kantata is still writing (8 s each): a re-run at once must not
-    send them again. It finds them missing, waits, finds them written, and sends only the rest. So also when
-    the schedule was edited or the results go elsewhere (helper-18: the journal belongs to one schedule content
-    and one results workbook, and such a re-run sent them again, 200-300 duplicates of 1000); the ledger
-    (importer/ledger.py) keeps the keys in flight across both. (Reordered rows change the digest as an edit
-    does.) The four batches journalled ahead of their slot never left: the re-run does not wait for them (it
-    waited out their window, 2 + 10 + 5 s here, 192 s by default).
-    160 rows: the eight sending threads hold the first 80, any of which may be at Kantata (CI once saw row 79's
-    batch among the four), so the edited row is the last, whose batch no thread could take before the kill."""
-    path, deadline = _killed_with_four_batches_at_kantata(sandbox, tmp_path, latency=8.0, rows=160)
+    """Killed with four batches on the wire, which Kantata is still writing: a re-run at once must not send them
+    again. It finds them missing, waits, finds them written (Kantata writes them once the re-run says it
+    waits), and sends only the rest. So also when the schedule was edited or the results go elsewhere: the
+    journal belongs to one schedule content and one results workbook, and the ledger
+    (delivery/ledger.py) keeps the keys in flight across both. (Reordered rows change the digest as an edit
+    does.) The four batches journalled ahead of their slot never left: the re-run does not wait for them (nor
+    count them among the rows it waits for).
+    160 rows: the eight sending threads hold the first 80, any of which may be at Kantata, so the edited row is
+    the last, whose batch no thread could take before the kill."""
+    path, deadline, written = _killed_with_four_batches_at_kantata(sandbox, tmp_path, monkeypatch, rows=160)
     lines = path.read_text().splitlines(keepends=True)
     extra: tuple[str, ...] = ()
     if change == "edit a row not sent":
@@ -523,9 +535,24 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
         extra = ("-o", str(tmp_path / "schedule.results-2.xlsx"))
     path.write_text("".join(lines))
 
-    sandbox.set_faults(latency=0.0)  # the re-run is fast; the four requests still finish in their 8 s
     rerun = _cli(path, sandbox.url, "--concurrency", "4", *extra)
-    out, err = rerun.communicate(timeout=120)
+    said: list[str] = []
+
+    def watch() -> None:  # the four requests are written once the re-run has looked them up and waits
+        assert rerun.stderr is not None
+        for line in rerun.stderr:
+            said.append(line)
+            if "waiting up to" in line:
+                written.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        watcher.join(120)
+        rerun.communicate(timeout=60)  # (what is left: its stdout; and the pipes closed)
+    finally:
+        written.set()  # a re-run that did not wait: the killed run's requests land after it, as duplicates
+    err = "".join(said)
     assert rerun.returncode == 0, err
     while sandbox.in_flight:  # let the killed run's requests finish: only then can a duplicate show
         assert time.monotonic() < deadline + 60

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import importer.delivery.journal as journal_module
+from importer.clock import SYSTEM_CLOCK, Clock, boot_id
 from importer.delivery.journal import Journal, journal_path, schedule_digest
 from importer.kantata.client import KantataClient
 from importer.kantata.keys import Item, build_items
@@ -21,6 +21,7 @@ from importer.schedule.loader import load_schedule
 from importer.schedule.schema import validate_rows
 from importer.settings import Secret, Settings
 from tests.conftest import MakeSchedule, good_row
+from tests.fake_clock import FakeClock
 
 
 def digest_of(path: Path) -> str:
@@ -64,12 +65,14 @@ def _went(journal: Journal, items: list[Item]) -> None:
     journal.left(items)
 
 
-def _journal_of_sent(tmp_path: Path, make_schedule: MakeSchedule, sent: int) -> tuple[Path, list[Item]]:
+def _journal_of_sent(
+    tmp_path: Path, make_schedule: MakeSchedule, sent: int, clock: Clock = SYSTEM_CLOCK
+) -> tuple[Path, list[Item]]:
     """A journal ("digest-a") of an import of five rows that sent its first `sent` rows, and those items."""
     validated = validate_rows(load_schedule(make_schedule([good_row(n) for n in range(5)])), DEFAULT_OPTIONS)
     items, _ = build_items(validated.rows)
     path = tmp_path / ".results.xlsx.journal.jsonl"
-    journal = Journal.open(path, "digest-a")
+    journal = Journal.open(path, "digest-a", clock)
     _went(journal, items[:sent])
     journal.close(finished=False)
     return path, items
@@ -89,30 +92,29 @@ def test_a_reopened_journal_restores_what_was_sent_only_for_its_digest(
 
 
 def test_a_batch_journalled_that_never_left_is_not_in_flight_in_this_boot_only(
-    tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, make_schedule: MakeSchedule
 ) -> None:
     """A "sending" line with no "left" line after it: its request never left, if written in this boot by a
     version that writes "left" lines (journal.tells_left); a resume need not wait for it."""
-    monkeypatch.setattr(journal_module, "boot_id", lambda: "this-boot")
-    monkeypatch.setattr(journal_module, "_since_boot", lambda: 5_000.0)
-    path, items = _journal_of_sent(tmp_path, make_schedule, 2)  # rows 2, 3 left
-    journal = Journal.open(path, "digest-a")
+    clock = FakeClock(boot="this-boot")
+    path, items = _journal_of_sent(tmp_path, make_schedule, 2, clock)  # rows 2, 3 left
+    journal = Journal.open(path, "digest-a", clock)
     journal.sending(items[2:4])  # rows 4, 5: journalled ahead of their slot, then the kill
     journal.close(finished=False)
-    resumed = Journal.open(path, "digest-a")
+    resumed = Journal.open(path, "digest-a", clock)
     resumed.close(finished=False)
     assert (resumed.sent_before, resumed.in_flight) == ({2, 3}, {2, 3})  # 4, 5: neither sent nor in flight
 
     _shifted(path, tells=None)  # as a version before "left" lines wrote it: every row counts as gone
-    assert _reopened(path).in_flight == {2, 3, 4, 5}
+    assert _reopened(path, clock).in_flight == {2, 3, 4, 5}
     _shifted(path, tells="left")
-    assert _reopened(path).in_flight == {2, 3}
-    monkeypatch.setattr(journal_module, "boot_id", lambda: "after-a-crash")  # a flushed line may have been lost
-    assert _reopened(path).in_flight == {2, 3, 4, 5}
+    assert _reopened(path, clock).in_flight == {2, 3}
+    clock.boot_id = "after-a-crash"  # the machine crashed and came back up: a flushed line may have been lost
+    assert _reopened(path, clock).in_flight == {2, 3, 4, 5}
 
 
-def _reopened(path: Path) -> Journal:
-    journal = Journal.open(path, "digest-a")
+def _reopened(path: Path, clock: Clock) -> Journal:
+    journal = Journal.open(path, "digest-a", clock)
     journal.close(finished=False)
     return journal
 
@@ -120,8 +122,8 @@ def _reopened(path: Path) -> Journal:
 def test_a_rerun_after_a_kill_sends_at_once_what_was_journalled_but_never_left(
     sandbox: Any, tmp_path: Path, make_schedule: MakeSchedule
 ) -> None:
-    """It waited the whole window (2 + Settings.writes_until: 192 s by default) for a batch journalled ahead of
-    its slot, which every kill -9 leaves; now it sends it at once, once."""
+    """A batch journalled ahead of its slot, which every kill -9 leaves, is sent at once, once: not after the
+    whole window (sending_ahead + Settings.writes_until, minutes by default)."""
     sandbox.reset()
     path = make_schedule([good_row(n) for n in range(30)], name="all")
     validated = validate_rows(load_schedule(path), DEFAULT_OPTIONS)
@@ -199,13 +201,14 @@ def _shifted(path: Path, **change: Any) -> None:
 
 def _rerun_while_a_batch_lands_late(sandbox: Any, path: Path, batch: list[Item]) -> tuple[RunResult, list[str]]:
     """Upload `path` again while a killed run's request for `batch`, still on its way, creates it (looking
-    nothing up) 0.5 s after the re-run says it waits: started at a fixed time instead, it landed before the
-    look-up on a loaded machine (helper-21). A re-run that does not wait gets it after it ends: a duplicate.
-    The re-run waits 2 (SENDING_AHEAD) + 1 + 4 s after the journal's last line at most."""
-    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, connect_timeout=1,
-                        server_timeout=4)  # fmt: skip
+    nothing up) 0.3 s after the re-run says it waits: started at a fixed time instead, it could land before the
+    look-up on a loaded machine. A re-run that does not wait gets it after it ends: a duplicate. The re-run
+    waits sending_ahead + connect_timeout + server_timeout (0.2 + 0.2 + 2 s) after the journal's last line at
+    most, looking every 0.1 s."""
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, connect_timeout=0.2,
+                        server_timeout=2, sending_ahead=0.2, settle_poll=0.1)  # fmt: skip
     client = KantataClient(settings, Secret(DEFAULT_TOKEN))
-    late = threading.Timer(0.5, client.create, ([i.body for i in batch],))
+    late = threading.Timer(0.3, client.create, ([i.body for i in batch],))
     said: list[str] = []
 
     def stage(text: str) -> None:
@@ -224,13 +227,13 @@ def _rerun_while_a_batch_lands_late(sandbox: Any, path: Path, batch: list[Item])
     return result, said
 
 
-def _since(path: Path) -> float:
-    journal = Journal.open(path, "digest-a")
+def _since(path: Path, clock: Clock) -> float:
+    journal = Journal.open(path, "digest-a", clock)
     journal.close(finished=False)
     return journal.since_last_sent()
 
 
-@pytest.mark.skipif(journal_module.boot_id() is None, reason="the clock since boot is read on Linux only")
+@pytest.mark.skipif(boot_id() is None, reason="the clock since boot is read on Linux only")
 def test_a_wall_clock_stepped_forward_does_not_cut_the_wait_short(
     sandbox: Any, tmp_path: Path, make_schedule: MakeSchedule
 ) -> None:
@@ -248,49 +251,46 @@ def test_a_wall_clock_stepped_forward_does_not_cut_the_wait_short(
     _went(journal, items[:10])
     journal.close(finished=False)
     _shifted(journal_file, at=lambda at: at - 10_000)  # as the wall clock now stands, written 10,000 s ago
-    # The re-run waits 7 s at most after the line by the clock since boot; by the wall clock, 10,000 s are gone.
+    # The re-run waits 2.4 s at most after the line by the clock since boot; by the wall clock, 10,000 s are gone.
     result, said = _rerun_while_a_batch_lands_late(sandbox, path, items[:10])  # rows 2-11
     assert any("waiting up to" in s for s in said), said
     assert len(sandbox.milestones()) == 30  # none twice
     assert result.counts["created"] == 30
 
 
-def test_how_long_ago_the_last_line_was_sent_by_which_clock(
-    tmp_path: Path, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_how_long_ago_the_last_line_was_sent_by_which_clock(tmp_path: Path, make_schedule: MakeSchedule) -> None:
     """The clock since boot is trusted only when the last "sending" line was written in this boot; otherwise the
     wall clock, never below 0 (a clock set back must not make the wait longer than the whole window)."""
-    monkeypatch.setattr(journal_module, "boot_id", lambda: "this-boot")
-    monkeypatch.setattr(journal_module, "_since_boot", lambda: 5_000.0)
-    path, items = _journal_of_sent(tmp_path, make_schedule, 2)
+    clock = FakeClock(boot="this-boot", up=5_000.0)
+    path, items = _journal_of_sent(tmp_path, make_schedule, 2, clock)
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [e["up"] for e in lines if e["kind"] == "sending"] == [5_000.0]
 
     _shifted(path, at=lambda at: at - 7_200, up=4_990.0)  # by the wall clock 2 hours ago, by this boot's 10 s
-    assert _since(path) == pytest.approx(10.0)
+    assert _since(path, clock) == pytest.approx(10.0)
 
     _shifted(path, boot="an-earlier-boot")  # its clock since boot means nothing now: the wall clock's 2 hours
-    assert _since(path) == pytest.approx(7_200, abs=5)
+    assert _since(path, clock) == pytest.approx(7_200, abs=5)
 
     _shifted(path, at=lambda at: at + 7_200 + 3_600)  # set an hour in the future (the clock stepped back): 0
-    assert _since(path) == 0.0
+    assert _since(path, clock) == 0.0
 
     # A line of this boot followed by one from another machine's run (a shared folder): the later line decides.
-    _shifted(path, boot="this-boot", at=time.time() - 30)
-    journal = Journal.open(path, "digest-a")
-    monkeypatch.setattr(journal_module, "boot_id", lambda: "another-machine")
+    _shifted(path, boot="this-boot", at=clock.now() - 30)
+    journal = Journal.open(path, "digest-a", clock)
+    clock.boot_id = "another-machine"
     _went(journal, items[2:4])
     journal.close(finished=False)
-    monkeypatch.setattr(journal_module, "boot_id", lambda: "this-boot")
-    assert _since(path) == pytest.approx(0, abs=5)  # wall: just now, not 10 s
+    clock.boot_id = "this-boot"
+    assert _since(path, clock) == pytest.approx(0, abs=5)  # wall: just now, not 10 s
 
 
 def test_a_row_refused_for_its_currency_does_not_change_which_journal_a_rerun_resumes(
     sandbox: Any, tmp_path: Path, make_schedule: MakeSchedule
 ) -> None:
     """Rows whose Amount does not fit their project's currency are refused after Kantata says the currency; the
-    journal's identity of the import must not depend on that answer (helper-16 saw a run whose question failed
-    wipe the journal, and the next one send the batches still on the wire again: 40 duplicates). Here a killed
+    journal's identity of the import must not depend on that answer (else a run whose question failed would
+    wipe the journal, and the next one send the batches still on the wire again). Here a killed
     run's batch is still being written when the re-run starts: the re-run waits for it and sends it once."""
     sandbox.reset()
     rows = [["EUR 5.00" if n == 0 else f"{n}.00", f"T{n}", 1001] for n in range(30)]

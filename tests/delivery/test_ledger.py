@@ -13,6 +13,7 @@ from importer.delivery.ledger import FILE_NAME, Ledger, one_upload_to
 from importer.errors import JournalNotWritten
 from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
 from importer.outcomes import Outcome, Status
+from tests.fake_clock import FakeClock
 
 URL = "https://api.example.test/api/v1"
 
@@ -204,36 +205,33 @@ def test_a_key_journalled_again_after_it_left_still_counts_as_gone_after_a_prune
         again.close()
 
 
-def test_a_batch_said_sending_that_never_left_is_not_waited_for_in_this_boot_only(
-    state: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_batch_said_sending_that_never_left_is_not_waited_for_in_this_boot_only(state: Path) -> None:
     """A kill -9 leaves a batch or two journalled ahead of their slot: without a "left" line they never left (in
     this boot: a crash of the machine could lose a line only flushed), so a re-run need not wait their window.
     Lines of a version that wrote no "left" lines count as gone."""
-    import importer.delivery.journal
-
-    first = Ledger.open(URL, 60.0, state)
+    clock = FakeClock(boot="this-boot")
+    first = Ledger.open(URL, 60.0, state, clock)
     assert first is not None
     first.sending([_item(1)])  # journalled ahead, never left
     _went(first, [_item(2)])
     first.close()
     with (state / FILE_NAME).open("a", encoding="utf-8") as fh:  # an older version's line: no "tells"
         fh.write("\n" + json.dumps({"kind": "sending", "url": URL, "window": 60.0, "keys": [str(_item(3).key)],
-                                    "at": time.time()}) + "\n")  # fmt: skip
-    later = Ledger.open(URL, 60.0, state)
+                                    "at": clock.now()}) + "\n")  # fmt: skip
+    later = Ledger.open(URL, 60.0, state, clock)
     assert later is not None
     assert sorted(later.waits_for([_item(n) for n in (1, 2, 3)])) == sorted([_item(2).key, _item(3).key])
     later.close()
-    monkeypatch.setattr(importer.delivery.journal, "boot_id", lambda: "after-a-crash")
-    rebooted = Ledger.open(URL, 60.0, state)
+    clock.boot_id = "after-a-crash"  # the machine crashed and came back up: a flushed line may have been lost
+    rebooted = Ledger.open(URL, 60.0, state, clock)
     assert rebooted is not None
     assert len(rebooted.waits_for([_item(n) for n in (1, 2, 3)])) == 3  # the line of item 1 counts as gone
     rebooted.close()
 
 
 def test_a_run_whose_keys_all_settled_leaves_the_file_as_it_found_it(state: Path) -> None:
-    """A 100k-row upload appends 6.5 MB, which the next run would read and prune (0.18 s): cut off at close
-    when nothing of it can still be written and no other run appended meanwhile."""
+    """A large upload appends megabytes, which the next run would read and prune: cut off at close when nothing
+    of it can still be written and no other run appended meanwhile."""
     earlier = Ledger.open(URL, 60.0, state)
     assert earlier is not None
     _went(earlier, [_item(9)])  # unanswered: stays

@@ -21,6 +21,7 @@ from importer.schedule.loader import load_schedule
 from importer.schedule.schema import validate_rows
 from importer.settings import Secret, Settings
 from tests.conftest import MakeSchedule, good_row
+from tests.fake_clock import FakeClock
 
 RESERVED = "Reserved title"
 
@@ -63,13 +64,16 @@ def _items(make_schedule: MakeSchedule, rows: list[list[Any]]) -> list[Item]:
 
 def _upload(sandbox: Any, the_plan: Plan, sink: Sink, sleeps: list[float], *, concurrency: int = 1,
             heard: list[Outcome] | None = None) -> UploadResult:  # fmt: skip
-    settings = Settings(base_url=sandbox.url, concurrency=concurrency, max_attempts=4, backoff_base=0.001)
-    client = KantataClient(settings, Secret(DEFAULT_TOKEN), sleep=sleeps.append)
+    clock = FakeClock()  # the waits are recorded, not slept
+    settings = Settings(base_url=sandbox.url, concurrency=concurrency, max_attempts=4, backoff_base=0.001,
+                        clock=clock)  # fmt: skip
+    client = KantataClient(settings, Secret(DEFAULT_TOKEN))
     said: list[Outcome] = [] if heard is None else heard
     try:
         return Uploader(client, recorder=Recorder([sink], [said.extend])).run(the_plan)
     finally:
         client.close()
+        sleeps.extend(clock.sleeps)
 
 
 def _ids_in_sandbox(sandbox: Any) -> dict[str, str]:

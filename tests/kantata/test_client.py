@@ -16,12 +16,12 @@ from importer.kantata.client import KantataClient, OutcomeUnknown
 from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey
 from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
+from tests.fake_clock import FakeClock
 
 
-def _client(url: str, sleeps: list[float] | None = None, **kw: Any) -> KantataClient:
-    record = sleeps if sleeps is not None else []
-    settings = Settings(base_url=url, **{"max_attempts": 4, "backoff_base": 0.001, **kw})
-    return KantataClient(settings, Secret(DEFAULT_TOKEN), sleep=record.append)
+def _client(url: str, clock: FakeClock | None = None, **kw: Any) -> KantataClient:
+    settings = Settings(base_url=url, clock=clock or FakeClock(), **{"max_attempts": 4, "backoff_base": 0.001, **kw})
+    return KantataClient(settings, Secret(DEFAULT_TOKEN))
 
 
 def _body(n: int, ref: str | None = None) -> dict[str, Any]:
@@ -32,20 +32,21 @@ def _body(n: int, ref: str | None = None) -> dict[str, Any]:
 
 def test_retry_after_is_honoured_on_429(sandbox: Any) -> None:
     sandbox.set_faults(rate_limit_every=1, retry_after=7)
-    sleeps: list[float] = []
-    client = _client(sandbox.url, sleeps, backoff_cap=30.0)
+    clock = FakeClock()
+    client = _client(sandbox.url, clock, backoff_cap=30.0)
     with pytest.raises(ApiUnavailable, match="429"):
         client.create([_body(1)])
-    assert sleeps == [7.0, 7.0, 7.0]  # the server's Retry-After, not our own backoff
+    assert clock.sleeps == [7.0, 7.0, 7.0]  # the server's Retry-After, not our own backoff
     assert sandbox.milestones() == []
 
 
 def test_backoff_without_retry_after_is_full_jitter_and_capped() -> None:
-    sleeps: list[float] = []
-    client = _client("http://127.0.0.1:9/api/v1", sleeps, backoff_base=1.0, backoff_cap=4.0)
+    clock = FakeClock()
+    client = _client("http://127.0.0.1:9/api/v1", clock, backoff_base=1.0, backoff_cap=4.0)
     for attempt in range(6):
         client.backoff(attempt)
-    assert all(0 <= s <= min(4.0, 2**a) for a, s in enumerate(sleeps))
+    sleeps = clock.sleeps
+    assert len(sleeps) == 6 and all(0 <= s <= min(4.0, 2**a) for a, s in enumerate(sleeps))
     assert len(set(sleeps)) > 1  # jitter: not one fixed delay
 
 
@@ -89,19 +90,19 @@ def test_a_request_never_reaches_kantata_later_than_the_connect_timeout(
     resumed run waits connect_timeout + server_timeout after a request left for it to write; a request
     connected later than connect_timeout must not be sent at all."""
     looked_up = socket.getaddrinfo
-    delay = [1.5]
+    delay = [0.6]
 
     def slow(*args: Any, **kwargs: Any) -> Any:
         time.sleep(delay[0])
         return looked_up(*args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", slow)  # as urllib3 calls it
-    client = _client(sandbox.url, connect_timeout=1)
+    client = _client(sandbox.url, connect_timeout=0.3)  # (short, so that the test waits little; a real bound)
     with pytest.raises(OutcomeUnknown, match="ConnectTimeout") as caught:
         client.create([_body(1)])
     assert caught.value.running is False  # never reached Kantata: safe to send again at once
     assert sandbox.stats().get("POST /billing_milestones", 0) == 0 and sandbox.milestones() == []
-    delay[0] = 0.3  # slow, but within the timeout: sent as usual
+    delay[0] = 0.05  # slow, but within the timeout: sent as usual
     assert client.create([_body(2)]).status == 200
     assert len(sandbox.milestones()) == 1
 
@@ -112,11 +113,11 @@ def test_an_https_connection_is_bounded_too(monkeypatch: pytest.MonkeyPatch) -> 
 
     def slow_connect(self: urllib3.connection.HTTPSConnection) -> None:
         connects.append(self.host)
-        time.sleep(1.5)
+        time.sleep(0.6)
 
     monkeypatch.setattr(urllib3.connection.HTTPSConnection, "connect", slow_connect)
     with pytest.raises(OutcomeUnknown, match="ConnectTimeout") as caught:
-        _client("https://kantata.invalid/api/v1", connect_timeout=1).create([_body(1)])
+        _client("https://kantata.invalid/api/v1", connect_timeout=0.3).create([_body(1)])
     assert caught.value.running is False and connects == ["kantata.invalid"]
 
 
@@ -134,8 +135,8 @@ def test_dropped_connection_after_write_is_an_unknown_outcome_and_lookup_finds_i
 
 def test_get_is_retried_on_5xx_and_429(sandbox: Any) -> None:
     sandbox.set_faults(rate_limit_every=2, retry_after=0)
-    sleeps: list[float] = []
-    client = _client(sandbox.url, sleeps)
+    clock = FakeClock()
+    client = _client(sandbox.url, clock)
     for _ in range(3):
         client.find_existing([ImportKey(SERVICE_NAME, SERVICE_MODEL, "nothing")])
     assert client.stats.throttled >= 1 and client.stats.retries == client.stats.throttled

@@ -24,6 +24,7 @@ from importer.kantata.concurrency import Cancelled, Limiter
 from importer.pipeline import run_upload
 from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
+from tests.fake_clock import FakeClock
 
 
 def test_a_burst_of_429s_halves_the_limit_once_and_successes_grow_it_back() -> None:
@@ -226,36 +227,45 @@ def test_a_batch_whose_slot_came_late_is_journalled_again_just_before_it_leaves(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch's "sending" line is written before its thread waits for a slot (the fsync overlaps the wait); a
-    request leaving more than SENDING_AHEAD after that line writes a fresh one first. So every request leaves
-    within SENDING_AHEAD of a line of its rows, which is what a resumed run's wait counts on."""
-    # slack: from a line's fsync to its POST on a busy machine, no wait between, a stall can pass; generous,
-    # since a line not written again would be a whole request older (the latency below).
-    ahead, slack = 0.1, 0.75
-    monkeypatch.setattr(importer.delivery.upload, "SENDING_AHEAD", ahead)
+    request leaving more than Settings.sending_ahead after that line writes a fresh one first. So every request
+    leaves within sending_ahead of a line of its rows, which is what a resumed run's wait counts on.
+
+    Timed by a clock that only Kantata's answers move, 10 s each: the spare thread waits a whole request for
+    the single slot, and no other time passes from a line's writing to its POST."""
+    ahead = 2.0
+    clock = FakeClock()
     sandbox.reset()
-    sandbox.set_faults(latency=1.5)  # the spare thread waits a whole request for the single slot
+    create = sandbox._routes["POST /billing_milestones"]
+
+    def slow_create(*args: Any) -> Any:
+        time.sleep(0.05)  # (real time: the spare thread is at its slot wait by now)
+        clock.advance(10.0)
+        return create(*args)
+
+    monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", slow_create)
     lines: list[tuple[float, tuple[int, ...]]] = []
     posts: list[tuple[float, tuple[int, ...]]] = []
     journal_sending, post = Journal.sending, requests.Session.post
 
     def sending(self: Journal, items: Any) -> None:
         journal_sending(self, items)  # recorded once written: the line is durable from here on
-        lines.append((time.monotonic(), tuple(i.row for i in items)))
+        lines.append((clock.monotonic(), tuple(i.row for i in items)))
 
     def posting(self: requests.Session, url: str, **kwargs: Any) -> requests.Response:
         if url.endswith("/billing_milestones") and "data" in kwargs:
             titles = [m["title"] for m in json.loads(kwargs["data"])["billing_milestones"]]
-            posts.append((time.monotonic(), tuple(int(t[1:]) + 2 for t in titles)))  # R0 is on row 2
+            posts.append((clock.monotonic(), tuple(int(t[1:]) + 2 for t in titles)))  # R0 is on row 2
         return post(self, url, **kwargs)
 
     monkeypatch.setattr(Journal, "sending", sending)
     monkeypatch.setattr(requests.Session, "post", posting)
-    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=1)
+    settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10, concurrency=1,
+                        clock=clock, sending_ahead=ahead)  # fmt: skip
     result = run_upload(_schedule(tmp_path, 40), settings)
     assert result.counts["created"] == 40 and len(posts) == 4
     for at, rows in posts:
         written = [t for t, r in lines if r == rows and t <= at]
-        assert written and at - max(written) <= ahead + slack, (rows, [round(at - t, 3) for t in written])
+        assert written and at - max(written) <= ahead, (rows, [round(at - t, 3) for t in written])
     # Both ways were taken: lines written ahead of a slot wait, and again for the batches whose wait was long.
     assert len(lines) > len(posts) and any(at - min(t for t, r in lines if r == rows) > ahead for at, rows in posts)
 
@@ -321,9 +331,9 @@ def _interrupt_main_when_in(qualname: str) -> None:
 def test_a_ctrl_c_in_the_uploaders_clean_up_is_the_end_of_the_run_not_an_escape(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A first Ctrl-C landing in Uploader.run's clean-up (the thread pool's shutdown, after every batch was
-    answered) must not escape run_upload as a bare KeyboardInterrupt (no workbook, and pytest itself stopped):
-    it ends the run as a Ctrl-C does, every row settled, the workbook written, exit 130."""
+    """helper-21: the first Ctrl-C landing in Uploader.run's clean-up (the thread pool's shutdown, after every
+    batch was answered) escaped run_upload as a bare KeyboardInterrupt: no workbook, and pytest itself stopped.
+    Now it ends the run as a Ctrl-C does: every row settled, the workbook written, exit 130."""
     pools: list[Any] = []
 
     class SlowToShutDown(ThreadPoolExecutor):
@@ -345,7 +355,7 @@ def test_a_ctrl_c_once_every_row_is_settled_only_waits_for_the_workbook(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Between the last answer and the writing (closing the journal and the ledger), there is nothing left to
-    stop: a first Ctrl-C there must not escape run_upload and lose the workbook; it only says it is finishing."""
+    stop: a first Ctrl-C there escaped run_upload, and the workbook was lost. Now it only says it is finishing."""
     close = Journal.close
 
     def closing_with_a_ctrl_c(self: Journal, *, finished: bool) -> None:
@@ -375,8 +385,8 @@ def test_a_ctrl_c_while_the_currencies_are_awaited_costs_only_them(
         return asked(self, ids, **kwargs)
 
     monkeypatch.setattr(KantataClient, "workspaces", slow_workspaces)
-    # Ctrl-C once the main thread waits for the currencies, as its stack shows: a timer could fire earlier, in
-    # the uploader's clean-up, which is another test's case.
+    # Ctrl-C once the main thread waits for the currencies, as its stack shows (helper-21: a timer of 0.3 s
+    # could fire before, and a Ctrl-C in the uploader's clean-up escaped run_upload and stopped pytest).
     presser = threading.Thread(target=_interrupt_main_when_in, args=("Currencies.result",), daemon=True)
     presser.start()
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10)
