@@ -348,8 +348,10 @@ def run_upload(
             stream = streams[0] if streams else None
             result = _finish(raw, validated, issues, done.outcomes, info, out, stopped, made, done.existing_found,
                              on_progress, currencies=done.currencies, stream=stream)  # fmt: skip
-    if stopped is None:  # every row settled and the workbook written: nothing left to resume
-        journal_path(out).unlink(missing_ok=True)
+            # Every row settled and the workbook written: nothing left to resume. Removed while the account's
+            # lock is held, so that it cannot remove the journal a waiting upload opens once the lock is free.
+            if stopped is None:
+                journal_path(out).unlink(missing_ok=True)
     return result
 
 
