@@ -176,7 +176,7 @@ def _finish(
             written = stream.finish(outcomes, totals, info, on_progress=writing, cut=cut)
         else:
             written = write_results(raw, outcomes, issues, totals, info, out, on_progress=writing, cut=cut)
-    except OSError as exc:  # a full disk, a folder made read-only meanwhile: not a bug (helper-18 saw exit 70)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: the user's to mend, not a bug
         reason = exc.strerror or str(exc)
         if info.dry_run:
             raise ResultsNotWritten(f"the results workbook {out} could not be written ({reason}); nothing was sent. "

@@ -411,7 +411,7 @@ def _sandbox(args: argparse.Namespace, held: list[Secret]) -> int:
         sandbox.serve(
             host=args.host, port=args.port, db=args.db, faults=sandbox.faults_from_args(args), invoiced=args.invoiced
         )
-    except OSError as exc:  # the port taken (helper-18 saw exit 70, "a bug"): the user's to mend
+    except OSError as exc:  # the port taken: the user's to mend, not a bug
         raise ConfigError(f"the sandbox cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose "
                           "another --port (0 picks a free one)") from exc  # fmt: skip
     except sqlite3.Error as exc:
@@ -508,9 +508,9 @@ def _next_step(result: RunResult, args: argparse.Namespace, *, dry_run: bool) ->
                 "rows already created will be skipped")  # fmt: skip
     if code == ExitCode.STOPPED and (
         getattr(result.stopped, "status", None) == 404 or UNRESOLVED in str(result.stopped)
-    ):  # a re-run cannot mend a wrong address (helper-18)
+    ):  # a re-run cannot mend a wrong address
         return "check the base URL (--base-url, KANTATA_BASE_URL or base_url in the config), then run again"
-    if code == ExitCode.STOPPED and isinstance(result.stopped, JournalNotWritten):  # (helper-22)
+    if code == ExitCode.STOPPED and isinstance(result.stopped, JournalNotWritten):  # space, not Kantata
         return (f"free some space in {result.stopped.path.parent} (or restore write access to it), then run the "
                 "same command again; it resumes without duplicates")  # fmt: skip
     if code == ExitCode.STOPPED:

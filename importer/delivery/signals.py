@@ -31,7 +31,7 @@ def patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], None
             _hung_up(ttys)
         say("finishing: settling what was sent and writing the results workbook (Ctrl-C is ignored until then)")
 
-    # SIGHUP ignored when the run began (nohup) stays ignored: helper-22 saw a hang-up stop a run under nohup.
+    # SIGHUP ignored when the run began (nohup) stays ignored: the user asked for the run to outlive the terminal.
     # (SIGINT is taken even so: a shell ignores it for its background jobs, where only a `kill -INT` by hand
     # reaches them, which asks for the stop.)
     taken = [s for s in _STOPPING if s != _SIGHUP or signal.getsignal(s) is not signal.SIG_IGN]
@@ -46,10 +46,10 @@ def patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], None
         writing()
         raise KeyboardInterrupt
 
-    # SIGTERM (`timeout`, systemd, Kubernetes stopping a job) as Ctrl-C: settle, write, exit 130 (helper-18 saw
-    # a SIGTERM end an upload with no workbook and no JSON); a later one waits for the workbook as well. SIGHUP
-    # the same: by default it ended the run as kill -9 does, leaving no workbook and a re-run to wait out the
-    # window of the requests it left in flight.
+    # SIGTERM (`timeout`, systemd, Kubernetes stopping a job) as Ctrl-C: settle, write, exit 130, so a stopped job
+    # still leaves its workbook and JSON; a later one waits for the workbook as well. SIGHUP the same: by default
+    # it would end the run as kill -9 does, leaving no workbook and a re-run to wait out the window of the
+    # requests it left in flight.
     previous = {signum: signal.signal(signum, first) for signum in taken}
     try:
         yield writing
