@@ -45,22 +45,4 @@ _HOMES = {
 
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
-__all__ = [
-    "Delivery",
-    "Journal",
-    "Ledger",
-    "OnOutcomes",
-    "OnSending",
-    "Plan",
-    "Recorder",
-    "SENDING_AHEAD",
-    "SETTLE_POLL",
-    "ToSend",
-    "Uploader",
-    "journal_path",
-    "one_upload_to",
-    "patient_interrupts",
-    "plan",
-    "schedule_digest",
-    "settle_in_flight",
-]
+__all__ = sorted(_HOMES)

@@ -51,25 +51,4 @@ _HOMES = {
 
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
-__all__ = [
-    "Cancelled",
-    "ChangeAnswer",
-    "Currencies",
-    "ImportKey",
-    "Item",
-    "KantataClient",
-    "LOOKUP_CHUNK",
-    "Milestone",
-    "OnlineCheck",
-    "OutcomeUnknown",
-    "WorkspaceInfo",
-    "amount_issues",
-    "build_items",
-    "changes",
-    "check_online",
-    "duplicate_rows",
-    "has_user_keys",
-    "items_as_built",
-    "reference_issues",
-    "withheld_currencies",
-]
+__all__ = sorted(_HOMES)

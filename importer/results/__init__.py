@@ -39,19 +39,4 @@ _HOMES = {
 
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
-__all__ = [
-    "Cut",
-    "ProjectTotal",
-    "RunInfo",
-    "StreamedResults",
-    "all_issues",
-    "check_output",
-    "check_template_path",
-    "cut_note",
-    "decimals_for",
-    "default_output",
-    "format_units",
-    "project_totals",
-    "write_results",
-    "write_template",
-]
+__all__ = sorted(_HOMES)

@@ -51,15 +51,4 @@ _HOMES = {
 
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
-__all__ = [
-    "DEFAULT_TOKEN",
-    "Faults",
-    "SEED_STORIES",
-    "SEED_WORKSPACES",
-    "Sandbox",
-    "Story",
-    "Workspace",
-    "add_arguments",
-    "faults_from_args",
-    "serve",
-]
+__all__ = sorted(_HOMES)

@@ -69,34 +69,4 @@ _HOMES = {
 
 __getattr__, __dir__ = lazy(__name__, _HOMES)
 
-__all__ = [
-    "BY_NAME",
-    "CellProblem",
-    "DEFAULT_OPTIONS",
-    "EXT",
-    "EXT_REQUIRED",
-    "FIELDS",
-    "IDENTITY",
-    "LOCAL_ONLY",
-    "MAX_EXACT_FLOAT_INT",
-    "OUTCOME_COLUMNS",
-    "ParseOptions",
-    "REQUIRED",
-    "RawSchedule",
-    "ReadAhead",
-    "Validated",
-    "as_text",
-    "check_schedule",
-    "column_index",
-    "column_letter",
-    "currency_decimals",
-    "currency_marks",
-    "is_blank",
-    "load_schedule",
-    "mark_fits",
-    "normalise_header",
-    "parse_amount",
-    "start_prefetch",
-    "subunit",
-    "validate_rows",
-]
+__all__ = sorted(_HOMES)
