@@ -383,7 +383,12 @@ class KantataClient:
         )
 
     def find_existing(self, keys: Iterable[ImportKey]) -> dict[ImportKey, str]:
-        """Which of these import keys already have a milestone, 200 refs per look-up, every page read."""
+        """Which of these import keys already have a milestone (the lowest id when two do)."""
+        return {key: held[0].id for key, held in self.find_milestones(keys).items()}
+
+    def find_milestones(self, keys: Iterable[ImportKey]) -> dict[ImportKey, list[Milestone]]:
+        """Every milestone holding each of these import keys, lowest id first (two mean a duplicate), 200 refs
+        per look-up, every page read."""
         wanted = set(keys)
         by_service: dict[tuple[str, str], list[str]] = {}
         for key in sorted(wanted):
@@ -398,15 +403,23 @@ class KantataClient:
             queries += [{"external_reference_service_model_ref": r} for r in refs if "," in r]
             base = {"external_reference_service_name": service, "external_reference_service_model": model}
             every_query.extend({**base, **query} for query in queries)
-        found: dict[ImportKey, str] = {}
-        for page_keys in self._each(every_query):
-            for key, milestone_id in page_keys:
-                if key in wanted:  # filters can be ignored by the server: trust only exact matches
-                    found.setdefault(key, milestone_id)
-        return found
+        found: dict[ImportKey, dict[str, Milestone]] = {}
+        for page in self._each(every_query):
+            for milestone in page:
+                for key in milestone.keys:
+                    if key in wanted:  # filters can be ignored by the server: trust only exact matches
+                        found.setdefault(key, {})[milestone.id] = milestone
+        return {key: sorted(held.values(), key=lambda m: m.sort_id) for key, held in found.items()}
 
     def find_imported(self, items: Sequence[Item], *, untouched: Collection[int] | None = None) -> dict[ImportKey, str]:
-        """`find_existing` for the rows of a schedule, skipping the look-ups that cannot find anything.
+        """`find_imported_milestones`, each key's lowest id."""
+        found = self.find_imported_milestones(items, untouched=untouched)
+        return {key: held[0].id for key, held in found.items()}
+
+    def find_imported_milestones(
+        self, items: Sequence[Item], *, untouched: Collection[int] | None = None
+    ) -> dict[ImportKey, list[Milestone]]:
+        """`find_milestones` for the rows of a schedule, skipping the look-ups that cannot find anything.
 
         A derived key hashes the row's project in (kantata/keys.py), so a milestone with that key can only be in that
         project: when Kantata counts no milestone of this importer in a group of projects, none of their rows'
@@ -421,13 +434,13 @@ class KantataClient:
             return {}
         derived = [i for i in items if i.key.derived]
         if len(derived) <= LOOKUP_CHUNK:  # one look-up request settles them all: a count would save nothing
-            return self.find_existing(i.key for i in items)
+            return self.find_milestones(i.key for i in items)
         if untouched is None:
             untouched = self.projects_without_imports(sorted({int(i.body["workspace_id"]) for i in derived}))
         empty = set(untouched)
         skip = {i.row for i in derived if int(i.body["workspace_id"]) in empty}
         wanted = [i.key for i in items if i.row not in skip]
-        return self.find_existing(wanted) if wanted else {}
+        return self.find_milestones(wanted) if wanted else {}
 
     def projects_without_imports(self, workspace_ids: Sequence[int]) -> list[int]:
         """The projects in which Kantata counts no milestone with this importer's derived keys."""
@@ -443,7 +456,7 @@ class KantataClient:
                 empty.extend(chunk)
         return empty
 
-    def _each(self, queries: list[dict[str, str | int]]) -> Iterable[list[tuple[ImportKey, str]]]:
+    def _each(self, queries: list[dict[str, str | int]]) -> Iterable[list[Milestone]]:
         """Every page of every query; several queries in flight at once when there are many."""
         if len(queries) <= 1 or self.settings.concurrency == 1:
             yield from (list(self._pages("billing_milestones", q)) for q in queries)
@@ -459,9 +472,9 @@ class KantataClient:
 
     def _pages(
         self, path: str, params: dict[str, str | int], stop: threading.Event | None = None
-    ) -> Iterable[tuple[ImportKey, str]]:
+    ) -> Iterable[Milestone]:
         for data in self._each_page(path, {**params, "include": "external_references"}, stop):
-            yield from milestone_keys(data).items()
+            yield from milestones_in(data)
 
     def _each_page(
         self, path: str, params: Mapping[str, str | int], stop: threading.Event | None = None
@@ -527,31 +540,6 @@ class KantataClient:
             for data in self._each_page("billing_milestones", params):
                 found.update((m.id, m) for m in milestones_in(data) if m.id in chunk)
         return found
-
-    def find_milestones(self, keys: Iterable[ImportKey]) -> dict[ImportKey, list[Milestone]]:
-        """Every milestone holding each of these import keys, lowest id first: two mean a duplicate."""
-        wanted = set(keys)
-        found: dict[ImportKey, dict[str, Milestone]] = {}
-        for data in self._each_page_of_keys(wanted):
-            for milestone in milestones_in(data):
-                for key in milestone.keys:
-                    if key in wanted:  # filters can be ignored by the server: trust only exact matches
-                        found.setdefault(key, {})[milestone.id] = milestone
-        return {k: sorted(ms.values(), key=lambda m: m.sort_id) for k, ms in found.items()}
-
-    def _each_page_of_keys(self, keys: Collection[ImportKey]) -> Iterable[dict[str, Any]]:
-        by_service: dict[tuple[str, str], list[str]] = {}
-        for key in sorted(keys):
-            by_service.setdefault((key.service_name, key.service_model), []).append(key.ref)
-        for (service, model), refs in by_service.items():
-            base = {"external_reference_service_name": service, "external_reference_service_model": model,
-                    "include": "external_references"}  # fmt: skip
-            listable = [r for r in refs if "," not in r]  # a comma would split the list filter
-            for i in range(0, len(listable), LOOKUP_CHUNK):
-                query = {**base, "external_reference_service_model_refs": ",".join(listable[i : i + LOOKUP_CHUNK])}
-                yield from self._each_page("billing_milestones", query)
-            for ref in (r for r in refs if "," in r):
-                yield from self._each_page("billing_milestones", {**base, "external_reference_service_model_ref": ref})
 
     def change(self, milestone_id: str, fields: Mapping[str, Any]) -> ChangeAnswer:
         """PUT the fields of one milestone. Sending the same values twice changes nothing, so unlike a create
