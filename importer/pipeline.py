@@ -240,7 +240,7 @@ def run_validate(
 
     Offline it checks each row on its own. `online` (by default: when `settings` are given; they need a token)
     it also asks Kantata, with GETs only, whether projects and tasks exist and belong together, whether amounts
-    fit each project's currency and which rows an earlier run created (`checks.py`); those rows are `exists`.
+    fit each project's currency and which rows an earlier run created (`checks.py`); those rows are `unchanged`.
     How cells are read (`ParseOptions.of(settings)`, the sheet) comes from `settings`; `sheet` wins when given.
     `read_ahead`: the early read the caller started (schedule.start_prefetch), used only for this file."""
     started = dt.datetime.now(dt.UTC)
@@ -260,7 +260,7 @@ def run_validate(
     (on_stage or (lambda _: None))(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
     checked, steps, made = _check_online(raw, validated, items, settings, session, options)
     for row, milestone_id in checked.existing.items():
-        outcomes[row] = Outcome(row, Status.EXISTS, milestone_id)
+        outcomes[row] = Outcome(row, Status.UNCHANGED, milestone_id)
     for step in steps:  # what an upload would do with the rows Kantata holds
         if step.action is Action.UPDATE:
             outcomes[step.item.row] = Outcome(step.item.row, Status.UPDATE, step.milestone_id,

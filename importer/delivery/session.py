@@ -224,12 +224,12 @@ class Delivery:
         self, journal: Journal, to_send: ToSend, existing: dict[ImportKey, str], stopped: ImporterError
     ) -> Delivered:
         """Every row `not_sent`, except those found before the stop: `created` if the interrupted run sent them
-        (as an uninterrupted run would report them), else `exists`."""
+        (as an uninterrupted run would report them), else `unchanged`."""
         reason = f"not sent: {stopped}"
         outcomes = {row: Outcome(row, Status.NOT_SENT, None, (reason,)) for row in to_send.rows}
         found = plan(to_send.items, existing, batch_size=self.settings.batch_size).existing
         for row, mid in found.items():
-            outcomes[row] = Outcome(row, Status.CREATED if row in journal.sent_before else Status.EXISTS, mid)
+            outcomes[row] = Outcome(row, Status.CREATED if row in journal.sent_before else Status.UNCHANGED, mid)
         return Delivered(outcomes, stopped, {}, len(found))
 
 

@@ -4,7 +4,7 @@ One job: compare the rows that passed the offline checks with Kantata, reading o
 difference means for a row, as `CellIssue`s placed at the Excel row and column letter. The look-ups themselves
 are the client's (`only=` with 200 ids a request, every page read, cached for the run).
 
-- Rows an earlier run created (found by their import key) are `exists`, with their id, and not checked further:
+- Rows an earlier run created (found by their import key) are `unchanged`, with their id, and not checked further:
   nothing would be sent for them.
 - Every Project ID must be a project the token can see. Kantata answers a miss by leaving it out, so "no such
   project", "archived" and "the token's user is not on it" look the same and get one message.
