@@ -10,10 +10,11 @@ it leaves and every answer before it is reported. `Recorder` is the one place th
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from importer.delivery.converge import converge, others_wrote
 from importer.delivery.journal import Journal
 from importer.delivery.ledger import Ledger
 from importer.delivery.planner import Action, Plan, Step, living_plan, plan
@@ -122,14 +123,14 @@ class Delivery:
             try:
                 if unanswered is not None:
                     raise unanswered
-                self._look_up(journal, ledger, projects, to_send, existing)
+                before = self._look_up(journal, ledger, projects, to_send, existing)
             except ApiUnavailable as exc:  # nothing sent: the rows found are reported, the rest not_sent
                 stopped = exc
             except KeyboardInterrupt:
                 stopped = Interrupted()
             if stopped is not None:
                 return self._not_sent(journal, to_send, existing, stopped)
-            delivered = self._send(journal, ledger, to_send, existing, sinks)
+            delivered = self._send(journal, ledger, to_send, existing, sinks, (projects, before))
             if delivered.stopped is None:
                 delivered.currencies = currencies.result()
             return delivered
@@ -151,15 +152,20 @@ class Delivery:
         projects: Sequence[int],
         to_send: ToSend,
         existing: dict[ImportKey, str],
-    ) -> None:
+    ) -> int | None:
         """Find the rows Kantata already has, and wait for those an interrupted run may still be writing. Deferred
-        items stay deferred only when Kantata provably holds none of this importer's rows in these projects."""
+        items stay deferred only when Kantata provably holds none of this importer's rows in these projects.
+        Returns the projects' count of this importer's milestones before anything is sent (converge.py)."""
         self.say(f"looking up {len(to_send.rows)} import keys in Kantata")
         lookup = Ticker(for_stage(self.on_progress, Stage.LOOKUP), len(to_send.rows))
+        # A schedule too small to defer looks every key up anyway, and so it does again afterwards (converge.py):
+        # a count before and after would cost more than that second look-up.
+        counts = self.client.import_counts(projects) if to_send.build is not None else []
+        before = None if not counts or any(c is None for _, c in counts) else sum(c or 0 for _, c in counts)
         untouched: list[int] | None = None
         if to_send.build is not None:
             if not (journal.sent_before or (ledger is not None and ledger.live)):
-                untouched = self.client.projects_without_imports(projects)
+                untouched = [i for chunk, count in counts if count == 0 for i in chunk]
             # A resume settles what it sent by key, and Kantata may hold some of these rows unless every project
             # is untouched: in both cases every key is needed.
             if untouched is None or len(untouched) < len(projects):
@@ -172,6 +178,7 @@ class Delivery:
             keyed = [i for i in to_send.items if i.milestone_id is None]  # a row with an id is never created
             settle_in_flight(self.client, journal, ledger, keyed, existing, self.settings, self.say)
         lookup.end(len(to_send.rows))
+        return before
 
     def _send(
         self,
@@ -180,6 +187,7 @@ class Delivery:
         to_send: ToSend,
         existing: dict[ImportKey, str],
         sinks: Callable[[Plan], Sequence[OnOutcomes]],
+        counted: tuple[Sequence[int], int | None],
     ) -> Delivered:
         batch_size = self.settings.batch_size
         steps: list[Step] = []
@@ -209,6 +217,8 @@ class Delivery:
         result = Uploader(self.client, recorder=recorder).run(the_plan, sent_before=journal.sent_before)
         outcomes = {**result.outcomes, **{o.row: o for o in conflicts}}
         stopped = result.stopped
+        if stopped is None:
+            outcomes.update(self._converge(the_plan, result.outcomes, result.items, counted, recorder))
         updates = [s for s in steps if s.action is Action.UPDATE]
         if updates and stopped is None:
             self.say(f"updating {len(updates)} milestone{'s' if len(updates) != 1 else ''} in place")
@@ -219,6 +229,35 @@ class Delivery:
             recorder.record(left)
             outcomes.update((o.row, o) for o in left)
         return Delivered(outcomes, stopped, result.requests, len(the_plan.existing))
+
+    def _converge(
+        self,
+        the_plan: Plan,
+        outcomes: Mapping[int, Outcome],
+        items: Mapping[int, Item],
+        counted: tuple[Sequence[int], int | None],
+        recorder: Recorder,
+    ) -> dict[int, Outcome]:
+        """One milestone per row created, whatever another machine sent meanwhile (converge.py)."""
+        created = {row: (items[row], o.milestone_id) for row in the_plan.rows
+                   if (o := outcomes.get(row)) is not None and o.status is Status.CREATED
+                   and o.milestone_id is not None and row in items}  # fmt: skip
+        if not created:
+            return {}
+        projects, before = counted
+        derived = sum(1 for item, _ in created.values() if item.key.derived)
+        try:
+            after = self.client.imported_total(projects) if before is not None else None
+            found = converge(self.client, created, every_key=others_wrote(before, after, derived))
+        except (ImporterError, KeyboardInterrupt) as exc:  # what was created stands; a copy is a conflict next time
+            self.say(f"could not check for copies made by another upload at the same time ({exc or 'Ctrl-C'}): "
+                     "the next run reports any row held twice")  # fmt: skip
+            return {}
+        if found.outcomes:
+            self.say(f"another upload sent {len(found.outcomes)} of these rows at the same time: one milestone "
+                     f"each is kept, {len(found.removed)} copies deleted")  # fmt: skip
+            recorder.record(found.outcomes)
+        return {o.row: o for o in found.outcomes}
 
     def _not_sent(
         self, journal: Journal, to_send: ToSend, existing: dict[ImportKey, str], stopped: ImporterError

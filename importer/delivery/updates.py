@@ -17,7 +17,7 @@ from typing import Any
 from importer.delivery.planner import Step
 from importer.delivery.recorder import Recorder
 from importer.errors import ImporterError, Interrupted
-from importer.kantata import KantataClient
+from importer.kantata import Cancelled, KantataClient
 from importer.outcomes import Outcome, Status
 
 
@@ -48,7 +48,10 @@ def apply_updates(
             return
         assert step.milestone is not None  # an update always names its milestone
         fields = {name: new for name, (_, new) in step.changes.items()}
-        answer = client.change(step.milestone.id, fields)
+        try:
+            answer = client.change(step.milestone.id, fields, stop=stop)
+        except Cancelled:  # a stop while this PUT was retried: it may have landed, and a re-run finds out
+            return
         changed = describe(step.changes)
         if answer.done:
             record(Outcome(step.item.row, Status.UPDATED, step.milestone.id, changes=changed))

@@ -57,6 +57,7 @@ class UploadResult:
     refused_batches: int = 0  # 400/422 answers (each one costs isolation requests)
     unknown_outcomes: int = 0  # answers that never came (each one costs a look-up)
     requests: dict[str, int] = field(default_factory=dict)
+    items: dict[int, Item] = field(default_factory=dict)  # row -> item, for every row handed to a sending thread
 
 
 class _Stop(Exception):
@@ -151,6 +152,7 @@ class Uploader:
             stopped=stopped,
             refused_batches=self.refused,
             unknown_outcomes=self.unknown,
+            items=self._items,
             requests={
                 "POST": stats.posts,
                 "GET": stats.gets,

@@ -460,17 +460,33 @@ class KantataClient:
 
     def projects_without_imports(self, workspace_ids: Sequence[int]) -> list[int]:
         """The projects in which Kantata counts no milestone with this importer's derived keys."""
-        empty: list[int] = []
+        return [i for chunk, count in self.import_counts(workspace_ids) if count == 0 for i in chunk]
+
+    def import_counts(self, workspace_ids: Sequence[int]) -> list[tuple[list[int], int | None]]:
+        """How many milestones with this importer's derived keys Kantata counts in each group of PROBE_CHUNK
+        projects (one request a group); None where it gives no count, or gives one its own listing belies."""
+        counted: list[tuple[list[int], int | None]] = []
         for start in range(0, len(workspace_ids), PROBE_CHUNK):
-            chunk = workspace_ids[start : start + PROBE_CHUNK]
+            chunk = list(workspace_ids[start : start + PROBE_CHUNK])
             data = self.get("billing_milestones", {
                 "workspace_ids": ",".join(map(str, chunk)), "external_reference_service_name": SERVICE_NAME,
                 "external_reference_service_model": SERVICE_MODEL, "per_page": 1,
             })  # fmt: skip
             count = data.get("count", (data.get("meta") or {}).get("count"))
-            if isinstance(count, int) and not isinstance(count, bool) and count == 0 and not data.get("results"):
-                empty.extend(chunk)
-        return empty
+            if (
+                not isinstance(count, int)
+                or isinstance(count, bool)
+                or count < 0
+                or (count == 0) == bool(data.get("results"))
+            ):
+                count = None
+            counted.append((chunk, count))
+        return counted
+
+    def imported_total(self, workspace_ids: Sequence[int]) -> int | None:
+        """`import_counts` summed: None when any group's count is unknown."""
+        counts = [count for _, count in self.import_counts(workspace_ids)]
+        return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
 
     def _each(self, queries: list[dict[str, str | int]]) -> Iterable[list[Milestone]]:
         """Every page of every query; several queries in flight at once when there are many."""

@@ -310,7 +310,8 @@ def test_the_first_batches_leave_before_the_last_requests_are_built(
     result = run_upload(_schedule(tmp_path, 1000), settings)
     assert posts_while_building and posts_while_building[0] >= 1
     assert result.counts["created"] == 1000 and len(sandbox.milestones()) == 1000
-    assert sandbox.stats()["GET /billing_milestones"] == 1  # the projects' count; no key was looked up
+    # the projects counted before the upload and after it (another machine may have written); no key looked up
+    assert sandbox.stats()["GET /billing_milestones"] == 2
 
 
 def _interrupt_main_when_in(qualname: str) -> None:
