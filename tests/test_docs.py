@@ -218,5 +218,5 @@ def test_the_library_page_gives_the_signatures_and_settings_as_the_code_has_them
     page = " ".join(_page("library.md").split())  # a signature may be wrapped over two lines
     for function in (importer.run_validate, importer.run_upload):
         assert f"`{_bare_signature(function)}`" in page, _bare_signature(function)
-    for field in dataclasses.fields(importer.Settings):
+    for field in [*dataclasses.fields(importer.Settings), *dataclasses.fields(importer.RunResult)]:
         assert f"`{field.name}`" in page, field.name
