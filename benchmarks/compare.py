@@ -13,7 +13,8 @@ tree's package, not the installed one; both use this interpreter and its librari
              same server for both) that waits `--latency` before each answer, with a fresh state folder.
 
 Printed: the median wall time and the median peak resident memory of each (os.wait4's rusage of that process
-alone), and the ratio new ÷ old. A ratio near 1 means the change between the two revisions costs nothing.
+alone), the ratio new ÷ old, and the range of the time ratio over the rounds. A median ratio near 1, inside
+that range, means the change between the two revisions costs nothing measurable.
 """
 
 from __future__ import annotations
@@ -116,12 +117,16 @@ def median(runs: list[Run]) -> Run:
 
 
 def table(results: dict[str, dict[str, list[Run]]], rows: int, against: str) -> list[str]:
-    out = [f"| workload ({rows:,} rows) | new s | old ({against}) s | new ÷ old | new MB | old MB | new ÷ old |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    """Medians, and the spread of the time ratio over the rounds: a round's two runs came one after the other,
+    so their ratio is the least disturbed by the load of the moment, and its range shows what noise is."""
+    out = [f"| workload ({rows:,} rows) | new s | old ({against}) s | new ÷ old | by round, min–max | new MB "
+           "| old MB | new ÷ old |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for workload, by_tree in results.items():
         new, old = median(by_tree["new"]), median(by_tree["old"])
+        rounds = [n.seconds / o.seconds for n, o in zip(by_tree["new"], by_tree["old"], strict=True)]
         out.append(f"| {workload} | {new.seconds:.2f} | {old.seconds:.2f} | {new.seconds / old.seconds:.2f} | "
-                   f"{new.peak_mb:.0f} | {old.peak_mb:.0f} | {new.peak_mb / old.peak_mb:.2f} |")  # fmt: skip
+                   f"{min(rounds):.2f}–{max(rounds):.2f} | {new.peak_mb:.0f} | {old.peak_mb:.0f} | "
+                   f"{new.peak_mb / old.peak_mb:.2f} |")  # fmt: skip
     return out
 
 
