@@ -1,11 +1,11 @@
-"""The performance table of issue 5, measured on this machine in one run.
+"""The performance table of benchmarks/README.md, measured on this machine in one run.
 
-    .venv/bin/python -m benchmarks.bench            # full: 10k, 100k (xlsx, csv), 1M (csv); about 15 minutes
-    .venv/bin/python -m benchmarks.bench --quick    # 10k and 100k only, fewer repeats
+    .venv/bin/python -m benchmarks.bench            # full: 10k, 100k (xlsx, csv), 1M (csv), uploads of 100k
+    .venv/bin/python -m benchmarks.bench --quick    # 10k and 100k only, fewer repeats, an upload of 20k
 
 Every figure is the median of several fresh processes (wall time, and peak memory from the kernel's rusage of
 that process alone). The variants of one measurement are run interleaved (floor, ours, naive, floor, ours, ...)
-so that a noisy neighbour slows them alike: compare the ratios, not the seconds (../shared/PERF-NOTES.md).
+so that a noisy neighbour slows them alike: compare the ratios, not the seconds.
 
 1. I/O floor   benchmarks/floor.py: python-calamine (xlsx) or the csv module, then xlsxwriter constant-memory
                writing the same cells plus three outcome columns, packed as the importer packs (zlib level 1).
@@ -14,14 +14,16 @@ so that a noisy neighbour slows them alike: compare the ratios, not the seconds 
 3. naive peer  benchmarks/naive_peer.py: pandas.read_excel (openpyxl) + a per-row loop + DataFrame.to_excel.
 4. upload      `kantata-import upload` of 100k rows to the sandbox (in this process; the CLI in its own) with
                100 ms latency per request, against requests x latency / concurrency: the latency added after
-               the sandbox's own work (~3.5 ms of CPU a create timed alone, ~6 ms in an upload, on the same
-               2 cores), the same with the results workbook written after sending instead of during it,
-               and the latency as the time from arrival to answer with the work done meanwhile (what the
-               floor's formula assumes); and with no latency, to show what the sandbox and the client
-               cost. With both latencies also the bare client (benchmarks/bare_client.py: bodies built
-               before the clock, posted by 4 threads, nothing recorded): what the sandbox and the
-               transport leave of the floor. Each 3 times round-robin (once with --quick), medians.
+               the sandbox's own work (which shares the cores with the client), the same with the results
+               workbook written after sending instead of during it, and the latency as the time from arrival
+               to answer with the work done meanwhile (what the floor's formula assumes); and with no latency,
+               to show what the sandbox and the client cost. With both latencies also the bare client
+               (benchmarks/bare_client.py: bodies built before the clock, posted by 4 threads, nothing
+               recorded): what the sandbox and the transport leave of the floor. Each 3 times round-robin
+               (once with --quick), medians.
 5. growth      time per row of the dry run at 10k, 100k and 1M rows (csv for 1M: .xlsx stops at 1,048,576).
+
+benchmarks/compare.py runs a shorter set of workloads against an earlier revision, in the same run.
 """
 
 from __future__ import annotations

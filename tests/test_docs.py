@@ -4,10 +4,13 @@ lead somewhere."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +18,7 @@ import importer
 from importer.cli.config import KEYS
 from importer.cli.main import build_parser, main
 from importer.errors import EXIT_CODE_HELP, ExitCode
+from importer.sandbox import DEFAULT_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -158,3 +162,61 @@ def test_benchmark_table_is_the_same_in_both_places() -> None:
     assert len(ours) > 10
     docs = table(_page("benchmarks.md"))
     assert docs[: len(ours)] == ours
+
+
+_PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
+
+
+def _python_blocks(page: str) -> list[tuple[int, str]]:
+    """Each ```python block of `page` with the line it starts on, so that a failure names the line to fix."""
+    return [(page.count("\n", 0, m.start(1)) + 1, m.group(1)) for m in _PYTHON_BLOCK.finditer(page)]
+
+
+def _run_library_page(page: str, folder: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Run the page's blocks in order, in one namespace, as a reader would in a notebook: in `folder`, beside a
+    copy of the sample schedule, with the token and base URL of the sandbox in the environment. Returns how many
+    blocks ran."""
+    shutil.copy(ROOT / "samples" / "billing_schedule.xlsx", folder / "schedule.xlsx")
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+    monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
+    namespace: dict[str, Any] = {"__name__": "library_md"}
+    blocks = _python_blocks(page)
+    for line, code in blocks:
+        exec(compile(code, f"docs/library.md, the block at line {line}", "exec"), namespace)
+    return len(blocks)
+
+
+def test_every_python_block_of_the_library_page_runs(
+    tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _run_library_page(_page("library.md"), tmp_path, sandbox, monkeypatch) >= 6
+    assert len(sandbox.milestones()) == 48  # the page's upload ran, once: its second run created nothing
+
+
+def test_a_library_block_that_no_longer_matches_the_code_fails(
+    tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = _page("library.md")
+    assert "run_upload(" in page and "import run_upload\n" in page
+    renamed = page.replace("import run_upload\n", "import run_upload as upload_all\n", 1)  # as a rename would
+    with pytest.raises(NameError, match="run_upload"):
+        _run_library_page(renamed, tmp_path, sandbox, monkeypatch)
+
+
+def _bare_signature(function: Any) -> str:
+    """`name(a, b, *, c=None)`: the signature as the page writes it, without the annotations."""
+    shown: list[str] = []
+    for param in inspect.signature(function).parameters.values():
+        if param.kind is param.KEYWORD_ONLY and "*" not in shown:
+            shown.append("*")
+        shown.append(param.name if param.default is param.empty else f"{param.name}={param.default!r}")
+    return f"{function.__name__}({', '.join(shown)})"
+
+
+def test_the_library_page_gives_the_signatures_and_settings_as_the_code_has_them() -> None:
+    page = " ".join(_page("library.md").split())  # a signature may be wrapped over two lines
+    for function in (importer.run_validate, importer.run_upload):
+        assert f"`{_bare_signature(function)}`" in page, _bare_signature(function)
+    for field in [*dataclasses.fields(importer.Settings), *dataclasses.fields(importer.RunResult)]:
+        assert f"`{field.name}`" in page, field.name

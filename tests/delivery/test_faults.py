@@ -297,7 +297,7 @@ def test_a_journal_that_cannot_be_written_stops_the_sending_and_a_rerun_resumes(
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     posts = sandbox.stats()["POST /billing_milestones"]
     # Of the first two batches (one a sending thread), those that got the slot before the third failed to be
-    # journalled; the other is cancelled in its wait (a loaded run here saw the second go, the first not).
+    # journalled; the other is cancelled in its wait (which goes first depends on the scheduling, so either may).
     # None after.
     first, second = ({f"Row {n}" for n in range(b * 10, b * 10 + 10)} for b in range(2))
     assert set(ids) in (first, second, first | second) and posts == len(ids) // 10
@@ -318,7 +318,7 @@ def test_a_journal_that_cannot_be_written_stops_the_sending_and_a_rerun_resumes(
 def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_journal(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The state folder's disk fills up after the ledger's first lines (helper-22): the sending stops
+    """The state folder's disk fills up after the ledger's first lines: the sending stops
     (JournalNotWritten, naming the ledger), and when the results workbook cannot be written either, the
     message says the rows are kept in the journal, which was written, not that the journal failed."""
     import importer.delivery.ledger
@@ -400,8 +400,8 @@ def _schedule(tmp_path: Path, n: int) -> Path:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_killed_or_interrupted_upload_resumes_to_the_same_workbook(sandbox: Any, tmp_path: Path, sig: int) -> None:
-    """SIGTERM (`timeout`, systemd) and SIGHUP (the terminal closed) are taken as Ctrl-C: helper-18 saw SIGTERM
-    end a run with no workbook, and SIGHUP did the same."""
+    """SIGTERM (`timeout`, systemd) and SIGHUP (the terminal closed) are taken as Ctrl-C, so that they too end
+    with the workbook written and a re-run resumes to the same workbook; kill -9 leaves that to the re-run."""
     sandbox.reset()
     sandbox.set_faults(latency=0.05)
     path = _schedule(tmp_path, 200)  # 20 requests of 10
@@ -436,8 +436,8 @@ def test_killed_or_interrupted_upload_resumes_to_the_same_workbook(sandbox: Any,
 
 
 def test_a_hang_up_under_nohup_is_ignored_as_nohup_asks(sandbox: Any, tmp_path: Path) -> None:
-    """nohup ignores SIGHUP so that the run goes on after the terminal closes: taking SIGHUP as Ctrl-C
-    stopped it (helper-22). An ignored signal stays ignored."""
+    """nohup ignores SIGHUP so that the run goes on after the terminal closes: an ignored signal stays ignored,
+    rather than being taken as Ctrl-C."""
     sandbox.reset()
     sandbox.set_faults(latency=0.05)
     path = _schedule(tmp_path, 200)
@@ -570,9 +570,9 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
 
 
 def test_ctrl_c_during_the_resumes_wait_reports_the_rows_already_found(sandbox: Any, tmp_path: Path) -> None:
-    """helper-17: killed with four batches in flight, three of which Kantata wrote; the re-run found those 30
-    rows, waited for the other 10, and a Ctrl-C then reported all 40 not_sent. The 30 are `created` (the killed
-    run sent them), the 10 not_sent."""
+    """Killed with four batches in flight, three of which Kantata wrote, the re-run finds those 30 rows and
+    waits for the other 10; a Ctrl-C then must not throw away what was found: the 30 are `created` (the killed
+    run sent them), only the 10 not_sent."""
     sandbox.reset()
     sandbox.set_faults(latency=2.0)
     path = _schedule(tmp_path, 40)
@@ -638,8 +638,8 @@ def test_a_second_ctrl_c_is_ignored_until_the_workbook_is_written(sandbox: Any, 
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     # The second Ctrl-C only once the first was handled (two at once are one): the sending threads waiting
-    # for a slot give their rows up, which the journal says ("unsent"). (helper-21: a sleep of 0.1 s was not
-    # enough for a process not scheduled meanwhile.)
+    # for a slot give their rows up, which the journal says ("unsent"). Waiting for that line, not for a time,
+    # holds on a loaded machine where the process may not be scheduled for a while.
     journal = tmp_path / ".schedule.results.xlsx.journal.jsonl"
     while '"unsent"' not in journal.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, "the first Ctrl-C was not handled"
@@ -685,13 +685,12 @@ def test_ctrl_c_while_the_results_are_written_does_not_lose_them(
 def test_a_second_upload_to_the_same_account_waits_for_the_first_and_creates_nothing_twice(
     sandbox: Any, tmp_path: Path, schedule: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """helper-18 saw two uploads of one schedule to different results workbooks both send every row (6000
-    milestones for 3000), helper-20 a schedule and its copy with one row more both send the 48 they share: only
-    the journal's lock (one per results workbook) kept uploads apart. Now one at a time per account: the second
-    waits, then finds the first's rows."""
+    """Uploads to one account go one at a time, whatever their results workbooks: a lock per results workbook
+    alone would let two uploads of one schedule (or of a schedule and its copy with a row more) both send the
+    rows they share. The second waits, then finds the first's rows."""
     sandbox.reset()
     # The first upload's creates are held until the second has said that it waits (or has ended): timed
-    # instead, a second process slow to start on a loaded machine found the first one done (helper-21).
+    # instead, a second process slow to start on a loaded machine could find the first one done, and not wait.
     go = threading.Event()
     create = sandbox._routes["POST /billing_milestones"]
 

@@ -78,7 +78,8 @@ def test_an_unwritable_state_folder_means_no_ledger_not_a_failure(tmp_path: Path
 
 
 def test_one_upload_at_a_time_per_account_the_next_waiting(state: Path) -> None:
-    """helper-20: a schedule and its copy with a row added, uploaded at once, both sent the 48 rows they share."""
+    """Two uploads to one account take turns, so that a schedule and its copy with a row added, uploaded at
+    once, cannot both send the rows they share; an upload to another account does not wait."""
     import threading
 
     said: list[str] = []
@@ -102,8 +103,8 @@ def test_one_upload_at_a_time_per_account_the_next_waiting(state: Path) -> None:
 
 
 def test_a_line_torn_by_another_run_does_not_swallow_the_next(state: Path) -> None:
-    """helper-20: a run whose disk filled mid-line left a line without its end; the next line another run
-    appended was glued to it and lost, and with it the wait for that run's keys."""
+    """A run whose disk filled mid-line leaves a line without its end: the next line another run appends must
+    not be glued to it and lost, or the wait for that run's keys would be lost with it."""
     running = Ledger.open(URL, 60.0, state)
     assert running is not None
     with (state / FILE_NAME).open("a", encoding="utf-8") as fh:
@@ -177,9 +178,9 @@ def _pruned_by_a_version_before_left_lines(state: Path) -> None:
 
 
 def test_a_key_that_left_is_waited_for_after_an_older_version_pruned_the_file(state: Path) -> None:
-    """helper-22: with "left" as a line of its own kind, a run of the version before (another account, the
-    same state folder) pruned those lines away, and the next run took the keys for never sent: 15 duplicates
-    of 20. The line that says a request left is a "sending" line, which every version keeps."""
+    """The line that says a request left is a "sending" line, which every version keeps: were it a kind of its
+    own, an older version pruning the shared state folder (for another account) would drop it, and the next run
+    would take the keys for never sent and send them twice."""
     first = Ledger.open(URL, 60.0, state)
     assert first is not None
     _went(first, [_item(1)])

@@ -332,9 +332,9 @@ def _interrupt_main_when_in(qualname: str) -> None:
 def test_a_ctrl_c_in_the_uploaders_clean_up_is_the_end_of_the_run_not_an_escape(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """helper-21: the first Ctrl-C landing in Uploader.run's clean-up (the thread pool's shutdown, after every
-    batch was answered) escaped run_upload as a bare KeyboardInterrupt: no workbook, and pytest itself stopped.
-    Now it ends the run as a Ctrl-C does: every row settled, the workbook written, exit 130."""
+    """A Ctrl-C landing in Uploader.run's clean-up (the thread pool's shutdown, after every batch was answered)
+    must end the run as any Ctrl-C does (every row settled, the workbook written, exit 130), not escape
+    run_upload as a bare KeyboardInterrupt that leaves no workbook."""
     pools: list[Any] = []
 
     class SlowToShutDown(ThreadPoolExecutor):
@@ -386,8 +386,8 @@ def test_a_ctrl_c_while_the_currencies_are_awaited_costs_only_them(
         return asked(self, ids, **kwargs)
 
     monkeypatch.setattr(KantataClient, "workspaces", slow_workspaces)
-    # Ctrl-C once the main thread waits for the currencies, as its stack shows (helper-21: a timer of 0.3 s
-    # could fire before, and a Ctrl-C in the uploader's clean-up escaped run_upload and stopped pytest).
+    # Ctrl-C once the main thread's stack shows it waiting for the currencies: a timer could fire before that
+    # point on a loaded machine, and the test would then exercise another path than the one it names.
     presser = threading.Thread(target=_interrupt_main_when_in, args=("Currencies.result",), daemon=True)
     presser.start()
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10)

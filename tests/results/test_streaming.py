@@ -117,7 +117,8 @@ def test_abandoning_leaves_no_file_anywhere(make_schedule: MakeSchedule, tmp_pat
 def test_scratch_folders_of_runs_killed_long_ago_are_removed_and_no_other(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """helper-18: kill -9 during sending left $TMPDIR/kantata-import-* behind for good."""
+    """kill -9 during sending runs no clean-up, so a later run removes the scratch folders that runs since ended
+    left in $TMPDIR long ago, and none of a run still going or of one that ended a moment ago."""
     import os
     import subprocess
     import sys

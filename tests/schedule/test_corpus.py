@@ -520,8 +520,8 @@ def test_every_cell_keeps_its_address_in_the_results(reader: str, tmp_path: Path
 def test_times_durations_and_header_cells_come_back_as_they_were(
     reader: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """helper-19: a time 09:30 came back as the text '09:30:00', a duration of 36 h as '1 day, 12:00:00', header
-    cells 2026 and a date as text, '  Notes  ' trimmed."""
+    """The user's own cells come back as they were: a time 09:30 not as the text '09:30:00', a duration of 36 h
+    not as '1 day, 12:00:00', header cells 2026 and a date not as text, '  Notes  ' not trimmed."""
     _use_reader(reader, monkeypatch)
     path = tmp_path / "in.xlsx"
     wb = openpyxl.Workbook()
@@ -541,8 +541,8 @@ def test_times_durations_and_header_cells_come_back_as_they_were(
 def test_a_tables_totals_row_among_the_data_is_kept_in_the_results_at_its_place(
     tmp_path: Path, sandbox: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """helper-19: a table A1:C4 with a totals row, and rows typed below the table: row 4 vanished from the
-    results (only a totals row below every data row was kept)."""
+    """A table A1:C4 with a totals row, and rows typed below the table: every row keeps its place in the
+    results, the totals row among them, not only a totals row below every data row."""
     path = tmp_path / "in.xlsx"
     wb = openpyxl.Workbook()
     ws = wb.active
@@ -567,8 +567,8 @@ def test_a_tables_totals_row_among_the_data_is_kept_in_the_results_at_its_place(
 
 
 def test_numbers_come_back_with_every_digit_excel_saved(tmp_path: Path) -> None:
-    """helper-17: xlsxwriter writes 16 significant digits, so 3333.3333333333335 (as Excel saves a third of
-    10000) came back as 3333.333333333333, in the user's own column too (packing.ExactNumbers)."""
+    """xlsxwriter writes 16 significant digits, which would turn 3333.3333333333335 (as Excel saves a third of
+    10000) into 3333.333333333333, in the user's own column too: packing.ExactNumbers keeps every digit."""
     path = _excel_sheet('<row r="2"><c r="A2" t="inlineStr"><is><t>A</t></is></c><c r="B2"><v>3333.3333333333335</v>'
                         '</c><c r="C2"><v>1001</v></c><c r="D2"><v>33.333333333333336</v></c><c r="E2"><v>1E+20</v>'
                         "</c></row>")(tmp_path)  # fmt: skip
