@@ -21,7 +21,7 @@ from importer.delivery.recorder import OnOutcomes, Recorder
 from importer.delivery.settle import settle_in_flight
 from importer.delivery.upload import Uploader
 from importer.errors import ApiUnavailable, ImporterError, Interrupted, JournalNotWritten
-from importer.kantata import Currencies, ImportKey, Item, KantataClient
+from importer.kantata import Account, Currencies, ImportKey, Item, KantataClient
 from importer.outcomes import Outcome, Status
 from importer.progress import OnProgress, Stage, Ticker, for_stage
 from importer.settings import Settings
@@ -59,7 +59,7 @@ class Delivery:
 
     client: KantataClient
     settings: Settings
-    account: str
+    account: Account
     say: Say
     on_progress: OnProgress | None
     writing_begins: Callable[[], None]
