@@ -62,9 +62,9 @@ Load a billing schedule (.xlsx or .csv) into Kantata OX as billing milestones, e
   kantata-import sandbox --port 8765              run that look-alike on its own
 
 The API token is read from the environment variable KANTATA_API_TOKEN (never from a flag or a file).
-Settings you use every time (base_url, sheet, batch_size, concurrency, date_format, currency_decimals) can live
-in kantata-import.toml in the current folder, or [tool.kantata-import] in pyproject.toml; flags and
-environment variables beat it."""
+Settings you use every time (base_url, sheet, batch_size, concurrency, date_format, currency_decimals,
+lock_wait) can live in kantata-import.toml in the current folder, or [tool.kantata-import] in pyproject.toml;
+flags and environment variables beat it."""
 
 
 class _UsageError(SystemExit):

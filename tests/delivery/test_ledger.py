@@ -50,7 +50,7 @@ def test_a_later_run_waits_for_the_keys_sent_without_an_answer_and_for_no_other(
     assert later is not None
     waits = later.waits_for([_item(n) for n in range(1, 6)])
     assert list(waits) == [_item(3).key] and 60 - (time.monotonic() - started) <= waits[_item(3).key] <= 60
-    other = Ledger.open(Account.parse("http://127.0.0.1:9/api/v1"), 60.0, state)  # another account: nothing of this one's
+    other = Ledger.open(Account.parse("http://127.0.0.1:9/api/v1"), 60.0, state)  # another account: none of these
     assert other is not None and other.waits_for([_item(3)]) == {}
     for ledger in (later, other):
         ledger.close()
@@ -128,7 +128,7 @@ def test_a_ledger_that_cannot_be_written_stops_what_it_said_would_leave(state: P
     ledger.close()
     real.close()
 
-    unwritten = Ledger.open(ACCOUNT, 60.0, state)  # broken before this run wrote a line: nothing promised, nothing stopped
+    unwritten = Ledger.open(ACCOUNT, 60.0, state)  # broken before it wrote a line: nothing promised, nothing stopped
     assert unwritten is not None
     _filled_up(unwritten).close()
     unwritten.settled([Outcome(2, Status.CREATED, "8")])
@@ -239,3 +239,20 @@ def test_a_run_whose_keys_all_settled_leaves_the_file_as_it_found_it(state: Path
     waits = final.waits_for([_item(n) for n in (3, 4, 9)])
     final.close()
     assert sorted(waits) == sorted([_item(4).key, _item(9).key])
+
+
+def test_keys_an_earlier_version_left_in_flight_are_waited_for_under_any_spelling(state: Path) -> None:
+    """Before accounts had one name, lines were tagged with the URL as typed: a run killed with a batch on the
+    wire before an upgrade must still be waited for after it, whatever spelling the new run uses."""
+    clock = FakeClock(boot="this-boot")
+    state.mkdir()
+    with (state / FILE_NAME).open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"kind": "sending", "url": "http://127.0.0.1:8765/api/v1", "window": 60.0,
+                             "keys": [str(_item(1).key)], "at": clock.now()}) + "\n")  # fmt: skip
+    for spelling in ("http://127.0.0.1:8765/api/v1", "http://LOCALHOST:8765/api/v1/", "http://[::1]:8765/api/v1/."):
+        later = Ledger.open(Account.parse(spelling), 60.0, state, clock)
+        assert later is not None and list(later.waits_for([_item(1), _item(2)])) == [_item(1).key], spelling
+        later.close()
+    elsewhere = Ledger.open(Account.parse("http://127.0.0.1:8766/api/v1"), 60.0, state, clock)
+    assert elsewhere is not None and elsewhere.waits_for([_item(1)]) == {}
+    elsewhere.close()
