@@ -58,7 +58,7 @@ def test_a_second_upload_under_another_spelling_waits_for_the_first(
         _until_noted(state, first)
         refused = _upload(second_file, f"http://LOCALHOST:{port}/api/v1/.", state, "--no-wait")
         out, err = refused.communicate(timeout=PATIENCE)
-        assert refused.returncode == ExitCode.BUSY == 6, err
+        assert refused.returncode == int(ExitCode.BUSY) == 6, err
         assert f"error: another upload to http://localhost:{port}/api/v1 is running (held by pid {first.pid} " in err
         assert str(first_file) in err and "--no-wait was given; nothing was sent" in err
         second = _upload(second_file, f"http://127.0.0.1:{port}/api/v1/", state)
