@@ -59,7 +59,7 @@ def test_no_wait_stops_at_once_saying_who_holds_the_lock(state: Path) -> None:
         with pytest.raises(AccountBusy) as raised, one_upload_to(SAME, print, state, wait=0, clock=clock):
             pass
         assert clock.sleeps == []
-    assert int(raised.value.exit_code) == ExitCode.BUSY == 6
+    assert raised.value.exit_code == ExitCode.BUSY and int(ExitCode.BUSY) == 6
     assert f"held by pid {os.getpid()}" in str(raised.value) and "--no-wait" in str(raised.value)
     assert list((state / "running").glob("*.holder.json")) == []  # the note goes with the lock
     with one_upload_to(SAME, print, state, wait=0):  # free again
