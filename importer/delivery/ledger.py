@@ -34,7 +34,7 @@ from importer.outcomes import Outcome, Status
 
 FILE_NAME = "inflight.jsonl"
 LEDGER = "the ledger of requests in flight"
-SETTLED = (Status.CREATED, Status.REJECTED, Status.EXISTS)  # answered: nothing of theirs is still being written
+SETTLED = (Status.CREATED, Status.REJECTED, Status.UNCHANGED)  # answered: nothing of theirs is still being written
 
 
 LOCK_POLL = 0.002  # seconds between tries for the ledger's lock, held by another run only while it writes a line
