@@ -5,13 +5,15 @@ stop a run. Run-stopping failures are exceptions from one base, each kind a thin
 
     ImporterError                 base; .exit_code; str() is a complete sentence for the user
       ScheduleError               the file can't be used: missing, not a workbook, no such sheet, no header row
-      ConfigError                 bad --base-url, --batch-size, output path equal to the input
+      ConfigError                 bad --batch-size, output path equal to the input, ...
+        BadBaseUrl                the base URL cannot name a Kantata account; says which setting gave it
       AuthError                   token missing or refused; nothing (more) was sent
         MissingToken
         TokenRejected
       ApiUnavailable              Kantata unreachable after retries; unsent rows are `not_sent`
       JournalNotWritten           the upload's journal can't be written (disk full): sending stops, as above
       ResultsNotWritten           the results workbook can't be written; the journal keeps the outcomes
+      AccountBusy                 another upload to the same account holds its lock (--no-wait, --wait ran out)
       Interrupted                 Ctrl-C; in-flight batches resolved, the workbook written
 
 Exit codes are the `ExitCode` enum; the CLI (`importer/cli/main.py`) maps exceptions to them in one place.
@@ -20,6 +22,7 @@ Exit codes are the `ExitCode` enum; the CLI (`importer/cli/main.py`) maps except
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,7 @@ class ExitCode(enum.IntEnum):
     AUTH = 3  # token missing or refused; nothing was sent
     STOPPED = 4  # the run had to stop midway (Kantata unreachable, journal unwritable); unsent rows are `not_sent`
     NOT_WRITTEN = 5  # the results workbook could not be written (disk full, permissions); re-run to write it
+    BUSY = 6  # another upload to the same Kantata account is running (--no-wait, or --wait ran out); nothing sent
     BUG = 70  # an internal error (EX_SOFTWARE); run again with --debug for the traceback
     INTERRUPTED = 130  # Ctrl-C; an upload wrote the results workbook (a dry run stops writing nothing)
 
@@ -50,6 +54,8 @@ exit codes:
        (validate --online: nothing was written)
   5    the results workbook could not be written (a full disk, no permission): an upload's outcomes are kept in
        its journal, so fix that and run the same command again to write it (nothing is sent twice)
+  6    another upload to the same Kantata account is running and --no-wait was given (or --wait ran out);
+       nothing was sent: run it again when that one has finished
   130  interrupted (Ctrl-C, SIGTERM, SIGHUP); an upload wrote the results workbook, re-run to resume
        (validate: nothing written)
   70   internal error (a bug): run again with --debug for the traceback"""
@@ -106,6 +112,22 @@ class ConfigError(ImporterError):
     """An argument or setting is unusable; nothing was read or sent."""
 
     exit_code = ExitCode.UNUSABLE_INPUT
+
+
+class BadBaseUrl(ConfigError):
+    """The base URL cannot be used (malformed, not http(s), a port that is no port, credentials or a query in
+    it); `setting` names where it came from (--base-url, KANTATA_BASE_URL, base_url in the config file)."""
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+    @classmethod
+    def from_problem(cls, url: str, problem: str, *, setting: str) -> BadBaseUrl:
+        # A user:password@ is never repeated back: it may be a real password.
+        shown = re.sub(r"//[^/?#]*@", "//***@", url.strip())
+        like = "" if "https://" in problem else ". Write it like https://api.mavenlink.com/api/v1"
+        return cls(f"{setting} {shown!r} cannot be used: {problem}{like}", setting=setting)
 
 
 class AuthError(ImporterError):
@@ -176,6 +198,25 @@ class ResultsNotWritten(ImporterError):
     """The run ended, but its results workbook could not be written: not a bug, something the user can mend."""
 
     exit_code = ExitCode.NOT_WRITTEN
+
+
+class AccountBusy(ImporterError):
+    """Another upload to the same Kantata account holds the account's lock, and this one was told not to wait
+    (--no-wait) or not that long (--wait SECONDS). Nothing was sent."""
+
+    exit_code = ExitCode.BUSY
+
+    def __init__(self, message: str, *, account: str, holder: str) -> None:
+        super().__init__(message)
+        self.account = account
+        self.holder = holder
+
+    @classmethod
+    def from_wait(cls, account: str, holder: str, waited: float) -> AccountBusy:
+        how = "--no-wait was given" if waited <= 0 else f"it was still running after --wait {waited:g} s"
+        return cls(f"another upload to {account} is running ({holder}) and {how}; nothing was sent. Run this one "
+                   "again when that one has finished, or without --no-wait to wait for it", account=account,
+                   holder=holder)  # fmt: skip
 
 
 class Interrupted(ImporterError):

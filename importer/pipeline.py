@@ -44,6 +44,7 @@ from importer.errors import (
 )
 from importer.kantata import (
     LOOKUP_CHUNK,
+    Account,
     Item,
     KantataClient,
     OnlineCheck,
@@ -338,7 +339,7 @@ def run_upload(
     to_send = ToSend(validated.rows.index.tolist() if deferred else [i.row for i in items], items)
     digest = schedule_digest(validated.rows, to_send.rows)
     projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist()))
-    account = sanitize_url(settings.base_url).rstrip("/")
+    account = Account.of(settings)
     streams: list[StreamedResults] = []
     with contextlib.closing(KantataClient(settings, settings.token, session=session)) as client:
         amount_errors, notes, unanswered = _amounts_checked(raw, validated, client, options)
@@ -356,7 +357,9 @@ def run_upload(
         with (
             patient_interrupts(say) as writing_begins,
             _abandoned_on_error(lambda: streams[0] if streams else None),
-            one_upload_to(account, say, settings.state_dir),
+            one_upload_to(
+                account, say, settings.state_dir, wait=settings.lock_wait, loading=Path(path), clock=settings.clock
+            ),
         ):
             delivery = Delivery(client, settings, account, say, on_progress, writing_begins, on_outcomes)
             done = delivery.deliver(journal_path(out), digest, projects, to_send, results, unanswered=unanswered)

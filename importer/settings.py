@@ -8,18 +8,20 @@ hidden prompt, never a flag (flags land in shell history and `ps`) or a file.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import ipaddress
 import os
+import string
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from importer.clock import SYSTEM_CLOCK, Clock
-from importer.errors import BadToken, ConfigError, MissingToken
+from importer.errors import BadBaseUrl, BadToken, ConfigError, MissingToken
 
 DEFAULT_BASE_URL = "https://api.mavenlink.com/api/v1"
 TOKEN_ENV = "KANTATA_API_TOKEN"
@@ -28,6 +30,8 @@ STATE_ENV = "KANTATA_IMPORT_STATE"  # the folder of the ledger and the per-accou
 NO_STREAM_ENV = "KANTATA_IMPORT_NO_STREAM"  # 1: an upload writes its results workbook after the last answer
 NO_PREFETCH_ENV = "KANTATA_IMPORT_NO_PREFETCH"  # 1: the CLI does not read the workbook ahead of the imports
 MAX_BATCH = 100  # the endpoint's documented limit per request
+MAX_LOCK_WAIT = 7 * 24 * 3600.0  # seconds: --wait beyond a week is a typo
+APP_NAME = "kantata-import"  # the state folder's name under the platform's
 
 
 DEFAULT_CONCURRENCY = 4  # "a few requests in flight" (Kantata's rate-limit guidance)
@@ -89,35 +93,132 @@ def token(text: str, where: str) -> Secret | None:
 
 def is_loopback(host: str) -> bool:
     """Plain http is tolerated only here: the sandbox, never a real network."""
+    host = host.casefold().rstrip(".")
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host.strip("[]").split("%")[0])
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def check_base_url(url: str) -> str:
-    """Refuse anything but https, except plain http to loopback (the sandbox); strip a trailing slash."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(f"base URL {sanitize_url(url)!r} is not an http(s) URL, e.g. {DEFAULT_BASE_URL}")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise ConfigError(
-            f"base URL {sanitize_url(url)!r} is plain http: the token would cross the network unencrypted. "
-            "Use https (plain http is allowed only to loopback, for the sandbox)."
-        )
-    if parts.username or parts.password:
-        raise ConfigError("base URL must not carry a user name or password; the token goes in KANTATA_API_TOKEN")
-    return url.strip().rstrip("/")
+UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+PATH_SAFE = UNRESERVED | frozenset("!$&'()*+,;=:@/")  # what a path may hold as it is (RFC 3986)
+HOST_SAFE = frozenset(string.ascii_lowercase + string.digits + "-._")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_base_url(text: str, setting: str = "base_url") -> str:
+    """The base URL in one spelling, or BadBaseUrl naming `setting` and what to mend.
+
+    Spellings that reach the same server are written the same: scheme and host in lower case, a host outside
+    ASCII in IDNA (as requests sends it), no dot after the host, no explicit default port, percent-encoding
+    normalised (hex in capitals, unreserved characters plain), dot segments and trailing slashes removed.
+    Refused: no scheme or another than http(s); plain http beyond loopback; a user:password@ (the token is the
+    credential); a query or fragment; a port that is no number from 1 to 65535; a host that is no host."""
+
+    def bad(problem: str) -> BadBaseUrl:
+        return BadBaseUrl.from_problem(text, problem, setting=setting)
+
+    raw = text.strip()
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise bad("it has a space, a line break or a control character inside")
+    if "://" not in raw:
+        raise bad(f"it has no scheme: write https://{raw.removeprefix('//')}" if raw else "it is empty")
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError as exc:  # an unclosed [, a port that is no number or out of range
+        what = str(exc)
+        if "port" in what.casefold():
+            raise bad("its port is not a number from 1 to 65535") from None
+        raise bad(f"it is malformed ({what})") from None
+    scheme = parts.scheme.casefold()
+    if scheme not in DEFAULT_PORTS:
+        raise bad(f"its scheme is {parts.scheme!r}; use https (or http to loopback, for the sandbox)")
+    if "@" in parts.netloc:
+        raise bad(f"it carries a user name or password; remove it, the token goes in {TOKEN_ENV}")
+    if parts.query or parts.fragment or "?" in raw or "#" in raw:
+        raise bad("it has a query (?...) or fragment (#...); give the API's address only")
+    if port == 0:
+        raise bad("its port is 0; use a port from 1 to 65535")
+    host = _host(parts.netloc, bad)
+    if scheme == "http" and not is_loopback(host):
+        raise bad("it is plain http, so the token would cross the network unencrypted; use https (plain http "
+                  "is allowed only to loopback, for the sandbox)")  # fmt: skip
+    netloc = host if port in (None, DEFAULT_PORTS[scheme]) else f"{host}:{port}"
+    return f"{scheme}://{netloc}{_path(parts.path, bad)}"
+
+
+def _host(netloc: str, bad: Callable[[str], BadBaseUrl]) -> str:
+    """The host of `netloc` (no port, no user) in one spelling: IPv6 compressed in brackets, names in lower case
+    and IDNA, without a trailing dot."""
+    given = netloc.rpartition("@")[2]
+    if given.startswith("["):
+        inside = given[1 : given.find("]")] if "]" in given else given[1:]
+        try:
+            return f"[{ipaddress.IPv6Address(inside).compressed}]"
+        except ValueError:
+            raise bad(f"[{inside}] is not an IPv6 address") from None
+    name = given.rsplit(":", 1)[0] if ":" in given else given
+    name = name.rstrip(".") if not name.endswith("..") else name
+    if not name:
+        raise bad("it has no host name")
+    if not name.isascii():
+        import idna  # requests' own dependency; loaded only for a host outside ASCII
+
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise bad(f"its host {name!r} is not a valid host name ({exc})") from None
+    name = name.casefold()
+    if not set(name) <= HOST_SAFE or "" in name.split("."):
+        raise bad(f"its host {name!r} is not a valid host name")
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.IPv4Address(name))  # 127.000.000.001 is 127.0.0.1
+    return name
+
+
+def _path(path: str, bad: Callable[[str], BadBaseUrl]) -> str:
+    """`path` with percent-encoding normalised (RFC 3986 6.2.2), then without dot segments or trailing slashes."""
+    out: list[str] = []
+    i = 0
+    while i < len(path):
+        c = path[i]
+        if c == "%":
+            digits = path[i + 1 : i + 3]
+            if len(digits) != 2 or not all(d in string.hexdigits for d in digits):
+                raise bad("its path has a % not followed by two hex digits (write a % itself as %25)")
+            char = chr(int(digits, 16))
+            out.append(char if char in UNRESERVED else f"%{digits.upper()}")
+            i += 3
+            continue
+        out.append(c if c in PATH_SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8")))
+        i += 1
+    segments: list[str] = []
+    for segment in "".join(out).split("/")[1:]:
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment != ".":
+            segments.append(segment)
+    return ("/" + "/".join(segments)).rstrip("/")
 
 
 def sanitize_url(url: str) -> str:
     """The URL without credentials or query, safe to print."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # malformed: nothing of it is shown but its scheme
+        return url.split("://", 1)[0] + "://..." if "://" in url else "..."
     netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if port:
+        netloc += f":{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -156,6 +257,9 @@ class Settings:
     sending_ahead: float = 2.0
     settle_poll: float = 2.0  # seconds between look-ups while waiting for a request that may still be writing
     hold_grace: float = 0.25  # seconds the others wait past a 429's hold for the held request to go first
+    # How long an upload waits for another upload to the same account to finish (one at a time per account):
+    # None as long as it takes, 0 not at all (--no-wait); then it stops with AccountBusy, nothing sent.
+    lock_wait: float | None = None
 
     @property
     def writes_until(self) -> float:
@@ -176,7 +280,10 @@ class Settings:
             raise ConfigError(f"--date-format {self.date_format!r} has no % codes; write e.g. %d/%m/%Y")
         if not 0 <= self.currency_decimals <= 4:
             raise ConfigError("currency_decimals must be 0 to 4 (2 for USD, 0 for JPY, 3 for KWD)")
-        object.__setattr__(self, "base_url", check_base_url(self.base_url))
+        if self.lock_wait is not None and not 0 <= self.lock_wait <= MAX_LOCK_WAIT:
+            raise ConfigError(f"--wait must be 0 to {MAX_LOCK_WAIT:g} seconds (leave it out to wait as long as it "
+                              "takes; --no-wait is 0)")  # fmt: skip
+        object.__setattr__(self, "base_url", parse_base_url(self.base_url))
 
     @classmethod
     def from_env(
@@ -191,8 +298,10 @@ class Settings:
         keyword overrides (from flags) win when not None."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {"base_url": DEFAULT_BASE_URL, **(config or {})}
+        url_from = "base_url in the config file" if config and "base_url" in config else "base_url"
         if env.get(BASE_URL_ENV):
             values["base_url"] = env[BASE_URL_ENV]
+            url_from = BASE_URL_ENV
         if env.get(TOKEN_ENV) and (given := token(env[TOKEN_ENV], TOKEN_ENV)) is not None:
             values["token"] = given
         values["state_dir"] = state_dir_from(env)
@@ -200,7 +309,11 @@ class Settings:
         values["prefetch"] = not _switched_on(env, NO_PREFETCH_ENV)
         if "currency_decimals" in values:  # a config file chose them
             values["currency_decimals_given"] = True
+        if overrides.get("base_url") is not None:
+            url_from = "--base-url"
         values.update({k: v for k, v in overrides.items() if v is not None})
+        # Checked here first, so that the message names where the URL came from.
+        values["base_url"] = parse_base_url(str(values["base_url"]), url_from)
         return cls(**values)  # type: ignore[arg-type]
 
     @classmethod
@@ -214,7 +327,7 @@ class Settings:
         schedule = getattr(args, "schedule", None)
         if schedule is not None and Path(schedule).suffix.casefold() == ".csv":
             values.pop("sheet", None)
-        flags = ("base_url", "batch_size", "concurrency", "sheet", "date_format", "currency_decimals")
+        flags = ("base_url", "batch_size", "concurrency", "sheet", "date_format", "currency_decimals", "lock_wait")
         overrides = {name: getattr(args, name, None) for name in flags}
         if overrides["currency_decimals"] is not None:
             overrides["currency_decimals_given"] = True
@@ -236,9 +349,17 @@ def _switched_on(environ: Mapping[str, str], name: str) -> bool:
 
 
 def state_dir_from(environ: Mapping[str, str]) -> Path:
-    """The state folder: $KANTATA_IMPORT_STATE, else $XDG_STATE_HOME/kantata-import, else
-    ~/.local/state/kantata-import, as `environ` has them."""
+    """The state folder: $KANTATA_IMPORT_STATE, else the platform's folder for an application's state
+    (platformdirs): on Linux and other Unixes $XDG_STATE_HOME/kantata-import, else ~/.local/state/kantata-import;
+    on macOS ~/Library/Application Support/kantata-import; on Windows %LOCALAPPDATA%\\kantata-import.
+
+    On the XDG platforms the rule is applied here to `environ`, as platformdirs applies it to the process's
+    environment: the edge decides which environment counts (a test's, a caller's), not the library."""
     if folder := environ.get(STATE_ENV):
         return Path(folder).expanduser()
-    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "kantata-import"
+    if sys.platform not in ("win32", "darwin"):
+        base = environ.get("XDG_STATE_HOME", "").strip() or str(Path.home() / ".local" / "state")
+        return Path(base) / APP_NAME
+    import platformdirs  # only here: the one place a state folder is chosen
+
+    return Path(platformdirs.user_state_dir(APP_NAME, appauthor=False))

@@ -92,3 +92,42 @@ def test_from_argparse_puts_flags_over_environment_over_the_file() -> None:
     csv = Settings.from_argparse(argparse.Namespace(**{**vars(args), "schedule": Path("s.csv")}), config, {})
     assert csv.sheet is None  # a CSV has no sheets: the file's sheet is not for it
     assert not Settings.from_argparse(argparse.Namespace(schedule=Path("s.csv")), {}, {}).currency_decimals_given
+
+
+def test_the_default_state_folder_is_the_platforms(tmp_path: Path) -> None:
+    """platformdirs' folder for an application's state; KANTATA_IMPORT_STATE beats it, and on the XDG platforms
+    XDG_STATE_HOME in the environment the edge was given moves it, as platformdirs would."""
+    import platformdirs
+
+    assert state_dir_from({}) == Path(platformdirs.user_state_dir("kantata-import", appauthor=False))
+    assert state_dir_from({"XDG_STATE_HOME": str(tmp_path), "KANTATA_IMPORT_STATE": str(tmp_path / "s")}) == (
+        tmp_path / "s"
+    )
+    assert state_dir_from({"XDG_STATE_HOME": "  "}) == state_dir_from({})  # blank: unset
+
+
+@pytest.mark.parametrize(
+    ("where", "named"),
+    [
+        ({"flag": "http://[x"}, "--base-url"),
+        ({"env": "http://localhost:port/api"}, "KANTATA_BASE_URL"),
+        ({"config": "ftp://example.com/api"}, "base_url in the config file"),
+        ({"env": "https://example.com/api", "flag": "https://u:p@example.com/api"}, "--base-url"),
+    ],
+)
+def test_a_bad_base_url_is_named_by_where_it_came_from(where: dict[str, str], named: str) -> None:
+    from importer.errors import BadBaseUrl
+
+    args = argparse.Namespace(base_url=where.get("flag"))
+    environ = {"KANTATA_BASE_URL": where["env"]} if "env" in where else {}
+    config = {"base_url": where["config"]} if "config" in where else {}
+    with pytest.raises(BadBaseUrl, match=f"^{named} '") as raised:
+        Settings.from_argparse(args, config, environ)
+    assert raised.value.setting == named
+
+
+def test_the_base_url_is_kept_in_one_spelling_and_the_lock_wait_checked() -> None:
+    assert Settings(base_url="HTTPS://Example.com:443/api/v1/").base_url == "https://example.com/api/v1"
+    assert Settings(lock_wait=0).lock_wait == 0 and Settings().lock_wait is None
+    with pytest.raises(ConfigError, match="--wait must be 0 to"):
+        Settings(lock_wait=-1)

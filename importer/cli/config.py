@@ -33,6 +33,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "server_timeout": (int, "seconds the server may go on working on a request it did not answer (Kantata: 180)"),
     "date_format": (str, "how non-ISO text dates are written, like --date-format"),
     "currency_decimals": (int, "decimal places of an Amount column, like --currency-decimals"),
+    "lock_wait": (int, "seconds an upload waits for another upload to the same account, like --wait (0: --no-wait)"),
 }
 
 

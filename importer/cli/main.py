@@ -62,9 +62,9 @@ Load a billing schedule (.xlsx or .csv) into Kantata OX as billing milestones, e
   kantata-import sandbox --port 8765              run that look-alike on its own
 
 The API token is read from the environment variable KANTATA_API_TOKEN (never from a flag or a file).
-Settings you use every time (base_url, sheet, batch_size, concurrency, date_format, currency_decimals) can live
-in kantata-import.toml in the current folder, or [tool.kantata-import] in pyproject.toml; flags and
-environment variables beat it."""
+Settings you use every time (base_url, sheet, batch_size, concurrency, date_format, currency_decimals,
+lock_wait) can live in kantata-import.toml in the current folder, or [tool.kantata-import] in pyproject.toml;
+flags and environment variables beat it."""
 
 
 class _UsageError(SystemExit):
@@ -155,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         "lowered automatically while Kantata answers 429)",
     )
     _connection_arguments(up, "upload to")
+    turns = up.add_mutually_exclusive_group()
+    turns.add_argument("--wait", type=float, metavar="SECONDS", dest="lock_wait",
+                       help="while another upload to the same Kantata account runs, wait at most this long, then "
+                       "stop with exit 6 (or lock_wait in the config file; default: wait until it ends)")  # fmt: skip
+    turns.add_argument("--no-wait", action="store_const", const=0.0, dest="lock_wait",
+                       help="while another upload to the same Kantata account runs, stop at once with exit 6 "
+                       "(nothing is sent) instead of waiting for it")  # fmt: skip
 
     tpl = sub.add_parser("template", help=TEMPLATE_HELP.splitlines()[0],
                          description=TEMPLATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip

@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from importer.delivery.journal import journal_path as journal_path
     from importer.delivery.journal import schedule_digest as schedule_digest
     from importer.delivery.ledger import Ledger as Ledger
-    from importer.delivery.ledger import one_upload_to as one_upload_to
+    from importer.delivery.lock import AccountLockHolder as AccountLockHolder
+    from importer.delivery.lock import one_upload_to as one_upload_to
     from importer.delivery.planner import Action as Action
     from importer.delivery.planner import Plan as Plan
     from importer.delivery.planner import Step as Step
@@ -38,7 +39,8 @@ _HOMES = {
     "Journal": "journal",
     "journal_path": "journal",
     "Ledger": "ledger",
-    "one_upload_to": "ledger",
+    "AccountLockHolder": "lock",
+    "one_upload_to": "lock",
     "OnOutcomes": "recorder",
     "OnSending": "recorder",
     "patient_interrupts": "signals",

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 import pandas as pd
+from filelock import lock_descriptor
 
 from importer.clock import SYSTEM_CLOCK, Clock
 from importer.errors import ConfigError, JournalNotWritten
@@ -84,14 +85,10 @@ def tells_left(entry: dict[str, Any], clock: Clock) -> bool:
 
 
 def _lock(fh: IO[str], path: Path) -> None:
-    """One run per import at a time: two runs would both look the same keys up, find nothing, and both send."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks here; running one upload at a time is up to the user
-        return
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    """One run per import at a time: two runs would both look the same keys up, find nothing, and both send.
+    filelock's primitive on the journal's own descriptor (flock on Unix, LockFileEx on Windows), held until the
+    file is closed; the journal is read through that same descriptor, which Windows' lock would deny another."""
+    if not lock_descriptor(fh.fileno(), blocking=False):
         raise ConfigError(
             f"another upload of this schedule to the same results workbook is running (it holds {path.name}); "
             "wait for it to finish, or stop it first"
@@ -132,15 +129,17 @@ class Journal:
         """Resume the journal of the same import (`schedule_digest`) if there is one; otherwise start a new one."""
         journal = cls(path, digest, clock)
         try:
-            fh = path.open("a", encoding="utf-8")  # not "w": another run may hold it, and must not lose it
+            fh = path.open("a+", encoding="utf-8")  # not "w": another run may hold it, and must not lose it
         except OSError as exc:
             raise JournalNotWritten(path, exc, at_start=True) from None
         try:
             _lock(fh, path)
-            journal.sent_before = journal._read_previous()
+            fh.seek(0)
+            text = fh.read()
+            journal.sent_before = journal._read_previous(text)
             if not journal.sent_before:
                 fh.truncate(0)
-            elif not journal.path.read_bytes().endswith(b"\n"):
+            elif text and not text.endswith("\n"):
                 fh.write("\n")  # a torn last line: end it, or the next line would be glued to it and lost
             journal._fh = fh
             if not journal.sent_before:
@@ -156,11 +155,8 @@ class Journal:
             raise
         return journal
 
-    def _read_previous(self) -> set[int]:
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except OSError:
-            return set()
+    def _read_previous(self, text: str) -> set[int]:
+        lines = text.splitlines()
         sent: set[int] = set()
         left: set[int] = set()  # rows a request of which left (or may have: see `untold`)
         untold: set[int] = set()  # rows of "sending" lines whose "left" lines cannot be trusted to tell

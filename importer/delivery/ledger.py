@@ -9,26 +9,27 @@ their answer comes; every upload waits for the keys of its plan that the ledger 
 a resume waits for its journal's rows (delivery/settle.py).
 
 One file for every schedule and account (`inflight.jsonl` in the state folder, `Settings.state_dir`), its lines
-tagged with the base URL. It is never replaced, only appended to and, at a run's start, rewritten in place with
-the entries still live, all under an exclusive lock, so that runs at once lose none of each other's lines. Also
-here: the lock that lets one upload at a time go to one Kantata account (one_upload_to).
+tagged with the account (kantata.Account.key). It is never replaced, only appended to and, at a run's start,
+rewritten in place with the entries still live, all under an exclusive lock, so that runs at once lose none of
+each other's lines. The lock that lets one upload at a time go to one Kantata account is in lock.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from filelock import lock_descriptor, unlock_descriptor
 
 from importer.clock import SYSTEM_CLOCK, Clock
 from importer.delivery.journal import clocks, seconds_since, tells_left
 from importer.errors import JournalNotWritten
-from importer.kantata import ImportKey, Item
+from importer.kantata import Account, ImportKey, Item, key_of
 from importer.outcomes import Outcome, Status
 
 FILE_NAME = "inflight.jsonl"
@@ -36,24 +37,17 @@ LEDGER = "the ledger of requests in flight"
 SETTLED = (Status.CREATED, Status.REJECTED, Status.UNCHANGED)  # answered: nothing of theirs is still being written
 
 
-def _flock(fh: IO[str], *, wait: bool = True) -> bool:
-    """An exclusive advisory lock (False if another holds it and `wait` is off); on Windows none (True)."""
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks there: one upload at a time is up to the user
-        return True
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BlockingIOError:
-        return False
-    return True
+LOCK_POLL = 0.002  # seconds between tries for the ledger's lock, held by another run only while it writes a line
+
+
+def _flock(fh: IO[str]) -> None:
+    """The ledger file's exclusive lock, on its own descriptor: filelock's primitive (flock on Unix, LockFileEx on
+    Windows), so that every platform keeps runs from tearing each other's lines."""
+    lock_descriptor(fh.fileno(), poll_interval=LOCK_POLL)
 
 
 def _unlock(fh: IO[str]) -> None:
-    with contextlib.suppress(ImportError):
-        import fcntl
-
-        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    unlock_descriptor(fh.fileno())
 
 
 def _text(key: ImportKey) -> str:
@@ -63,12 +57,12 @@ def _text(key: ImportKey) -> str:
 
 
 class Ledger:
-    """This run's view of the keys that may still be written at `base_url`, and its own lines."""
+    """This run's view of the keys that may still be written at `account`, and its own lines."""
 
-    def __init__(self, path: Path, base_url: str, window: float, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, path: Path, account: Account, window: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = path
         self.clock = clock
-        self.url = base_url
+        self.url = account.key  # each line's tag: the account, the same for every spelling of its URL
         self.window = window  # seconds a request may go on writing after its "sending" line
         self.live: dict[str, float] = {}  # key text -> seconds it may still be written (other runs, earlier runs)
         self._keys: dict[int, str] = {}  # row -> key text, of the rows this run sent
@@ -82,10 +76,10 @@ class Ledger:
         self._told = False  # a "sending" line was written (or tried): a "left" line must follow what leaves
 
     @classmethod
-    def open(cls, base_url: str, window: float, folder: Path, clock: Clock = SYSTEM_CLOCK) -> Ledger | None:
+    def open(cls, account: Account, window: float, folder: Path, clock: Clock = SYSTEM_CLOCK) -> Ledger | None:
         """Read (and prune) the ledger in the state folder `folder`; None when that cannot be written (a read-only
         home): the journal still guards a re-run of the same schedule and results workbook."""
-        ledger = cls(folder / FILE_NAME, base_url, window, clock)
+        ledger = cls(folder / FILE_NAME, account, window, clock)
         try:
             ledger.path.parent.mkdir(parents=True, exist_ok=True)
             fh = ledger.path.open("a+", encoding="utf-8")
@@ -116,8 +110,10 @@ class Ledger:
         return ledger
 
     def _read(self, text: str) -> list[str]:
-        """Fill `live` for this base URL; the lines to keep: each "sending" line still live, of every URL, with
-        only its keys not settled since."""
+        """Fill `live` for this account; the lines to keep: each "sending" line still live, of every account,
+        with only its keys not settled since. A line's tag is read as an account key (`key_of`): an earlier
+        version tagged its lines with the URL as typed, whose keys must still be waited for after an upgrade."""
+        accounts: dict[str, str] = {}  # tag -> account key: a ledger holds many lines of few accounts
         entries: list[dict[str, Any]] = []
         sent: dict[tuple[str, str], tuple[float, int]] = {}  # (url, key) -> (seconds left, its entry)
         gone: set[tuple[str, str]] = set()  # keys a request of which left, or may have (journal.tells_left)
@@ -126,7 +122,8 @@ class Ledger:
                 entry = json.loads(line)
             except ValueError:
                 continue  # a torn line (power cut mid-write)
-            url = str(entry.get("url"))
+            tag = str(entry.get("url"))
+            url = accounts.get(tag) or accounts.setdefault(tag, key_of(tag))
             keys = [(url, str(key)) for key in entry.get("keys") or ()]
             if entry.get("kind") == "sending":
                 left = float(entry.get("window") or self.window) - seconds_since(entry, self.clock)
@@ -256,27 +253,3 @@ class Ledger:
             finally:
                 with contextlib.suppress(OSError):
                     fh.close()
-
-
-@contextlib.contextmanager
-def one_upload_to(base_url: str, say: Callable[[str], None], state_dir: Path) -> Iterator[None]:
-    """One upload at a time to one Kantata account (base URL), the next waiting for the one before: two at once
-    both look their keys up, find nothing, and both send the rows they share (the same schedule to two results
-    workbooks, or a schedule and its copy with one row added). Serialised, the second
-    finds what the first created. Two at once would also double the load Kantata asks to keep to a few
-    requests. A Ctrl-C ends the wait (nothing was sent)."""
-    folder = state_dir / "running"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fh = (folder / f"{hashlib.sha256(base_url.encode()).hexdigest()[:32]}.lock").open("a", encoding="utf-8")
-    except OSError:  # no state folder: the journal's lock still keeps apart two runs to the same workbook
-        yield
-        return
-    try:
-        if not _flock(fh, wait=False):
-            say(f"waiting for another upload to {base_url} to finish (one at a time per Kantata account, so that "
-                "no row is created twice)")  # fmt: skip
-            _flock(fh)
-        yield
-    finally:
-        fh.close()

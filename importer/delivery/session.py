@@ -23,7 +23,7 @@ from importer.delivery.settle import settle_in_flight
 from importer.delivery.updates import apply_updates, describe
 from importer.delivery.upload import Uploader
 from importer.errors import ApiUnavailable, ImporterError, Interrupted, JournalNotWritten
-from importer.kantata import Currencies, ImportKey, Item, KantataClient, Milestone
+from importer.kantata import Account, Currencies, ImportKey, Item, KantataClient, Milestone
 from importer.outcomes import Outcome, Status
 from importer.progress import OnProgress, Stage, Ticker, for_stage
 from importer.settings import Settings
@@ -91,7 +91,7 @@ class Delivery:
 
     client: KantataClient
     settings: Settings
-    account: str
+    account: Account
     say: Say
     on_progress: OnProgress | None
     writing_begins: Callable[[], None]

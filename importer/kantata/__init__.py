@@ -1,10 +1,13 @@
-"""Everything that speaks Kantata's API: the client, each row's identity (import keys), the online checks."""
+"""Everything that speaks Kantata's API: the account, the client, each row's identity (import keys), the online
+checks."""
 
 from typing import TYPE_CHECKING
 
 from importer._face import lazy
 
 if TYPE_CHECKING:
+    from importer.kantata.account import Account as Account
+    from importer.kantata.account import key_of as key_of
     from importer.kantata.checks import OnlineCheck as OnlineCheck
     from importer.kantata.checks import amount_issues as amount_issues
     from importer.kantata.checks import check_online as check_online
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from importer.kantata.milestones import changes as changes
 
 _HOMES = {
+    "Account": "account",
+    "key_of": "account",
     "changes": "milestones",
     "Milestone": "milestones",
     "ChangeAnswer": "client",

@@ -343,7 +343,7 @@ def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_
 
     real_open = importer.delivery.ledger.Ledger.open
 
-    def open_on_a_disk_filling_up(base_url: str, window: float, folder: Path, clock: Any) -> Any:
+    def open_on_a_disk_filling_up(base_url: Any, window: float, folder: Path, clock: Any) -> Any:
         ledger = real_open(base_url, window, folder, clock)
         assert ledger is not None and ledger._fh is not None
         ledger._fh = FillsUpAfterTheFirstLeft(ledger._fh)  # type: ignore[assignment]

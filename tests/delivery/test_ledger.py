@@ -9,13 +9,16 @@ from typing import IO
 
 import pytest
 
-from importer.delivery.ledger import FILE_NAME, Ledger, one_upload_to
+from importer.delivery.ledger import FILE_NAME, Ledger
+from importer.delivery.lock import one_upload_to
 from importer.errors import JournalNotWritten
+from importer.kantata import Account
 from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
 from importer.outcomes import Outcome, Status
 from tests.fake_clock import FakeClock
 
 URL = "https://api.example.test/api/v1"
+ACCOUNT = Account.parse(URL)
 
 
 def _item(row: int) -> Item:
@@ -35,7 +38,7 @@ def state(tmp_path: Path) -> Path:
 
 def test_a_later_run_waits_for_the_keys_sent_without_an_answer_and_for_no_other(state: Path) -> None:
     started = time.monotonic()
-    first = Ledger.open(URL, 60.0, state)
+    first = Ledger.open(ACCOUNT, 60.0, state)
     assert first is not None
     _went(first, [_item(1), _item(2), _item(3)])
     first.settled([Outcome(1, Status.CREATED, "7"), Outcome(2, Status.REJECTED), Outcome(3, Status.NOT_SENT)])
@@ -43,11 +46,11 @@ def test_a_later_run_waits_for_the_keys_sent_without_an_answer_and_for_no_other(
     first.withdrawn([_item(4)])  # answered 429 only: never in Kantata
     first.close()
 
-    later = Ledger.open(URL, 60.0, state)
+    later = Ledger.open(ACCOUNT, 60.0, state)
     assert later is not None
     waits = later.waits_for([_item(n) for n in range(1, 6)])
     assert list(waits) == [_item(3).key] and 60 - (time.monotonic() - started) <= waits[_item(3).key] <= 60
-    other = Ledger.open("http://127.0.0.1:9/api/v1", 60.0, state)  # another account: nothing of this one's
+    other = Ledger.open(Account.parse("http://127.0.0.1:9/api/v1"), 60.0, state)  # another account: none of these
     assert other is not None and other.waits_for([_item(3)]) == {}
     for ledger in (later, other):
         ledger.close()
@@ -57,12 +60,12 @@ def test_a_later_run_waits_for_the_keys_sent_without_an_answer_and_for_no_other(
 
 
 def test_a_key_whose_window_has_passed_is_forgotten(state: Path) -> None:
-    first = Ledger.open(URL, 0.05, state)
+    first = Ledger.open(ACCOUNT, 0.05, state)
     assert first is not None
     _went(first, [_item(1)])
     first.close()
     time.sleep(0.1)
-    later = Ledger.open(URL, 60.0, state)  # its own window does not lengthen the line's
+    later = Ledger.open(ACCOUNT, 60.0, state)  # its own window does not lengthen the line's
     assert later is not None and later.waits_for([_item(1)]) == {}
     later.close()
     assert (state / FILE_NAME).read_text() == ""
@@ -72,46 +75,21 @@ def test_an_unwritable_state_folder_means_no_ledger_not_a_failure(tmp_path: Path
     blocker = tmp_path / "file"
     blocker.write_text("")
     unwritable = blocker / "state"  # under a file: cannot be made
-    assert Ledger.open(URL, 60.0, unwritable) is None
-    with one_upload_to(URL, print, unwritable):
+    assert Ledger.open(ACCOUNT, 60.0, unwritable) is None
+    with one_upload_to(ACCOUNT, print, unwritable):
         pass
-
-
-def test_one_upload_at_a_time_per_account_the_next_waiting(state: Path) -> None:
-    """Two uploads to one account take turns, so that a schedule and its copy with a row added, uploaded at
-    once, cannot both send the rows they share; an upload to another account does not wait."""
-    import threading
-
-    said: list[str] = []
-    entered = threading.Event()
-
-    def second() -> None:
-        with one_upload_to(URL, said.append, state):
-            entered.set()
-
-    another = "http://127.0.0.1:9/api/v1"  # another account: no wait
-    with one_upload_to(URL, print, state), one_upload_to(another, print, state):
-        waiting = threading.Thread(target=second)
-        waiting.start()
-        deadline = time.monotonic() + 10
-        while not said and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert said and said[0].startswith(f"waiting for another upload to {URL} to finish")
-        assert not entered.is_set()
-    waiting.join(10)
-    assert entered.is_set()
 
 
 def test_a_line_torn_by_another_run_does_not_swallow_the_next(state: Path) -> None:
     """A run whose disk filled mid-line leaves a line without its end: the next line another run appends must
     not be glued to it and lost, or the wait for that run's keys would be lost with it."""
-    running = Ledger.open(URL, 60.0, state)
+    running = Ledger.open(ACCOUNT, 60.0, state)
     assert running is not None
     with (state / FILE_NAME).open("a", encoding="utf-8") as fh:
         fh.write('{"kind": "sending", "url": "' + URL + '", "keys": ["ki1-torn')  # a write cut short
     _went(running, [_item(7)])
     running.close()
-    later = Ledger.open(URL, 60.0, state)
+    later = Ledger.open(ACCOUNT, 60.0, state)
     assert later is not None and list(later.waits_for([_item(7)])) == [_item(7).key]
     later.close()
 
@@ -138,7 +116,7 @@ def _filled_up(ledger: Ledger) -> IO[str]:
 def test_a_ledger_that_cannot_be_written_stops_what_it_said_would_leave(state: Path) -> None:
     """Its "sending" line promises a "left" line for a request that leaves (a kill -9 re-run trusts that): once
     it cannot be written, the request must not leave (JournalNotWritten stops the run)."""
-    ledger = Ledger.open(URL, 60.0, state)
+    ledger = Ledger.open(ACCOUNT, 60.0, state)
     assert ledger is not None
     real = _filled_up(ledger)
     ledger.sending([_item(1)])  # no exception yet: the line may be in the file or not
@@ -150,7 +128,7 @@ def test_a_ledger_that_cannot_be_written_stops_what_it_said_would_leave(state: P
     ledger.close()
     real.close()
 
-    unwritten = Ledger.open(URL, 60.0, state)  # broken before this run wrote a line: nothing promised, nothing stopped
+    unwritten = Ledger.open(ACCOUNT, 60.0, state)  # broken before it wrote a line: nothing promised, nothing stopped
     assert unwritten is not None
     _filled_up(unwritten).close()
     unwritten.settled([Outcome(2, Status.CREATED, "8")])
@@ -181,13 +159,13 @@ def test_a_key_that_left_is_waited_for_after_an_older_version_pruned_the_file(st
     """The line that says a request left is a "sending" line, which every version keeps: were it a kind of its
     own, an older version pruning the shared state folder (for another account) would drop it, and the next run
     would take the keys for never sent and send them twice."""
-    first = Ledger.open(URL, 60.0, state)
+    first = Ledger.open(ACCOUNT, 60.0, state)
     assert first is not None
     _went(first, [_item(1)])
     first.sending([_item(2)])  # journalled ahead, never left
     first.close()
     _pruned_by_a_version_before_left_lines(state)
-    later = Ledger.open(URL, 60.0, state)
+    later = Ledger.open(ACCOUNT, 60.0, state)
     assert later is not None and list(later.waits_for([_item(1), _item(2)])) == [_item(1).key]
     later.close()
 
@@ -195,13 +173,13 @@ def test_a_key_that_left_is_waited_for_after_an_older_version_pruned_the_file(st
 def test_a_key_journalled_again_after_it_left_still_counts_as_gone_after_a_prune(state: Path) -> None:
     """A retry writes a new flagged "sending" line for a batch whose earlier request left: the prune keeps
     the last line of each key, so it must say, on the line, that the key left."""
-    first = Ledger.open(URL, 60.0, state)
+    first = Ledger.open(ACCOUNT, 60.0, state)
     assert first is not None
     _went(first, [_item(1)])
     first.sending([_item(1)])  # journalled again for a retry; the kill comes before it leaves
     first.close()
     for _ in range(2):  # each open prunes and rewrites the file
-        again = Ledger.open(URL, 60.0, state)
+        again = Ledger.open(ACCOUNT, 60.0, state)
         assert again is not None and list(again.waits_for([_item(1)])) == [_item(1).key]
         again.close()
 
@@ -211,7 +189,7 @@ def test_a_batch_said_sending_that_never_left_is_not_waited_for_in_this_boot_onl
     this boot: a crash of the machine could lose a line only flushed), so a re-run need not wait their window.
     Lines of a version that wrote no "left" lines count as gone."""
     clock = FakeClock(boot="this-boot")
-    first = Ledger.open(URL, 60.0, state, clock)
+    first = Ledger.open(ACCOUNT, 60.0, state, clock)
     assert first is not None
     first.sending([_item(1)])  # journalled ahead, never left
     _went(first, [_item(2)])
@@ -219,12 +197,12 @@ def test_a_batch_said_sending_that_never_left_is_not_waited_for_in_this_boot_onl
     with (state / FILE_NAME).open("a", encoding="utf-8") as fh:  # an older version's line: no "tells"
         fh.write("\n" + json.dumps({"kind": "sending", "url": URL, "window": 60.0, "keys": [str(_item(3).key)],
                                     "at": clock.now()}) + "\n")  # fmt: skip
-    later = Ledger.open(URL, 60.0, state, clock)
+    later = Ledger.open(ACCOUNT, 60.0, state, clock)
     assert later is not None
     assert sorted(later.waits_for([_item(n) for n in (1, 2, 3)])) == sorted([_item(2).key, _item(3).key])
     later.close()
     clock.boot_id = "after-a-crash"  # the machine crashed and came back up: a flushed line may have been lost
-    rebooted = Ledger.open(URL, 60.0, state, clock)
+    rebooted = Ledger.open(ACCOUNT, 60.0, state, clock)
     assert rebooted is not None
     assert len(rebooted.waits_for([_item(n) for n in (1, 2, 3)])) == 3  # the line of item 1 counts as gone
     rebooted.close()
@@ -233,31 +211,48 @@ def test_a_batch_said_sending_that_never_left_is_not_waited_for_in_this_boot_onl
 def test_a_run_whose_keys_all_settled_leaves_the_file_as_it_found_it(state: Path) -> None:
     """A large upload appends megabytes, which the next run would read and prune: cut off at close when nothing
     of it can still be written and no other run appended meanwhile."""
-    earlier = Ledger.open(URL, 60.0, state)
+    earlier = Ledger.open(ACCOUNT, 60.0, state)
     assert earlier is not None
     _went(earlier, [_item(9)])  # unanswered: stays
     earlier.close()
-    pruned = Ledger.open(URL, 60.0, state)  # the file as the next run finds it: pruned at open (one line a key)
+    pruned = Ledger.open(ACCOUNT, 60.0, state)  # the file as the next run finds it: pruned at open (one line a key)
     assert pruned is not None
     pruned.close()
     kept = (state / FILE_NAME).read_bytes()
-    run = Ledger.open(URL, 60.0, state)
+    run = Ledger.open(ACCOUNT, 60.0, state)
     assert run is not None
     _went(run, [_item(1), _item(2)])
     run.settled([Outcome(1, Status.CREATED, "7"), Outcome(2, Status.UNCHANGED, "8")])
     run.close()
     assert (state / FILE_NAME).read_bytes().split() == kept.split()  # the earlier line only (blank lines aside)
-    other = Ledger.open(URL, 60.0, state)
+    other = Ledger.open(ACCOUNT, 60.0, state)
     assert other is not None
     _went(other, [_item(3)])
-    interleaved = Ledger.open(URL, 60.0, state)  # another run appends meanwhile: its line must not be cut off
+    interleaved = Ledger.open(ACCOUNT, 60.0, state)  # another run appends meanwhile: its line must not be cut off
     assert interleaved is not None
     _went(interleaved, [_item(4)])
     other.settled([Outcome(3, Status.CREATED, "9")])
     other.close()
     interleaved.close()
-    final = Ledger.open(URL, 60.0, state)
+    final = Ledger.open(ACCOUNT, 60.0, state)
     assert final is not None
     waits = final.waits_for([_item(n) for n in (3, 4, 9)])
     final.close()
     assert sorted(waits) == sorted([_item(4).key, _item(9).key])
+
+
+def test_keys_an_earlier_version_left_in_flight_are_waited_for_under_any_spelling(state: Path) -> None:
+    """Before accounts had one name, lines were tagged with the URL as typed: a run killed with a batch on the
+    wire before an upgrade must still be waited for after it, whatever spelling the new run uses."""
+    clock = FakeClock(boot="this-boot")
+    state.mkdir()
+    with (state / FILE_NAME).open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"kind": "sending", "url": "http://127.0.0.1:8765/api/v1", "window": 60.0,
+                             "keys": [str(_item(1).key)], "at": clock.now()}) + "\n")  # fmt: skip
+    for spelling in ("http://127.0.0.1:8765/api/v1", "http://LOCALHOST:8765/api/v1/", "http://[::1]:8765/api/v1/."):
+        later = Ledger.open(Account.parse(spelling), 60.0, state, clock)
+        assert later is not None and list(later.waits_for([_item(1), _item(2)])) == [_item(1).key], spelling
+        later.close()
+    elsewhere = Ledger.open(Account.parse("http://127.0.0.1:8766/api/v1"), 60.0, state, clock)
+    assert elsewhere is not None and elsewhere.waits_for([_item(1)]) == {}
+    elsewhere.close()
