@@ -126,8 +126,8 @@ def test_each_edited_field_updates_the_same_milestone_in_place(
     else:
         results = month_one(env, make_schedule, rows)
         ids = [r["billing_milestone_id"] for r in read_results(results)]
-        second = make_schedule([[*r, mid] for r, mid in zip(rows, ids, strict=True)], headers=[*HEADERS, "Milestone ID"],
-                               name="next")  # fmt: skip
+        with_ids = [[*r, mid] for r, mid in zip(rows, ids, strict=True)]
+        second = make_schedule(with_ids, headers=[*HEADERS, "Milestone ID"], name="next")
     before = held(sandbox)
     assert len(before) == 7
     edit(second, second, _edited_cells())
