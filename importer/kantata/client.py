@@ -289,15 +289,39 @@ class KantataClient:
     def get(self, path: str, params: Mapping[str, str | int], *, stop: threading.Event | None = None) -> dict[str, Any]:
         """A GET, retried on 429, 5xx, timeouts and connection errors (reading twice is harmless). With `stop`,
         no further try (and no wait for one) once it is set: Cancelled."""
+        response = self._retrying("GET", path, params=params, stop=stop, counted=("gets", f"GET /{path}"))
+        if response.status_code != 200:
+            hint = "; check --base-url (e.g. https://api.mavenlink.com/api/v1)" if response.status_code == 404 else ""
+            raise ApiUnavailable(
+                f"Kantata answered GET {path} with HTTP {response.status_code}: {error_text(response)}{hint}",
+                status=response.status_code,
+            )
+        return _json(response)
+
+    def _retrying(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        payload: bytes | None = None,
+        stop: threading.Event | None = None,
+        counted: tuple[str, str],
+    ) -> requests.Response:
+        """One request that is safe to repeat (a read, or a write whose repeat changes nothing), tried until it
+        gets an answer that is not 429 or 5xx, or `max_attempts` tries are spent. Auth refusals raise
+        TokenRejected at once; with `stop`, no further try (and no wait for one) once it is set: Cancelled."""
         last = ""
         for attempt in range(self.settings.max_attempts):
             if stop is not None and stop.is_set():
                 raise Cancelled
             try:
-                self.stats.count("gets", f"GET /{path}")
+                self.stats.count(*counted)
                 # (a stop also ends a wait for room, or for another request's 429 to pass: nothing is sent)
                 with self.limiter.slot(stop.is_set if stop is not None else None) as generation:
-                    response = self.session.get(self._url(path), params=params, timeout=self._timeout)
+                    response = self.session.request(method, self._url(path), params=params, data=payload,
+                                                    headers=_JSON_BODY if payload is not None else None,
+                                                    timeout=self._timeout)  # fmt: skip
             except requests.RequestException as exc:
                 last = transport_error(exc)
                 if attempt + 1 < self.settings.max_attempts:
@@ -312,18 +336,10 @@ class KantataClient:
                 if attempt + 1 < self.settings.max_attempts:
                     self.backoff(attempt, response, cancel=stop)
                 continue
-            if response.status_code != 200:
-                hint = (
-                    "; check --base-url (e.g. https://api.mavenlink.com/api/v1)" if response.status_code == 404 else ""
-                )
-                raise ApiUnavailable(
-                    f"Kantata answered GET {path} with HTTP {response.status_code}: {error_text(response)}{hint}",
-                    status=response.status_code,
-                )
             self.limiter.succeeded()
-            return _json(response)
+            return response
         raise ApiUnavailable(
-            f"Kantata at {sanitize_url(self.settings.base_url)} did not answer GET {path} after "
+            f"Kantata at {sanitize_url(self.settings.base_url)} did not answer {method} {path} after "
             f"{self.settings.max_attempts} tries (last: {last})",
             attempts=self.settings.max_attempts,
         )
@@ -541,51 +557,32 @@ class KantataClient:
                 found.update((m.id, m) for m in milestones_in(data) if m.id in chunk)
         return found
 
-    def change(self, milestone_id: str, fields: Mapping[str, Any]) -> ChangeAnswer:
+    def change(
+        self, milestone_id: str, fields: Mapping[str, Any], *, stop: threading.Event | None = None
+    ) -> ChangeAnswer:
         """PUT the fields of one milestone. Sending the same values twice changes nothing, so unlike a create
         this is retried after any answer that never came, as a GET is."""
         payload = json.dumps({"billing_milestone": dict(fields)}, allow_nan=False).encode()
-        return self._idempotent("PUT", f"billing_milestones/{milestone_id}", payload)
+        return self._write("PUT", milestone_id, payload, stop)
 
-    def remove(self, milestone_id: str) -> ChangeAnswer:
+    def remove(self, milestone_id: str, *, stop: threading.Event | None = None) -> ChangeAnswer:
         """DELETE one milestone; one already gone answers 404, which the caller reads as done."""
-        return self._idempotent("DELETE", f"billing_milestones/{milestone_id}", None)
+        return self._write("DELETE", milestone_id, None, stop)
 
-    def _idempotent(self, method: str, path: str, payload: bytes | None) -> ChangeAnswer:
-        last = ""
-        for attempt in range(self.settings.max_attempts):
-            try:
-                self.stats.count("writes", f"{method} /billing_milestones/{{id}}")
-                with self.limiter.slot() as generation:
-                    response = self.session.request(method, self._url(path), data=payload,
-                                                    headers=_JSON_BODY if payload is not None else None,
-                                                    params={"include": "external_references"} if payload else None,
-                                                    timeout=self._timeout)  # fmt: skip
-            except requests.RequestException as exc:
-                last = transport_error(exc)
-                if attempt + 1 < self.settings.max_attempts:
-                    self.backoff(attempt)
-                continue
-            self._raise_for_auth(response)
-            if response.status_code == 429 or response.status_code >= 500:
-                self.limiter.throttled(generation)
-                last = f"HTTP {response.status_code}: {error_text(response)}"
-                if attempt + 1 < self.settings.max_attempts:
-                    self.backoff(attempt, response)
-                continue
-            self.limiter.succeeded()
-            if response.status_code in (400, 404, 422):
-                return ChangeAnswer(response.status_code, errors=_errors(response))
-            if response.status_code not in (200, 204):
-                raise ApiUnavailable(f"Kantata answered {method} {path} with HTTP {response.status_code}: "
-                                     f"{error_text(response)}", status=response.status_code)  # fmt: skip
-            found = list(milestones_in(_json(response))) if response.status_code == 200 and response.content else []
-            return ChangeAnswer(response.status_code, milestone=found[0] if found else None)
-        raise ApiUnavailable(
-            f"Kantata at {sanitize_url(self.settings.base_url)} did not answer {method} {path} after "
-            f"{self.settings.max_attempts} tries (last: {last})",
-            attempts=self.settings.max_attempts,
-        )
+    def _write(
+        self, method: str, milestone_id: str, payload: bytes | None, stop: threading.Event | None
+    ) -> ChangeAnswer:
+        path = f"billing_milestones/{milestone_id}"
+        params: dict[str, str | int] | None = {"include": "external_references"} if payload is not None else None
+        response = self._retrying(method, path, params=params, payload=payload, stop=stop,
+                                  counted=("writes", f"{method} /billing_milestones/{{id}}"))  # fmt: skip
+        if response.status_code in (400, 404, 422):
+            return ChangeAnswer(response.status_code, errors=_errors(response))
+        if response.status_code not in (200, 204):
+            raise ApiUnavailable(f"Kantata answered {method} {path} with HTTP {response.status_code}: "
+                                 f"{error_text(response)}", status=response.status_code)  # fmt: skip
+        found = list(milestones_in(_json(response))) if response.status_code == 200 and response.content else []
+        return ChangeAnswer(response.status_code, milestone=found[0] if found else None)
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
