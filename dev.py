@@ -46,13 +46,70 @@ def _ensure_venv() -> Path:
     return python
 
 
-def _run(cmd: list[str]) -> int:
-    print("+ " + " ".join(cmd[1:] if cmd[0].endswith(("python", "python.exe")) else cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT).returncode
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> int:
+    shown = cmd[1:] if cmd[0].endswith(("python", "python.exe")) else cmd
+    print("+ " + " ".join("..." if "\n" in word else word for word in shown), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+# Month two, as a finance user does it: in a copy of last month's results workbook, one amount, one date and one
+# title retyped. Run by the venv's Python, which has openpyxl; the sheet's header row is found by its
+# billing_milestone_id column, so the sample's title block above it does not matter.
+_EDIT_THREE_ROWS = """
+import datetime as dt, sys, openpyxl
+wb = openpyxl.load_workbook(sys.argv[1])
+ws = wb.worksheets[0]
+at = next(r for r in ws.iter_rows() if any(c.value == "billing_milestone_id" for c in r))
+col = {c.value: c.column for c in at}
+first = at[0].row + 1
+amount = ws.cell(first, col["Amount (cents)"])
+amount.value = int(amount.value) + 50000
+when = ws.cell(first + 1, col["Date to invoice"])
+when.value = when.value + dt.timedelta(days=14)
+title = ws.cell(first + 2, col["Title"])
+title.value = title.value + " (revised)"
+wb.save(sys.argv[2])
+"""
 
 
 def demo(python: Path) -> int:
-    return _run([str(python), "-m", "importer", "upload", "samples/billing_schedule.xlsx", "--sandbox"])
+    """Month one loads the sample schedule into a sandbox; month two feeds its results workbook back in with three
+    rows edited: three milestones are updated in place and nothing is created twice. One sandbox serves both runs
+    (`--sandbox` would give each run its own), with a state folder of its own so the demo leaves no trace."""
+    import re
+    import shutil
+    import tempfile
+
+    month1 = Path("samples", "billing_schedule.results.xlsx")  # relative to ROOT, where every command runs
+    month2 = Path("samples", "billing_schedule.month2.results.xlsx")
+    with tempfile.TemporaryDirectory(prefix="kantata-import-demo-") as tmp:
+        sandbox = subprocess.Popen([str(python), "-m", "importer", "sandbox", "--port", "0"], cwd=ROOT,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert sandbox.stderr is not None
+            started = re.search(r"at (\S+), token '([^']+)'", sandbox.stderr.readline())
+            if started is None:
+                print("the sandbox did not start", file=sys.stderr)
+                return 1
+            env = {**os.environ, "KANTATA_BASE_URL": started[1], "KANTATA_API_TOKEN": started[2],
+                   "KANTATA_IMPORT_STATE": str(Path(tmp) / "state")}  # fmt: skip
+            upload = [str(python), "-m", "importer", "upload", "--non-interactive"]
+            print("month one: the sample schedule, loaded for the first time", flush=True)
+            code = _run([*upload, "samples/billing_schedule.xlsx", "-o", str(month1)], env)
+            if code != 0:
+                return code
+            print(f"\nmonth two: {month1.name} fed back in, with 3 rows edited (amount, date, title)", flush=True)
+            schedule = Path(tmp) / "billing_schedule.month2.xlsx"
+            shutil.copyfile(ROOT / month1, schedule)  # edited as a copy: the sample and its results stay as they are
+            code = _run([str(python), "-c", _EDIT_THREE_ROWS, str(schedule), str(schedule)], env)
+            if code != 0:
+                return code
+            return _run([*upload, str(schedule), "-o", str(month2)], env)
+        finally:
+            sandbox.terminate()  # the sandbox holds its data in memory: nothing to save
+            sandbox.wait()
+            if sandbox.stderr is not None:
+                sandbox.stderr.close()
 
 
 def test(python: Path, extra: list[str]) -> int:

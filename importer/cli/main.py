@@ -450,7 +450,8 @@ def _show_issues(result: RunResult, held: list[Secret]) -> None:
     for note in result.notes:
         _err(f"note: {note}", held)
     shown = result.issues[:MAX_ISSUES_SHOWN]
-    rejected = sorted((o for o in result.outcomes.values() if o.status is Status.REJECTED), key=lambda o: o.row)
+    refused = (Status.REJECTED, Status.CONFLICT)  # a row's own failure at Kantata, said in Kantata's or our words
+    rejected = sorted((o for o in result.outcomes.values() if o.status in refused), key=lambda o: o.row)
     width = max([30, *(len(i.code) for i in shown)])  # the longest code still leaves a space before the message
     if result.issues:
         _err(f"{'row':>6}  {'cell':<6} {'code':<{width}} message")
@@ -460,7 +461,8 @@ def _show_issues(result: RunResult, held: list[Secret]) -> None:
         if len(result.issues) > MAX_ISSUES_SHOWN:
             _err(f"... and {len(result.issues) - MAX_ISSUES_SHOWN} more: see the Errors sheet of the results")
     for o in rejected[:MAX_ISSUES_SHOWN]:
-        _err(f"{o.row:>6}  {'-':<6} {'rejected-by-kantata':<{width}} {'; '.join(o.errors)}")
+        code = "rejected-by-kantata" if o.status is Status.REJECTED else "conflict"
+        _err(f"{o.row:>6}  {'-':<6} {code:<{width}} {'; '.join(o.errors)}")
 
 
 def _closing_summary(result: RunResult, args: argparse.Namespace, settings: Settings, *, dry_run: bool) -> list[str]:
@@ -507,8 +509,9 @@ def _next_step(result: RunResult, args: argparse.Namespace, *, dry_run: bool) ->
     """The command to run next, spelled out."""
     code = result.exit_code
     if code == ExitCode.ROWS_FAILED:
-        failed = " and ".join(f"{n} {s}" for s, n in result.counts.items() if n and s in ("invalid", "rejected"))
-        rows = "row" if sum(result.counts[s] for s in ("invalid", "rejected")) == 1 else "rows"
+        kinds = ("invalid", "rejected", "conflict")
+        failed = " and ".join(f"{n} {s}" for s, n in result.counts.items() if n and s in kinds)
+        rows = "row" if sum(result.counts[s] for s in kinds) == 1 else "rows"
         if dry_run:
             return f"fix the {failed} {rows} (see the Errors sheet), then run {_command(args, 'validate')} again"
         return (f"fix the {failed} {rows} (see the Errors sheet) and run the same command again: "
@@ -526,7 +529,7 @@ def _next_step(result: RunResult, args: argparse.Namespace, *, dry_run: bool) ->
         return "set a valid KANTATA_API_TOKEN and run the same command again; it resumes without duplicates"
     if code == ExitCode.INTERRUPTED:
         return "run the same command again to resume; nothing is sent twice"
-    if dry_run and code == ExitCode.OK and result.counts[Status.VALID.value]:
+    if dry_run and code == ExitCode.OK and (result.counts[Status.VALID.value] or result.counts[Status.UPDATE.value]):
         return _command(args, "upload")
     if dry_run and code == ExitCode.OK and result.counts[Status.UNCHANGED.value]:
         return "nothing to upload: every row is already in Kantata"

@@ -55,7 +55,9 @@ class Step:
 
     @property
     def milestone_id(self) -> str | None:
-        return self.milestone.id if self.milestone is not None else None
+        """The milestone's id, else the one the row carries (deleted in Kantata): the results keep it, so that
+        the row fed back in is the same conflict again instead of a silent create."""
+        return self.milestone.id if self.milestone is not None else self.item.milestone_id
 
 
 def living_plan(

@@ -408,13 +408,17 @@ class Writer:
             ws.autofilter(0, 0, len(entries), len(header) - 1)
 
 
+_OUTCOME_CODES = {Status.REJECTED: "rejected-by-kantata", Status.CONFLICT: "conflict", Status.NOT_SENT: "not-sent"}
+
+
 def all_issues(issues: Sequence[CellIssue], outcomes: Mapping[int, Outcome]) -> list[CellIssue]:
-    """Every problem of the run in row order: the checks' issues plus Kantata's refusals and rows not sent.
-    What the Errors sheet lists and `--json` reports, from one place."""
+    """Every problem of the run in row order: the checks' issues plus Kantata's refusals, conflicts and rows not
+    sent. What the Errors sheet lists and `--json` reports, from one place: a row that fails the run (exit 1)
+    always says why there."""
     out = list(issues)
     for o in outcomes.values():
-        if o.status in (Status.REJECTED, Status.NOT_SENT):
-            code = "rejected-by-kantata" if o.status is Status.REJECTED else "not-sent"
+        code = _OUTCOME_CODES.get(o.status)
+        if code is not None:
             out += [CellIssue(o.row, None, None, "", code, message) for message in o.errors]
     out.sort(key=lambda i: i.row)
     return out

@@ -1,0 +1,311 @@
+"""A living schedule, through the real CLI against the sandbox on loopback: each row keeps its milestone across
+runs, edits are updates in place, and what cannot be applied is a conflict that touches nothing.
+
+Every command is a real `kantata-import` subprocess; what Kantata holds is read from the sandbox itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+import requests
+
+from importer.errors import ExitCode
+from importer.sandbox.server import DEFAULT_TOKEN
+from tests.conftest import HEADERS, MakeSchedule, good_row, read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ["External service", "External type", "External ID"]
+MILESTONE_FIELDS = ("title", "amount_in_cents", "date_to_invoice", "billing_type", "story_id", "workspace_id")
+
+
+@pytest.fixture
+def env(sandbox: Any) -> dict[str, str]:
+    """This test's environment (its own HOME, so its own state folder) pointed at the sandbox."""
+    return {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "importer", *args, "--non-interactive"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def cli_json(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
+    proc = cli(env, *args, "--json")
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def held(sandbox: Any) -> dict[int, dict[str, Any]]:
+    """The sandbox's milestones by id, everything it stores about each."""
+    return {int(m["id"]): m for m in sandbox.milestones()}
+
+
+def statuses(path: Path) -> dict[int, tuple[str, str | None]]:
+    """Results workbook: row number -> (status, billing_milestone_id)."""
+    return {r["_row"]: (r["status"], r["billing_milestone_id"]) for r in read_results(path)}
+
+
+def edit(path: Path, out: Path, cells: dict[str, Any], *, append: Sequence[Sequence[Any]] = ()) -> Path:
+    """A copy of a workbook with some cells retyped and rows added, as a finance user edits last month's results."""
+    wb = openpyxl.load_workbook(path)
+    ws = wb["Billing"]
+    for cell, value in cells.items():
+        ws[cell] = value
+    for line in append:
+        ws.append(list(line))
+    wb.save(out)
+    wb.close()
+    return out
+
+
+def month_one(env: dict[str, str], make_schedule: MakeSchedule, rows: Sequence[Sequence[Any]], **kw: Any) -> Path:
+    """Load a schedule; its results workbook (every row created)."""
+    path = make_schedule(rows, **kw)
+    proc = cli(env, "upload", str(path))
+    assert proc.returncode == 0, proc.stderr
+    results = path.with_name(f"{path.stem}.results.xlsx")
+    assert {s for s, _ in statuses(results).values()} == {"created"}
+    return results
+
+
+def five_rows() -> list[list[Any]]:
+    """Five rows, two of them on completion of a task of project 1001 (tasks 5001-5003)."""
+    rows = [good_row(n) for n in range(5)]
+    rows[3][4:6] = [5001, "upon_completion"]
+    rows[4][4:6] = [5002, "upon_completion"]
+    return rows
+
+
+# Each field a PUT may change, edited in one row each: (column letter, new value, the sandbox's new value).
+EDITS: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {
+    2: ({"B": 12345}, {"amount_in_cents": 12345}),
+    3: ({"D": dt.date(2026, 7, 31)}, {"date_to_invoice": "2026-07-31"}),
+    4: ({"A": "Milestone 2 (phase two)"}, {"title": "Milestone 2 (phase two)"}),
+    5: ({"F": "fixed_date", "E": None}, {"billing_type": "fixed_date"}),  # a blank task is "not given"
+    6: ({"E": 5003}, {"story_id": 5003}),
+}
+
+
+def _edited_cells() -> dict[str, Any]:
+    return {f"{col}{row}": value for row, (cells, _) in EDITS.items() for col, value in cells.items()}
+
+
+def _assert_updated_in_place(before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]],
+                             ids: dict[int, str]) -> None:  # fmt: skip
+    """The same milestones, the edited fields changed and nothing else; untouched rows not even rewritten."""
+    assert after.keys() == before.keys()  # no new milestone, none gone
+    for row, mid in ids.items():
+        old, new = before[int(mid)], after[int(mid)]
+        wanted = {**{f: old[f] for f in MILESTONE_FIELDS}, **(EDITS[row][1] if row in EDITS else {})}
+        assert {f: new[f] for f in MILESTONE_FIELDS} == wanted, row
+        if row in EDITS:
+            assert new["updated_at"] > old["updated_at"]
+        else:
+            assert new == old
+
+
+@pytest.mark.parametrize("identity", ["external reference", "milestone id column"])
+def test_each_edited_field_updates_the_same_milestone_in_place(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, identity: str
+) -> None:
+    """The schedule itself edited, one field per row (amount, date, title, billing type, task), with the row's
+    identity in the schedule: the user's own reference, or a Milestone ID column filled in."""
+    rows = five_rows() + [good_row(n) for n in range(5, 7)]
+    if identity == "external reference":
+        first = [[*r, "finance-sheet", "row", f"FIN-{n}"] for n, r in enumerate(rows)]
+        month_one(env, make_schedule, first, headers=[*HEADERS, *REFERENCE])
+        second = make_schedule(first, headers=[*HEADERS, *REFERENCE], name="next")
+    else:
+        results = month_one(env, make_schedule, rows)
+        ids = [r["billing_milestone_id"] for r in read_results(results)]
+        with_ids = [[*r, mid] for r, mid in zip(rows, ids, strict=True)]
+        second = make_schedule(with_ids, headers=[*HEADERS, "Milestone ID"], name="next")
+    before = held(sandbox)
+    assert len(before) == 7
+    edit(second, second, _edited_cells())
+    posts = sandbox.stats().get("POST /billing_milestones", 0)
+
+    proc = cli(env, "upload", str(second))
+
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    assert "2 unchanged, 5 updated" in proc.stdout
+    got = statuses(second.with_name("next.results.xlsx"))
+    assert {row: s for row, (s, _) in got.items()} == {r: "updated" if r in EDITS else "unchanged" for r in range(2, 9)}
+    _assert_updated_in_place(before, held(sandbox), {row: str(mid) for row, (_, mid) in got.items()})
+    assert sandbox.stats().get("POST /billing_milestones", 0) == posts  # nothing created
+    assert sandbox.stats()["PUT /billing_milestones/{id}"] == 5
+
+
+def test_the_results_workbook_fed_back_in_with_edits_updates_in_place(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """Last month's results workbook is next month's schedule: rows found by billing_milestone_id, each edit an
+    update, the old and new value of each change in the row's results, and a second run has nothing left to do."""
+    results = month_one(env, make_schedule, five_rows() + [good_row(n) for n in range(5, 7)])
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    before = held(sandbox)
+    again = edit(results, tmp_path / "march.xlsx", _edited_cells())
+    untouched = again.read_bytes()
+
+    proc = cli(env, "upload", str(again))
+
+    assert proc.returncode == ExitCode.OK, proc.stderr
+    out = read_results(tmp_path / "march.results.xlsx")
+    assert {r["_row"]: (r["status"], r["billing_milestone_id"]) for r in out} == {
+        row: ("updated" if row in EDITS else "unchanged", mid) for row, mid in ids.items()
+    }
+    _assert_updated_in_place(before, held(sandbox), ids)
+    shown = {r["_row"]: r["errors"] for r in out}
+    assert shown[2] == "amount_in_cents: 10000 -> 12345"
+    assert shown[3] == "date_to_invoice: 2026-01-02 -> 2026-07-31"
+    assert shown[4] == "title: Milestone 2 -> Milestone 2 (phase two)"
+    assert shown[5] == "billing_type: upon_completion -> fixed_date"
+    assert shown[6] == "story_id: 5002 -> 5003"
+    assert all(shown[row] is None for row in (7, 8))
+    assert again.read_bytes() == untouched  # the schedule is never modified
+
+    rerun = cli(env, "upload", str(again), "-o", str(tmp_path / "rerun.xlsx"))
+    assert rerun.returncode == ExitCode.OK, rerun.stderr
+    assert {s for s, _ in statuses(tmp_path / "rerun.xlsx").values()} == {"unchanged"}
+    assert len(held(sandbox)) == 7
+
+
+def test_an_invoiced_milestones_edited_row_is_a_conflict_and_the_milestone_is_untouched(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    results = month_one(env, make_schedule, [good_row(n) for n in range(4)])
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    sandbox.invoice([int(ids[2]), int(ids[3])])  # row 3 invoiced but not edited: simply unchanged
+    before = held(sandbox)
+    again = edit(results, tmp_path / "march.xlsx", {"B2": 55555, "A4": "Renamed"})
+
+    code, summary = cli_json(env, "upload", str(again))
+
+    assert code == ExitCode.ROWS_FAILED  # a conflict is a row that failed: documented as exit 1
+    assert summary["counts"] | {} == {**dict.fromkeys(summary["counts"], 0), "conflict": 1, "updated": 1,
+                                      "unchanged": 2}  # fmt: skip
+    out = {r["_row"]: r for r in read_results(tmp_path / "march.results.xlsx")}
+    assert (out[2]["status"], out[2]["billing_milestone_id"]) == ("conflict", ids[2])
+    assert "invoice" in out[2]["errors"] and "amount_in_cents: 10000 -> 55555" in out[2]["errors"]
+    assert [i["code"] for i in summary["issues"]] == ["conflict"]
+    assert summary["issues"][0]["row"] == 2 and "invoice" in summary["issues"][0]["message"]
+    after = held(sandbox)
+    assert after[int(ids[2])] == before[int(ids[2])]  # values and updated_at alike
+    assert after[int(ids[3])] == before[int(ids[3])]
+    assert after[int(ids[4])]["title"] == "Renamed"
+    assert len(after) == 4
+    assert "PUT /billing_milestones/{id}" in sandbox.stats() and sandbox.stats()["PUT /billing_milestones/{id}"] == 1
+
+
+def test_an_id_deleted_in_kantata_is_a_conflict_and_nothing_is_created(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    results = month_one(env, make_schedule, [good_row(n) for n in range(3)])
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    gone = requests.delete(f"{sandbox.url}/billing_milestones/{ids[3]}", timeout=10,
+                           headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"})  # fmt: skip
+    assert gone.status_code == 204
+    posts = sandbox.stats()["POST /billing_milestones"]
+    again = edit(results, tmp_path / "march.xlsx", {"B3": 20000})  # edited or not, its milestone is gone
+
+    code, summary = cli_json(env, "upload", str(again))
+
+    assert code == ExitCode.ROWS_FAILED
+    out = statuses(tmp_path / "march.results.xlsx")
+    assert out == {2: ("unchanged", ids[2]), 3: ("conflict", ids[3]), 4: ("unchanged", ids[4])}
+    assert ids[3] in summary["issues"][0]["message"] and "not in Kantata" in summary["issues"][0]["message"]
+    assert set(held(sandbox)) == {int(ids[2]), int(ids[4])}  # not created again behind the user's back
+    assert sandbox.stats()["POST /billing_milestones"] == posts
+
+
+def test_the_dry_runs_plan_is_what_the_upload_then_does_row_by_row(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """Creates, updates, unchanged rows and both kinds of conflict in one schedule: `validate --online` (its
+    results workbook and --json) foretells `upload` row by row, and sends nothing itself."""
+    results = month_one(env, make_schedule, [good_row(n) for n in range(8)])
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    sandbox.invoice([int(ids[4])])
+    requests.delete(f"{sandbox.url}/billing_milestones/{ids[5]}", timeout=10,
+                    headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"}).raise_for_status()  # fmt: skip
+    new_rows = [[*good_row(n), None, None, None] for n in (20, 21)]  # outcome columns left blank: new rows
+    schedule = edit(results, tmp_path / "march.xlsx", {"B2": 1, "D3": dt.date(2026, 12, 1), "A4": "Edited"},
+                    append=new_rows)  # fmt: skip
+    writes_before = {k: v for k, v in sandbox.stats().items() if not k.startswith("GET")}
+
+    plan_code, plan = cli_json(env, "validate", str(schedule), "--online", "-o", str(tmp_path / "plan.xlsx"))
+
+    assert {k: v for k, v in sandbox.stats().items() if not k.startswith("GET")} == writes_before  # nothing sent
+    planned = statuses(tmp_path / "plan.xlsx")
+    assert planned == {2: ("update", ids[2]), 3: ("update", ids[3]), 4: ("conflict", ids[4]), 5: ("conflict", ids[5]),
+                       6: ("unchanged", ids[6]), 7: ("unchanged", ids[7]), 8: ("unchanged", ids[8]),
+                       9: ("unchanged", ids[9]), 10: ("valid", None), 11: ("valid", None)}  # fmt: skip
+    planned_changes = {r["_row"]: r["errors"] for r in read_results(tmp_path / "plan.xlsx")}
+
+    done_code, done = cli_json(env, "upload", str(schedule), "-o", str(tmp_path / "done.xlsx"))
+
+    carried = statuses(tmp_path / "done.xlsx")
+    as_done = {"update": "updated", "valid": "created", "unchanged": "unchanged", "conflict": "conflict"}
+    assert {row: as_done[s] for row, (s, _) in planned.items()} == {row: s for row, (s, _) in carried.items()}
+    assert all(carried[row][1] == mid for row, (_, mid) in planned.items() if mid is not None)
+    assert {r["_row"]: r["errors"] for r in read_results(tmp_path / "done.xlsx")} == planned_changes
+    assert plan_code == done_code == ExitCode.ROWS_FAILED  # the conflicts, foretold and then met
+    assert {as_done.get(s, s): n for s, n in plan["counts"].items() if n} == {s: n for s, n in done["counts"].items()
+                                                                              if n}  # fmt: skip
+    assert [(i["row"], i["code"]) for i in plan["issues"]] == [(i["row"], i["code"]) for i in done["issues"]]
+    assert len(held(sandbox)) == 7 + 2  # eight loaded, one deleted, two new
+
+
+def test_a_put_whose_answer_never_came_ends_updated_once(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """Kantata wrote the change but the answer was lost: the same values are sent again and the row is updated,
+    once, with no second milestone and no error."""
+    results = month_one(env, make_schedule, [good_row(n) for n in range(6)])
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    again = edit(results, tmp_path / "march.xlsx", {f"B{row}": 70000 + row for row in range(2, 8)})
+    sandbox.set_faults(drop_after_put_every=2)
+
+    code, summary = cli_json(env, "upload", str(again))
+
+    assert code == ExitCode.OK, summary
+    assert sandbox.stats()["drop_after_put"] >= 3
+    assert summary["counts"]["updated"] == 6 and summary["issues"] == []
+    out = statuses(tmp_path / "march.results.xlsx")
+    assert out == {row: ("updated", mid) for row, mid in ids.items()}
+    after = held(sandbox)
+    assert len(after) == 6
+    assert {row: after[int(mid)]["amount_in_cents"] for row, mid in ids.items()} == {r: 70000 + r for r in range(2, 8)}
+
+
+def test_an_update_kantata_refuses_is_rejected_with_its_message(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """A task of another project cannot be checked offline: Kantata refuses the PUT, the row is `rejected` with
+    Kantata's words, the milestone keeps its values, and the other rows are updated all the same."""
+    results = month_one(env, make_schedule, five_rows())
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    before = held(sandbox)
+    again = edit(results, tmp_path / "march.xlsx", {"E5": 5007, "B2": 31000})  # 5007 is a task of project 1004
+
+    code, summary = cli_json(env, "upload", str(again))
+
+    assert code == ExitCode.ROWS_FAILED
+    out = {r["_row"]: r for r in read_results(tmp_path / "march.results.xlsx")}
+    assert (out[5]["status"], out[5]["billing_milestone_id"]) == ("rejected", ids[5])
+    assert [(i["row"], i["code"]) for i in summary["issues"]] == [(5, "rejected-by-kantata")]
+    message = summary["issues"][0]["message"]
+    assert "5007" in message or "story" in message.lower() or "task" in message.lower(), message
+    assert message in out[5]["errors"]
+    assert out[2]["status"] == "updated"
+    after = held(sandbox)
+    assert after[int(ids[5])] == before[int(ids[5])]
+    assert after[int(ids[2])]["amount_in_cents"] == 31000
