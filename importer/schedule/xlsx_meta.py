@@ -120,6 +120,9 @@ def check_package(path: Path) -> None:
             "is a zip archive, but not an Excel workbook (it has no workbook inside); open the schedule in Excel "
             "and save it as .xlsx"
         )
+    if not any(m.filename.casefold().endswith(("workbook.xml", "workbook.bin")) for m in members):
+        raise PackageProblem("is a damaged .xlsx workbook (its workbook part is missing); get the file again, or "
+                             "open it in Excel and save it again")  # fmt: skip
     total = sum(m.file_size for m in members)
     if total > MAX_UNCOMPRESSED:
         raise PackageProblem(
