@@ -94,3 +94,20 @@ def test_right_to_left_and_combining_titles_are_kept_exactly(tmp_path: Path) -> 
         titles = [r["Title"] for r in read_results(path.with_name(f"{path.stem}.results.xlsx"), "Billing"
                                                    if path.suffix == ".xlsx" else "Schedule")]  # fmt: skip
         assert titles == [makers_hostile.RTL_TITLE, makers_hostile.COMBINING_TITLE]
+
+
+def test_outcome_columns_that_cannot_be_placed_stop_the_run(tmp_path: Path) -> None:
+    """However a schedule got past the loader's limits, the results writer never drops an outcome column."""
+    import pandas as pd
+
+    from importer.errors import ScheduleError
+    from importer.results import outcome_columns
+    from importer.schedule import RawSchedule
+
+    def raw(width: int) -> RawSchedule:
+        return RawSchedule(path=tmp_path / "s.xlsx", kind="xlsx", sheet="Billing", header_row=1,
+                           headers=["Title", *[""] * (width - 1)], fields={}, frame=pd.DataFrame())  # fmt: skip
+
+    assert list(outcome_columns(raw(16_381)).values()) == [16_381, 16_382, 16_383]
+    with pytest.raises(ScheduleError, match="16,382 columns, over the limit of 16,381"):
+        outcome_columns(raw(16_382))
