@@ -120,9 +120,6 @@ def check_package(path: Path) -> None:
             "is a zip archive, but not an Excel workbook (it has no workbook inside); open the schedule in Excel "
             "and save it as .xlsx"
         )
-    if not any(m.filename.casefold().endswith(("workbook.xml", "workbook.bin")) for m in members):
-        raise PackageProblem("is a damaged .xlsx workbook (its workbook part is missing); get the file again, or "
-                             "open it in Excel and save it again")  # fmt: skip
     total = sum(m.file_size for m in members)
     if total > MAX_UNCOMPRESSED:
         raise PackageProblem(
@@ -135,6 +132,9 @@ def check_package(path: Path) -> None:
                 f"contains {m.filename}, which expands {m.file_size // max(m.compress_size, 1)}x: "
                 "that is a zip bomb, not a spreadsheet; it was not opened"
             )
+    if not any(m.filename.casefold().endswith(("workbook.xml", "workbook.bin")) for m in members):
+        raise PackageProblem("is a damaged .xlsx workbook (its workbook part is missing); get the file again, or "
+                             "open it in Excel and save it again")  # fmt: skip
     with path.open("rb") as fh:
         for m in members:
             if not m.filename.endswith((".xml", ".rels")) or not m.file_size:
