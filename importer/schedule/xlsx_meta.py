@@ -264,8 +264,11 @@ def _extent(buffer: bytes, cut: int, meta: SheetMeta) -> None:
         meta.last_row = max(meta.last_row, int(row.group(1)))
     # one-letter columns (at most 26) only in the chunk's last row: every cell has one, and the width they can
     # add is small
-    for pattern, start in ((_COL3, 0), (_COL2, 0), (_COL1, max(last, 0))):
-        letters = set(pattern.findall(buffer, start))
+    row_end = buffer.find(b"</row>", max(last, 0))
+    spans = ((_COL3, 0, len(buffer)), (_COL2, 0, len(buffer)),
+             (_COL1, max(last, 0), row_end if row_end >= 0 else len(buffer)))  # fmt: skip
+    for pattern, start, end in spans:
+        letters = set(pattern.findall(buffer, start, end))
         if letters:
             meta.last_column = max(meta.last_column, *map(_column_number, letters))
             return
