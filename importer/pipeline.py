@@ -69,6 +69,7 @@ from importer.results import (
     check_template_path,
     cut_note,
     default_output,
+    outcome_columns,
     project_totals,
     write_results,
     write_template,
@@ -128,6 +129,7 @@ def _prepare(
     check_schedule(schedule)
     out = check_output(Path(output) if output else default_output(schedule), schedule)
     raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ), read_ahead=read_ahead)
+    outcome_columns(raw)  # the results have room for every row's outcome, or nothing is sent
     validated = validate_rows(raw, options, on_progress=for_stage(on_progress, Stage.VALIDATE))
     items: list[Item] = []
     deferred = defer and _deferrable(validated.rows)

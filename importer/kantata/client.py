@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -227,7 +228,20 @@ def error_text(response: requests.Response) -> str:
             return "; ".join(messages)
     except (ValueError, AttributeError, TypeError):
         pass
-    return response.text[:200].strip() or response.reason or f"HTTP {response.status_code}"
+    return _first_words(response)
+
+
+def _first_words(response: requests.Response) -> str:
+    """One line for an answer that is not Kantata's JSON (a proxy's HTML error page): its content type and first
+    words, tags and line breaks left out, so that the stop message stays one readable line."""
+    words = " ".join(re.sub(r"<[^>]*>|&[a-z]+;", " ", response.text[:4096]).split())
+    if not words:
+        return response.reason or f"HTTP {response.status_code}"
+    if words == response.text.strip() and len(words) <= 200:  # a short plain answer says it best itself
+        return words
+    kind = response.headers.get("Content-Type", "").split(";")[0].strip() or "an untyped"
+    cut = words[:80].rsplit(" ", 1)[0] + " ..." if len(words) > 80 else words
+    return f'a {kind} answer, not Kantata\'s: "{cut}"'
 
 
 class KantataClient:

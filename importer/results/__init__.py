@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from importer.results.report import check_output as check_output
     from importer.results.report import cut_note as cut_note
     from importer.results.report import default_output as default_output
+    from importer.results.report import outcome_columns as outcome_columns
     from importer.results.report import write_results as write_results
     from importer.results.streaming import StreamedResults as StreamedResults
     from importer.results.template import check_template_path as check_template_path
@@ -33,6 +34,7 @@ _HOMES = {
     "default_output": "report",
     "format_units": "totals",
     "project_totals": "totals",
+    "outcome_columns": "report",
     "write_results": "report",
     "write_template": "template",
 }

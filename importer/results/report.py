@@ -24,19 +24,21 @@ from typing import Any
 import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
-from importer.errors import CellIssue, ConfigError
+from importer.errors import CellIssue, ConfigError, ScheduleError
 from importer.outcomes import Outcome, Status
 from importer.progress import CHUNK, Tick, Ticker
 from importer.results.atomic import write_then_rename
 from importer.results.packing import ResultsWorkbook
 from importer.results.totals import ProjectTotal
 from importer.schedule import (
+    EXCEL_COLUMNS,
     MAX_EXACT_FLOAT_INT,
     OUTCOME_COLUMNS,
     RawSchedule,
     as_text,
     column_index,
     column_letter,
+    columns_over,
     normalise_header,
 )
 
@@ -95,6 +97,26 @@ def cut_note(raw: RawSchedule, cut: Sequence[Cut]) -> str:
     return (f"{len(cut)} cell{'s' if many else ''} of {raw.path.name} ({first}) hold{'' if many else 's'} more "
             f"text than an Excel cell ({MAX_CELL_TEXT:,} characters): shown cut in the results workbook (your file "
             "keeps the whole text, and the whole text is what is sent)")  # fmt: skip
+
+
+def outcome_columns(raw: RawSchedule) -> dict[str, int]:
+    """Column index for each outcome column: an earlier run's column if present, else appended. A ScheduleError
+    when one would fall past Excel's last column: xlsxwriter drops such a cell without a word, and with it the
+    id of a milestone an upload created, so this is asked before anything is sent (and again when writing)."""
+    existing = {normalise_header(raw.headers[column_index(letter)]): column_index(letter)
+                for letter in raw.previous_outcomes}  # fmt: skip
+    width = len(raw.headers)
+    placed: dict[str, int] = {}
+    for name in OUTCOME_COLUMNS:
+        if normalise_header(name) in existing:
+            placed[name] = existing[normalise_header(name)]
+        else:
+            placed[name] = width
+            width += 1
+    if max(placed.values()) >= EXCEL_COLUMNS:
+        raise ScheduleError(columns_over(len(raw.headers)) or "has no room for the outcome columns",
+                            path=raw.path, sheet=raw.sheet)  # fmt: skip
+    return placed
 
 
 def default_output(schedule: Path) -> Path:
@@ -188,18 +210,7 @@ class Writer:
     # --- the user's rows + outcomes ---
 
     def _outcome_letters(self) -> dict[str, int]:
-        """Column index for each outcome column: an earlier run's column if present, else appended."""
-        existing = {normalise_header(self.raw.headers[column_index(letter)]): column_index(letter)
-                    for letter in self.raw.previous_outcomes}  # fmt: skip
-        width = len(self.raw.headers)
-        placed: dict[str, int] = {}
-        for name in OUTCOME_COLUMNS:
-            if normalise_header(name) in existing:
-                placed[name] = existing[normalise_header(name)]
-            else:
-                placed[name] = width
-                width += 1
-        return placed
+        return outcome_columns(self.raw)
 
     def results_head(self, ws: Worksheet) -> None:
         """The rows above the data: the title block as it was, and the header with the outcome columns."""

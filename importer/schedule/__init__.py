@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from importer.schedule.columns import column_index as column_index
     from importer.schedule.columns import column_letter as column_letter
     from importer.schedule.columns import normalise_header as normalise_header
+    from importer.schedule.limits import EXCEL_COLUMNS as EXCEL_COLUMNS
+    from importer.schedule.limits import columns_over as columns_over
     from importer.schedule.loader import RawSchedule as RawSchedule
     from importer.schedule.loader import check_schedule as check_schedule
     from importer.schedule.loader import load_schedule as load_schedule
@@ -39,6 +41,7 @@ _HOMES = {
     "BY_NAME": "columns",
     "CellProblem": "cells",
     "DEFAULT_OPTIONS": "cells",
+    "EXCEL_COLUMNS": "limits",
     "EXT": "columns",
     "EXT_REQUIRED": "columns",
     "FIELDS": "columns",
@@ -55,6 +58,7 @@ _HOMES = {
     "check_schedule": "loader",
     "column_index": "columns",
     "column_letter": "columns",
+    "columns_over": "limits",
     "currency_decimals": "cells",
     "currency_marks": "cells",
     "is_blank": "cells",

@@ -35,11 +35,11 @@ from importer.schedule.columns import (
     field_for_header,
     normalise_header,
 )
+from importer.schedule.limits import MAX_CELL_CHARS, MAX_HEADER_BYTES, cells_over, columns_over, file_over
 from importer.schedule.prefetch import Early, ReadAhead
 from importer.schedule.xlsx_meta import PackageProblem, SheetMeta, check_package, sheet_meta
 
 HEADER_SEARCH_ROWS = 30  # a title block above the header is common; a header further down is not
-MAX_CSV_BYTES = 512 * 1024 * 1024
 EXCEL_LAST_ROW = 1_048_576  # a sheet with data on Excel's last row was almost surely cut off on export
 
 Row = tuple[object, ...]
@@ -286,12 +286,13 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAh
             candidates = [n for n, visible in sheets if visible]
         tried: list[str] = []
         for name in candidates:
+            meta = early.meta if early and early.sheet_name == name else _checked_meta(path, name)
             ticker.total = book.height(name)
             found = _build(path, "xlsx", name, book.rows(name), explicit=sheet is not None, ticker=ticker)
             if found is not None:
                 if sheet is None and len(names) > 1:
                     found.notes.append(f'read sheet "{name}" (the first whose header row matches)')
-                _apply_meta(found, early.meta if early and early.sheet_name == name else sheet_meta(path, name))
+                _apply_meta(found, meta)
                 return found
             tried.append(name)
     except ScheduleError:
@@ -311,6 +312,14 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAh
     )
 
 
+def _checked_meta(path: Path, sheet: str) -> SheetMeta:
+    """The sheet's XML read (and its part and extent checked) before the cell reader parses it."""
+    try:
+        return sheet_meta(path, sheet)
+    except PackageProblem as problem:
+        raise ScheduleError(str(problem), path=path, sheet=sheet) from None
+
+
 # --- csv --------------------------------------------------------------------------------------------------
 
 
@@ -318,8 +327,9 @@ def _load_csv(path: Path, ticker: Ticker) -> RawSchedule:
     size = path.stat().st_size
     if size == 0:
         raise ScheduleError("is empty; export the schedule again", path=path)
-    if size > MAX_CSV_BYTES:
-        raise ScheduleError(f"is larger than {MAX_CSV_BYTES // 2**20} MiB; split it into smaller files", path=path)
+    if (over := file_over(size)) is not None:
+        raise ScheduleError(over, path=path)
+    _check_csv_head(path)
     data = path.read_bytes()
     if b"\x00" in data[:4096] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise ScheduleError("is not a text file (it contains NUL bytes); if it is a workbook, rename it to .xlsx",
@@ -341,6 +351,30 @@ def _load_csv(path: Path, ticker: Ticker) -> RawSchedule:
             path=path,
         )
     return found
+
+
+def _check_csv_head(path: Path) -> None:
+    """The first lines' width, from at most MAX_HEADER_BYTES of the file, before any of it is decoded or parsed:
+    a header of a million columns is refused at once instead of after a minute and gigabytes of parsing. A
+    separator counted inside quotes only makes the figure larger; the exact width is checked after parsing."""
+    with path.open("rb") as fh:
+        head = fh.read(MAX_HEADER_BYTES + 1)
+    lines = head.split(b"\n", HEADER_SEARCH_ROWS + 1)
+    if len(lines) == 1 and len(head) > MAX_HEADER_BYTES:
+        raise ScheduleError(f"its first line is longer than the limit of {MAX_HEADER_BYTES // 2**20} MiB (a "
+                            "schedule's header row is a few hundred characters); is it a CSV file?",
+                            path=path)  # fmt: skip
+    for number, line in enumerate(lines[:HEADER_SEARCH_ROWS], start=1):
+        fields = max(line.count(sep) for sep in (b",", b";", b"\t")) + 1
+        if (over := columns_over(fields)) is not None:
+            raise ScheduleError(f"line {number} " + over.replace(" columns,", " fields,", 1),
+                                path=path)  # fmt: skip
+
+
+def _check_extent(path: Path, sheet: str | None, width: int, last_row: int) -> None:
+    """The rows read fit the results workbook, outcome columns and all (limits.py)."""
+    if (over := columns_over(width) or cells_over(last_row, width)) is not None:
+        raise ScheduleError(over, path=path, sheet=sheet)
 
 
 def _decode(data: bytes) -> tuple[str, str | None]:
@@ -382,9 +416,18 @@ def _csv_rows(path: Path, text: str) -> tuple[list[Row], str | None]:
     try:
         return [tuple(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)], note
     except csv.Error as exc:
+        _refuse_long_field(path, exc)
         line = _bad_record_line(text, delimiter) + (note is not None)  # the file's line, the sep line counted
         raise ScheduleError(f"is not well-formed CSV: the row starting on line {line:,}: {exc} (an unclosed or "
                             "stray quote?); fix it there, or open the file in Excel and save it again as CSV UTF-8",
+                            path=path) from None  # fmt: skip
+
+
+def _refuse_long_field(path: Path, exc: csv.Error) -> None:
+    """The csv module's own limit on a field (MAX_CELL_CHARS, its default) as the limit it is, not as a quote."""
+    if "field larger than field limit" in str(exc):
+        raise ScheduleError(f"has a cell longer than the limit of {MAX_CELL_CHARS:,} characters (Excel holds "
+                            "32,767 in a cell); shorten it, or check that the file's quotes are closed",
                             path=path) from None  # fmt: skip
 
 
@@ -531,6 +574,7 @@ def _build(
         ticker.total = max(ticker.total - header_row, 0)  # the rows below the header: what the bar counts
     index, data, blank = _data_rows(rows, header_row, ticker)
     width = max([len(headers), *(len(r) for r in data)]) if data else len(headers)
+    _check_extent(path, sheet, width, index[-1] if index else header_row)
     headers += [""] * (width - len(headers))
     letters = [column_letter(i) for i in range(width)]
     padded = [r + (None,) * (width - len(r)) if len(r) < width else r for r in data]

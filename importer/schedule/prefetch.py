@@ -93,8 +93,8 @@ def _read(pending: ReadAhead, path: Path, sheet: str | None) -> None:
             if first is None:
                 book.close()
                 return
-            parsed = book.get_sheet_by_name(first)
-            pending.result = Early(book, first, parsed, sheet_meta(path, first))
+            meta = sheet_meta(path, first)  # first: the checks of the sheet's part and extent
+            pending.result = Early(book, first, book.get_sheet_by_name(first), meta)
         except BaseException:
             book.close()
             raise

@@ -223,3 +223,18 @@ def test_a_refusal_without_the_documented_body_still_carries_a_message(raw_serve
     replies.append(_http("422 Unprocessable Entity", b"bad things", "text/plain"))
     answer = _client(url).create([_body(1)])
     assert answer.refused and answer.errors == [{"type": "system", "message": "bad things"}]
+
+
+def test_an_html_error_page_is_told_in_one_line() -> None:
+    import requests
+
+    from importer.kantata.client import error_text
+
+    response = requests.Response()
+    response.status_code = 502
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    page = "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>" + "<p>nginx proxy detail</p>\n" * 200
+    response._content = page.encode()
+    text = error_text(response)
+    assert "\n" not in text and len(text) < 140
+    assert text.startswith("a text/html answer, not Kantata's: \"502 Bad Gateway nginx proxy detail")
