@@ -121,7 +121,8 @@ def _prepare(
     schedule = Path(path)
     check_schedule(schedule)
     out = check_output(Path(output) if output else default_output(schedule), schedule)
-    raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ), read_ahead=read_ahead)
+    raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ), read_ahead=read_ahead,
+                        encoding=options.encoding)  # fmt: skip
     validated = validate_rows(raw, options, on_progress=for_stage(on_progress, Stage.VALIDATE))
     items: list[Item] = []
     deferred = defer and _deferrable(validated.rows)

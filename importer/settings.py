@@ -8,6 +8,7 @@ hidden prompt, never a flag (flags land in shell history and `ps`) or a file.
 
 from __future__ import annotations
 
+import codecs
 import getpass
 import ipaddress
 import os
@@ -149,6 +150,15 @@ class Settings:
     date_format: str | None = None
     currency_decimals: int = 2
     currency_decimals_given: bool = False
+    # A CSV file's text encoding (a Python codec name, "cp1252"); None: told from the bytes, or the run stops and
+    # asks for it when it cannot be told for sure.
+    encoding: str | None = None
+    # Amounts written with a decimal comma ("1.234,50"): True reads every Amount that way, False none; None reads
+    # them so only when the whole column is written that way and nothing else.
+    decimal_comma: bool | None = None
+    # Rows that read like a total (a title starting with Total or Subtotal, an amount summing the rows above) are
+    # errors unless the user says they are milestones.
+    allow_totals: bool = False
     # The clocks every wait is timed by (importer.clock); a test hands in one that runs its windows at once.
     clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
     # A batch's "sending" line may be written this long before its request leaves (delivery/journal.py): a
@@ -176,6 +186,12 @@ class Settings:
             raise ConfigError(f"--date-format {self.date_format!r} has no % codes; write e.g. %d/%m/%Y")
         if not 0 <= self.currency_decimals <= 4:
             raise ConfigError("currency_decimals must be 0 to 4 (2 for USD, 0 for JPY, 3 for KWD)")
+        if self.encoding is not None:
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise ConfigError(f"--encoding {self.encoding!r} is not an encoding Python knows; use e.g. cp1252, "
+                                  "mac_roman, shift_jis, utf-16 or latin-1") from None  # fmt: skip
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
 
     @classmethod
@@ -214,7 +230,17 @@ class Settings:
         schedule = getattr(args, "schedule", None)
         if schedule is not None and Path(schedule).suffix.casefold() == ".csv":
             values.pop("sheet", None)
-        flags = ("base_url", "batch_size", "concurrency", "sheet", "date_format", "currency_decimals")
+        flags = (
+            "base_url",
+            "batch_size",
+            "concurrency",
+            "sheet",
+            "date_format",
+            "currency_decimals",
+            "encoding",
+            "decimal_comma",
+            "allow_totals",
+        )
         overrides = {name: getattr(args, name, None) for name in flags}
         if overrides["currency_decimals"] is not None:
             overrides["currency_decimals_given"] = True

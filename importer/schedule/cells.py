@@ -115,12 +115,16 @@ class ParseOptions:
     # Whether the user chose `currency_decimals` (a flag, the config file) rather than taking the default: in a
     # project whose currency Kantata withholds, an Amount is converted with the decimals only when they did.
     currency_decimals_given: bool = False
+    encoding: str | None = None  # a CSV file's encoding, `--encoding`; None: told from its bytes
+    decimal_comma: bool | None = None  # `--decimal-comma`; None: read so when the whole Amount column is
+    allow_totals: bool = False  # `--allow-totals`: rows that read like a total are milestones (a warning)
 
     @classmethod
     def of(cls, settings: Settings) -> ParseOptions:
         """What reading cells needs of the run's one Settings."""
         return cls(date_format=settings.date_format, currency_decimals=settings.currency_decimals,
-                   currency_decimals_given=settings.currency_decimals_given)  # fmt: skip
+                   currency_decimals_given=settings.currency_decimals_given, encoding=settings.encoding,
+                   decimal_comma=settings.decimal_comma, allow_totals=settings.allow_totals)  # fmt: skip
 
 
 class CellProblem(Exception):

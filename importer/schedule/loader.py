@@ -7,7 +7,6 @@ It opens the input read-only and never writes to it.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import io
@@ -35,6 +34,7 @@ from importer.schedule.columns import (
     field_for_header,
     normalise_header,
 )
+from importer.schedule.encodings import decode_text
 from importer.schedule.prefetch import Early, ReadAhead
 from importer.schedule.xlsx_meta import PackageProblem, SheetMeta, check_package, sheet_meta
 
@@ -88,12 +88,14 @@ def load_schedule(
     sheet: str | None = None,
     on_progress: Tick | None = None,
     read_ahead: ReadAhead | None = None,
+    encoding: str | None = None,
 ) -> RawSchedule:
     """Read the schedule; `on_progress(done, total)` hears of the rows below the header every few thousand.
-    `read_ahead` (prefetch.start_prefetch) is used only if it read this very file and sheet."""
+    `read_ahead` (prefetch.start_prefetch) is used only if it read this very file and sheet. `encoding` names a
+    CSV file's encoding (None: told from its bytes, or a refusal when it cannot be told; encodings.py)."""
     path = Path(path)
     ticker = Ticker(on_progress, None)
-    raw = _load(path, sheet, ticker, read_ahead)
+    raw = _load(path, sheet, ticker, read_ahead, encoding)
     _set_aside_totals(raw)
     ticker.end()
     return raw
@@ -143,7 +145,9 @@ def check_schedule(path: Path) -> None:
         raise ScheduleError("is a folder, not a file; give the schedule's file name", path=path)
 
 
-def _load(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAhead | None) -> RawSchedule:
+def _load(
+    path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAhead | None, encoding: str | None
+) -> RawSchedule:
     check_schedule(path)
     suffix = path.suffix.casefold()
     if suffix in {".xlsx", ".xlsm"}:
@@ -151,7 +155,7 @@ def _load(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAhead |
     if suffix == ".csv":
         if sheet is not None:
             raise ScheduleError("is a CSV file, which has no sheets; leave out --sheet", path=path)
-        return _load_csv(path, ticker)
+        return _load_csv(path, ticker, encoding)
     if suffix == ".xls":
         raise ScheduleError(
             "is an old-format .xls workbook; open it in Excel and use File > Save As > Excel Workbook (.xlsx)",
@@ -314,17 +318,14 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAh
 # --- csv --------------------------------------------------------------------------------------------------
 
 
-def _load_csv(path: Path, ticker: Ticker) -> RawSchedule:
+def _load_csv(path: Path, ticker: Ticker, encoding: str | None) -> RawSchedule:
     size = path.stat().st_size
     if size == 0:
         raise ScheduleError("is empty; export the schedule again", path=path)
     if size > MAX_CSV_BYTES:
         raise ScheduleError(f"is larger than {MAX_CSV_BYTES // 2**20} MiB; split it into smaller files", path=path)
-    data = path.read_bytes()
-    if b"\x00" in data[:4096] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ScheduleError("is not a text file (it contains NUL bytes); if it is a workbook, rename it to .xlsx",
-                            path=path)  # fmt: skip
-    text, note = _decode(data)
+    decoded = decode_text(path.read_bytes(), encoding, path=path)
+    text, note = decoded.text, decoded.note
     rows, sep_note = _csv_rows(path, text)
     ticker.total = len(rows)
     found = _build(path, "csv", None, iter(rows), explicit=True, ticker=ticker)
@@ -343,32 +344,13 @@ def _load_csv(path: Path, ticker: Ticker) -> RawSchedule:
     return found
 
 
-def _decode(data: bytes) -> tuple[str, str | None]:
-    """UTF-8 (with or without BOM), UTF-16 with BOM (Excel's "Unicode Text"), else Windows-1252, said aloud."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16"), 'read as UTF-16 text (Excel\'s "Unicode Text")'
-    try:
-        return data.decode("utf-8-sig"), None
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-    for encoding, name in (("cp1252", "Windows-1252"), ("latin-1", "Latin-1")):
-        try:
-            return data.decode(encoding), (
-                f"the file is not UTF-8 text (first seen on line {line}), so it was read as {name} (Western "
-                'European): check accented text in the results, or save it from Excel as "CSV UTF-8" to be sure'
-            )
-        except UnicodeDecodeError:
-            continue
-    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
-
-
 _SEP_LINE = re.compile(r"sep=(.)\r?")  # Excel's separator hint, a first line that Excel does not show as a row
 
 
 def _csv_rows(path: Path, text: str) -> tuple[list[Row], str | None]:
     """Rows of the text, with the delimiter sniffed among comma, semicolon and tab, or as a first line "sep=;"
     names it (Excel reads that line as the separator and shows the next as row 1; so do we, and say so)."""
-    first, _, rest = text.partition("\n")
+    first, _, rest = text.partition("\r" if "\n" not in text[:4096] else "\n")  # a Mac export ends lines with CR
     note = None
     if (hint := _SEP_LINE.fullmatch(first)) is not None:
         text, delimiter = rest, hint.group(1)

@@ -356,7 +356,7 @@ CASES: dict[str, Case] = {
         _csv(codecs.BOM_UTF16_LE + "title\tamount_in_cents\tworkspace_id\r\nNaïve\t200\t1001\r\n".encode("utf-16-le")),
         0, stderr="read as UTF-16", sent={"Naïve": 200}),
     "csv windows-1252": Case(_csv("title,amount_in_cents,workspace_id\nRésumé,300,1001\n".encode("cp1252")), 0,
-                             stderr="not UTF-8 text (first seen on line 2), so it was read as Windows-1252",
+                             stderr="the file is not UTF-8; it was read as Windows-1252",
                              sent={"Résumé": 300}),
     "csv from a European Excel: decimal commas": Case(
         _csv(b"title;amount;workspace_id\nA;1.234,50;1001\nB;(99,99);1001\nC;1234.50;1001\n"), 1,
