@@ -288,16 +288,16 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAh
             candidates = [sheet]
         else:
             candidates = [n for n, visible in sheets if visible]
-        tried: list[str] = []
+        tried: list[tuple[str, str]] = []  # (sheet, why it was passed over)
         for name in candidates:
             ticker.total = book.height(name)
-            found = _build(path, "xlsx", name, book.rows(name), explicit=sheet is not None, ticker=ticker)
+            found, why = _try_sheet(path, book, name, explicit=sheet is not None, ticker=ticker)
             if found is not None:
                 if sheet is None and len(names) > 1:
                     found.notes.append(f'read sheet "{name}" (the first whose header row matches)')
                 _apply_meta(found, early.meta if early and early.sheet_name == name else sheet_meta(path, name))
                 return found
-            tried.append(name)
+            tried.append((name, why))
     except ScheduleError:
         raise
     except BaseException as exc:
@@ -306,13 +306,29 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAh
         raise ScheduleError(_unreadable(exc), path=path) from exc
     finally:
         book.close()
-    looked = ", ".join(f'"{n}"' for n in tried) or "none (every sheet is hidden)"
+    looked = "; ".join(f'"{n}" ({why})' for n, why in tried) or "none (every sheet is hidden)"
     raise ScheduleError(
         f"no sheet has a header row with the columns {_required_text()} in its first {HEADER_SEARCH_ROWS} rows "
-        f"(sheets looked at: {looked}); start from the template (kantata-import template) or name the sheet "
-        "with --sheet",
+        f"(sheets looked at: {looked}); start from the template (kantata-import template), or name the billing "
+        "sheet with --sheet NAME",
         path=path,
     )
+
+
+def _try_sheet(
+    path: Path, book: _Book, name: str, *, explicit: bool, ticker: Ticker
+) -> tuple[RawSchedule | None, str]:
+    """The sheet's schedule, or None and why not. The README promises the first sheet whose header matches, so a
+    summary sheet before the billing sheet (a header with other columns) is passed over, not an error; a sheet
+    named with --sheet is the one the user means, and what is wrong with its header stops the run."""
+    try:
+        found = _build(path, "xlsx", name, book.rows(name), explicit=explicit, ticker=ticker)
+    except ScheduleError as exc:
+        if explicit:
+            raise
+        where = f'{path.name}, sheet "{name}"' + (f", cell {exc.cell}" if exc.cell else "")
+        return None, str(exc).removeprefix(f"{where}: ").split("; the required columns are")[0]
+    return found, f"no header row in its first {HEADER_SEARCH_ROWS} rows"
 
 
 # --- csv --------------------------------------------------------------------------------------------------
