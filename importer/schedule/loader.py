@@ -103,7 +103,6 @@ def load_schedule(
 
 # What a totals line says in its first text cell: "Total", "Totals", "Grand total", "Sub-total", "Sum:".
 _TOTAL_WORDS = re.compile(r"(?:grand\s*)?(?:sub[\s-]*)?totals?|sum", re.IGNORECASE)
-_TOTAL_TEXT_MAX = 24  # characters: longer text is no such word, whatever spaces surround it
 
 
 def _is_total_text(value: object) -> bool:
@@ -127,14 +126,39 @@ def _set_aside_totals(raw: RawSchedule) -> None:
         raw.issues = [i for i in raw.issues if i.row not in aside]  # a merged or hidden total line is no error
         which = f"row {kept[0]} looks" if len(kept) == 1 else f"rows {', '.join(map(str, kept))} look"
         raw.notes.append(f"{which} like a totals line (no Project ID): not imported, kept in the results as it was")
+    _flag_total_titles(raw)
+
+
+# A title that starts like a totals line's: "Total Q1", "Subtotal Phase 2", "Grand total".
+_TOTAL_TITLE = re.compile(r"\s*(?:grand\s*)?(?:sub[\s-]*)?totals?\b", re.IGNORECASE)
+TOTAL_CODES = frozenset({"title-looks-like-a-total", "amount-sums-rows-above"})
+
+
+def _flag_total_titles(raw: RawSchedule) -> None:
+    """A row among the data whose title starts with Total or Subtotal is an error: a subtotal with a project id
+    would bill the client a second time. `--allow-totals` makes it a warning (schema.validate_rows)."""
     title = raw.fields.get("title")
-    if title is not None:
-        titles = zip(raw.frame.index.tolist(), raw.frame[title].tolist(), strict=True)
-        # (len first: a title is seldom that short, and this runs once per row)
-        for row in [r for r, t in titles if type(t) is str and len(t) <= _TOTAL_TEXT_MAX and _is_total_text(t)]:
-            raw.issues.append(CellIssue(int(row), title, raw.header_of(title), str(raw.frame.at[row, title]).strip(),
-                                        "title-looks-like-a-total", "this row reads like a totals line, not a "
-                                        "milestone; delete it if it is one", "warning"))  # fmt: skip
+    if title is None:
+        return
+    titles = zip(raw.frame.index.tolist(), raw.frame[title].tolist(), strict=True)
+    for row in [r for r, t in titles if type(t) is str and _TOTAL_TITLE.match(t)]:
+        raw.issues.append(CellIssue(int(row), title, raw.header_of(title), str(raw.frame.at[row, title]).strip(),
+                                    "title-looks-like-a-total", "this row reads like a totals line, not a milestone "
+                                    "(it would bill the rows above it a second time); delete it, or pass "
+                                    "--allow-totals if it is a milestone"))  # fmt: skip
+
+
+def _flag_sums(raw: RawSchedule, sums: dict[str, str]) -> None:
+    """An amount computed by SUM or SUBTOTAL over rows above it is a total, whatever the row's title says."""
+    amounts = {raw.fields[f] for f in ("amount", "amount_in_cents") if f in raw.fields}
+    data_rows = set(raw.frame.index)
+    for coord, formula in sums.items():
+        row, letter = _row_of(coord), coord.rstrip("0123456789")
+        refs = [int(n) for n in re.findall(r"\$?[A-Z]{1,3}\$?([0-9]+)", formula)]
+        if letter in amounts and row in data_rows and refs and max(refs) < row:
+            raw.issues.append(CellIssue(row, letter, raw.header_of(letter), f"={formula}", "amount-sums-rows-above",
+                                        f"{coord} is ={formula}, a total of the rows above, not a milestone's "
+                                        "amount; delete the row, or pass --allow-totals if it is one"))  # fmt: skip
 
 
 def check_schedule(path: Path) -> None:
@@ -315,9 +339,7 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAh
     )
 
 
-def _try_sheet(
-    path: Path, book: _Book, name: str, *, explicit: bool, ticker: Ticker
-) -> tuple[RawSchedule | None, str]:
+def _try_sheet(path: Path, book: _Book, name: str, *, explicit: bool, ticker: Ticker) -> tuple[RawSchedule | None, str]:
     """The sheet's schedule, or None and why not. The README promises the first sheet whose header matches, so a
     summary sheet before the billing sheet (a header with other columns) is passed over, not an error; a sheet
     named with --sheet is the one the user means, and what is wrong with its header stops the run."""
@@ -432,6 +454,7 @@ def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
                                         else None, "", "merged-cells",
                                         f"cells {ref} are merged, so only {first} holds a value; unmerge them and "
                                         "give each row its own values"))  # fmt: skip
+    _flag_sums(raw, meta.sums)
     lowest = max(data_rows, default=0)
     for coord in meta.formulas_without_value:
         row, letter = _row_of(coord), coord.rstrip("0123456789")
