@@ -211,6 +211,8 @@ NOISE_ULPS = 4  # how far a formula's binary result may stray from the decimal i
 def _is_noise(value: float, seen: Decimal) -> bool:
     """Whether `value` differs from the decimal `seen` only by binary rounding (a few units in the last place), and
     not by a real fraction that 15 digits cannot show (100000000000000.5)."""
+    if len(seen.as_tuple().digits) >= MAX_SIGNIFICANT_DIGITS:  # no digit to spare: the difference may be real
+        return False
     return abs(Decimal(value) - seen) <= NOISE_ULPS * Decimal(math.ulp(value))
 
 
@@ -349,7 +351,8 @@ def _money_text(text: str) -> tuple[Decimal, frozenset[str]]:
     if match is None and _DECIMAL_COMMA.fullmatch(body):
         point = ("-" if negative else "") + body.replace(".", "").replace(",", ".")
         raise CellProblem("amount-decimal-comma", f'"{raw}" is written with a decimal comma; enter {point} (a point '
-                          "before the decimals, no dots between thousands)")  # fmt: skip
+                          "before the decimals, no dots between thousands), or pass --decimal-comma if every "
+                          "amount is written so")  # fmt: skip
     if signs + bool(match and match.group("sign")) > 1:
         raise CellProblem("amount-two-signs", f'"{raw}" has more than one sign (a minus, a plus or parentheses); '
                           "enter -1234.56 or (1,234.56) for a credit, 1234.56 otherwise")  # fmt: skip

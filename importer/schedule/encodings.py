@@ -34,6 +34,7 @@ LEGACY: tuple[tuple[str, str], ...] = (
     ("mac_roman", 'Mac Roman (Excel for Mac\'s "CSV (Macintosh)")'),
     ("shift_jis", "Shift-JIS (Japanese)"),
 )
+_LEGACY_CODECS = frozenset(codec for codec, _ in LEGACY)
 SHOWN_CANDIDATES = 3  # readings shown when the encoding cannot be told
 _SNIFF = 4096  # bytes looked at for zero-byte patterns
 _BOMS: tuple[tuple[bytes, str, str], ...] = (  # UTF-32 first: its little-endian mark starts like UTF-16's
@@ -46,6 +47,7 @@ _BOMS: tuple[tuple[bytes, str, str], ...] = (  # UTF-32 first: its little-endian
 # Punctuation that sits between letters in real text: apostrophes, dashes, the Catalan middle dot, degrees.
 _BETWEEN_LETTERS = frozenset("\u2019\u2018\u2013\u2014\u00b7\u00b0\u00ba\u00aa")
 _NON_ASCII = re.compile("[^\x00-\x7f]")
+_WORD = re.compile(r"[^\W\d_]*[^\x00-\x7f][^\W\d_]*")  # a word with a letter outside ASCII
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,10 @@ def decode_text(data: bytes, encoding: str | None, *, path: Path) -> Decoded:
     except UnicodeDecodeError:
         pass
     readings = _readings(data)
-    sound = [r for r in readings if not r.doubts]
+    # The encodings finance tools save in first; charset-normalizer's guess only when none of them reads plainly,
+    # since its guess for short Western text is often a neighbour (Central European for Spanish).
+    sound = [r for r in readings if not r.doubts and r.codec in _LEGACY_CODECS] or [r for r in readings
+                                                                                   if not r.doubts]  # fmt: skip
     if len({r.text for r in sound}) == 1:
         best = sound[0]
         return Decoded(best.text, best.codec, f"the file is not UTF-8; it was read as {best.name}, the only encoding "
@@ -138,7 +143,12 @@ def _doubtful(text: str) -> list[int]:
             glued = any(ord(n) > 127 and not n.isspace() and not n.isalpha() for n in (before, after))
             if between or glued or (kind == "Sk" and (before.isalpha() or after.isalpha())):
                 doubts.append(i)
-    return doubts
+    for word in _WORD.finditer(text):  # "Îïëàòà": Cyrillic read as Western has words of accents only
+        letters = word.group()
+        latin = [c for c in letters if c.isascii() or unicodedata.name(c, "").startswith("LATIN")]
+        if len(latin) == len(letters) >= 4 and sum(ord(c) > 127 for c in letters) * 2 > len(letters):
+            doubts.append(word.start())
+    return sorted(doubts)
 
 
 def _doubtful_letter(c: str, kind: str, before: str, after: str) -> bool:
