@@ -128,7 +128,8 @@ def _prepare(
     schedule = Path(path)
     check_schedule(schedule)
     out = check_output(Path(output) if output else default_output(schedule), schedule)
-    raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ), read_ahead=read_ahead)
+    raw = load_schedule(schedule, sheet=sheet, on_progress=for_stage(on_progress, Stage.READ), read_ahead=read_ahead,
+                        encoding=options.encoding)  # fmt: skip
     outcome_columns(raw)  # the results have room for every row's outcome, or nothing is sent
     validated = validate_rows(raw, options, on_progress=for_stage(on_progress, Stage.VALIDATE))
     items: list[Item] = []

@@ -8,6 +8,7 @@ hidden prompt, never a flag (flags land in shell history and `ps`) or a file.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import getpass
 import ipaddress
@@ -250,6 +251,15 @@ class Settings:
     date_format: str | None = None
     currency_decimals: int = 2
     currency_decimals_given: bool = False
+    # A CSV file's text encoding (a Python codec name, "cp1252"); None: told from the bytes, or the run stops and
+    # asks for it when it cannot be told for sure.
+    encoding: str | None = None
+    # Amounts written with a decimal comma ("1.234,50"): True reads every Amount that way, False none; None reads
+    # them so only when the whole column is written that way and nothing else.
+    decimal_comma: bool | None = None
+    # Rows that read like a total (a title starting with Total or Subtotal, an amount summing the rows above) are
+    # errors unless the user says they are milestones.
+    allow_totals: bool = False
     # The clocks every wait is timed by (importer.clock); a test hands in one that runs its windows at once.
     clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
     # A batch's "sending" line may be written this long before its request leaves (delivery/journal.py): a
@@ -283,6 +293,12 @@ class Settings:
         if self.lock_wait is not None and not 0 <= self.lock_wait <= MAX_LOCK_WAIT:
             raise ConfigError(f"--wait must be 0 to {MAX_LOCK_WAIT:g} seconds (leave it out to wait as long as it "
                               "takes; --no-wait is 0)")  # fmt: skip
+        if self.encoding is not None:
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise ConfigError(f"--encoding {self.encoding!r} is not an encoding Python knows; use e.g. cp1252, "
+                                  "mac_roman, shift_jis, utf-16 or latin-1") from None  # fmt: skip
         object.__setattr__(self, "base_url", parse_base_url(self.base_url))
 
     @classmethod
@@ -327,7 +343,18 @@ class Settings:
         schedule = getattr(args, "schedule", None)
         if schedule is not None and Path(schedule).suffix.casefold() == ".csv":
             values.pop("sheet", None)
-        flags = ("base_url", "batch_size", "concurrency", "sheet", "date_format", "currency_decimals", "lock_wait")
+        flags = (
+            "base_url",
+            "batch_size",
+            "concurrency",
+            "sheet",
+            "date_format",
+            "currency_decimals",
+            "encoding",
+            "decimal_comma",
+            "allow_totals",
+            "lock_wait",
+        )
         overrides = {name: getattr(args, name, None) for name in flags}
         if overrides["currency_decimals"] is not None:
             overrides["currency_decimals_given"] = True

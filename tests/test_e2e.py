@@ -517,8 +517,8 @@ def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     """A finance sheet's "Total" line (no project) does not fail every run as a row without a Project ID: it is
-    set aside with a note and written back as it was; a titled "Subtotal" row with a project is sent, with a
-    warning, as only the user knows what it is."""
+    set aside with a note and written back as it was; a titled "Subtotal" row with a project is sent when
+    --allow-totals says so, with a warning, as only the user knows what it is."""
     headers = ["title", "amount_in_cents", "workspace_id"]
     rows = [["Retainer", 5000, 1001], ["Subtotal", 5000, 1001], ["Licence", 7000, 1002], ["Total", 17000, None],
             ["Grand total:", 17000, None]]  # fmt: skip
@@ -526,7 +526,7 @@ def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
     monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
     monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
     out = tmp_path / "results.xlsx"
-    assert main(["upload", str(path), "-o", str(out)]) == 0
+    assert main(["upload", str(path), "-o", str(out), "--allow-totals"]) == 0
     err = capsys.readouterr().err
     assert "note: rows 5, 6 look like a totals line (no Project ID): not imported, kept in the results" in err
     assert "title-looks-like-a-total" in err
@@ -539,7 +539,8 @@ def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
             1001,
             "created",
             "700002",
-            "A3: warning: this row reads like a totals line, not a milestone; delete it if it is one",
+            "A3: warning: this row reads like a totals line, not a milestone (it would bill the rows above it a "
+            "second time) (sent: --allow-totals)",
         ),
         ("Licence", 7000, 1002, "created", "700003", None),
         ("Total", 17000, None, None, None, None),

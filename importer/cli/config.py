@@ -34,6 +34,9 @@ KEYS: dict[str, tuple[type, str]] = {
     "date_format": (str, "how non-ISO text dates are written, like --date-format"),
     "currency_decimals": (int, "decimal places of an Amount column, like --currency-decimals"),
     "lock_wait": (int, "seconds an upload waits for another upload to the same account, like --wait (0: --no-wait)"),
+    "encoding": (str, "a CSV file's text encoding, like --encoding (default: told from the file)"),
+    "decimal_comma": (bool, "amounts are written with a decimal comma (1.234,50), like --decimal-comma"),
+    "allow_totals": (bool, "rows that read like a total are milestones, like --allow-totals"),
 }
 
 
@@ -104,7 +107,7 @@ def _checked(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown setting `{key}`; {hint}the settings are {', '.join(KEYS)}")
         kind = KEYS[key][0]
         if type(value) is not kind:
-            what = "a whole number, e.g. 100" if kind is int else 'text in quotes, e.g. "Billing"'
+            what = {int: "a whole number, e.g. 100", bool: "true or false"}.get(kind, 'text in quotes, e.g. "Billing"')
             raise ConfigError(f"{path}: {key} must be {what} (is {value!r})")
     values = dict(data)
     if "date_format" in values and "%" not in values["date_format"]:

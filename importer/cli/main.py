@@ -138,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
             help="decimal places of the currency: what an Amount column may have and how totals are shown "
             "(or currency_decimals in the config file; default 2; 0 for JPY, 3 for KWD)",
         )
+        p.add_argument("--encoding", metavar="NAME",
+                       help="a CSV file's text encoding, e.g. cp1252, mac_roman, shift_jis, utf-16 (or encoding "
+                       "in the config file; default: told from the file, or it stops and asks)")  # fmt: skip
+        p.add_argument("--decimal-comma", action="store_true", default=None,
+                       help="amounts are written with a decimal comma, 1.234,50 (or decimal_comma in the config "
+                       "file; default: only when the whole Amount column is written so)")  # fmt: skip
+        p.add_argument("--allow-totals", action="store_true", default=None,
+                       help="rows that read like a total (a title starting with Total or Subtotal, an amount that "
+                       "sums the rows above) are milestones: a warning, not an error (or allow_totals in the "
+                       "config file)")  # fmt: skip
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         return p
 

@@ -25,6 +25,7 @@ MAX_INT64 = 2**63 - 1
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
 _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]*\.[0-9]+|[+-]?[0-9]+\.")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIME_SUFFIX = re.compile(r"[ T]([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]+))?)?(?:Z|[+-]00:?00)?$")
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
 
@@ -115,12 +116,16 @@ class ParseOptions:
     # Whether the user chose `currency_decimals` (a flag, the config file) rather than taking the default: in a
     # project whose currency Kantata withholds, an Amount is converted with the decimals only when they did.
     currency_decimals_given: bool = False
+    encoding: str | None = None  # a CSV file's encoding, `--encoding`; None: told from its bytes
+    decimal_comma: bool | None = None  # `--decimal-comma`; None: read so when the whole Amount column is
+    allow_totals: bool = False  # `--allow-totals`: rows that read like a total are milestones (a warning)
 
     @classmethod
     def of(cls, settings: Settings) -> ParseOptions:
         """What reading cells needs of the run's one Settings."""
         return cls(date_format=settings.date_format, currency_decimals=settings.currency_decimals,
-                   currency_decimals_given=settings.currency_decimals_given)  # fmt: skip
+                   currency_decimals_given=settings.currency_decimals_given, encoding=settings.encoding,
+                   decimal_comma=settings.decimal_comma, allow_totals=settings.allow_totals)  # fmt: skip
 
 
 class CellProblem(Exception):
@@ -164,6 +169,9 @@ def _whole_number(value: object, *, what: str, example: str) -> int:
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise CellProblem(f"{what}-not-a-number", f"{value} is not a number; enter {example}")
+        seen = _excel_digits(value)
+        if not value.is_integer() and what == "amount" and seen == seen.to_integral_value() and _is_noise(value, seen):
+            value = float(seen)  # a formula's result with binary noise past Excel's 15 digits: =16.5*100
         if not value.is_integer():
             raise CellProblem(
                 f"{what}-not-whole",
@@ -192,6 +200,22 @@ def _whole_number(value: object, *, what: str, example: str) -> int:
     return number
 
 
+def _excel_digits(value: float) -> Decimal:
+    """A double as Excel shows and computes it: 15 significant digits, as decimal text (no float arithmetic)."""
+    return Decimal(f"{value:.{MAX_SIGNIFICANT_DIGITS}g}")
+
+
+NOISE_ULPS = 4  # how far a formula's binary result may stray from the decimal it stands for
+
+
+def _is_noise(value: float, seen: Decimal) -> bool:
+    """Whether `value` differs from the decimal `seen` only by binary rounding (a few units in the last place), and
+    not by a real fraction that 15 digits cannot show (100000000000000.5)."""
+    if len(seen.as_tuple().digits) >= MAX_SIGNIFICANT_DIGITS:  # no digit to spare: the difference may be real
+        return False
+    return abs(Decimal(value) - seen) <= NOISE_ULPS * Decimal(math.ulp(value))
+
+
 def parse_cents(value: object) -> int:
     return _whole_number(value, what="amount", example="whole cents, e.g. 123456 for 1,234.56")
 
@@ -205,7 +229,7 @@ def parse_id(value: object) -> int:
     return _whole_number(value, what="id", example="the id as a whole number, e.g. 1001")
 
 
-def parse_amount(value: object, decimals: int) -> int:
+def parse_amount(value: object, decimals: int, *, decimal_comma: bool = False) -> int:
     """An amount in currency units ("1,234.56", "(1,234.56)", "$1,234.56", or a number cell) as exact subunits.
 
     Only `Decimal` arithmetic: a number cell's double is read back as the shortest decimal that produces it,
@@ -222,15 +246,22 @@ def parse_amount(value: object, decimals: int) -> int:
                 "amount-too-large",
                 f"{value!r} has more digits than a number cell holds exactly; type it as text to keep every digit",
             )
-        if len(amount.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS and amount != amount.to_integral_value():
-            raise CellProblem(
-                "amount-too-many-decimals",
-                f"{value!r} has more than {decimals} decimal places (a formula result?); "
-                f"round it in Excel, e.g. =ROUND(...,{decimals}), or type it",
-            )
+        if len(amount.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS:
+            # A formula's result carries binary noise past Excel's 15 significant digits (=1500*1.1 is saved as
+            # 1650.0000000000002 and shown as 1,650.00): read it as Excel shows it. A real third decimal is within
+            # those 15 digits, and is still refused below.
+            amount = _excel_digits(value)
+            if not _is_noise(value, amount) or -amount.as_tuple().exponent > decimals:  # type: ignore[operator]
+                raise CellProblem(
+                    "amount-too-many-decimals",
+                    f"{value!r} has more than {decimals} decimal places (a formula result?); "
+                    f"round it in Excel, e.g. =ROUND(...,{decimals}), or type it",
+                )
     elif isinstance(value, int):
         amount = Decimal(value)
     else:
+        if decimal_comma:
+            value = from_decimal_comma(value)
         amount = _money_text(value)[0]
         fits = amount == amount.quantize(Decimal(1).scaleb(-decimals))  # else too many decimals, below
         grouped = "," in value or _SPACE_IN_NUMBER.search(value)  # thousands marked otherwise: the point is decimal
@@ -254,6 +285,36 @@ def parse_amount(value: object, decimals: int) -> int:
     if abs(cents) > MAX_INT64:
         raise CellProblem("amount-too-large", f"{as_text(value)} is too large for Kantata; check the cell")
     return int(cents)
+
+
+# The number in an amount written with a decimal comma: points (or spaces) between thousands, a comma before the
+# decimals: "1.234,50", "1 234,50", "99,99", "1.500".
+_COMMA_NUMBER = re.compile("[0-9]{1,3}(?:[. \u00a0\u202f][0-9]{3})+(?:,[0-9]+)?|[0-9]+(?:,[0-9]+)?")
+_NUMBER_PART = re.compile("[0-9][0-9.,  \u00a0\u202f]*[0-9]|[0-9]")
+_POINT_DECIMAL = re.compile(r"[0-9]\.[0-9]{1,2}(?![0-9])|[0-9],[0-9]{3}\.|^[^,]*[0-9],[0-9]{3}(?![0-9])")
+_COMMA_DECIMAL = re.compile(r"[0-9],[0-9]{1,2}(?![0-9])")
+
+
+def from_decimal_comma(text: str) -> str:
+    """An amount written with a decimal comma as the same amount with a decimal point ("1.234,50": "1234.50");
+    a CellProblem when its number is not written that way (a point before decimals: "1234.50")."""
+    match = _NUMBER_PART.search(text)
+    if match is None:
+        return text
+    if not _COMMA_NUMBER.fullmatch(match.group()):
+        raise CellProblem("amount-not-a-number", f'"{text.strip()}" is not written with a decimal comma as the other '
+                          "amounts are (--decimal-comma): enter e.g. 1.234,50 or 1234,50")  # fmt: skip
+    number = re.sub("[. \u00a0\u202f]", "", match.group()).replace(",", ".")
+    return text[: match.start()] + number + text[match.end() :]
+
+
+def writes_decimal_comma(values: list[object]) -> bool:
+    """Whether a column's text amounts are all written with a decimal comma: one at least has a comma before one
+    or two final digits ("1.234,50"), and none has a decimal point or a thousands comma ("1234.50", "1,234")."""
+    texts = [v for v in values if isinstance(v, str) and v.strip()]
+    if "," not in "\n".join(texts) or not any(_COMMA_DECIMAL.search(t) for t in texts):  # the join: one C scan
+        return False
+    return not any(_POINT_DECIMAL.search(t) for t in texts)
 
 
 def _money_text(text: str) -> tuple[Decimal, frozenset[str]]:
@@ -290,7 +351,8 @@ def _money_text(text: str) -> tuple[Decimal, frozenset[str]]:
     if match is None and _DECIMAL_COMMA.fullmatch(body):
         point = ("-" if negative else "") + body.replace(".", "").replace(",", ".")
         raise CellProblem("amount-decimal-comma", f'"{raw}" is written with a decimal comma; enter {point} (a point '
-                          "before the decimals, no dots between thousands)")  # fmt: skip
+                          "before the decimals, no dots between thousands), or pass --decimal-comma if every "
+                          "amount is written so")  # fmt: skip
     if signs + bool(match and match.group("sign")) > 1:
         raise CellProblem("amount-two-signs", f'"{raw}" has more than one sign (a minus, a plus or parentheses); '
                           "enter -1234.56 or (1,234.56) for a credit, 1234.56 otherwise")  # fmt: skip
@@ -314,6 +376,11 @@ def parse_date(value: object, date_format: str | None = None) -> dt.date:
         return value
     if isinstance(value, str):
         text = value.strip()
+        if (clock := _TIME_SUFFIX.search(text)) is not None and text[: clock.start()].strip():
+            # SQL and ERP exports write dates as "2026-01-31 00:00:00": a time of exactly midnight is no time at all
+            if any(int(part or 0) for part in clock.groups()):
+                raise CellProblem("date-has-time", f'"{text}" has a time of day; enter just the date, e.g. 2026-03-31')
+            text = text[: clock.start()].strip()
         if _ISO_DATE.fullmatch(text):
             try:
                 return dt.date.fromisoformat(text)
@@ -419,7 +486,7 @@ def parser_for(field: Field, options: ParseOptions = DEFAULT_OPTIONS) -> Callabl
     parsers: dict[str, Callable[[object], Any]] = {
         "text": parse_text,
         "cents": parse_cents,
-        "money": lambda v: parse_amount(v, options.currency_decimals),
+        "money": lambda v: parse_amount(v, options.currency_decimals, decimal_comma=bool(options.decimal_comma)),
         "id": parse_id,
         "date": lambda v: parse_date(v, options.date_format),
         "bool": parse_bool,

@@ -7,7 +7,6 @@ It opens the input read-only and never writes to it.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import io
@@ -35,6 +34,7 @@ from importer.schedule.columns import (
     field_for_header,
     normalise_header,
 )
+from importer.schedule.encodings import decode_text
 from importer.schedule.limits import MAX_CELL_CHARS, MAX_HEADER_BYTES, cells_over, columns_over, file_over
 from importer.schedule.prefetch import Early, ReadAhead
 from importer.schedule.xlsx_meta import PackageProblem, SheetMeta, check_package, sheet_meta
@@ -88,12 +88,14 @@ def load_schedule(
     sheet: str | None = None,
     on_progress: Tick | None = None,
     read_ahead: ReadAhead | None = None,
+    encoding: str | None = None,
 ) -> RawSchedule:
     """Read the schedule; `on_progress(done, total)` hears of the rows below the header every few thousand.
-    `read_ahead` (prefetch.start_prefetch) is used only if it read this very file and sheet."""
+    `read_ahead` (prefetch.start_prefetch) is used only if it read this very file and sheet. `encoding` names a
+    CSV file's encoding (None: told from its bytes, or a refusal when it cannot be told; encodings.py)."""
     path = Path(path)
     ticker = Ticker(on_progress, None)
-    raw = _load(path, sheet, ticker, read_ahead)
+    raw = _load(path, sheet, ticker, read_ahead, encoding)
     _set_aside_totals(raw)
     ticker.end()
     return raw
@@ -101,7 +103,6 @@ def load_schedule(
 
 # What a totals line says in its first text cell: "Total", "Totals", "Grand total", "Sub-total", "Sum:".
 _TOTAL_WORDS = re.compile(r"(?:grand\s*)?(?:sub[\s-]*)?totals?|sum", re.IGNORECASE)
-_TOTAL_TEXT_MAX = 24  # characters: longer text is no such word, whatever spaces surround it
 
 
 def _is_total_text(value: object) -> bool:
@@ -125,14 +126,39 @@ def _set_aside_totals(raw: RawSchedule) -> None:
         raw.issues = [i for i in raw.issues if i.row not in aside]  # a merged or hidden total line is no error
         which = f"row {kept[0]} looks" if len(kept) == 1 else f"rows {', '.join(map(str, kept))} look"
         raw.notes.append(f"{which} like a totals line (no Project ID): not imported, kept in the results as it was")
+    _flag_total_titles(raw)
+
+
+# A title that starts like a totals line's: "Total Q1", "Subtotal Phase 2", "Grand total".
+_TOTAL_TITLE = re.compile(r"\s*(?:grand\s*)?(?:sub[\s-]*)?totals?\b", re.IGNORECASE)
+TOTAL_CODES = frozenset({"title-looks-like-a-total", "amount-sums-rows-above"})
+
+
+def _flag_total_titles(raw: RawSchedule) -> None:
+    """A row among the data whose title starts with Total or Subtotal is an error: a subtotal with a project id
+    would bill the client a second time. `--allow-totals` makes it a warning (schema.validate_rows)."""
     title = raw.fields.get("title")
-    if title is not None:
-        titles = zip(raw.frame.index.tolist(), raw.frame[title].tolist(), strict=True)
-        # (len first: a title is seldom that short, and this runs once per row)
-        for row in [r for r, t in titles if type(t) is str and len(t) <= _TOTAL_TEXT_MAX and _is_total_text(t)]:
-            raw.issues.append(CellIssue(int(row), title, raw.header_of(title), str(raw.frame.at[row, title]).strip(),
-                                        "title-looks-like-a-total", "this row reads like a totals line, not a "
-                                        "milestone; delete it if it is one", "warning"))  # fmt: skip
+    if title is None:
+        return
+    titles = zip(raw.frame.index.tolist(), raw.frame[title].tolist(), strict=True)
+    for row in [r for r, t in titles if type(t) is str and _TOTAL_TITLE.match(t)]:
+        raw.issues.append(CellIssue(int(row), title, raw.header_of(title), str(raw.frame.at[row, title]).strip(),
+                                    "title-looks-like-a-total", "this row reads like a totals line, not a milestone "
+                                    "(it would bill the rows above it a second time); delete it, or pass "
+                                    "--allow-totals if it is a milestone"))  # fmt: skip
+
+
+def _flag_sums(raw: RawSchedule, sums: dict[str, str]) -> None:
+    """An amount computed by SUM or SUBTOTAL over rows above it is a total, whatever the row's title says."""
+    amounts = {raw.fields[f] for f in ("amount", "amount_in_cents") if f in raw.fields}
+    data_rows = set(raw.frame.index)
+    for coord, formula in sums.items():
+        row, letter = _row_of(coord), coord.rstrip("0123456789")
+        refs = [int(n) for n in re.findall(r"\$?[A-Z]{1,3}\$?([0-9]+)", formula)]
+        if letter in amounts and row in data_rows and refs and max(refs) < row:
+            raw.issues.append(CellIssue(row, letter, raw.header_of(letter), f"={formula}", "amount-sums-rows-above",
+                                        f"{coord} is ={formula}, a total of the rows above, not a milestone's "
+                                        "amount; delete the row, or pass --allow-totals if it is one"))  # fmt: skip
 
 
 def check_schedule(path: Path) -> None:
@@ -143,7 +169,9 @@ def check_schedule(path: Path) -> None:
         raise ScheduleError("is a folder, not a file; give the schedule's file name", path=path)
 
 
-def _load(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAhead | None) -> RawSchedule:
+def _load(
+    path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAhead | None, encoding: str | None
+) -> RawSchedule:
     check_schedule(path)
     suffix = path.suffix.casefold()
     if suffix in {".xlsx", ".xlsm"}:
@@ -151,7 +179,7 @@ def _load(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAhead |
     if suffix == ".csv":
         if sheet is not None:
             raise ScheduleError("is a CSV file, which has no sheets; leave out --sheet", path=path)
-        return _load_csv(path, ticker)
+        return _load_csv(path, ticker, encoding)
     if suffix == ".xls":
         raise ScheduleError(
             "is an old-format .xls workbook; open it in Excel and use File > Save As > Excel Workbook (.xlsx)",
@@ -284,17 +312,17 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAh
             candidates = [sheet]
         else:
             candidates = [n for n, visible in sheets if visible]
-        tried: list[str] = []
+        tried: list[tuple[str, str]] = []  # (sheet, why it was passed over)
         for name in candidates:
             meta = early.meta if early and early.sheet_name == name else _checked_meta(path, name)
             ticker.total = book.height(name)
-            found = _build(path, "xlsx", name, book.rows(name), explicit=sheet is not None, ticker=ticker)
+            found, why = _try_sheet(path, book, name, explicit=sheet is not None, ticker=ticker)
             if found is not None:
                 if sheet is None and len(names) > 1:
                     found.notes.append(f'read sheet "{name}" (the first whose header row matches)')
                 _apply_meta(found, meta)
                 return found
-            tried.append(name)
+            tried.append((name, why))
     except ScheduleError:
         raise
     except BaseException as exc:
@@ -303,11 +331,11 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAh
         raise ScheduleError(_unreadable(exc), path=path) from exc
     finally:
         book.close()
-    looked = ", ".join(f'"{n}"' for n in tried) or "none (every sheet is hidden)"
+    looked = "; ".join(f'"{n}" ({why})' for n, why in tried) or "none (every sheet is hidden)"
     raise ScheduleError(
         f"no sheet has a header row with the columns {_required_text()} in its first {HEADER_SEARCH_ROWS} rows "
-        f"(sheets looked at: {looked}); start from the template (kantata-import template) or name the sheet "
-        "with --sheet",
+        f"(sheets looked at: {looked}); start from the template (kantata-import template), or name the billing "
+        "sheet with --sheet NAME",
         path=path,
     )
 
@@ -320,10 +348,24 @@ def _checked_meta(path: Path, sheet: str) -> SheetMeta:
         raise ScheduleError(str(problem), path=path, sheet=sheet) from None
 
 
+def _try_sheet(path: Path, book: _Book, name: str, *, explicit: bool, ticker: Ticker) -> tuple[RawSchedule | None, str]:
+    """The sheet's schedule, or None and why not. The README promises the first sheet whose header matches, so a
+    summary sheet before the billing sheet (a header with other columns) is passed over, not an error; a sheet
+    named with --sheet is the one the user means, and what is wrong with its header stops the run."""
+    try:
+        found = _build(path, "xlsx", name, book.rows(name), explicit=explicit, ticker=ticker)
+    except ScheduleError as exc:
+        if explicit:
+            raise
+        where = f'{path.name}, sheet "{name}"' + (f", cell {exc.cell}" if exc.cell else "")
+        return None, str(exc).removeprefix(f"{where}: ").split("; the required columns are")[0]
+    return found, f"no header row in its first {HEADER_SEARCH_ROWS} rows"
+
+
 # --- csv --------------------------------------------------------------------------------------------------
 
 
-def _load_csv(path: Path, ticker: Ticker) -> RawSchedule:
+def _load_csv(path: Path, ticker: Ticker, encoding: str | None) -> RawSchedule:
     size = path.stat().st_size
     if size == 0:
         raise ScheduleError("is empty; export the schedule again", path=path)
@@ -331,10 +373,8 @@ def _load_csv(path: Path, ticker: Ticker) -> RawSchedule:
         raise ScheduleError(over, path=path)
     _check_csv_head(path)
     data = path.read_bytes()
-    if b"\x00" in data[:4096] and not data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise ScheduleError("is not a text file (it contains NUL bytes); if it is a workbook, rename it to .xlsx",
-                            path=path)  # fmt: skip
-    text, note = _decode(data)
+    decoded = decode_text(data, encoding, path=path)
+    text, note = decoded.text, decoded.note
     rows, sep_note = _csv_rows(path, text)
     ticker.total = len(rows)
     found = _build(path, "csv", None, iter(rows), explicit=True, ticker=ticker)
@@ -377,32 +417,13 @@ def _check_extent(path: Path, sheet: str | None, width: int, last_row: int) -> N
         raise ScheduleError(over, path=path, sheet=sheet)
 
 
-def _decode(data: bytes) -> tuple[str, str | None]:
-    """UTF-8 (with or without BOM), UTF-16 with BOM (Excel's "Unicode Text"), else Windows-1252, said aloud."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16"), 'read as UTF-16 text (Excel\'s "Unicode Text")'
-    try:
-        return data.decode("utf-8-sig"), None
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-    for encoding, name in (("cp1252", "Windows-1252"), ("latin-1", "Latin-1")):
-        try:
-            return data.decode(encoding), (
-                f"the file is not UTF-8 text (first seen on line {line}), so it was read as {name} (Western "
-                'European): check accented text in the results, or save it from Excel as "CSV UTF-8" to be sure'
-            )
-        except UnicodeDecodeError:
-            continue
-    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
-
-
 _SEP_LINE = re.compile(r"sep=(.)\r?")  # Excel's separator hint, a first line that Excel does not show as a row
 
 
 def _csv_rows(path: Path, text: str) -> tuple[list[Row], str | None]:
     """Rows of the text, with the delimiter sniffed among comma, semicolon and tab, or as a first line "sep=;"
     names it (Excel reads that line as the separator and shows the next as row 1; so do we, and say so)."""
-    first, _, rest = text.partition("\n")
+    first, _, rest = text.partition("\r" if "\n" not in text[:4096] else "\n")  # a Mac export ends lines with CR
     note = None
     if (hint := _SEP_LINE.fullmatch(first)) is not None:
         text, delimiter = rest, hint.group(1)
@@ -477,6 +498,7 @@ def _apply_meta(raw: RawSchedule, meta: SheetMeta) -> None:
                                         else None, "", "merged-cells",
                                         f"cells {ref} are merged, so only {first} holds a value; unmerge them and "
                                         "give each row its own values"))  # fmt: skip
+    _flag_sums(raw, meta.sums)
     lowest = max(data_rows, default=0)
     for coord in meta.formulas_without_value:
         row, letter = _row_of(coord), coord.rstrip("0123456789")

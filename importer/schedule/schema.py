@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -29,9 +29,10 @@ from importer.schedule.cells import (
     as_text,
     is_blank,
     parser_for,
+    writes_decimal_comma,
 )
 from importer.schedule.columns import BY_NAME, EXT, EXT_FIELDS, EXT_REQUIRED, FIELDS, LOCAL_ONLY, SUBSTITUTES, Field
-from importer.schedule.loader import RawSchedule
+from importer.schedule.loader import TOTAL_CODES, RawSchedule
 
 _DTYPES = {"text": "str", "choice": "str", "cents": "Int64", "money": "Int64", "id": "Int64", "date": object,
            "bool": "boolean"}  # fmt: skip
@@ -86,8 +87,9 @@ def validate_rows(
 ) -> Validated:
     """Parse and check every row; `on_progress(done, total)` hears of the rows parsed every few thousand."""
     ticker = Ticker(on_progress, len(raw.frame))
+    options = _amount_style(raw, options)
     typed, parsed = _parse(raw, options, ticker)
-    issues = [*raw.issues, *parsed]  # the loader's findings (merged cells, ...) first: they are the cause
+    issues = [*_totals_allowed(raw.issues, options), *parsed]  # the loader's findings (merged cells, ...) first
     typed = _merge_amounts(raw, typed, issues)
     issues += _check(raw, typed)
     issues = _dedupe(raw, issues)
@@ -95,6 +97,27 @@ def validate_rows(
     rows = typed.loc[~typed.index.isin(list(invalid))]
     ticker.end(len(typed))
     return Validated(rows=rows, issues=issues, invalid_rows=invalid, total_rows=len(typed))
+
+
+def _amount_style(raw: RawSchedule, options: ParseOptions) -> ParseOptions:
+    """Decimal commas are read without being asked when the whole Amount column is written with them (a European
+    Excel's CSV), and said once; a column that mixes the two ways is left to the cells' own errors."""
+    letter = raw.fields.get("amount")
+    if options.decimal_comma is not None or letter is None:
+        return options
+    if not writes_decimal_comma(raw.frame[letter].tolist()):
+        return replace(options, decimal_comma=False)
+    raw.notes.append(f"every amount in column {letter} ({raw.header_of(letter)}) is written with a decimal comma "
+                     "(1.234,50), so they were read that way")  # fmt: skip
+    return replace(options, decimal_comma=True)
+
+
+def _totals_allowed(issues: list[CellIssue], options: ParseOptions) -> list[CellIssue]:
+    """With --allow-totals, rows that read like a total are the user's milestones: a warning each, not an error."""
+    if not options.allow_totals:
+        return issues
+    return [replace(i, severity="warning", message=i.message.split("; delete")[0] + " (sent: --allow-totals)")
+            if i.code in TOTAL_CODES else i for i in issues]  # fmt: skip
 
 
 # --- step 1: cells -> typed values --------------------------------------------------------------------------

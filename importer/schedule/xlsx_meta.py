@@ -41,6 +41,7 @@ _SCAN = re.compile(
     rb"|<c\b(?P<nchead>[^>]*\br=\"(?P<nocache>[A-Z]+[0-9]+)\"[^>]*)>\s*<f\b[^>]*(?:/>|>[^<]*</f>)\s*"
     rb"(?P<emptyv><v>\s*</v>|<v\s*/>)?\s*</c>"
     rb"|<c\b(?P<error>[^>]*\bt=\"e\"[^>]*)>(?:\s*<f\b[^>]*(?:/>|>[^<]*</f>))?\s*<v>(?P<errval>[^<]*)</v>"
+    rb"|<c\b[^>]*\br=\"(?P<sumcell>[A-Z]+[0-9]+)\"[^>]*>\s*<f\b[^>]*>(?P<sum>[^<]*\b(?:SUM|SUBTOTAL|AGGREGATE)\([^<]*)</f>"
 )
 _MARKERS = (b"hidden=", b"<col", b"<mergeCell", b"<f", b't="e"')  # every alternative of _SCAN needs one
 _ATTR = re.compile(rb'\b(r|hidden|min|max)="([^"]*)"')
@@ -83,6 +84,7 @@ class SheetMeta:
     merged: list[str] = field(default_factory=list)  # "A5:B6"
     formulas_without_value: list[str] = field(default_factory=list)  # "D7"
     error_values: dict[str, str] = field(default_factory=dict)  # "B5" -> "#REF!" (some readers show them as blank)
+    sums: dict[str, str] = field(default_factory=dict)  # "B9" -> "SUBTOTAL(9,B2:B8)": formulas that add up cells
     tables: list[Table] = field(default_factory=list)
     last_row: int = 0  # the sheet's extent as its cell references give it (not its <dimension>, which can lie)
     last_column: int = 0
@@ -297,6 +299,8 @@ def _take(match: re.Match[bytes], meta: SheetMeta) -> None:
         # =IF(...,"",...); an empty or missing <v> otherwise is no result at all.
         if match.group("emptyv") is None or not re.search(rb'\bt="str"', match.group("nchead")):
             meta.formulas_without_value.append(match.group("nocache").decode())
+    elif match.group("sumcell") is not None:
+        meta.sums[match.group("sumcell").decode()] = match.group("sum").decode(errors="replace")
     elif match.group("error") is not None:
         ref = re.search(rb'\br="([A-Z]+[0-9]+)"', match.group("error"))
         if ref is not None:

@@ -208,10 +208,21 @@ def test_the_currency_decides_how_many_decimals_an_amount_may_have() -> None:
     assert parser_for(BY_NAME["amount"])("1.5") == 150
 
 
-@pytest.mark.parametrize("noise", [0.1 + 0.2, 7.000000000000001, 1.0 / 3, 100.00000000000001])
-def test_float_noise_from_a_formula_is_refused_never_rounded(noise: float) -> None:
-    problem = _problem(parse_amount, noise, 2)
-    assert problem.code == "amount-too-many-decimals" and "ROUND" in problem.message
+@pytest.mark.parametrize(("noise", "cents"), [(0.1 + 0.2, 30), (7.000000000000001, 700), (100.00000000000001, 10000),
+                                             (1500 * 1.1, 165000), (16.5 * 1.1, 1815)])  # fmt: skip
+def test_float_noise_from_a_formula_is_read_at_excels_fifteen_digits(noise: float, cents: int) -> None:
+    """=1500*1.1 is saved as 1650.0000000000002 and shown by Excel as 1,650.00: that is the amount."""
+    assert parse_amount(noise, 2) == cents
+
+
+@pytest.mark.parametrize("value", [1.0 / 3, 1650.005, 0.125, 100000000000.5 / 7])
+def test_a_real_fraction_past_the_currencys_decimals_is_refused_never_rounded(value: float) -> None:
+    assert _problem(parse_amount, value, 2).code == "amount-too-many-decimals"
+
+
+def test_cents_from_a_formula_are_read_at_excels_fifteen_digits_but_a_real_fraction_is_not() -> None:
+    assert parse_cents(1.1 * 100) == 110
+    assert _problem(parse_cents, 100000000000000.5).code == "amount-not-whole"
 
 
 def test_a_double_that_reads_back_as_the_typed_decimal_is_that_decimal() -> None:

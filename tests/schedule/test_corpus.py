@@ -268,8 +268,7 @@ CASES: dict[str, Case] = {
     "duplicate headers": Case(_xlsx([["A", 1, 1001]], headers=["title", "amount_in_cents", "workspace_id", "Title"]),
                               2, stderr="columns A and D both hold title"),
     "missing required column": Case(_xlsx([["A", 1]], headers=["title", "amount_in_cents", "Notes"]), 2,
-                                    stderr="no column Project ID; the required columns are Title, Amount (cents) or "
-                                           "Amount, Project ID"),
+                                    stderr='"Billing" (the header row (row 1) has no column Project ID)'),
     "amount column headed with its currency": Case(
         _xlsx([["A", 1, 1001]], headers=["title", "Amount (USD)", "workspace_id"]), 2,
         stderr='no column Amount (cents) or Amount (is "Amount (USD)" meant? head it Amount (cents) or Amount)'),
@@ -330,8 +329,11 @@ CASES: dict[str, Case] = {
         '<c r="D2" t="str"><f>IF(1=1,"","x")</f><v></v></c></row>'
         '<row r="3"><c r="A3" t="inlineStr"><is><t>B</t></is></c><c r="B3" s="1" t="str"><f>IF(1=1,"",5)</f><v/>'
         '</c><c r="C3"><v>1001</v></c></row>'), 1, issues=[(3, "B", "required")], sent={"A": 500}),
-    "amount that is a float artefact (Excel's 17 digits)": Case(_excel_sheet(
+    "amount that is a formula's float artefact (=0.1+0.2), read as Excel shows it": Case(_excel_sheet(
         '<row r="2"><c r="A2" t="inlineStr"><is><t>A</t></is></c><c r="B2"><v>0.30000000000000004</v></c>'
+        '<c r="C2"><v>1001</v></c></row>'), 0, sent={"A": 30}),
+    "amount with a real third decimal behind float noise": Case(_excel_sheet(
+        '<row r="2"><c r="A2" t="inlineStr"><is><t>A</t></is></c><c r="B2"><v>1650.0050000000001</v></c>'
         '<c r="C2"><v>1001</v></c></row>'), 1, issues=[(2, "B", "amount-too-many-decimals")]),
     "amount Excel stores as a 17-digit double": Case(_excel_sheet(
         '<row r="2"><c r="A2" t="inlineStr"><is><t>A</t></is></c><c r="B2"><v>1234.5599999999999</v></c>'
@@ -356,7 +358,7 @@ CASES: dict[str, Case] = {
         _csv(codecs.BOM_UTF16_LE + "title\tamount_in_cents\tworkspace_id\r\nNaïve\t200\t1001\r\n".encode("utf-16-le")),
         0, stderr="read as UTF-16", sent={"Naïve": 200}),
     "csv windows-1252": Case(_csv("title,amount_in_cents,workspace_id\nRésumé,300,1001\n".encode("cp1252")), 0,
-                             stderr="not UTF-8 text (first seen on line 2), so it was read as Windows-1252",
+                             stderr="the file is not UTF-8; it was read as Windows-1252",
                              sent={"Résumé": 300}),
     "csv from a European Excel: decimal commas": Case(
         _csv(b"title;amount;workspace_id\nA;1.234,50;1001\nB;(99,99);1001\nC;1234.50;1001\n"), 1,

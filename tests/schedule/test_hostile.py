@@ -1,10 +1,8 @@
-"""The hostile corpus (tests/corpus/cases/hostile.toml): every damaged, oversized or odd file gets its documented
-answer through the CLI, with no traceback and the input left as it was; a few go through `upload` against the
-sandbox, which must receive nothing."""
+"""The hostile corpus (tests/corpus/cases/hostile.toml) beyond what the corpus runner checks of every case: a few
+go through `upload` against the sandbox, which must receive nothing, and a few run as a real process."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import subprocess
 import sys
@@ -28,32 +26,6 @@ def _make(case: dict[str, Any], folder: Path) -> Path:
     maker = getattr(importlib.import_module(f"tests.corpus.{module}"), function)
     path: Path = maker(folder)
     return path
-
-
-def _digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-
-def test_the_table_is_whole() -> None:
-    names = [c["name"] for c in CASES]
-    assert len(names) == len(set(names)) >= 30
-    assert all({"name", "make", "exit", "says", "why"} <= set(c) for c in CASES)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_case(case: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _make(case, tmp_path)
-    before = _digest(path)
-    code = main(["validate", str(path), "--output", str(tmp_path / "out.results.xlsx")])
-    out, err = capsys.readouterr()
-    said = (out + err).casefold()
-    assert code == case["exit"], out + err
-    for words in case["says"]:
-        assert words.casefold() in said, (words, out + err)
-    assert "traceback" not in said
-    assert _digest(path) == before
-    if code == 2:  # refused before anything was written
-        assert not (tmp_path / "out.results.xlsx").exists()
 
 
 UPLOADED = ["bad-crc-styles", "corrupt-deflate-sheet", "xfd-wide-sheet", "csv-16385-columns", "zip-bomb-lying"]

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from importer.schedule.cells import CellProblem, parse_cents
+from importer.schedule.cells import CellProblem, ParseOptions, parse_cents
 from importer.schedule.loader import load_schedule
 from importer.schedule.schema import Validated, validate_rows
 from tests.conftest import MakeSchedule
@@ -174,9 +174,10 @@ def test_amount_and_cents_must_agree_to_the_cent(make_schedule: MakeSchedule) ->
 
 
 def test_a_warning_leaves_its_row_valid(make_schedule: MakeSchedule) -> None:
-    """The loader's warnings (a row titled like a total) come with the schema's issues, and send the row anyway."""
+    """The loader's warnings (a row titled like a total, with --allow-totals) come with the schema's issues, and
+    send the row anyway."""
     rows: list[list[Any]] = [["Total", 1, 1001, None, None, None], ["B", "x", 1001, None, None, None]]
-    validated = _validated(make_schedule, rows)
+    validated = validate_rows(load_schedule(make_schedule(rows)), ParseOptions(allow_totals=True))
     assert [(i.row, i.column, i.code, i.severity) for i in validated.issues] == [
         (2, "A", "title-looks-like-a-total", "warning"), (3, "B", "amount-not-a-number", "error")]  # fmt: skip
     assert validated.invalid_rows == {3} and validated.rows.index.tolist() == [2]
