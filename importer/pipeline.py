@@ -61,6 +61,7 @@ from importer.outcomes import FAILED, Outcome, Status
 from importer.progress import OnProgress, Stage, for_stage
 from importer.results import (
     Cut,
+    Money,
     ProjectTotal,
     RunInfo,
     StreamedResults,
@@ -174,18 +175,21 @@ def _finish(
     *,
     currencies: Mapping[int, str] | None = None,
     stream: StreamedResults | None = None,
+    decimals: int = 2,
 ) -> RunResult:
     for issue in issues:
         if issue.is_error:
             outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
     totals = project_totals(validated.rows, outcomes, currencies)
+    money = Money.of(validated.rows, currencies, decimals)  # the results show each amount in currency units
     writing = for_stage(on_progress, Stage.WRITE)
     cut: list[Cut] = []
     try:
         if stream is not None:
-            written = stream.finish(outcomes, totals, info, on_progress=writing, cut=cut)
+            written = stream.finish(outcomes, totals, info, on_progress=writing, cut=cut, money=money)
         else:
-            written = write_results(raw, outcomes, issues, totals, info, out, on_progress=writing, cut=cut)
+            written = write_results(raw, outcomes, issues, totals, info, out, on_progress=writing, cut=cut,
+                                    money=money)  # fmt: skip
     except OSError as exc:  # a full disk, a folder made read-only meanwhile: the user's to mend, not a bug
         reason = exc.strerror or str(exc)
         if info.dry_run:
@@ -256,7 +260,7 @@ def run_validate(
     outcomes = {row: Outcome(row, Status.VALID) for row in validated.rows.index.tolist() if row not in failed}
     if not online or settings is None:
         return _finish(raw, validated, _in_order(issues), outcomes, RunInfo(True, None, started), out,
-                       on_progress=on_progress)  # fmt: skip
+                       on_progress=on_progress, decimals=options.currency_decimals)  # fmt: skip
     (on_stage or (lambda _: None))(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
     checked, steps, made = _check_online(raw, validated, items, settings, session, options)
     for row, milestone_id in checked.existing.items():
@@ -280,7 +284,7 @@ def run_validate(
     info = RunInfo(True, sanitize_url(settings.base_url), started, notes=notes)
     all_issues = _in_order([*issues, *checked.issues])
     return _finish(raw, validated, all_issues, outcomes, info, out, None, made, len(checked.existing), on_progress,
-                   currencies=checked.currencies)  # fmt: skip
+                   currencies=checked.currencies, decimals=options.currency_decimals)  # fmt: skip
 
 
 def _check_online(
@@ -350,7 +354,8 @@ def run_upload(
             to_send.build = lambda: (i for i in _built(validated.rows) if i.row not in refused)
 
         def results(_: Plan) -> list[OnOutcomes]:
-            streams.extend([_stream(raw, issues, out)] if settings.stream_results else [])
+            money = Money.of(validated.rows, None, options.currency_decimals)
+            streams.extend([_stream(raw, issues, out, money)] if settings.stream_results else [])
             return [s.add for s in streams]
 
         with (
@@ -367,7 +372,8 @@ def run_upload(
             say(f"writing the results workbook ({len(raw.frame)} rows)")
             stream = streams[0] if streams else None
             result = _finish(raw, validated, issues, done.outcomes, info, out, stopped, made, done.existing_found,
-                             on_progress, currencies=done.currencies, stream=stream)  # fmt: skip
+                             on_progress, currencies=done.currencies, stream=stream,
+                             decimals=options.currency_decimals)  # fmt: skip
             # Every row settled and the workbook written: nothing left to resume. Removed while the account's
             # lock is held, so that it cannot remove the journal a waiting upload opens once the lock is free.
             if stopped is None:
@@ -396,10 +402,10 @@ def _amounts_checked(
     return issues, withheld_currencies(validated.rows, workspaces), None
 
 
-def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path) -> StreamedResults:
+def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path, money: Money) -> StreamedResults:
     """The results workbook written while sending (streaming.py); without `Settings.stream_results` it is
     written after the last answer instead, as a dry run does (the benchmark compares both)."""
-    stream = StreamedResults(raw, issues, out)
+    stream = StreamedResults(raw, issues, out, money)
     stream.add([Outcome(i.row, Status.INVALID) for i in issues if i.is_error])  # as _finish will record them
     return stream
 

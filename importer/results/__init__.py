@@ -5,12 +5,16 @@ from typing import TYPE_CHECKING
 from importer._face import lazy
 
 if TYPE_CHECKING:
+    from importer.results.history import history as history
+    from importer.results.history import undated as undated
     from importer.results.report import Cut as Cut
+    from importer.results.report import Money as Money
     from importer.results.report import RunInfo as RunInfo
     from importer.results.report import all_issues as all_issues
     from importer.results.report import check_output as check_output
     from importer.results.report import cut_note as cut_note
     from importer.results.report import default_output as default_output
+    from importer.results.report import in_words as in_words
     from importer.results.report import write_results as write_results
     from importer.results.streaming import StreamedResults as StreamedResults
     from importer.results.template import check_template_path as check_template_path
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "Cut": "report",
+    "Money": "report",
     "ProjectTotal": "totals",
     "RunInfo": "report",
     "StreamedResults": "streaming",
@@ -32,7 +37,10 @@ _HOMES = {
     "decimals_for": "totals",
     "default_output": "report",
     "format_units": "totals",
+    "history": "history",
+    "in_words": "report",
     "project_totals": "totals",
+    "undated": "history",
     "write_results": "report",
     "write_template": "template",
 }
