@@ -47,6 +47,7 @@ from importer.kantata import (
     Item,
     KantataClient,
     OnlineCheck,
+    StoryInfo,
     WorkspaceInfo,
     amount_issues,
     build_items,
@@ -423,24 +424,33 @@ def _abandoned_on_error(stream: Callable[[], StreamedResults | None]) -> Iterato
 
 @dataclass(frozen=True, slots=True)
 class TemplateResult:
-    """The template written, and the projects listed in it, so the CLI can say how many the token sees."""
+    """The template written, and the projects and tasks listed in it, so the CLI can say how many the token sees."""
 
     path: Path
     workspaces: list[WorkspaceInfo] | None  # None: made without a token, so without a Workspaces sheet
+    tasks: list[StoryInfo] | None = None  # likewise for the Tasks sheet
 
 
 def run_template(
-    path: Path | str, settings: Settings | None = None, *, session: requests.Session | None = None
+    path: Path | str,
+    settings: Settings | None = None,
+    *,
+    session: requests.Session | None = None,
+    overwrite: bool = False,
+    external: bool = False,
 ) -> TemplateResult:
-    """Write the blank schedule; with `settings` (a token) add the projects it can see, for looking ids up."""
-    out = check_template_path(Path(path))  # before asking Kantata anything
+    """Write the blank schedule; with `settings` (a token) add the projects it can see and their tasks, for
+    looking ids up. `overwrite` replaces a file already there; `external` adds the external-reference columns."""
+    out = check_template_path(Path(path), overwrite=overwrite)  # before asking Kantata anything
     if settings is None:
-        return TemplateResult(write_template(out), None)
+        return TemplateResult(write_template(out, overwrite=overwrite, external=external), None)
     if settings.token is None:
         raise MissingToken.from_env(TOKEN_ENV)
     client = KantataClient(settings, settings.token, session=session)
     try:
         workspaces = client.all_workspaces()
+        tasks = client.all_stories([w.id for w in workspaces])
     finally:
         client.close()
-    return TemplateResult(write_template(out, workspaces=workspaces), workspaces)
+    made = write_template(out, overwrite=overwrite, workspaces=workspaces, tasks=tasks, external=external)
+    return TemplateResult(made, workspaces, tasks)

@@ -444,8 +444,8 @@ def test_summary_totals_per_project_are_exact_sums_by_status(sandbox: Any, make_
     assert header == ["Project ID", "Currency", "Rows", "created", "unchanged", "Total", "Total (cents)"]
     assert [r[1] for r in summary[top + 1 : top + 4]] == ["USD", "EUR", "GBP"]  # the projects' currencies
     # In currency units (these three have two decimals); the cents in the last column, exact.
-    got = {r[0]: {"created": round(r[3] * 100), "unchanged": round(r[4] * 100), "rows": r[2], "total": r[6]}
-           for r in summary[top + 1 : top + 4]}  # fmt: skip
+    got = {r[0]: {"created": round(float(str(r[3])) * 100), "unchanged": round(float(str(r[4])) * 100),
+                  "rows": r[2], "total": r[6]} for r in summary[top + 1 : top + 4]}  # fmt: skip
     for workspace, by_status in expected.items():
         assert got[workspace]["created"] == by_status.get("created", 0)
         assert got[workspace]["unchanged"] == by_status.get("unchanged", 0)
