@@ -29,7 +29,7 @@ from importer.cli.bars import Bars
 from importer.cli.config import CONFIG_NAME, load_config
 from importer.errors import EXIT_CODE_HELP, UNRESOLVED, ConfigError, ExitCode, ImporterError, JournalNotWritten
 from importer.outcomes import Status
-from importer.results import ProjectTotal, decimals_for, format_units, history, in_words
+from importer.results import ProjectTotal, decimals_for, format_units, in_words, kept_results
 from importer.schedule import ReadAhead, start_prefetch
 from importer.settings import (
     BASE_URL_ENV,
@@ -478,7 +478,7 @@ def _closing_summary(result: RunResult, args: argparse.Namespace, settings: Sett
     lines = [f"{result.rows} rows read{where}: {counts or 'nothing to do'}"]
     lines += _amounts(result, settings, dry_run=dry_run)
     lines.append(f"results: {result.output}")
-    kept = history(result.output)
+    kept = kept_results(result.output)
     if kept:  # the run before is not lost: say where it went
         lines.append(f"  earlier results kept beside it: {kept[-1].name}" + (
             f" and {len(kept) - 1} older" if len(kept) > 1 else ""))  # fmt: skip

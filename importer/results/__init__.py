@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from importer._face import lazy
 
 if TYPE_CHECKING:
-    from importer.results.history import history as history
+    from importer.results.history import kept_results as kept_results
     from importer.results.history import undated as undated
     from importer.results.report import Cut as Cut
     from importer.results.report import Money as Money
@@ -37,7 +37,7 @@ _HOMES = {
     "decimals_for": "totals",
     "default_output": "report",
     "format_units": "totals",
-    "history": "history",
+    "kept_results": "history",
     "in_words": "report",
     "project_totals": "totals",
     "undated": "history",

@@ -57,7 +57,7 @@ def keep_previous(target: Path) -> Path | None:
     raise FileExistsError(f"no free dated name beside {target} after {_TRIES} tries")
 
 
-def history(target: Path) -> list[Path]:
+def kept_results(target: Path) -> list[Path]:
     """The workbooks kept beside `target` by earlier runs, oldest first."""
     stem = re.escape(target.stem)
     mine = re.compile(rf"^{stem}\.\d{{4}}-\d\d-\d\dT\d{{4}}(?:-(\d+))?{re.escape(target.suffix)}$")
