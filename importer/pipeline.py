@@ -48,6 +48,7 @@ from importer.kantata import (
     Item,
     KantataClient,
     OnlineCheck,
+    StoryInfo,
     WorkspaceInfo,
     amount_issues,
     build_items,
@@ -62,6 +63,7 @@ from importer.outcomes import FAILED, Outcome, Status
 from importer.progress import OnProgress, Stage, for_stage
 from importer.results import (
     Cut,
+    Money,
     ProjectTotal,
     RunInfo,
     StreamedResults,
@@ -178,18 +180,21 @@ def _finish(
     *,
     currencies: Mapping[int, str] | None = None,
     stream: StreamedResults | None = None,
+    decimals: int = 2,
 ) -> RunResult:
     for issue in issues:
         if issue.is_error:
             outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
     totals = project_totals(validated.rows, outcomes, currencies)
+    money = Money.of(validated.rows, currencies, decimals)  # the results show each amount in currency units
     writing = for_stage(on_progress, Stage.WRITE)
     cut: list[Cut] = []
     try:
         if stream is not None:
-            written = stream.finish(outcomes, totals, info, on_progress=writing, cut=cut)
+            written = stream.finish(outcomes, totals, info, on_progress=writing, cut=cut, money=money)
         else:
-            written = write_results(raw, outcomes, issues, totals, info, out, on_progress=writing, cut=cut)
+            written = write_results(raw, outcomes, issues, totals, info, out, on_progress=writing, cut=cut,
+                                    money=money)  # fmt: skip
     except OSError as exc:  # a full disk, a folder made read-only meanwhile: the user's to mend, not a bug
         reason = exc.strerror or str(exc)
         if info.dry_run:
@@ -260,7 +265,7 @@ def run_validate(
     outcomes = {row: Outcome(row, Status.VALID) for row in validated.rows.index.tolist() if row not in failed}
     if not online or settings is None:
         return _finish(raw, validated, _in_order(issues), outcomes, RunInfo(True, None, started), out,
-                       on_progress=on_progress)  # fmt: skip
+                       on_progress=on_progress, decimals=options.currency_decimals)  # fmt: skip
     (on_stage or (lambda _: None))(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
     checked, steps, made = _check_online(raw, validated, items, settings, session, options)
     for row, milestone_id in checked.existing.items():
@@ -284,7 +289,7 @@ def run_validate(
     info = RunInfo(True, sanitize_url(settings.base_url), started, notes=notes)
     all_issues = _in_order([*issues, *checked.issues])
     return _finish(raw, validated, all_issues, outcomes, info, out, None, made, len(checked.existing), on_progress,
-                   currencies=checked.currencies)  # fmt: skip
+                   currencies=checked.currencies, decimals=options.currency_decimals)  # fmt: skip
 
 
 def _check_online(
@@ -354,7 +359,8 @@ def run_upload(
             to_send.build = lambda: (i for i in _built(validated.rows) if i.row not in refused)
 
         def results(_: Plan) -> list[OnOutcomes]:
-            streams.extend([_stream(raw, issues, out)] if settings.stream_results else [])
+            money = Money.of(validated.rows, None, options.currency_decimals)
+            streams.extend([_stream(raw, issues, out, money)] if settings.stream_results else [])
             return [s.add for s in streams]
 
         with (
@@ -373,7 +379,8 @@ def run_upload(
             say(f"writing the results workbook ({len(raw.frame)} rows)")
             stream = streams[0] if streams else None
             result = _finish(raw, validated, issues, done.outcomes, info, out, stopped, made, done.existing_found,
-                             on_progress, currencies=done.currencies, stream=stream)  # fmt: skip
+                             on_progress, currencies=done.currencies, stream=stream,
+                             decimals=options.currency_decimals)  # fmt: skip
             # Every row settled and the workbook written: nothing left to resume. Removed while the account's
             # lock is held, so that it cannot remove the journal a waiting upload opens once the lock is free.
             if stopped is None:
@@ -402,10 +409,10 @@ def _amounts_checked(
     return issues, withheld_currencies(validated.rows, workspaces), None
 
 
-def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path) -> StreamedResults:
+def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path, money: Money) -> StreamedResults:
     """The results workbook written while sending (streaming.py); without `Settings.stream_results` it is
     written after the last answer instead, as a dry run does (the benchmark compares both)."""
-    stream = StreamedResults(raw, issues, out)
+    stream = StreamedResults(raw, issues, out, money)
     stream.add([Outcome(i.row, Status.INVALID) for i in issues if i.is_error])  # as _finish will record them
     return stream
 
@@ -423,24 +430,33 @@ def _abandoned_on_error(stream: Callable[[], StreamedResults | None]) -> Iterato
 
 @dataclass(frozen=True, slots=True)
 class TemplateResult:
-    """The template written, and the projects listed in it, so the CLI can say how many the token sees."""
+    """The template written, and the projects and tasks listed in it, so the CLI can say how many the token sees."""
 
     path: Path
     workspaces: list[WorkspaceInfo] | None  # None: made without a token, so without a Workspaces sheet
+    tasks: list[StoryInfo] | None = None  # likewise for the Tasks sheet
 
 
 def run_template(
-    path: Path | str, settings: Settings | None = None, *, session: requests.Session | None = None
+    path: Path | str,
+    settings: Settings | None = None,
+    *,
+    session: requests.Session | None = None,
+    overwrite: bool = False,
+    external: bool = False,
 ) -> TemplateResult:
-    """Write the blank schedule; with `settings` (a token) add the projects it can see, for looking ids up."""
-    out = check_template_path(Path(path))  # before asking Kantata anything
+    """Write the blank schedule; with `settings` (a token) add the projects it can see and their tasks, for
+    looking ids up. `overwrite` replaces a file already there; `external` adds the external-reference columns."""
+    out = check_template_path(Path(path), overwrite=overwrite)  # before asking Kantata anything
     if settings is None:
-        return TemplateResult(write_template(out), None)
+        return TemplateResult(write_template(out, overwrite=overwrite, external=external), None)
     if settings.token is None:
         raise MissingToken.from_env(TOKEN_ENV)
     client = KantataClient(settings, settings.token, session=session)
     try:
         workspaces = client.all_workspaces()
+        tasks = client.all_stories([w.id for w in workspaces])
     finally:
         client.close()
-    return TemplateResult(write_template(out, workspaces=workspaces), workspaces)
+    made = write_template(out, overwrite=overwrite, workspaces=workspaces, tasks=tasks, external=external)
+    return TemplateResult(made, workspaces, tasks)

@@ -127,3 +127,9 @@ def read_results(path: Path, sheet: str = "Billing") -> list[dict[str, Any]]:
         if any(v is not None for v in row):
             out.append({"_row": number, **{str(h): v for h, v in zip(header, row, strict=False) if h is not None}})
     return out
+
+
+def milestone_id(row: dict[str, Any]) -> str | None:
+    """A row's milestone id as Kantata gives it (text); the results workbook holds it as a number."""
+    value = row.get("billing_milestone_id")
+    return None if value is None else str(value)

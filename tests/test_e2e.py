@@ -19,8 +19,9 @@ from importer.cli.main import main
 from importer.errors import ExitCode
 from importer.pipeline import run_upload
 from importer.sandbox.server import DEFAULT_TOKEN
+from importer.schedule import OUTCOME_COLUMNS, load_schedule, validate_rows
 from importer.settings import Secret, Settings
-from tests.conftest import MakeSchedule, good_row, read_results
+from tests.conftest import MakeSchedule, good_row, milestone_id, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +61,7 @@ def test_upload_creates_each_row_once_and_the_workbook_holds_the_sandbox_ids(
     assert [r["_row"] for r in results] == list(range(2, 252))
     in_sandbox = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     assert len(in_sandbox) == 250
-    assert {r["title"]: r["billing_milestone_id"] for r in results} == in_sandbox
+    assert {r["title"]: milestone_id(r) for r in results} == in_sandbox
     amounts = {str(m["title"]): m["amount_in_cents"] for m in sandbox.milestones()}
     assert all(amounts[f"Milestone {n}"] == 10000 + n for n in range(250))
     assert _digest(path) == before  # the input is never modified
@@ -71,14 +72,14 @@ def test_second_run_creates_nothing_and_reports_exists_with_the_first_ids(
 ) -> None:
     path = make_schedule([good_row(n) for n in range(30)])
     assert main(["upload", str(path), "-o", str(path.with_name("first.xlsx"))]) == 0
-    first = {r["title"]: r["billing_milestone_id"] for r in read_results(path.with_name("first.xlsx"))}
+    first = {r["title"]: milestone_id(r) for r in read_results(path.with_name("first.xlsx"))}
     posts = sandbox.stats()["POST /billing_milestones"]
 
     assert main(["upload", str(path), "-o", str(path.with_name("second.xlsx"))]) == 0
 
     second = read_results(path.with_name("second.xlsx"))
     assert {r["status"] for r in second} == {"unchanged"}
-    assert {r["title"]: r["billing_milestone_id"] for r in second} == first
+    assert {r["title"]: milestone_id(r) for r in second} == first
     assert sandbox.stats()["POST /billing_milestones"] == posts
     assert len(sandbox.milestones()) == 30
 
@@ -92,9 +93,10 @@ def test_invalid_rows_are_never_sent_and_exit_code_is_1(
     assert main(["upload", str(path)]) == 1
     assert sorted(_by_title(sandbox)) == ["Milestone 1", "Milestone 2"]
     results = {r["_row"]: r for r in read_results(path.with_name("schedule.results.xlsx"))}
-    assert results[3]["status"] == "invalid" and "B3" in results[3]["errors"] and "12.50" in results[3]["errors"]
-    assert results[5]["status"] == "invalid" and "E5" in results[5]["errors"]
-    assert results[3]["billing_milestone_id"] is None
+    # On the row itself, each message names its column by its header.
+    assert results[3]["status"] == "invalid" and results[3]["errors"].startswith('amount_in_cents: "12.50"')
+    assert results[5]["status"] == "invalid" and "story_id" in results[5]["errors"]
+    assert milestone_id(results[3]) is None
 
 
 @pytest.mark.parametrize("online", [False, True])
@@ -129,7 +131,7 @@ def test_rejected_rows_get_kantatas_message_and_the_rest_are_created_once(
     assert results[9]["status"] == "rejected" and "workspace" in results[9]["errors"].lower()
     assert results[33]["status"] == "rejected" and "Workspace not found" in results[33]["errors"]
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
-    created = {r["title"]: r["billing_milestone_id"] for r in results.values() if r["status"] == "created"}
+    created = {r["title"]: milestone_id(r) for r in results.values() if r["status"] == "created"}
     assert created == ids
 
 
@@ -243,14 +245,14 @@ def test_text_that_looks_like_a_formula_is_written_as_text(tmp_path: Path) -> No
         for row in sheet.iter_rows():
             for cell in row:
                 assert cell.data_type != "f", f"{sheet.title}!{cell.coordinate} is a formula"
-    ws = results["Billing"]
-    assert ws["A2"].value == '=HYPERLINK("http://evil","x")' and ws["A2"].data_type == "s"
-    assert ws["D2"].value == "+cmd|' /C calc'!A0" and ws["D2"].data_type == "s"
-    assert ws["E2"].value == "@SUM(1)" and ws["E2"].data_type == "s"
+    ws = results["Billing"]  # the user's columns follow the six outcome columns
+    assert ws["G2"].value == '=HYPERLINK("http://evil","x")' and ws["G2"].data_type == "s"
+    assert ws["J2"].value == "+cmd|' /C calc'!A0" and ws["J2"].data_type == "s"
+    assert ws["K2"].value == "@SUM(1)" and ws["K2"].data_type == "s"
     given = openpyxl.load_workbook(path)["Billing"]  # a raw CR reads back as LF (XML line-end normalisation)
-    for coord in ("F2", "G2", "H2"):
-        assert ws[coord].value == given[coord].value and ws[coord].data_type == "s", coord
-    assert ws["F2"].quotePrefix and ws["H2"].quotePrefix
+    for coord, shown in (("F2", "L2"), ("G2", "M2"), ("H2", "N2")):
+        assert ws[shown].value == given[coord].value and ws[shown].data_type == "s", coord
+    assert ws["L2"].quotePrefix and ws["N2"].quotePrefix
 
 
 def test_token_never_appears_in_any_output(sandbox: Any, make_schedule: MakeSchedule, tmp_path: Path) -> None:
@@ -338,7 +340,7 @@ def test_upload_sandbox_flag_runs_the_samples_end_to_end(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     rows = read_results(out)
     assert len(rows) == 48 and {r["status"] for r in rows} == {"created"}
-    assert len({r["billing_milestone_id"] for r in rows}) == 48
+    assert len({milestone_id(r) for r in rows}) == 48
     assert f"results: {out}" in proc.stdout
 
 
@@ -439,9 +441,11 @@ def test_summary_totals_per_project_are_exact_sums_by_status(sandbox: Any, make_
     summary = list(openpyxl.load_workbook(result.output, read_only=True)["Summary"].iter_rows(values_only=True))
     top = next(i for i, r in enumerate(summary) if r[0] == "Project ID")
     header = list(summary[top])
-    assert header == ["Project ID", "Rows", "created (cents)", "unchanged (cents)", "Total (cents)", "Currency"]
-    assert [r[5] for r in summary[top + 1 : top + 4]] == ["USD", "EUR", "GBP"]  # the projects' currencies
-    got = {r[0]: {"created": r[2], "unchanged": r[3], "rows": r[1], "total": r[4]} for r in summary[top + 1 : top + 4]}
+    assert header == ["Project ID", "Currency", "Rows", "created", "unchanged", "Total", "Total (cents)"]
+    assert [r[1] for r in summary[top + 1 : top + 4]] == ["USD", "EUR", "GBP"]  # the projects' currencies
+    # In currency units (these three have two decimals); the cents in the last column, exact.
+    got = {r[0]: {"created": round(float(str(r[3])) * 100), "unchanged": round(float(str(r[4])) * 100),
+                  "rows": r[2], "total": r[6]} for r in summary[top + 1 : top + 4]}  # fmt: skip
     for workspace, by_status in expected.items():
         assert got[workspace]["created"] == by_status.get("created", 0)
         assert got[workspace]["unchanged"] == by_status.get("unchanged", 0)
@@ -463,8 +467,8 @@ def test_each_error_links_to_its_cell_in_the_results_sheet(make_schedule: MakeSc
         cells = dict(zip(header, line, strict=True))
         assert cells["Go to"].hyperlink is not None
         links[(cells["Row"].value, cells["Column"].value)] = cells["Go to"].hyperlink.location
-    sheet = wb.sheetnames[0]
-    assert links == {(3, "B"): f"'{sheet}'!B3", (4, "D"): f"'{sheet}'!D4"}
+    sheet = wb.sheetnames[0]  # the schedule's B and D are the results sheet's H and J
+    assert links == {(3, "B"): f"'{sheet}'!H3", (4, "D"): f"'{sheet}'!J4"}
 
 
 def _sheet_rows(path: Path) -> list[tuple[Any, ...]]:
@@ -481,14 +485,14 @@ def test_the_users_own_status_errors_and_id_columns_are_kept(
     make_schedule: MakeSchedule, tmp_path: Path, names: tuple[str, str, str]
 ) -> None:
     """Columns of the user's that merely share the outcome columns' names (an approval, a remark, another
-    system's id) are theirs: kept as they were, not written over, the outcome columns after them."""
+    system's id) are theirs: kept as they were, not written over, the outcome columns before them."""
     headers = ["title", "amount_in_cents", "workspace_id", *names]
     path = make_schedule([["Retainer", 5000, 1001, "Approved by CFO", "none", "ext-77"]], headers=headers)
     out = tmp_path / "results.xlsx"
     assert main(["validate", str(path), "-o", str(out)]) == 0
     head, row = _sheet_rows(out)
-    assert head == (*headers, "status", "billing_milestone_id", "errors")
-    assert row == ("Retainer", 5000, 1001, "Approved by CFO", "none", "ext-77", "valid", None, None)
+    assert head == (*OUTCOME_COLUMNS, *headers)
+    assert row == ("valid", None, 50.0, 5000, None, None, "Retainer", 5000, 1001, "Approved by CFO", "none", "ext-77")
 
 
 def test_a_results_workbook_fed_back_in_has_its_outcome_columns_replaced(
@@ -500,16 +504,16 @@ def test_a_results_workbook_fed_back_in_has_its_outcome_columns_replaced(
     path = make_schedule([["Retainer", 5000, 1001, "Approved"], ["Broken", "12.5", 1001, "Draft"]], headers=headers)
     first = tmp_path / "first.xlsx"
     assert main(["validate", str(path), "-o", str(first)]) == 1
-    assert [r[-3] for r in _sheet_rows(first)[1:]] == ["valid", "invalid"]
+    assert [r[0] for r in _sheet_rows(first)[1:]] == ["valid", "invalid"]
     fixed = openpyxl.load_workbook(first)
-    fixed["Billing"]["B3"] = 1250  # the fix, made in the results workbook
+    fixed["Billing"]["H3"] = 1250  # the fix, made in the results workbook (the schedule's B)
     fixed.save(first)
     second = tmp_path / "second.xlsx"
     assert main(["validate", str(first), "-o", str(second)]) == 0
     rows = _sheet_rows(second)
-    assert rows[0] == (*headers, "status", "billing_milestone_id", "errors")
-    assert rows[1:] == [("Retainer", 5000, 1001, "Approved", "valid", None, None),
-                        ("Broken", 1250, 1001, "Draft", "valid", None, None)]  # fmt: skip
+    assert rows[0] == (*OUTCOME_COLUMNS, *headers)  # in place: not a second set
+    assert rows[1:] == [("valid", None, 50.0, 5000, None, None, "Retainer", 5000, 1001, "Approved"),
+                        ("valid", None, 12.5, 1250, None, None, "Broken", 1250, 1001, "Draft")]  # fmt: skip
 
 
 def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
@@ -532,42 +536,39 @@ def test_a_totals_line_under_the_rows_is_kept_in_the_results_and_not_sent(
     assert "title-looks-like-a-total" in err
     assert sorted(str(m["title"]) for m in sandbox.milestones()) == ["Licence", "Retainer", "Subtotal"]
     assert _sheet_rows(out)[1:] == [
-        ("Retainer", 5000, 1001, "created", "700001", None),
+        ("created", 700001, 50.0, 5000, None, None, "Retainer", 5000, 1001),
         (
+            "created",
+            700002,
+            50.0,
+            5000,
+            None,
+            "warning: this row reads like a totals line, not a milestone (it would bill the rows above it a second "
+            "time) (sent: --allow-totals)",
             "Subtotal",
             5000,
             1001,
-            "created",
-            "700002",
-            "A3: warning: this row reads like a totals line, not a milestone (it would bill the rows above it a "
-            "second time) (sent: --allow-totals)",
         ),
-        ("Licence", 7000, 1002, "created", "700003", None),
-        ("Total", 17000, None, None, None, None),
-        ("Grand total:", 17000, None, None, None, None),
+        ("created", 700003, 70.0, 7000, None, None, "Licence", 7000, 1002),
+        (None, None, None, None, None, None, "Total", 17000, None),
+        (None, None, None, None, None, None, "Grand total:", 17000, None),
     ]
 
 
-def test_the_new_ids_are_text_that_excel_does_not_flag(
+def test_the_new_ids_are_numbers_that_excel_does_not_flag(
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule
 ) -> None:
-    """Kantata's ids are text, kept exact, and the range is marked so that Excel does not flag each one
-    "Number Stored as Text" (a green triangle)."""
-    import re
-    import zipfile
-
-    from openpyxl.utils import get_column_letter
-
+    """Kantata's ids are numbers in the results (exact: far below 2**53), so Excel has nothing to flag as
+    "Number Stored as Text" (a green triangle); fed back in, each still names its milestone."""
     path = make_schedule([good_row(n) for n in range(3)])
     assert main(["upload", str(path)]) == 0
     out = path.with_name("schedule.results.xlsx")
     ws = openpyxl.load_workbook(out)["Billing"]
-    col = get_column_letter([c.value for c in ws[1]].index("billing_milestone_id") + 1)
-    assert [ws[f"{col}{r}"].data_type for r in (2, 3, 4)] == ["s"] * 3
-    with zipfile.ZipFile(out) as z:
-        sheets = [z.read(n).decode() for n in z.namelist() if n.startswith("xl/worksheets/sheet")]
-    ignored = [m.group(1) for x in sheets for m in re.finditer(r'<ignoredError sqref="([^"]+)" numberStoredAsText', x)]
-    assert ignored == [f"{col}2:{col}4"]
+    assert [ws[f"B{r}"].data_type for r in (2, 3, 4)] == ["n"] * 3
+    assert [ws[f"B{r}"].number_format for r in (2, 3, 4)] == ["0"] * 3
+    again = load_schedule(out)
+    assert again.fields["milestone_id"] == "B"
+    assert validate_rows(again).rows["milestone_id"].tolist() == [ws[f"B{r}"].value for r in (2, 3, 4)]
 
 
 def test_a_journal_that_cannot_be_opened_is_exit_4_and_nothing_is_sent(
@@ -598,7 +599,7 @@ def test_a_results_workbook_that_cannot_be_written_is_exit_5_and_a_rerun_writes_
 
     import importer.results.streaming
 
-    def full(done: Path, target: Path) -> None:
+    def full(done: Path, target: Path, **_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     path = make_schedule([good_row(n) for n in range(30)])

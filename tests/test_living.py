@@ -17,9 +17,11 @@ from typing import Any
 import openpyxl
 import pytest
 import requests
+from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 
 from importer.errors import ExitCode
 from importer.sandbox.server import DEFAULT_TOKEN
+from importer.schedule import OUTCOME_COLUMNS
 from tests.conftest import HEADERS, MakeSchedule, good_row, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,13 +56,17 @@ def statuses(path: Path) -> dict[int, tuple[str, str | None]]:
 
 
 def edit(path: Path, out: Path, cells: dict[str, Any], *, append: Sequence[Sequence[Any]] = ()) -> Path:
-    """A copy of a workbook with some cells retyped and rows added, as a finance user edits last month's results."""
+    """A copy of a workbook with some cells retyped and rows added, as a finance user edits last month's results.
+    Cells and rows are given as in the schedule (A: title, B: amount, ...); the results workbook has its outcome
+    columns first, and the user's own follow them."""
     wb = openpyxl.load_workbook(path)
     ws = wb["Billing"]
+    offset = sum(1 for cell in ws[1] if cell.value in OUTCOME_COLUMNS)
     for cell, value in cells.items():
-        ws[cell] = value
+        letter, row = coordinate_from_string(cell)
+        ws.cell(row, column_index_from_string(letter) + offset, value)
     for line in append:
-        ws.append(list(line))
+        ws.append([None] * offset + list(line))
     wb.save(out)
     wb.close()
     return out
@@ -163,7 +169,7 @@ def test_the_results_workbook_fed_back_in_with_edits_updates_in_place(
         row: ("updated" if row in EDITS else "unchanged", mid) for row, mid in ids.items()
     }
     _assert_updated_in_place(before, held(sandbox), ids)
-    shown = {r["_row"]: r["errors"] for r in out}
+    shown = {r["_row"]: r["changes"] for r in out}
     assert shown[2] == "amount_in_cents: 10000 -> 12345"
     assert shown[3] == "date_to_invoice: 2026-01-02 -> 2026-07-31"
     assert shown[4] == "title: Milestone 2 -> Milestone 2 (phase two)"
@@ -194,7 +200,7 @@ def test_an_invoiced_milestones_edited_row_is_a_conflict_and_the_milestone_is_un
                                       "unchanged": 2}  # fmt: skip
     out = {r["_row"]: r for r in read_results(tmp_path / "march.results.xlsx")}
     assert (out[2]["status"], out[2]["billing_milestone_id"]) == ("conflict", ids[2])
-    assert "invoice" in out[2]["errors"] and "amount_in_cents: 10000 -> 55555" in out[2]["errors"]
+    assert "invoice" in out[2]["errors"] and "amount_in_cents: 10000 -> 55555" in out[2]["changes"]
     assert [i["code"] for i in summary["issues"]] == ["conflict"]
     assert summary["issues"][0]["row"] == 2 and "invoice" in summary["issues"][0]["message"]
     after = held(sandbox)
@@ -221,7 +227,7 @@ def test_an_id_deleted_in_kantata_is_a_conflict_and_nothing_is_created(
     assert code == ExitCode.ROWS_FAILED
     out = statuses(tmp_path / "march.results.xlsx")
     assert out == {2: ("unchanged", ids[2]), 3: ("conflict", ids[3]), 4: ("unchanged", ids[4])}
-    assert ids[3] in summary["issues"][0]["message"] and "not in Kantata" in summary["issues"][0]["message"]
+    assert str(ids[3]) in summary["issues"][0]["message"] and "not in Kantata" in summary["issues"][0]["message"]
     assert set(held(sandbox)) == {int(ids[2]), int(ids[4])}  # not created again behind the user's back
     assert sandbox.stats()["POST /billing_milestones"] == posts
 
@@ -236,7 +242,7 @@ def test_the_dry_runs_plan_is_what_the_upload_then_does_row_by_row(
     sandbox.invoice([int(ids[4])])
     requests.delete(f"{sandbox.url}/billing_milestones/{ids[5]}", timeout=10,
                     headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"}).raise_for_status()  # fmt: skip
-    new_rows = [[*good_row(n), None, None, None] for n in (20, 21)]  # outcome columns left blank: new rows
+    new_rows = [good_row(n) for n in (20, 21)]  # outcome columns left blank: new rows
     schedule = edit(results, tmp_path / "march.xlsx", {"B2": 1, "D3": dt.date(2026, 12, 1), "A4": "Edited"},
                     append=new_rows)  # fmt: skip
     writes_before = {k: v for k, v in sandbox.stats().items() if not k.startswith("GET")}

@@ -176,8 +176,8 @@ def test_quiet_json_prints_the_json_only(make_schedule: MakeSchedule, capsys: py
 # --- the closing summary a person reads ------------------------------------------------------------------
 
 
-def _summary_sheet_totals(path: Path) -> dict[int, dict[str, int]]:
-    """Project -> {"<status> (cents)": amount} from the results workbook's Summary sheet."""
+def _summary_sheet_totals(path: Path) -> dict[int, dict[str, Decimal]]:
+    """Project -> {"<status>": amount in currency units, "Total (cents)": cents} from the Summary sheet."""
     wb = openpyxl.load_workbook(path, read_only=True)
     try:
         rows = list(wb["Summary"].iter_rows(values_only=True))
@@ -185,7 +185,8 @@ def _summary_sheet_totals(path: Path) -> dict[int, dict[str, int]]:
         wb.close()
     top = next(i for i, r in enumerate(rows) if r[0] == "Project ID")
     header = [str(h) for h in rows[top] if h is not None]
-    return {int(str(r[0])): {h: int(str(v)) for h, v in zip(header, r, strict=False) if h.endswith("(cents)")}
+    skip = {"Project ID", "Currency", "Rows"}
+    return {int(str(r[0])): {h: Decimal(str(v)) for h, v in zip(header, r, strict=False) if h not in skip}
             for r in rows[top + 1 :] if r[0] is not None}  # fmt: skip
 
 
@@ -210,7 +211,7 @@ def test_terminal_and_workbook_agree_on_amounts_per_project_for_a_dry_run(
     workbook = _summary_sheet_totals(out)
     assert sorted(terminal) == sorted(workbook) == [1001, 1002, 1003, 1004, 1005]
     for workspace, (_, amount) in terminal.items():
-        assert Decimal(amount.replace(",", "")) * 100 == workbook[workspace]["valid (cents)"]
+        assert Decimal(amount.replace(",", "")) == workbook[workspace]["valid"]  # both in currency units
 
 
 def test_terminal_and_workbook_agree_after_an_upload(
@@ -235,9 +236,7 @@ def test_terminal_and_workbook_agree_after_an_upload(
     assert terminal[1002] == (4, "1,234,568,190.24")
     for workspace, (_rows, amount) in terminal.items():
         cents = workbook[workspace]
-        assert Decimal(amount.replace(",", "")) * 100 == cents.get("created (cents)", 0) + cents.get(
-            "unchanged (cents)", 0
-        )
+        assert Decimal(amount.replace(",", "")) == cents.get("created", 0) + cents.get("unchanged", 0)
     assert 1099 not in terminal  # rejected: nothing of it is in Kantata
     assert "next: fix the 1 invalid and 1 rejected rows (see the Errors sheet) and run the same command again" in out
 
@@ -248,7 +247,8 @@ def test_the_next_command_after_a_clean_dry_run_repeats_the_flags_typed(
     path = make_schedule([good_row(1)], sheet="Sheet A")
     assert main(["validate", str(path), "--sheet", "Sheet A", "--currency-decimals", "3"]) == 0
     out = capsys.readouterr().out
-    assert f"next: kantata-import upload {path} --sheet 'Sheet A' --currency-decimals 3\n" in out
+    assert f"next: kantata-import upload {path} --sheet 'Sheet A' --currency-decimals 3; " in out
+    assert "--online can tell" in out  # an offline check says what it could not check, and how
     assert "amounts with 3 decimals (--currency-decimals)" in out and "10.001" in out
 
 
@@ -280,7 +280,9 @@ def test_totals_past_int64_and_ids_past_2_53_are_exact_everywhere(
     sheet = openpyxl.load_workbook(tmp_path / "big.results.xlsx", read_only=True)["Summary"]
     rows = [r for r in sheet.iter_rows(values_only=True) if r and r[0] is not None]
     at = next(i for i, r in enumerate(rows) if r[0] == "Project ID")
-    assert [(str(r[0]), str(r[2])) for r in rows[at + 1 :]] == [("1001", str(10**19)), ("9007199254740993", "7")]
+    # In currency units (two decimals), as exact text past what a number cell shows; the cents in the last column.
+    assert [(str(r[0]), str(r[3]), str(r[-1])) for r in rows[at + 1 :]] == [
+        ("1001", "100,000,000,000,000,000.00", str(10**19)), ("9007199254740993", "0.07", "7")]  # fmt: skip
 
 
 def test_a_token_refused_midway_gives_exit_3_with_the_runs_counts_in_the_schema(

@@ -29,7 +29,7 @@ from importer.cli.bars import Bars
 from importer.cli.config import CONFIG_NAME, load_config
 from importer.errors import EXIT_CODE_HELP, UNRESOLVED, ConfigError, ExitCode, ImporterError, JournalNotWritten
 from importer.outcomes import Status
-from importer.results import ProjectTotal, decimals_for, format_units
+from importer.results import ProjectTotal, decimals_for, format_units, in_words, kept_results
 from importer.schedule import ReadAhead, start_prefetch
 from importer.settings import (
     BASE_URL_ENV,
@@ -176,9 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     tpl = sub.add_parser("template", help=TEMPLATE_HELP.splitlines()[0],
                          description=TEMPLATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     tpl.add_argument("-o", "--output", type=Path, default=Path("billing_schedule.xlsx"),
-                     help="where to write it (default: billing_schedule.xlsx; never overwrites)")  # fmt: skip
+                     help="where to write it (default: billing_schedule.xlsx; an existing file only with "
+                     "--force)")  # fmt: skip
+    tpl.add_argument("--force", action="store_true", help="replace the file at --output if there is one")
+    tpl.add_argument("--external-reference", action="store_true",
+                     help="add the external-reference columns (service, type, id, status, ...) for an "
+                     "integration")  # fmt: skip
     tpl.add_argument("--online", action="store_true",
-                     help=f"add a Workspaces sheet: the projects the token ({TOKEN_ENV}) can see")  # fmt: skip
+                     help=f"add Workspaces and Tasks sheets: the projects and tasks the token ({TOKEN_ENV}) can "
+                     "see, offered in the Project ID and Task ID dropdowns")  # fmt: skip
     _connection_arguments(tpl, "list the projects of")
     tpl.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -409,12 +415,20 @@ def _sandbox_server() -> Iterator[tuple[str, Secret]]:
 def _template(args: argparse.Namespace, held: list[Secret]) -> int:
     from importer.pipeline import run_template
 
-    if not (args.online or args.sandbox):
-        made = run_template(args.output)
-    else:
-        with _connection(args, _settings(args, held, connect=True), held) as settings:
-            made = run_template(args.output, settings)
-    listed = "" if made.workspaces is None else f" (Workspaces sheet: {len(made.workspaces)} projects)"
+    overwrite, external = bool(args.force), bool(args.external_reference)
+    try:
+        if not (args.online or args.sandbox):
+            made = run_template(args.output, overwrite=overwrite, external=external)
+        else:
+            with _connection(args, _settings(args, held, connect=True), held) as settings:
+                made = run_template(args.output, settings, overwrite=overwrite, external=external)
+    except ConfigError as exc:
+        if "already exists" in str(exc):  # the one refusal a flag answers
+            raise ConfigError(f"{args.output} already exists; choose another name with -o, or add --force to "
+                              "replace it") from exc  # fmt: skip
+        raise
+    listed = "" if made.workspaces is None else (f" (Workspaces sheet: {len(made.workspaces)} projects, Tasks "
+                                                 f"sheet: {len(made.tasks or [])} tasks)")  # fmt: skip
     print(f"wrote {made.path}{listed}: fill in the Billing sheet, then run: kantata-import validate {made.path}")
     return int(ExitCode.OK)
 
@@ -472,7 +486,8 @@ def _show_issues(result: RunResult, held: list[Secret]) -> None:
             _err(f"... and {len(result.issues) - MAX_ISSUES_SHOWN} more: see the Errors sheet of the results")
     for o in rejected[:MAX_ISSUES_SHOWN]:
         code = "rejected-by-kantata" if o.status is Status.REJECTED else "conflict"
-        _err(f"{o.row:>6}  {'-':<6} {code:<{width}} {'; '.join(o.errors)}")
+        words = "; ".join(in_words(e)[0] for e in o.errors)
+        _err(f"{o.row:>6}  {'-':<6} {code:<{width}} {words}")
 
 
 def _closing_summary(result: RunResult, args: argparse.Namespace, settings: Settings, *, dry_run: bool) -> list[str]:
@@ -482,6 +497,10 @@ def _closing_summary(result: RunResult, args: argparse.Namespace, settings: Sett
     lines = [f"{result.rows} rows read{where}: {counts or 'nothing to do'}"]
     lines += _amounts(result, settings, dry_run=dry_run)
     lines.append(f"results: {result.output}")
+    kept = kept_results(result.output)
+    if kept:  # the run before is not lost: say where it went
+        lines.append(f"  earlier results kept beside it: {kept[-1].name}" + (
+            f" and {len(kept) - 1} older" if len(kept) > 1 else ""))  # fmt: skip
     nxt = _next_step(result, args, dry_run=dry_run)
     if nxt:
         lines.append(f"next: {nxt}")
@@ -540,6 +559,10 @@ def _next_step(result: RunResult, args: argparse.Namespace, *, dry_run: bool) ->
     if code == ExitCode.INTERRUPTED:
         return "run the same command again to resume; nothing is sent twice"
     if dry_run and code == ExitCode.OK and (result.counts[Status.VALID.value] or result.counts[Status.UPDATE.value]):
+        if result.base_url is None:  # offline: each row on its own; Kantata's side is unchecked
+            return (f"{_command(args, 'upload')}; this check was offline: whether each project and task exists "
+                    "and belong together, and which rows are already in Kantata, only "
+                    f"{_command(args, 'validate')} --online can tell (reading only)")  # fmt: skip
         return _command(args, "upload")
     if dry_run and code == ExitCode.OK and result.counts[Status.UNCHANGED.value]:
         return "nothing to upload: every row is already in Kantata"

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from importer.kantata.client import ChangeAnswer as ChangeAnswer
     from importer.kantata.client import KantataClient as KantataClient
     from importer.kantata.client import OutcomeUnknown as OutcomeUnknown
+    from importer.kantata.client import StoryInfo as StoryInfo
     from importer.kantata.client import WorkspaceInfo as WorkspaceInfo
     from importer.kantata.concurrency import Cancelled as Cancelled
     from importer.kantata.currencies import Currencies as Currencies
@@ -51,6 +52,7 @@ _HOMES = {
     "OutcomeUnknown": "client",
     "reference_issues": "keys",
     "withheld_currencies": "checks",
+    "StoryInfo": "client",
     "WorkspaceInfo": "client",
 }
 

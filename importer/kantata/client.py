@@ -551,6 +551,17 @@ class KantataClient:
         found = [_workspace(obj) for data in self._each_page("workspaces", {}) for obj in _primary(data, "workspaces")]
         return [w for w in found if w is not None]
 
+    def all_stories(self, workspace_ids: Sequence[int]) -> list[StoryInfo]:
+        """Every task the token can see in these projects (`workspace_ids=` 200 a request), for the template's
+        Tasks sheet: an upon_completion row needs one, and nothing else lists them."""
+        found: list[StoryInfo] = []
+        for start in range(0, len(workspace_ids), LOOKUP_CHUNK):
+            chunk = ",".join(map(str, workspace_ids[start : start + LOOKUP_CHUNK]))
+            params = {"workspace_ids": chunk, "include": "workspace"}
+            found += [s for data in self._each_page("stories", params) for obj in _primary(data, "stories")
+                      if (s := _story(obj)) is not None]  # fmt: skip
+        return found
+
     def _lookup(
         self,
         path: str,

@@ -5,12 +5,16 @@ from typing import TYPE_CHECKING
 from importer._face import lazy
 
 if TYPE_CHECKING:
+    from importer.results.history import kept_results as kept_results
+    from importer.results.history import undated as undated
     from importer.results.report import Cut as Cut
+    from importer.results.report import Money as Money
     from importer.results.report import RunInfo as RunInfo
     from importer.results.report import all_issues as all_issues
     from importer.results.report import check_output as check_output
     from importer.results.report import cut_note as cut_note
     from importer.results.report import default_output as default_output
+    from importer.results.report import in_words as in_words
     from importer.results.report import outcome_columns as outcome_columns
     from importer.results.report import write_results as write_results
     from importer.results.streaming import StreamedResults as StreamedResults
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "Cut": "report",
+    "Money": "report",
     "ProjectTotal": "totals",
     "RunInfo": "report",
     "StreamedResults": "streaming",
@@ -33,8 +38,11 @@ _HOMES = {
     "decimals_for": "totals",
     "default_output": "report",
     "format_units": "totals",
+    "kept_results": "history",
+    "in_words": "report",
     "project_totals": "totals",
     "outcome_columns": "report",
+    "undated": "history",
     "write_results": "report",
     "write_template": "template",
 }

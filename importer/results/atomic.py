@@ -19,6 +19,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from importer.results.history import keep_previous
+
 _TRIES = 100  # random names that collide this often mean something else is wrong
 
 
@@ -35,13 +37,16 @@ def temp_beside(target: Path) -> Path:
     raise FileExistsError(f"no free temporary name beside {target} after {_TRIES} tries")
 
 
-def write_then_rename(target: Path, write: Callable[[Path], object]) -> Path:
+def write_then_rename(target: Path, write: Callable[[Path], object], *, keep: bool = False) -> Path:
     """`write(temp)` fills a file beside `target`, which is then renamed over it; on any failure (Ctrl-C
-    included) the temporary file is removed and `target` is left as it was."""
+    included) the temporary file is removed and `target` is left as it was. With `keep`, the file it replaces
+    stays beside it under a dated name (history.py)."""
     temp = temp_beside(target)
     try:
         write(temp)
         _keep_mode(temp, target)
+        if keep:
+            keep_previous(target)
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(OSError):  # (Windows: still open somewhere) the first error is the one to see
@@ -50,15 +55,19 @@ def write_then_rename(target: Path, write: Callable[[Path], object]) -> Path:
     return target
 
 
-def move_into_place(done: Path, target: Path) -> None:
+def move_into_place(done: Path, target: Path, *, keep: bool = False) -> None:
     """A finished file moved to `target` atomically: a rename, or across file systems a copy beside the target
-    first. It has the permissions it was created with (0666 less the umask), or those of the file it replaces."""
+    first. It has the permissions it was created with (0666 less the umask), or those of the file it replaces.
+    `keep` as in write_then_rename."""
     try:
         _keep_mode(done, target)
+        if keep:
+            keep_previous(target)
         os.replace(done, target)
     except OSError as exc:
         if exc.errno != errno.EXDEV:  # only another file system is worth a copy; anything else would fail again
             raise
+        # The previous file is kept already (the rename is what failed).
         write_then_rename(target, lambda temp: shutil.copyfile(done, temp))
 
 

@@ -1,9 +1,10 @@
 """Outcomes -> the results workbook the user opens in Excel.
 
-The results sheet keeps the input's layout: every row sits at the same row number as in the input (title block
-and blank rows included), every source column at the same letter, so "row 17, column D" means the same cell in
-both files. Outcome columns go after the user's columns; when the input is itself an earlier results workbook,
-its outcome columns are reused in place rather than duplicated.
+The results sheet keeps the input's rows: every row sits at the same row number as in the input (title block
+and blank rows included), so "row 17" means the same row in both files. The outcome columns come first, where
+they are seen without scrolling (status, milestone id, the amount in currency units and the cents Kantata got,
+what an update changes, what to fix), and the user's columns follow in their order, as they were. When the input
+is itself an earlier results workbook, its outcome columns are reused in place rather than duplicated.
 
 Written with xlsxwriter in constant-memory mode (faster than openpyxl, its memory not growing with the rows), to
 a temporary file that is renamed into place, so a crash never leaves half a workbook, and never over the input.
@@ -15,11 +16,12 @@ import contextlib
 import datetime as dt
 import itertools
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
@@ -29,8 +31,9 @@ from importer.outcomes import Outcome, Status
 from importer.progress import CHUNK, Tick, Ticker
 from importer.results.atomic import write_then_rename
 from importer.results.packing import ResultsWorkbook
-from importer.results.totals import ProjectTotal
+from importer.results.totals import ProjectTotal, decimals_for, format_units
 from importer.schedule import (
+    BY_NAME,
     EXCEL_COLUMNS,
     MAX_EXACT_FLOAT_INT,
     OUTCOME_COLUMNS,
@@ -42,8 +45,12 @@ from importer.schedule import (
     normalise_header,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")  # OWASP's list for CSV/spreadsheet injection
 MAX_CELL_TEXT = 32767  # Excel's limit per cell
+EXACT_UNITS = 10**15  # Excel shows 15 significant digits: an amount of more cents is shown as exact text
 Cut = tuple[int, int, int]  # a cell shown cut in the results: (row, column index, characters it holds)
 STATUS_COLOURS = {
     Status.VALID: "#E2EFDA",
@@ -56,6 +63,47 @@ STATUS_COLOURS = {
     Status.REJECTED: "#F8CBAD",
     Status.NOT_SENT: "#FFEB9C",
 }
+
+
+KANTATA_FIELD = re.compile(r" \(field ([A-Za-z_.]+)\)$")  # how a refusal names the field Kantata objected to
+BASE_FIELD = "base"  # Kantata's word for "the record as a whole": no column to point at
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """Each row's amount as it is sent (integer cents) and its project, and each project's currency as far as
+    known: what the results show in currency units, with the currency's decimals."""
+
+    cents: Mapping[int, int] = field(default_factory=dict)  # row -> amount_in_cents
+    projects: Mapping[int, int] = field(default_factory=dict)  # row -> workspace_id
+    currencies: Mapping[int, str] = field(default_factory=dict)  # workspace_id -> ISO code
+    decimals: int = 2  # for a project whose currency is not known (--currency-decimals)
+
+    @classmethod
+    def of(cls, rows: pd.DataFrame, currencies: Mapping[int, str] | None = None, decimals: int = 2) -> Money:
+        """From the checked rows (`workspace_id`, `amount_in_cents`, indexed by row) of those that parsed."""
+        both = rows[["workspace_id", "amount_in_cents"]].dropna()
+        index = both.index.tolist()
+        return cls(dict(zip(index, map(int, both["amount_in_cents"].tolist()), strict=True)),
+                   dict(zip(index, map(int, both["workspace_id"].tolist()), strict=True)),
+                   dict(currencies or {}), decimals)  # fmt: skip
+
+    def decimals_of(self, workspace: int) -> int:
+        return decimals_for(self.currencies.get(workspace), self.decimals)
+
+
+def in_words(message: str, fields: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """Kantata's refusal as the user reads it, and the column it concerns: "(field story_id)" becomes the Task ID
+    column's letter (when the schedule has it), "(field base)" (the record as a whole) is dropped."""
+    found = KANTATA_FIELD.search(message)
+    if found is None:
+        return message, None
+    name, text = found.group(1), message[: found.start()]
+    if name == BASE_FIELD:
+        return text, None
+    letter = (fields or {}).get(name)
+    label = BY_NAME[name].label if name in BY_NAME else name
+    return (text.replace("Kantata: ", f"Kantata: {label}: ", 1) if text.startswith("Kantata: ") else text), letter
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,24 +147,33 @@ def cut_note(raw: RawSchedule, cut: Sequence[Cut]) -> str:
             "keeps the whole text, and the whole text is what is sent)")  # fmt: skip
 
 
-def outcome_columns(raw: RawSchedule) -> dict[str, int]:
-    """Column index for each outcome column: an earlier run's column if present, else appended. A ScheduleError
-    when one would fall past Excel's last column: xlsxwriter drops such a cell without a word, and with it the
-    id of a milestone an upload created, so this is asked before anything is sent (and again when writing)."""
+def outcome_columns(raw: RawSchedule) -> tuple[dict[str, int], int]:
+    """Column index for each outcome column, and how far the user's columns move right to make room.
+
+    A fresh schedule: the outcome columns first, the user's after them. A results workbook fed back in: its own
+    outcome columns where they are (nothing moves), any it lacks (an earlier layout's) after the rest. A
+    ScheduleError when a column would fall past Excel's last: xlsxwriter drops such a cell without a word, and
+    with it the id of a milestone an upload created, so this is asked before anything is sent (and again when
+    writing)."""
     existing = {normalise_header(raw.headers[column_index(letter)]): column_index(letter)
                 for letter in raw.previous_outcomes}  # fmt: skip
     width = len(raw.headers)
     placed: dict[str, int] = {}
-    for name in OUTCOME_COLUMNS:
-        if normalise_header(name) in existing:
-            placed[name] = existing[normalise_header(name)]
-        else:
-            placed[name] = width
-            width += 1
-    if max(placed.values()) >= EXCEL_COLUMNS:
+    if not existing:
+        placed, offset = {name: c for c, name in enumerate(OUTCOME_COLUMNS)}, len(OUTCOME_COLUMNS)
+        width += offset
+    else:
+        offset = 0
+        for name in OUTCOME_COLUMNS:
+            if normalise_header(name) in existing:
+                placed[name] = existing[normalise_header(name)]
+            else:
+                placed[name] = width
+                width += 1
+    if width > EXCEL_COLUMNS:
         raise ScheduleError(columns_over(len(raw.headers)) or "has no room for the outcome columns",
                             path=raw.path, sheet=raw.sheet)  # fmt: skip
-    return placed
+    return placed, offset
 
 
 def default_output(schedule: Path) -> Path:
@@ -133,23 +190,26 @@ def write_results(
     *,
     on_progress: Tick | None = None,
     cut: list[Cut] | None = None,
+    money: Money | None = None,
 ) -> Path:
     """Write atomically: a temp file beside the target, renamed over it only once complete.
 
     `on_progress(done, total)` hears of the rows written every few thousand, and once more when the file is in
-    place (closing a large workbook takes a while of its own). `cut` hears of the cells shown cut."""
+    place (closing a large workbook takes a while of its own). `cut` hears of the cells shown cut. `money`: the
+    amounts to show in currency units (none without it). A workbook already at `output` is kept beside it under
+    a dated name (history.py)."""
     out = check_output(output, raw.path)
     ticker = Ticker(on_progress, len(raw.frame))
 
     def write(tmp: Path) -> None:
         workbook = ResultsWorkbook(str(tmp), {"constant_memory": True, "strings_to_numbers": False})
-        writer = Writer(workbook, raw, outcomes, issues, totals, info, ticker)
+        writer = Writer(workbook, raw, outcomes, issues, totals, info, ticker, money)
         writer.write()
         workbook.close()
         if cut is not None:
             cut[:] = writer.cut
 
-    write_then_rename(out, write)
+    write_then_rename(out, write, keep=True)
     ticker.end(len(raw.frame))
     return out
 
@@ -167,6 +227,7 @@ class Writer:
         totals: Sequence[ProjectTotal],
         info: RunInfo | None,  # needed by the Summary sheet only: streaming.py gives it at the end
         ticker: Ticker,
+        money: Money | None = None,
     ) -> None:
         self.wb = workbook
         self.raw = raw
@@ -175,7 +236,10 @@ class Writer:
         self.totals = totals
         self.info = info
         self.ticker = ticker
+        self.money = money or Money()
+        self.decimals_used: dict[int, int] = {}  # project -> the decimals its rows were shown with so far
         self.placed: dict[str, int] = {}  # outcome column -> index; set by results_head
+        self.offset = 0  # how far right of its input column each of the user's cells goes; set by results_head
         self.skip: set[int] = set()
         self.by_row: dict[int, list[str]] = {}
         self._cursor: Iterator[tuple[int, tuple[Any, ...]]] = iter(())  # see _cells
@@ -190,6 +254,10 @@ class Writer:
         self.fmt_bold = workbook.add_format({"bold": True})
         self.fmt_wrap = workbook.add_format({"text_wrap": True, "valign": "top"})
         self.fmt_link = workbook.add_format({"font_color": "blue", "underline": 1})
+        self.fmt_cents = workbook.add_format({"num_format": "#,##0"})
+        self.fmt_id = workbook.add_format({"num_format": "0"})
+        self.fmt_head = workbook.add_format({"bold": True, "bg_color": "#D9E1F2", "border": 1})
+        self.fmt_units: dict[int, Any] = {}  # decimals -> "#,##0.00"-style format, made when first needed
         names = {raw.sheet or "Schedule"}
         self.sheet_name = raw.sheet or "Schedule"
         self.summary_name = _unique("Summary", names)
@@ -209,31 +277,37 @@ class Writer:
 
     # --- the user's rows + outcomes ---
 
-    def _outcome_letters(self) -> dict[str, int]:
+    def _outcome_letters(self) -> tuple[dict[str, int], int]:
         return outcome_columns(self.raw)
+
+    def results_column(self, letter: str | None) -> str | None:
+        """The results sheet's letter of an input column (the user's columns follow the outcome columns)."""
+        return None if letter is None else column_letter(column_index(letter) + self.offset)
 
     def results_head(self, ws: Worksheet) -> None:
         """The rows above the data: the title block as it was, and the header with the outcome columns."""
         raw = self.raw
-        self.placed = placed = self._outcome_letters()
-        self.skip = skip = set(placed.values())
+        self.placed, off = placed, _ = self._outcome_letters()
+        self.offset = off
+        # The input's own columns that held an earlier run's outcomes: written anew, not copied.
+        self.skip = skip = {column_index(letter) for letter in raw.previous_outcomes}
         for r, row in enumerate(raw.preamble):
             for c, value in enumerate(row):
-                self._cell(ws, r, c, value)
+                self._cell(ws, r, c + off, value)
         hr = raw.header_row - 1
         for c, text in enumerate(raw.headers):
             if c not in skip and text:
                 cell = raw.header_cells[c] if c < len(raw.header_cells) else text
                 # as it was: "  Notes " untrimmed, 2026 a number, a date a date (bold only for text: a date's
                 # or number's own format shows it as the user saw it)
-                self._cell(ws, hr, c, cell, self.fmt_bold if isinstance(cell, str) else None)
+                self._cell(ws, hr, c + off, cell, self.fmt_bold if isinstance(cell, str) else None)
         for name, c in placed.items():
-            ws.write_string(hr, c, name, self.fmt_bold)
+            ws.write_string(hr, c, name, self.fmt_head)
         self.by_row = _messages_by_row(self.issues)
 
     def rows(self, ws: Worksheet, start: int, stop: int) -> None:
         """Data rows at positions start..stop-1 of the frame, in order (constant-memory mode writes forward)."""
-        placed, skip, by_row = self.placed, self.skip, self.by_row
+        placed, skip, by_row, off = self.placed, self.skip, self.by_row, self.offset
         write_number, write_string, cell = ws.write_number, ws.write_string, self._cell
         aside = self.raw.trailer
         next_aside = aside[self._aside][0] if self._aside < len(aside) else None
@@ -250,23 +324,59 @@ class Writer:
                 if value is None or c in skip:
                     continue
                 if kind is str and len(value) < MAX_CELL_TEXT and not value.startswith(FORMULA_TRIGGERS):
-                    write_string(r, c, value)
+                    write_string(r, c + off, value)
                 elif (kind is float and value == value) or (kind is int and abs(value) < MAX_EXACT_FLOAT_INT):
-                    write_number(r, c, value)
+                    write_number(r, c + off, value)
                 else:
                     if kind is str and len(value) > MAX_CELL_TEXT:  # cut by _text: said on the Errors sheet
                         self.cut.append((r + 1, c, len(value)))
-                    cell(ws, r, c, value)
-            outcome = self.outcomes.get(int(row_number))
+                    cell(ws, r, c + off, value)
+            row = int(row_number)
+            outcome = self.outcomes.get(row)
             if outcome is None:
                 raise AssertionError(f"row {row_number} has no outcome")  # every row must end with one
             ws.write_string(r, placed["status"], outcome.status.value)
             if outcome.milestone_id is not None:
-                ws.write_string(r, placed["billing_milestone_id"], outcome.milestone_id)
-            messages = by_row.get(int(row_number), []) + list(outcome.errors) + list(outcome.changes)
+                self._id(ws, r, placed["billing_milestone_id"], outcome.milestone_id)
+            self._amount(ws, r, row)
+            if outcome.changes:
+                self._cell(ws, r, placed["changes"], "; ".join(outcome.changes))
+            messages = by_row.get(row, []) + [in_words(e, self.raw.fields)[0] for e in outcome.errors]
             if messages:
                 self._cell(ws, r, placed["errors"], "; ".join(dict.fromkeys(messages)))
         self._at = stop
+
+    def _id(self, ws: Worksheet, r: int, c: int, milestone_id: str) -> None:
+        """A milestone id as a number, as Excel shows ids (no "number stored as text" mark); as text only when
+        Excel could not hold its digits."""
+        if milestone_id.isdigit() and int(milestone_id) < MAX_EXACT_FLOAT_INT:
+            ws.write_number(r, c, int(milestone_id), self.fmt_id)
+        else:
+            ws.write_string(r, c, milestone_id)
+
+    def _amount(self, ws: Worksheet, r: int, row: int) -> None:
+        """The row's amount as sent: in currency units with its currency's decimals, and in cents."""
+        money = self.money
+        cents = money.cents.get(row)
+        if cents is None:
+            return
+        project = money.projects[row]
+        decimals = self.decimals_used.get(project)
+        if decimals is None:
+            decimals = self.decimals_used[project] = money.decimals_of(project)
+        if abs(cents) < EXACT_UNITS:
+            ws.write_number(r, self.placed["amount_in_units"], cents / 10**decimals, self._units(decimals))
+            ws.write_number(r, self.placed["api_amount_in_cents"], cents, self.fmt_cents)
+        else:  # past what a number cell shows digit for digit: the exact figures as text
+            ws.write_string(r, self.placed["amount_in_units"], format_units(cents, decimals))
+            ws.write_string(r, self.placed["api_amount_in_cents"], str(cents))
+
+    def _units(self, decimals: int) -> Any:
+        fmt = self.fmt_units.get(decimals)
+        if fmt is None:
+            pattern = "#,##0" + ("." + "0" * decimals if decimals else "")
+            fmt = self.fmt_units[decimals] = self.wb.add_format({"num_format": pattern})
+        return fmt
 
     def _cells(self, start: int, stop: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
         """Row numbers and cells of positions start..stop-1. Consecutive calls share one pass over the frame:
@@ -285,7 +395,7 @@ class Writer:
             row_number, values = aside[self._aside]
             for c, value in enumerate(values):
                 if value is not None and c not in self.skip:
-                    self._cell(ws, row_number - 1, c, value)
+                    self._cell(ws, row_number - 1, c + self.offset, value)
             self._aside += 1
 
     def _results_tail(self, ws: Worksheet) -> None:
@@ -293,16 +403,16 @@ class Writer:
         self._aside_rows(ws)  # those below every data row
         hr = raw.header_row - 1
         last = int(raw.frame.index[-1]) - 1 if len(raw.frame) else hr
-        ws.freeze_panes(hr + 1, 0)
-        ws.set_column(placed["errors"], placed["errors"], 60)
-        ws.set_column(placed["status"], placed["billing_milestone_id"], 14)
+        # The outcome columns stay in view (when they come first) as the user scrolls right through their own.
+        ws.freeze_panes(hr + 1, self.offset)
+        widths = {"status": 11, "billing_milestone_id": 20, "amount_in_units": 16, "api_amount_in_cents": 20,
+                  "changes": 40, "errors": 60}  # fmt: skip
+        for name, c in placed.items():
+            ws.set_column(c, c, widths[name])
+        width = max(len(letters) + self.offset, max(placed.values()) + 1)
         if last > hr:
-            # Kantata's ids are text (exact past 15 digits, as its API gives them); without this Excel marks
-            # each one with a green triangle, "Number Stored as Text".
-            ids = column_letter(placed["billing_milestone_id"])
-            ws.ignore_errors({"number_stored_as_text": f"{ids}{hr + 2}:{ids}{last + 1}"})
-            self._colour_rows(ws, hr + 1, last, max(len(letters), max(placed.values()) + 1), placed["status"])
-            ws.autofilter(hr, 0, last, max(placed.values()))
+            self._colour_rows(ws, hr + 1, last, width, placed["status"])
+            ws.autofilter(hr, 0, last, width - 1)
 
     def _colour_rows(self, ws: Worksheet, first: int, last: int, width: int, status_col: int) -> None:
         """One conditional-format rule per status: cheaper than a format on every cell."""
@@ -372,31 +482,44 @@ class Writer:
         self._totals(ws, r + 2)
 
     def _totals(self, ws: Worksheet, top: int) -> None:
-        """Amount per workspace and status, in the currency's subunits (cents), for rows that parsed."""
+        """Amount per project and status in currency units, with the project's currency (the cents Kantata got
+        in the last column), for rows that parsed. A project whose currency is not known is shown with
+        --currency-decimals."""
         statuses = [s.value for s in Status if any(s.value in t.cents for t in self.totals)]
-        currency = any(t.currency for t in self.totals)
-        header = ["Project ID", "Rows", *[f"{s} (cents)" for s in statuses], "Total (cents)"]
-        header += ["Currency"] if currency else []
-        ws.write_string(top, 0, "Amounts per project (rows that passed validation)", self.fmt_bold)
+        header = ["Project ID", "Currency", "Rows", *statuses, "Total", "Total (cents)"]
+        ws.write_string(top, 0, "Amounts per project and currency (rows that passed validation)", self.fmt_bold)
         for c, text in enumerate(header):
             ws.write_string(top + 1, c, text, self.fmt_bold)
+        ws.set_column(2, len(header) - 1, 16)
+        default = self.money.decimals
         for r, total in enumerate(self.totals, start=top + 2):
-            self._cell(ws, r, 0, total.workspace_id)  # as text beyond 2**53, as the cents
-            ws.write_number(r, 1, sum(total.rows.values()))
-            for c, s in enumerate(statuses, start=2):
-                self._cell(ws, r, c, total.cents[s])  # as text beyond 2**53, where a number cell loses digits
-            self._cell(ws, r, 2 + len(statuses), total.total_cents)
-            if currency:
-                self._cell(ws, r, 3 + len(statuses), total.currency)
+            decimals = decimals_for(total.currency, default)
+            self._cell(ws, r, 0, total.workspace_id)  # as text beyond 2**53
+            ws.write_string(r, 1, total.currency or f"({decimals} decimals)")
+            ws.write_number(r, 2, sum(total.rows.values()))
+            for c, cents in enumerate([*(total.cents[s] for s in statuses), total.total_cents], start=3):
+                self._units_cell(ws, r, c, cents, decimals)
+            self._units_cell(ws, r, 3 + len(statuses) + 1, total.total_cents, None)
+
+    def _units_cell(self, ws: Worksheet, r: int, c: int, cents: int, decimals: int | None) -> None:
+        """Cents in currency units (`decimals`), or as cents (None); exact text where a number cell is not."""
+        if abs(cents) >= EXACT_UNITS:
+            ws.write_string(r, c, str(cents) if decimals is None else format_units(cents, decimals))
+        elif decimals is None:
+            ws.write_number(r, c, cents, self.fmt_cents)
+        else:
+            ws.write_number(r, c, cents / 10**decimals, self._units(decimals))
 
     # --- Errors ---
 
     def _errors_sheet(self, ws: Worksheet) -> None:
+        """One line per problem: its row and column (the schedule's), the header, the value, what to do, and a
+        link to the cell on the results sheet."""
         header = ["Row", "Column", "Header", "Value", "Code", "Message", "Go to", "Severity"]
         for c, text in enumerate(header):
             ws.write_string(0, c, text, self.fmt_bold)
         entries = [(i.row, i.column, i.header, i.value, i.code, i.message, i.severity)
-                   for i in all_issues(self.issues, self.outcomes)]  # fmt: skip
+                   for i in all_issues(self.issues, self.outcomes, self.raw.fields)]  # fmt: skip
         # Known only once the rows are written, and listed so that no text is cut without a word; a CSV cell can
         # be longer than an Excel cell holds, an .xlsx cell cannot. (The run's notes say it too: cut_note.)
         entries += [(row, column_letter(c), self.raw.header_of(column_letter(c)), "", "text-cut-in-results",
@@ -404,13 +527,16 @@ class Writer:
                      "the whole text)", "warning") for row, c, n in self.cut]  # fmt: skip
         sheet_ref = "'" + self.sheet_name.replace("'", "''") + "'"
         for r, (row, column, head, value, code, message, severity) in enumerate(entries, start=1):
+            # Column: the schedule's letter, as the terminal names it, where the user fixes it. Go to: that cell
+            # on the results sheet, or for a problem of the whole row (a refusal of the record) its errors cell.
+            letter = self.results_column(column) or column_letter(self.placed["errors"])
             ws.write_number(r, 0, row)
             self._cell(ws, r, 1, column)
             self._cell(ws, r, 2, head)
             self._cell(ws, r, 3, value)
             ws.write_string(r, 4, code)
             self._cell(ws, r, 5, message)
-            cell = f"{column or 'A'}{row}"
+            cell = f"{letter}{row}"
             ws.write_url(r, 6, f"internal:{sheet_ref}!{cell}", self.fmt_link, cell)
             ws.write_string(r, 7, severity)
         ws.freeze_panes(1, 0)
@@ -422,17 +548,28 @@ class Writer:
 _OUTCOME_CODES = {Status.REJECTED: "rejected-by-kantata", Status.CONFLICT: "conflict", Status.NOT_SENT: "not-sent"}
 
 
-def all_issues(issues: Sequence[CellIssue], outcomes: Mapping[int, Outcome]) -> list[CellIssue]:
+def all_issues(
+    issues: Sequence[CellIssue], outcomes: Mapping[int, Outcome], fields: Mapping[str, str] | None = None
+) -> list[CellIssue]:
     """Every problem of the run in row order: the checks' issues plus Kantata's refusals, conflicts and rows not
-    sent. What the Errors sheet lists and `--json` reports, from one place: a row that fails the run (exit 1)
-    always says why there."""
+    sent, Kantata's in words and at the column of the field it named (`fields`: field -> the schedule's letter).
+    What the Errors sheet lists and `--json` reports, from one place: a row that fails the run (exit 1) always
+    says why there."""
     out = list(issues)
     for o in outcomes.values():
         code = _OUTCOME_CODES.get(o.status)
         if code is not None:
-            out += [CellIssue(o.row, None, None, "", code, message) for message in o.errors]
+            for message in o.errors:
+                text, letter = in_words(message, fields)
+                header = _header_for(letter, fields)
+                out.append(CellIssue(o.row, letter, header, "", code, text))
     out.sort(key=lambda i: i.row)
     return out
+
+
+def _header_for(letter: str | None, fields: Mapping[str, str] | None) -> str | None:
+    name = next((n for n, at in (fields or {}).items() if at == letter), None) if letter else None
+    return BY_NAME[name].label if name in BY_NAME else name
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -445,7 +582,9 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def _messages_by_row(issues: Sequence[CellIssue]) -> dict[int, list[str]]:
+    """Each row's messages for its errors cell: on the row itself, so without the row; each names its column's
+    header (the schedule's letter would be another column of the results sheet)."""
     out: dict[int, list[str]] = defaultdict(list)
     for issue in issues:
-        out[issue.row].append(str(issue))
+        out[issue.row].append(("" if issue.is_error else "warning: ") + issue.message)
     return out

@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from importer.schedule.cells import subunit as subunit
     from importer.schedule.columns import BY_NAME as BY_NAME
     from importer.schedule.columns import EXT as EXT
+    from importer.schedule.columns import EXT_FIELDS as EXT_FIELDS
     from importer.schedule.columns import EXT_REQUIRED as EXT_REQUIRED
     from importer.schedule.columns import FIELDS as FIELDS
     from importer.schedule.columns import IDENTITY as IDENTITY
     from importer.schedule.columns import LOCAL_ONLY as LOCAL_ONLY
     from importer.schedule.columns import OUTCOME_COLUMNS as OUTCOME_COLUMNS
     from importer.schedule.columns import REQUIRED as REQUIRED
+    from importer.schedule.columns import Field as Field
     from importer.schedule.columns import column_index as column_index
     from importer.schedule.columns import column_letter as column_letter
     from importer.schedule.columns import normalise_header as normalise_header
@@ -43,7 +45,9 @@ _HOMES = {
     "DEFAULT_OPTIONS": "cells",
     "EXCEL_COLUMNS": "limits",
     "EXT": "columns",
+    "EXT_FIELDS": "columns",
     "EXT_REQUIRED": "columns",
+    "Field": "columns",
     "FIELDS": "columns",
     "LOCAL_ONLY": "columns",
     "MAX_EXACT_FLOAT_INT": "cells",

@@ -69,8 +69,15 @@ IDENTITY = "milestone_id"
 EXT_REQUIRED: tuple[str, ...] = (EXT + "service_name", EXT + "service_model", EXT + "service_model_ref")
 EXT_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.name.startswith(EXT))
 
-# The outcome columns the report appends to the user's columns.
-OUTCOME_COLUMNS: tuple[str, ...] = ("status", "billing_milestone_id", "errors")
+# The outcome columns the results workbook puts before the user's columns, where they are seen first: what
+# happened, the milestone's id, the amount in currency units and in the cents Kantata got, what an update
+# changes, and what to fix. None of their headers names a field, so a results workbook fed back in reads only
+# the user's own columns as input.
+OUTCOME_COLUMNS: tuple[str, ...] = (
+    "status", "billing_milestone_id", "amount_in_units", "api_amount_in_cents", "changes", "errors"
+)  # fmt: skip
+# The ones every results workbook has had: enough to know one fed back in (an earlier layout had only these).
+OUTCOME_CORE: tuple[str, ...] = ("status", "billing_milestone_id", "errors")
 
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 

@@ -27,6 +27,7 @@ from importer.schedule.columns import (
     BY_NAME,
     IDENTITY,
     OUTCOME_COLUMNS,
+    OUTCOME_CORE,
     REQUIRED,
     SUBSTITUTES,
     column_index,
@@ -65,6 +66,7 @@ class RawSchedule:
     trailer: list[tuple[int, Row]] = field(default_factory=list)
     issues: list[CellIssue] = field(default_factory=list)  # cell problems only the loader can see (merged, ...)
     notes: list[str] = field(default_factory=list)  # file-level remarks for the user: encoding, sheet used, ...
+    sheets: tuple[str, ...] = ()  # every sheet of the workbook (a Workspaces sheet is pointed at in messages)
 
     def set_aside(self, rows: Collection[int]) -> list[int]:
         """Rows that are no milestones (a totals line, a table's totals row) out of the frame and into `trailer`,
@@ -286,6 +288,11 @@ def _open_book(path: Path) -> _Book:
         raise ScheduleError(_unreadable(exc), path=path) from exc
 
 
+# Sheets the template and the results workbook add beside the data: with only these beside it, which sheet was
+# read is no news to the user.
+COMPANIONS = frozenset({"Example", "Instructions", "Workspaces", "Tasks", "Summary", "Errors"})
+
+
 def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAhead | None) -> RawSchedule:
     # The package checks passed on that thread, for this very file.
     early = read_ahead.claim(path, sheet) if read_ahead is not None else None
@@ -318,7 +325,9 @@ def _load_xlsx(path: Path, sheet: str | None, ticker: Ticker, read_ahead: ReadAh
             ticker.total = book.height(name)
             found, why = _try_sheet(path, book, name, explicit=sheet is not None, ticker=ticker)
             if found is not None:
-                if sheet is None and len(names) > 1:
+                found.sheets = tuple(names)
+                others = [n for n, visible in sheets if visible and n != name and n not in COMPANIONS]
+                if sheet is None and (tried or others):  # a sheet was passed over, or the user may have meant another
                     found.notes.append(f'read sheet "{name}" (the first whose header row matches)')
                 _apply_meta(found, meta)
                 return found
@@ -621,16 +630,17 @@ def _build(
     )
 
 
-_STATUSES = frozenset(s.value for s in Status)
+# "exists": the word results workbooks of earlier versions wrote for a row already in Kantata (now "unchanged").
+_STATUSES = frozenset(s.value for s in Status) | {"exists"}
 
 
 def _earlier_outcomes(headers: list[str], frame: pd.DataFrame) -> list[str]:
-    """The outcome columns of a results workbook fed back in, which the new results write over: the three headers
-    exactly as the report writes them (the last of each), with a status column of statuses only. Anything
-    else is the user's own column, however it is named ("Status", "Errors": an approval, a remark), and is
-    kept: the new outcome columns then follow it."""
+    """The outcome columns of a results workbook fed back in, which the new results write over: the headers
+    exactly as the report writes them (the last of each), the core three at least (an earlier layout had only
+    those), with a status column of statuses only. Anything else is the user's own column, however it is named
+    ("Status", "Errors": an approval, a remark), and is kept: the new outcome columns then come before it."""
     last = {h: i for i, h in enumerate(headers) if h in OUTCOME_COLUMNS}
-    if len(last) != len(OUTCOME_COLUMNS):
+    if any(name not in last for name in OUTCOME_CORE):
         return []
     statuses = frame[column_letter(last["status"])].tolist()
     if not all(is_blank(v) or (isinstance(v, str) and v.strip() in _STATUSES) for v in statuses):

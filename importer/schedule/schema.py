@@ -171,10 +171,13 @@ def _parse_column(
     if bad:
         header = raw.header_of(letter)
         rows = cells.index.tolist()
+        # A project typed by name in a workbook that lists them (an --online template): say where the ids are.
+        look_up = f.name == "workspace_id" and "Workspaces" in raw.sheets
         for i in bad:
             problem = cast(CellProblem, results[i])
+            hint = "; the Workspaces sheet of this workbook lists each project's id" if look_up else ""
             issues.append(CellIssue(int(rows[i]), letter, header, as_text(values[i]), problem.code,
-                                    f"{header}: {problem.message}"))  # fmt: skip
+                                    f"{header}: {problem.message}{hint}"))  # fmt: skip
             results[i] = None
     return results
 

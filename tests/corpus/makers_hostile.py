@@ -14,6 +14,8 @@ from typing import Any
 import openpyxl
 import xlsxwriter
 
+from importer.schedule.limits import MAX_COLUMNS
+
 HEADER = ["Title", "Amount (cents)", "Project ID"]
 ROW = ["Kickoff", 100000, 1001]
 OLE2_MAGIC = bytes.fromhex("D0CF11E0A1B11AE1")
@@ -149,14 +151,14 @@ def xfd_wide(folder: Path) -> Path:
     return _xlsxwriter(folder, "wide.xlsx", (1, 16383))
 
 
-def xfb_wide(folder: Path) -> Path:
-    """Data up to XFB: one column too many for the outcome columns."""
-    return _xlsxwriter(folder, "wide.xlsx", (1, 16381))
+def one_column_too_wide(folder: Path) -> Path:
+    """Data in one column more than leaves room for the outcome columns."""
+    return _xlsxwriter(folder, "wide.xlsx", (1, MAX_COLUMNS))
 
 
-def xfa_wide(folder: Path) -> Path:
-    """Data up to XFA, the widest that still has room for the outcome columns: read."""
-    return _xlsxwriter(folder, "wide.xlsx", (1, 16380))
+def widest(folder: Path) -> Path:
+    """Data up to the widest sheet that still has room for the outcome columns: read."""
+    return _xlsxwriter(folder, "wide.xlsx", (1, MAX_COLUMNS - 1))
 
 
 def far_cell(folder: Path) -> Path:
@@ -181,8 +183,8 @@ def csv_16385_columns(folder: Path) -> Path:
     return _csv(folder, header + "\nKickoff,100000,1001" + "," * extra + "\n")
 
 
-def csv_16381_columns(folder: Path) -> Path:
-    extra = 16381 - len(HEADER)
+def csv_widest(folder: Path) -> Path:
+    extra = MAX_COLUMNS - len(HEADER)
     header = ",".join(HEADER + [f"c{i}" for i in range(extra)])
     return _csv(folder, header + "\nKickoff,100000,1001" + "," * extra + "\n")
 

@@ -35,7 +35,7 @@ from importer.kantata.keys import items_as_built
 from importer.pipeline import RunResult, run_upload
 from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
-from tests.conftest import HEADERS, read_results
+from tests.conftest import HEADERS, milestone_id, read_results
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = 290
@@ -136,9 +136,7 @@ def run_scenario(
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     results = read_results(folder / "results.xlsx", sheet="Sheet")
     by_title = {r["title"]: r for r in results}
-    lost = sum(
-        1 for t in good if by_title[t]["status"] != "created" or by_title[t]["billing_milestone_id"] != ids.get(t)
-    )
+    lost = sum(1 for t in good if by_title[t]["status"] != "created" or milestone_id(by_title[t]) != ids.get(t))
     stats = sandbox.stats()
     return Figures(
         rows_sent=len(good) + len(refused),
@@ -303,7 +301,7 @@ def test_a_journal_that_cannot_be_written_stops_the_sending_and_a_rerun_resumes(
     assert set(ids) in (first, second, first | second) and posts == len(ids) // 10
     results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
     assert [r["status"] for r in results] == ["created" if r["title"] in ids else "not_sent" for r in results]
-    assert {r["title"]: r["billing_milestone_id"] for r in results if r["billing_milestone_id"]} == ids
+    assert {r["title"]: milestone_id(r) for r in results if milestone_id(r)} == ids
     assert all("journal" in r["errors"] for r in results if r["status"] == "not_sent")
     next_step = importer.cli.main._next_step(result, argparse.Namespace(), dry_run=False)
     assert next_step is not None and next_step.startswith(f"free some space in {tmp_path}")  # not "when reachable"
@@ -349,7 +347,7 @@ def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_
         ledger._fh = FillsUpAfterTheFirstLeft(ledger._fh)  # type: ignore[assignment]
         return ledger
 
-    def full(done: Path, target: Path) -> None:
+    def full(done: Path, target: Path, **_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     sandbox.reset()
@@ -364,7 +362,7 @@ def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_
     assert "rows were created in Kantata and are kept in the journal beside it" in message, message
     assert len(sandbox.milestones()) == 10  # the batch said to leave; the sending stopped at the next
 
-    monkeypatch.setattr(importer.results.streaming, "move_into_place", lambda done, target: done.replace(target))
+    monkeypatch.setattr(importer.results.streaming, "move_into_place", lambda done, target, **_: done.replace(target))
     said: list[str] = []
     result = run_upload(path, settings, on_stage=said.append)
     assert int(result.exit_code) == 4 and "the ledger of requests in flight" in str(result.stopped)
@@ -431,7 +429,7 @@ def test_killed_or_interrupted_upload_resumes_to_the_same_workbook(sandbox: Any,
     results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
     # What an uninterrupted run writes: every row created, with the id Kantata holds.
     assert [r["status"] for r in results] == ["created"] * 200
-    assert {r["title"]: r["billing_milestone_id"] for r in results} == ids
+    assert {r["title"]: milestone_id(r) for r in results} == ids
     assert not (tmp_path / ".schedule.results.xlsx.journal.jsonl").exists()
 
 
@@ -601,7 +599,7 @@ def test_ctrl_c_during_the_resumes_wait_reports_the_rows_already_found(sandbox: 
     assert (result.counts["created"], result.counts["not_sent"]) == (30, 10)
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
-    assert {r["title"]: r["billing_milestone_id"] for r in results if r["status"] == "created"} == ids
+    assert {r["title"]: milestone_id(r) for r in results if r["status"] == "created"} == ids
     assert len(ids) == 30 and sandbox.stats().get("POST /billing_milestones", 0) == 4  # the killed run's only
 
 
@@ -654,7 +652,7 @@ def test_a_second_ctrl_c_is_ignored_until_the_workbook_is_written(sandbox: Any, 
     results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
     assert {r["status"] for r in results} == {"created", "not_sent"}
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
-    assert {r["title"]: r["billing_milestone_id"] for r in results if r["status"] == "created"} == ids
+    assert {r["title"]: milestone_id(r) for r in results if r["status"] == "created"} == ids
 
 
 @pytest.mark.parametrize("streamed", [True, False])
@@ -678,7 +676,7 @@ def test_ctrl_c_while_the_results_are_written_does_not_lose_them(
     assert any("Ctrl-C is ignored" in text for text in said), said
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     results = read_results(tmp_path / "out.xlsx", sheet="Schedule")
-    assert {r["title"]: r["billing_milestone_id"] for r in results} == ids and len(ids) == 300
+    assert {r["title"]: milestone_id(r) for r in results} == ids and len(ids) == 300
 
 
 @pytest.mark.parametrize("schedule", ["the same", "the same, to another results workbook", "one row more"])

@@ -22,7 +22,7 @@ from importer.kantata.client import KantataClient, WorkspaceInfo
 from importer.pipeline import RunResult, run_upload, run_validate
 from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
-from tests.conftest import MakeSchedule, good_row, read_results
+from tests.conftest import MakeSchedule, good_row, milestone_id, read_results
 
 ROOT = Path(__file__).resolve().parents[2]
 AMOUNT_HEADERS = ["title", "amount", "workspace_id"]
@@ -119,7 +119,7 @@ def test_rows_already_uploaded_show_exists_with_their_id(
     }
     assert result.existing_found == 3 and result.exit_code == ExitCode.OK
     rows = read_results(result.output)
-    assert [(r["status"], r["billing_milestone_id"]) for r in rows] == [
+    assert [(r["status"], milestone_id(r)) for r in rows] == [
         ("unchanged", ids["Milestone 0"]),
         ("unchanged", ids["Milestone 1"]),
         ("unchanged", ids["Milestone 2"]),

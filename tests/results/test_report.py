@@ -14,7 +14,7 @@ import pytest
 
 from importer.errors import ConfigError
 from importer.outcomes import Outcome, Status
-from importer.results.report import RunInfo, check_output, write_results
+from importer.results.report import Money, RunInfo, check_output, in_words, write_results
 from importer.results.totals import project_totals
 from importer.schedule.loader import RawSchedule, load_schedule
 from importer.schedule.schema import Validated, validate_rows
@@ -47,9 +47,18 @@ def _outcomes() -> dict[int, Outcome]:
             7: Outcome(7, Status.NOT_SENT, None, ("not sent",))}  # fmt: skip
 
 
-def _write(raw: RawSchedule, validated: Validated, out: Path, outcomes: dict[int, Outcome] | None = None) -> Path:
+def _write(
+    raw: RawSchedule,
+    validated: Validated,
+    out: Path,
+    outcomes: dict[int, Outcome] | None = None,
+    money: Money | None = None,
+) -> Path:
     outcomes = _outcomes() if outcomes is None else outcomes
-    return write_results(raw, outcomes, validated.issues, project_totals(validated.rows, outcomes), INFO, out)
+    currencies = {1001: "USD"} if money is None else dict(money.currencies)
+    money = Money.of(validated.rows, currencies) if money is None else money
+    totals = project_totals(validated.rows, outcomes, currencies)
+    return write_results(raw, outcomes, validated.issues, totals, INFO, out, money=money)
 
 
 def _sheet(path: Path, name: str) -> list[list[Any]]:
@@ -67,56 +76,83 @@ def written(make_schedule: MakeSchedule, tmp_path: Path) -> tuple[Path, Path]:
     return path, _write(raw, validate_rows(raw), tmp_path / "results.xlsx")
 
 
-def test_the_users_sheet_comes_back_cell_for_cell_with_an_outcome_per_row(written: tuple[Path, Path]) -> None:
+OUTCOMES = ["status", "billing_milestone_id", "amount_in_units", "api_amount_in_cents", "changes", "errors"]
+AMOUNT_ERROR = 'amount_in_cents: "x" is not a number; enter whole cents, e.g. 123456 for 1,234.56'
+
+
+def test_the_outcome_columns_come_first_and_the_users_sheet_follows_cell_for_cell(
+    written: tuple[Path, Path],
+) -> None:
     path, out = written
     given = _sheet(path, "Billing")
     got = _sheet(out, "Billing")
     assert openpyxl.load_workbook(out).sheetnames == ["Billing", "Summary", "Errors"]
-    assert got[0][0] == "Acme billing 2026" and got[1] == [*HEADERS, "Notes", "status", "billing_milestone_id",
-                                                             "errors"]  # fmt: skip
-    for r in range(2, len(given)):  # every input cell at its address (dates come back as date cells)
-        assert [v.date() if isinstance(v, dt.datetime) else v for v in got[r][:7]] == [
+    assert got[0][6] == "Acme billing 2026" and got[1] == [*OUTCOMES, *HEADERS, "Notes"]
+    for r in range(2, len(given)):  # every input cell on its row, six columns right (dates come back as dates)
+        assert [v.date() if isinstance(v, dt.datetime) else v for v in got[r][6:13]] == [
             v.date() if isinstance(v, dt.datetime) else v for v in given[r][:7]]  # fmt: skip
-    assert [row[7:] for row in got[2:]] == [
-        ["created", "900001", None],
-        [None, None, None],  # the blank row, blank
-        ["invalid", None, 'B5: amount_in_cents: "x" is not a number; enter whole cents, e.g. 123456 for 1,234.56'],
-        ["rejected", None, REJECTED],
-        ["not_sent", None, "not sent"],
+    assert [row[:6] for row in got[2:]] == [
+        ["created", 900001, 100.03, 10003, None, None],
+        [None] * 6,  # the blank row, blank
+        ["invalid", None, None, None, None, AMOUNT_ERROR],  # its amount did not parse: none shown
+        ["rejected", None, 100.06, 10006, None, "Kantata: Title: Title is reserved"],  # in words, not "(field ..)"
+        ["not_sent", None, 100.07, 10007, None, "not sent"],
     ]
     assert len(got) == 7  # nothing below the last row
 
 
-def test_a_milestone_id_is_text_so_that_no_digit_is_lost(written: tuple[Path, Path]) -> None:
+def test_ids_are_numbers_and_amounts_carry_the_currencys_number_format(written: tuple[Path, Path]) -> None:
     ws = openpyxl.load_workbook(written[1])["Billing"]
-    assert ws["I3"].value == "900001" and ws["I3"].data_type == "s"
+    assert ws["B3"].value == 900001 and ws["B3"].data_type == "n" and ws["B3"].number_format == "0"
+    assert ws["C3"].value == 100.03 and ws["C3"].number_format == "#,##0.00"
+    assert ws["D3"].value == 10003 and ws["D3"].number_format == "#,##0"  # the cents Kantata got, exactly
 
 
-@pytest.mark.parametrize("cell", ["A3", "G3", "G5", "G6", "G7"])
-def test_text_that_looks_like_a_formula_is_written_as_text(written: tuple[Path, Path], cell: str) -> None:
+def test_a_project_in_yen_shows_its_amounts_with_no_decimals(make_schedule: MakeSchedule, tmp_path: Path) -> None:
+    raw = load_schedule(_schedule(make_schedule))
+    validated = validate_rows(raw)
+    out = _write(raw, validated, tmp_path / "results.xlsx", money=Money.of(validated.rows, {1001: "JPY"}))
+    ws = openpyxl.load_workbook(out)["Billing"]
+    assert (ws["C3"].value, ws["C3"].number_format, ws["D3"].value) == (10003, "#,##0", 10003)
+    table = _sheet(out, "Summary")
+    assert [1001, "JPY", 3, 10003, 10006, 10007, 30016, 30016] in table
+
+
+@pytest.mark.parametrize(("given", "shown"), [("A3", "G3"), ("G3", "M3"), ("G5", "M5"), ("G6", "M6"), ("G7", "M7")])
+def test_text_that_looks_like_a_formula_is_written_as_text(written: tuple[Path, Path], given: str, shown: str) -> None:
     """ "=1+1", "-5 owed", "@mention", "+44 ...": text in the input, text in the results, shown as typed even when
     the user edits the cell (Excel's quote prefix); never a formula Excel would run."""
-    given = openpyxl.load_workbook(written[0])["Billing"][cell]
+    cell = openpyxl.load_workbook(written[0])["Billing"][given]
     ws = openpyxl.load_workbook(written[1])["Billing"]
-    assert ws[cell].value == given.value and ws[cell].data_type == "s" and ws[cell].quotePrefix
+    assert ws[shown].value == cell.value and ws[shown].data_type == "s" and ws[shown].quotePrefix
 
 
-def test_the_errors_sheet_lists_every_problem_with_a_link_to_its_cell(written: tuple[Path, Path]) -> None:
+def test_the_errors_sheet_lists_every_problem_with_its_column_and_a_link_to_its_cell(
+    written: tuple[Path, Path],
+) -> None:
     ws = openpyxl.load_workbook(written[1])["Errors"]
     rows = [[c.value for c in row] for row in ws.iter_rows()]
     assert rows[0] == ["Row", "Column", "Header", "Value", "Code", "Message", "Go to", "Severity"]
     assert [(r[0], r[1], r[2], r[3], r[4], r[6], r[7]) for r in rows[1:]] == [
-        (5, "B", "amount_in_cents", "x", "amount-not-a-number", "B5", "error"),
-        (6, None, None, "", "rejected-by-kantata", "A6", "error"),
-        (7, None, None, "", "not-sent", "A7", "error"),
+        (5, "B", "amount_in_cents", "x", "amount-not-a-number", "H5", "error"),  # the schedule's B: the results' H
+        (6, "A", "Title", "", "rejected-by-kantata", "G6", "error"),  # Kantata named the field: its column
+        (7, None, None, "", "not-sent", "F7", "error"),  # the whole row: a link to its errors cell
     ]
-    assert [r[5] for r in rows[1:]] == ['amount_in_cents: "x" is not a number; enter whole cents, e.g. 123456 for '
-                                        "1,234.56", REJECTED, "not sent"]  # fmt: skip
+    assert [r[5] for r in rows[1:]] == [AMOUNT_ERROR, "Kantata: Title: Title is reserved", "not sent"]
     links = [ws.cell(row=r, column=7).hyperlink for r in (2, 3, 4)]
-    assert [link.location if link else None for link in links] == ["'Billing'!B5", "'Billing'!A6", "'Billing'!A7"]
+    assert [link.location if link else None for link in links] == ["'Billing'!H5", "'Billing'!G6", "'Billing'!F7"]
 
 
-def test_the_summary_tells_the_run_and_the_amounts(written: tuple[Path, Path]) -> None:
+def test_kantatas_messages_read_as_words() -> None:
+    fields = {"story_id": "E", "title": "A"}
+    assert in_words("Kantata: must be unique (field base)", fields) == ("Kantata: must be unique", None)
+    assert in_words("Kantata: is not in this project (field story_id)", fields) == (
+        "Kantata: Task ID: is not in this project", "E")  # fmt: skip
+    assert in_words("Kantata: odd (field story_id)", {}) == ("Kantata: Task ID: odd", None)
+    assert in_words("connection reset", fields) == ("connection reset", None)
+
+
+def test_the_summary_tells_the_run_and_the_amounts_in_currency_units(written: tuple[Path, Path]) -> None:
     path, out = written
     rows = _sheet(out, "Summary")
     said = {r[0]: r[1] for r in rows if r[0] is not None and r[0] != "Note"}
@@ -127,11 +163,14 @@ def test_the_summary_tells_the_run_and_the_amounts(written: tuple[Path, Path]) -
     assert [r[1] for r in rows if r[0] == "Note"] == ["3 requests"]
     counted = {"created": 1, "invalid": 1, "rejected": 1, "not_sent": 1}
     assert {s.value: said[f"Rows {s.value}"] for s in Status} == {s.value: counted.get(s.value, 0) for s in Status}
-    table = rows[[r[0] for r in rows].index("Amounts per project (rows that passed validation)") + 1 :]
-    assert [r[:6] for r in table] == [
-        ["Project ID", "Rows", "created (cents)", "rejected (cents)", "not_sent (cents)", "Total (cents)"],
-        [1001, 3, 10003, 10006, 10007, 30016],  # the invalid row's amount did not parse: in no total
+    table = rows[[r[0] for r in rows].index("Amounts per project and currency (rows that passed validation)") + 1 :]
+    assert [r[:8] for r in table] == [
+        ["Project ID", "Currency", "Rows", "created", "rejected", "not_sent", "Total", "Total (cents)"],
+        [1001, "USD", 3, 100.03, 100.06, 100.07, 300.16, 30016],  # the invalid row's amount did not parse
     ]
+    ws = openpyxl.load_workbook(out)["Summary"]
+    row = len(rows)
+    assert ws.cell(row=row, column=7).number_format == "#,##0.00"
 
 
 def test_the_input_is_never_written(make_schedule: MakeSchedule, tmp_path: Path) -> None:
@@ -151,13 +190,36 @@ def test_the_input_is_never_written(make_schedule: MakeSchedule, tmp_path: Path)
 def test_an_earlier_results_workbook_fed_back_has_its_outcome_columns_reused(
     make_schedule: MakeSchedule, tmp_path: Path
 ) -> None:
-    first = tmp_path / "results.xlsx"
+    first = tmp_path / "schedule.results.2026-12-05T1432.xlsx"  # a dated one, as history.py keeps them
     raw = load_schedule(_schedule(make_schedule))
     _write(raw, validate_rows(raw), first)
     again = load_schedule(first, sheet="Billing")
-    assert again.previous_outcomes == ["H", "I", "J"]
+    assert again.previous_outcomes == ["A", "B", "C", "D", "E", "F"]
+    assert again.fields["milestone_id"] == "B"  # the id, a number now, still names the row's milestone
+    validated = validate_rows(again)
+    assert validated.rows.loc[3, "milestone_id"] == 900001
+    assert again.fields["title"] == "G" and again.fields["amount_in_cents"] == "H"  # the amounts shown: not input
     created = {row: Outcome(row, Status.UNCHANGED, "900001") if row == 3 else o for row, o in _outcomes().items()}
-    second = _write(again, validate_rows(again), tmp_path / "again.xlsx", created)
+    second = _write(again, validated, tmp_path / "again.xlsx", created)
     got = _sheet(second, "Billing")
-    assert got[1] == [*HEADERS, "Notes", "status", "billing_milestone_id", "errors"]  # not a second set
-    assert got[2][7:] == ["unchanged", "900001", None]
+    assert got[1] == [*OUTCOMES, *HEADERS, "Notes"]  # not a second set, nothing moved
+    assert got[2][:6] == ["unchanged", 900001, 100.03, 10003, None, None]
+
+
+def test_a_results_workbook_of_the_earlier_layout_is_still_recognised(tmp_path: Path) -> None:
+    """Outcome columns after the user's, the id as text, "exists" for unchanged: read back, kept in place."""
+    path = tmp_path / "old.results.xlsx"
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    assert ws is not None
+    ws.title = "Billing"
+    ws.append([*HEADERS, "status", "billing_milestone_id", "errors"])
+    ws.append([*good_row(2), "exists", "900001", None])
+    wb.save(path)
+    raw = load_schedule(path)
+    assert raw.previous_outcomes == ["G", "H", "I"] and raw.fields["milestone_id"] == "H"
+    out = _write(raw, validate_rows(raw), tmp_path / "new.xlsx", {2: Outcome(2, Status.UNCHANGED, "900001")})
+    got = _sheet(out, "Billing")
+    assert got[0] == [*HEADERS, "status", "billing_milestone_id", "errors", "amount_in_units",
+                      "api_amount_in_cents", "changes"]  # fmt: skip
+    assert got[1][6:9] == ["unchanged", 900001, None]

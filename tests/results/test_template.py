@@ -54,8 +54,10 @@ def test_template_headers_dropdown_formats_and_instructions(tmp_path: Path) -> N
     letter = get_column_letter(billing + 1)
     dropdown = validations[f"{letter}2:{letter}1001"]
     assert dropdown.type == "list" and dropdown.formula1 == '"fixed_date,upon_completion"'
-    amount = validations["B2:B1001"]
-    assert amount.type == "whole" and ws.column_dimensions["B"].width > 0
+    assert [c.value for c in ws[1]] == ["Title", "Amount", "Project ID", "Date to invoice", "Billing type", "Task ID",
+                                        "Reference"]  # what a finance user fills, and nothing else  # fmt: skip
+    amount = validations["B2:B1001"]  # in currency units, shown with separators
+    assert amount.type == "decimal" and ws["B2"].number_format == "#,##0.00" or ws.column_dimensions["B"].width > 0
     assert ws.freeze_panes == "A2"
     help_lines = [r[0].value for r in wb["Instructions"].iter_rows() if r[0].value]
     assert {f.label for f in COLUMNS} <= set(help_lines)
@@ -64,15 +66,21 @@ def test_template_headers_dropdown_formats_and_instructions(tmp_path: Path) -> N
 def test_template_is_a_schedule_the_loader_accepts(tmp_path: Path) -> None:
     raw = load_schedule(write_template(tmp_path / "t.xlsx"))
     assert raw.sheet == "Billing" and raw.header_row == 1 and len(raw.frame) == 0
-    assert set(raw.fields) == {f.name for f in COLUMNS}
+    assert set(raw.fields) == {f.name for f in COLUMNS if f.name != "Reference"}  # Reference: the user's own, kept
+    assert raw.headers[-1] == "Reference"
 
 
-def test_template_never_overwrites(tmp_path: Path) -> None:
+def test_template_never_overwrites_unless_forced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "t.xlsx"
     path.write_bytes(b"my work")
     with pytest.raises(ConfigError, match="already exists"):
         write_template(path)
     assert path.read_bytes() == b"my work"
+    assert main(["template", "-o", str(path)]) == 2
+    assert "add --force to replace it" in capsys.readouterr().err
+    assert main(["template", "-o", str(path), "--force", "--external-reference"]) == 0
+    header = _sheet(path, "Billing")[0]
+    assert header[:7] == tuple(f.label for f in COLUMNS) and "External ID" in header
 
 
 def _sheet(path: Path, name: str) -> list[tuple[Any, ...]]:
@@ -86,10 +94,10 @@ def test_example_sheet_has_a_fixed_date_and_an_upon_completion_row(tmp_path: Pat
     labels = [f.label for f in COLUMNS]
     assert list(header) == [*labels, "Notes"]
     as_read = [dict(zip(labels, row, strict=False)) for row in (fixed, completion)]
-    assert [(r["Title"], r["Amount (cents)"], r["Project ID"], r["Date to invoice"], r["Task ID"], r["Billing type"])
+    assert [(r["Title"], r["Amount"], r["Project ID"], r["Date to invoice"], r["Task ID"], r["Billing type"])
             for r in as_read] == [
-        ("Design phase - sign-off", 1250000, 1001, dt.datetime(2026, 3, 31), None, "fixed_date"),
-        ("Launch - on completion", 2500000, 1001, None, 5003, "upon_completion"),
+        ("Design phase - sign-off", 12500, 1001, dt.datetime(2026, 3, 31), None, "fixed_date"),
+        ("Launch - on completion", 25000, 1001, None, 5003, "upon_completion"),
     ]  # fmt: skip
     assert fixed[-1].startswith("fixed_date: invoiceable on 2026-03-31") and completion[-1].startswith(
         "upon_completion: invoiceable when task 5003"
@@ -110,10 +118,16 @@ def test_template_sandbox_adds_the_projects_the_token_can_see(
 ) -> None:
     path = tmp_path / "t.xlsx"
     assert main(["template", "-o", str(path), "--sandbox"]) == 0
-    assert "(Workspaces sheet: 5 projects)" in capsys.readouterr().out
-    assert openpyxl.load_workbook(path).sheetnames == ["Billing", "Example", "Workspaces", "Instructions"]
+    assert "(Workspaces sheet: 5 projects, Tasks sheet: " in capsys.readouterr().out
+    wb = openpyxl.load_workbook(path)
+    assert wb.sheetnames == ["Billing", "Example", "Workspaces", "Tasks", "Instructions"]
+    tasks = _sheet(path, "Tasks")
+    assert tasks[0] == ("Project ID", "Task ID", "Task", "Project") and (1001, 5003) in {r[:2] for r in tasks[1:]}
+    lists = {str(dv.sqref): dv.formula1 for dv in wb["Billing"].data_validations.dataValidation}
+    assert lists["C2:C1001"] == f"Workspaces!$A$2:$A${len(_sheet(path, 'Workspaces'))}"  # the dropdowns
+    assert lists["F2:F1001"] == f"Tasks!$B$2:$B${len(tasks)}"
     assert _sheet(path, "Workspaces") == [
-        ("Project ID", "Title", "Currency", "Amount (cents) counts"),
+        ("Project ID", "Title", "Currency", "Amount (cents) would count"),
         (1001, "Acme Website Redesign", "USD", "1/100 of a USD"),
         (1002, "Borealis ERP Rollout", "EUR", "1/100 of a EUR"),
         (1003, "Cobalt Data Migration", "GBP", "1/100 of a GBP"),
@@ -133,7 +147,7 @@ def test_template_online_uses_the_environment_and_shows_a_withheld_currency(
     rows = _sheet(tmp_path / "t.xlsx", "Workspaces")
     assert rows[4] == (1004, "Daikoku Mobile App", None,
                        "(Kantata shows the currency only to users with financial access)")  # fmt: skip
-    assert sandbox.stats() == {"GET /workspaces": 1}
+    assert sandbox.stats() == {"GET /workspaces": 1, "GET /stories": 1}
 
 
 def test_template_online_refuses_before_asking_kantata(

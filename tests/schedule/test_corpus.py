@@ -25,6 +25,7 @@ from openpyxl.worksheet.table import Table, TableStyleInfo
 
 from importer.cli.main import main
 from importer.sandbox.server import DEFAULT_TOKEN
+from importer.schedule import OUTCOME_COLUMNS
 
 H = ["title", "amount_in_cents", "workspace_id", "date_to_invoice", "story_id", "billing_type"]
 D = dt.date(2026, 3, 31)
@@ -415,6 +416,9 @@ CASES: dict[str, Case] = {
 }  # fmt: skip
 
 
+SHIFT = len(OUTCOME_COLUMNS)  # the results sheet's outcome columns come first; the user's follow
+
+
 def _errors_sheet(path: Path) -> list[tuple[int, str | None, str]]:
     wb = openpyxl.load_workbook(path, read_only=True)
     try:
@@ -493,7 +497,8 @@ def _use_reader(reader: str, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_cell_keeps_its_address_in_the_results(reader: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """A sheet starting at B3 (a title block in B, the header on row 5, a blank row in the data): every cell of the
-    input is at the same address in the results, and an issue names the cell Excel shows."""
+    input is on the same row in the results, the outcome columns' width to the right (they come first), and an
+    issue names the cell Excel shows in the input."""
     _use_reader(reader, monkeypatch)
     path = tmp_path / "in.xlsx"
     wb = openpyxl.Workbook()
@@ -512,9 +517,10 @@ def test_every_cell_keeps_its_address_in_the_results(reader: str, tmp_path: Path
     given = {(c.row, c.column): c.value for row in ws.iter_rows() for c in row if c.value is not None}
     results = openpyxl.load_workbook(out)
     sheet = results[ws.title]
-    got = {(c.row, c.column): c.value for row in sheet.iter_rows(max_col=5) for c in row if c.value is not None}
+    got = {(c.row, c.column - SHIFT): c.value for row in sheet.iter_rows(min_col=SHIFT + 1) for c in row
+           if c.value is not None}  # fmt: skip
     assert got == given
-    assert [c.value for c in sheet[6]][5] == "valid" and [c.value for c in sheet[8]][5] == "invalid"
+    assert sheet["A6"].value == "valid" and sheet["A8"].value == "invalid"
     assert _errors_sheet(out) == [(8, "C", "amount-not-whole")]
 
 
@@ -536,8 +542,8 @@ def test_times_durations_and_header_cells_come_back_as_they_were(
     out = tmp_path / "results.xlsx"
     assert main(["validate", str(path), "-o", str(out)]) == 0
     rows = list(openpyxl.load_workbook(out)["Sheet"].iter_rows(values_only=True))
-    assert list(rows[0][:8]) == header
-    assert rows[1][6:8] == (dt.time(9, 30), dt.timedelta(hours=36))
+    assert list(rows[0][SHIFT : SHIFT + 8]) == header
+    assert rows[1][SHIFT + 6 : SHIFT + 8] == (dt.time(9, 30), dt.timedelta(hours=36))
 
 
 def test_a_tables_totals_row_among_the_data_is_kept_in_the_results_at_its_place(
@@ -562,9 +568,9 @@ def test_a_tables_totals_row_among_the_data_is_kept_in_the_results_at_its_place(
     out = tmp_path / "results.xlsx"
     assert main(["upload", str(path), "-o", str(out)]) == 0
     written = list(openpyxl.load_workbook(out)["Sheet"].iter_rows(values_only=True))
-    assert [r[:4] for r in written] == [("title", "amount_in_cents", "workspace_id", "status"),
-                                     ("A", 1, 1001, "created"), ("B", 2, 1001, "created"), ("Total", 3, None, None),
-                                     ("C", 3, 1001, "created"), ("D", 4, 1001, "created")]  # fmt: skip
+    assert [(r[SHIFT], r[SHIFT + 1], r[SHIFT + 2], r[0]) for r in written] == [
+        ("title", "amount_in_cents", "workspace_id", "status"), ("A", 1, 1001, "created"), ("B", 2, 1001, "created"),
+        ("Total", 3, None, None), ("C", 3, 1001, "created"), ("D", 4, 1001, "created")]  # fmt: skip
     assert sorted(str(m["title"]) for m in sandbox.milestones()) == ["A", "B", "C", "D"]
 
 
@@ -577,4 +583,4 @@ def test_numbers_come_back_with_every_digit_excel_saved(tmp_path: Path) -> None:
     out = tmp_path / "results.xlsx"
     assert main(["validate", str(path), "-o", str(out)]) == 1  # B2 has too many decimals for an amount
     row = next(openpyxl.load_workbook(out).worksheets[0].iter_rows(min_row=2, max_row=2, values_only=True))
-    assert row[1] == 3333.3333333333335 and row[3] == 33.333333333333336 and row[4] == 1e20
+    assert row[SHIFT + 1] == 3333.3333333333335 and row[SHIFT + 3] == 33.333333333333336 and row[SHIFT + 4] == 1e20

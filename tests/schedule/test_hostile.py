@@ -74,12 +74,14 @@ def test_outcome_columns_that_cannot_be_placed_stop_the_run(tmp_path: Path) -> N
 
     from importer.errors import ScheduleError
     from importer.results import outcome_columns
-    from importer.schedule import RawSchedule
+    from importer.schedule import EXCEL_COLUMNS, OUTCOME_COLUMNS, RawSchedule
+    from importer.schedule.limits import MAX_COLUMNS
 
     def raw(width: int) -> RawSchedule:
         return RawSchedule(path=tmp_path / "s.xlsx", kind="xlsx", sheet="Billing", header_row=1,
                            headers=["Title", *[""] * (width - 1)], fields={}, frame=pd.DataFrame())  # fmt: skip
 
-    assert list(outcome_columns(raw(16_381)).values()) == [16_381, 16_382, 16_383]
-    with pytest.raises(ScheduleError, match="16,382 columns, over the limit of 16,381"):
-        outcome_columns(raw(16_382))
+    placed, offset = outcome_columns(raw(MAX_COLUMNS))  # the outcome columns first, the user's 16,378 after
+    assert list(placed.values()) == list(range(len(OUTCOME_COLUMNS))) and offset + MAX_COLUMNS == EXCEL_COLUMNS
+    with pytest.raises(ScheduleError, match=f"{MAX_COLUMNS + 1:,} columns, over the limit of {MAX_COLUMNS:,}"):
+        outcome_columns(raw(MAX_COLUMNS + 1))
