@@ -102,17 +102,12 @@ def token_from_file(path: Path, where: str) -> Secret:
         raise ConfigError(f"the token file {path} ({where}) does not exist; check the path") from None
     except OSError as exc:
         raise ConfigError(f"cannot read the token file {path} ({where}): {exc.strerror or exc}") from None
+    try:
+        _check_private(path, where, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
     with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode)):  # a pipe: --token-file <(pass ...)
-            raise ConfigError(f"the token file {path} ({where}) is not a regular file; name the file itself")
-        # On Windows st_mode shows only the read-only flag, never who else may read the file (that is in the
-        # file's ACL), so there is no mode to check there.
-        if os.name != "nt" and info.st_mode & 0o077:
-            raise ConfigError(
-                f"the token file {path} ({where}) can be read or written by other users (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}): the token must be private to you. Run: chmod 600 {path}"
-            )
         data = file.read(TOKEN_FILE_MAX + 1)
     if len(data) > TOKEN_FILE_MAX:
         raise ConfigError(f"the token file {path} ({where}) is larger than {TOKEN_FILE_MAX} bytes, so it cannot "
@@ -127,6 +122,18 @@ def token_from_file(path: Path, where: str) -> Secret:
     if found is None:
         raise MissingToken(f"the token file {path} ({where}) is empty: put the Kantata OX API token in it")
     return found
+
+
+def _check_private(path: Path, where: str, info: os.stat_result) -> None:
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode)):  # a pipe: --token-file <(pass show ...)
+        raise ConfigError(f"the token file {path} ({where}) is not a regular file; name the file itself")
+    # On Windows st_mode shows only the read-only flag, never who else may read the file (that is in the file's
+    # ACL), so there is no mode to check there.
+    if os.name != "nt" and info.st_mode & 0o077:
+        raise ConfigError(
+            f"the token file {path} ({where}) can be read or written by other users (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}): the token must be private to you. Run: chmod 600 {path}"
+        )
 
 
 def is_loopback(host: str) -> bool:

@@ -54,20 +54,39 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None} if isinstance(fields, Mapping) else {}
 
 
+def _pairs(key: str, value: Any) -> Iterator[str]:
+    """`key=value`, a mapping's entries as `key.entry=value` (logfmt's way), so that every value is one word."""
+    if isinstance(value, Mapping):
+        for entry, inner in value.items():
+            if inner is not None:
+                yield from _pairs(f"{key}.{entry}", inner)
+        return
+    yield f"{key}={_value(value)}"
+
+
 def _value(value: Any) -> str:
-    if isinstance(value, str):
+    """A value as one word: text bare when it has no space, quote or = and cannot be read as another type (200,
+    true), else in JSON quotes; numbers and true/false as JSON; a list as its items joined by commas."""
+    if isinstance(value, list | tuple):
+        value = ",".join(str(item) for item in value)
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
         return value if _BARE.fullmatch(value) else json.dumps(value, ensure_ascii=False)
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    try:
+        json.loads(value)
+    except ValueError:
+        return value if _BARE.fullmatch(value) else json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):
     """`2026-03-31T06:00:00.123+00:00 INFO request method=POST path=/billing_milestones rows=100 status=200 ...`:
-    a timestamp, the level, the event, then its fields as key=value (a value with a space, a quote or an = in
-    it in JSON quotes; a list or mapping as JSON), then the message in words as msg="..."."""
+    a timestamp, the level, the event, then its fields as key=value (docs/unattended.md says how to read them
+    back), then the message in words as msg="..."."""
 
     def format(self, record: logging.LogRecord) -> str:
         event = getattr(record, "event", "log")
-        pairs = [f"{key}={_value(value)}" for key, value in _fields(record).items()]
+        pairs = [pair for key, value in _fields(record).items() for pair in _pairs(key, value)]
         line = " ".join([_when(record), record.levelname, event, *pairs, f"msg={_value(record.getMessage())}"])
         return line.replace("\n", " ")
 
