@@ -63,7 +63,7 @@ def test_an_upload_logs_its_start_each_request_each_rows_fate_and_its_end(
     log = tmp_path / f"run.{fmt}.log"
     args = ["upload", str(path), "--non-interactive", "--batch-size", "2", "--log-file", str(log), "--log-format", fmt]
     assert main(args) == 0
-    assert main(args) == 0  # the second run finds every row: skipped as exists, and appended to the same log
+    assert main(args) == 0  # the second run finds every row: skipped as unchanged, and appended to the same log
     capsys.readouterr()
     events = read_log(log, fmt)
     assert all(e["level"] in {"INFO", "WARNING"} and e["time"].endswith("+00:00") for e in events)
@@ -83,10 +83,10 @@ def test_an_upload_logs_its_start_each_request_each_rows_fate_and_its_end(
     assert sorted((d["row"], d["status"]) for d in decisions) == [(r, "created") for r in range(2, 7)]
     assert all(d["milestone_id"] for d in decisions)
     again = [e for e in events[events.index(starts[1]) :] if e["event"] == "decision"]
-    assert sorted((d["row"], d["status"]) for d in again) == [(r, "exists") for r in range(2, 7)]
+    assert sorted((d["row"], d["status"]) for d in again) == [(r, "unchanged") for r in range(2, 7)]
     ends = [e for e in events if e["event"] == "run-end"]
     assert [e["exit_code"] for e in ends] == [0, 0] and events[-1] is ends[1]
-    assert ends[0]["counts"]["created"] == 5 and ends[1]["counts"]["exists"] == 5
+    assert ends[0]["counts"]["created"] == 5 and ends[1]["counts"]["unchanged"] == 5
     requests = [e for e in events if e["event"] == "request"]
     assert not any("Milestone" in json.dumps(e) for e in requests)  # no row's contents, no query
     assert not any(DEFAULT_TOKEN in line for line in log.read_text(encoding="utf-8").splitlines())
