@@ -118,6 +118,8 @@ def test(python: Path, extra: list[str]) -> int:
         [str(python), "-m", "ruff", "format", "--check", "."],
         [str(python), "-m", "mypy"],
         [str(python), "-m", "pytest", "-q", "-n", "auto", *extra],
+        # The container image built and run where docker works; where not, the skip's reason is printed (-rs).
+        *([[str(python), "-m", "pytest", "-q", "-rs", "-m", "container", "tests/test_docker.py"]] if not extra else []),
     ):
         code = _run(step)
         if code != 0:

@@ -13,6 +13,7 @@ import contextlib
 import getpass
 import ipaddress
 import os
+import stat
 import string
 import sys
 from collections.abc import Callable, Mapping
@@ -26,6 +27,9 @@ from importer.errors import BadBaseUrl, BadToken, ConfigError, MissingToken
 
 DEFAULT_BASE_URL = "https://api.mavenlink.com/api/v1"
 TOKEN_ENV = "KANTATA_API_TOKEN"
+TOKEN_FILE_ENV = "KANTATA_API_TOKEN_FILE"  # a file holding the token (a mounted secret)
+TOKEN_FILE_MAX = 64 * 1024  # bytes read at most from a token file: a token is far shorter than this
+LOG_FORMATS = ("text", "json")
 BASE_URL_ENV = "KANTATA_BASE_URL"
 STATE_ENV = "KANTATA_IMPORT_STATE"  # the folder of the ledger and the per-account upload locks
 NO_STREAM_ENV = "KANTATA_IMPORT_NO_STREAM"  # 1: an upload writes its results workbook after the last answer
@@ -90,6 +94,51 @@ def token(text: str, where: str) -> Secret | None:
         raise BadToken(f"the API token in {where} has {' and '.join(kinds) or 'a character it cannot have'} inside "
                        "it, so it cannot be a Kantata token: copy it again (it is not shown here)")  # fmt: skip
     return Secret(value)
+
+
+def token_from_file(path: Path, where: str) -> Secret:
+    """The token held in the file `path` (`where` names how it was given), without one trailing line break.
+
+    Like ssh with a private key, a file that group or others may read or write is refused: the token would be
+    as good as shared. The mode is read from the opened file, so a file swapped after the check is not read."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise ConfigError(f"the token file {path} ({where}) does not exist; check the path") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path} ({where}): {exc.strerror or exc}") from None
+    try:
+        _check_private(path, where, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as file:
+        data = file.read(TOKEN_FILE_MAX + 1)
+    if len(data) > TOKEN_FILE_MAX:
+        raise ConfigError(f"the token file {path} ({where}) is larger than {TOKEN_FILE_MAX} bytes, so it cannot "
+                          "hold just a token; name the file that does")  # fmt: skip
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadToken(f"the token file {path} ({where}) is not text, so it cannot hold a Kantata token "
+                       "(it is not shown here)") from None  # fmt: skip
+    text = text.removesuffix("\n").removesuffix("\r")  # the line break an editor or `echo` adds
+    found = token(text, f"the token file {path}")
+    if found is None:
+        raise MissingToken(f"the token file {path} ({where}) is empty: put the Kantata OX API token in it")
+    return found
+
+
+def _check_private(path: Path, where: str, info: os.stat_result) -> None:
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISFIFO(info.st_mode)):  # a pipe: --token-file <(pass show ...)
+        raise ConfigError(f"the token file {path} ({where}) is not a regular file; name the file itself")
+    # On Windows st_mode shows only the read-only flag, never who else may read the file (that is in the file's
+    # ACL), so there is no mode to check there.
+    if os.name != "nt" and info.st_mode & 0o077:
+        raise ConfigError(
+            f"the token file {path} ({where}) can be read or written by other users (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}): the token must be private to you. Run: chmod 600 {path}"
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -260,6 +309,13 @@ class Settings:
     # Rows that read like a total (a title starting with Total or Subtotal, an amount summing the rows above) are
     # errors unless the user says they are milestones.
     allow_totals: bool = False
+    # Where the token came from, for the run to say so (never the token itself): an environment variable's name
+    # or "the token file PATH".
+    token_source: str | None = field(default=None, compare=False)
+    # The run's log (the CLI configures it; the library only emits events): a file of one line per event, as
+    # text or JSON lines.
+    log_file: Path | None = None
+    log_format: str = "text"
     # The clocks every wait is timed by (importer.clock); a test hands in one that runs its windows at once.
     clock: Clock = field(default=SYSTEM_CLOCK, compare=False)
     # A batch's "sending" line may be written this long before its request leaves (delivery/journal.py): a
@@ -299,6 +355,10 @@ class Settings:
             except LookupError:
                 raise ConfigError(f"--encoding {self.encoding!r} is not an encoding Python knows; use e.g. cp1252, "
                                   "mac_roman, shift_jis, utf-16 or latin-1") from None  # fmt: skip
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)} (is {self.log_format!r})")
+        if self.log_file is not None and not isinstance(self.log_file, Path):  # from a config file: text
+            object.__setattr__(self, "log_file", Path(self.log_file).expanduser())
         object.__setattr__(self, "base_url", parse_base_url(self.base_url))
 
     @classmethod
@@ -307,19 +367,22 @@ class Settings:
         environ: Mapping[str, str] | None = None,
         *,
         config: Mapping[str, object] | None = None,
+        token_file: Path | None = None,
         **overrides: object,
     ) -> Settings:
         """Settings from KANTATA_* variables in `environ` (default: this process's environment; this and
         `from_argparse` are the only readers of it) over `config` (a config file's values) over the defaults;
-        keyword overrides (from flags) win when not None."""
+        keyword overrides (from flags) win when not None.
+
+        The token: from `token_file` (the --token-file flag) when given, else from $KANTATA_API_TOKEN or the file
+        $KANTATA_API_TOKEN_FILE names; both variables set is refused rather than one silently chosen."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {"base_url": DEFAULT_BASE_URL, **(config or {})}
         url_from = "base_url in the config file" if config and "base_url" in config else "base_url"
         if env.get(BASE_URL_ENV):
             values["base_url"] = env[BASE_URL_ENV]
             url_from = BASE_URL_ENV
-        if env.get(TOKEN_ENV) and (given := token(env[TOKEN_ENV], TOKEN_ENV)) is not None:
-            values["token"] = given
+        values.update(_token_values(env, token_file))
         values["state_dir"] = state_dir_from(env)
         values["stream_results"] = not _switched_on(env, NO_STREAM_ENV)
         values["prefetch"] = not _switched_on(env, NO_PREFETCH_ENV)
@@ -354,11 +417,13 @@ class Settings:
             "decimal_comma",
             "allow_totals",
             "lock_wait",
+            "log_file",
+            "log_format",
         )
         overrides = {name: getattr(args, name, None) for name in flags}
         if overrides["currency_decimals"] is not None:
             overrides["currency_decimals_given"] = True
-        return cls.from_env(environ, config=values, **overrides)
+        return cls.from_env(environ, config=values, token_file=getattr(args, "token_file", None), **overrides)
 
     def require_token(self, *, interactive: bool) -> Secret:
         """The token, prompting (hidden) when allowed; MissingToken when not."""
@@ -369,6 +434,23 @@ class Settings:
             if typed is not None:
                 return typed
         raise MissingToken.from_env(TOKEN_ENV)
+
+
+def _token_values(environ: Mapping[str, str], token_file: Path | None) -> dict[str, object]:
+    """The token and where it came from: the flag's file, else one of the two variables (not both)."""
+    if token_file is not None:
+        source = f"the token file {token_file}"
+        return {"token": token_from_file(token_file, "--token-file"), "token_source": source}
+    named = environ.get(TOKEN_FILE_ENV)
+    if named and environ.get(TOKEN_ENV):
+        raise ConfigError(f"both {TOKEN_ENV} and {TOKEN_FILE_ENV} are set: unset one of them, so that it is clear "
+                          "which token is used")  # fmt: skip
+    if named:
+        path = Path(named).expanduser()
+        return {"token": token_from_file(path, TOKEN_FILE_ENV), "token_source": f"the token file {path}"}
+    if environ.get(TOKEN_ENV) and (given := token(environ[TOKEN_ENV], TOKEN_ENV)) is not None:
+        return {"token": given, "token_source": TOKEN_ENV}
+    return {}
 
 
 def _switched_on(environ: Mapping[str, str], name: str) -> bool:

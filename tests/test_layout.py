@@ -26,7 +26,7 @@ MAY_IMPORT = {
     "base": set(),
     "face": {"schedule", "kantata", "delivery", "results", "pipeline"},  # importer/__init__: the public API
 }
-BASE = {"errors", "outcomes", "settings", "progress", "clock", "_face", "__version__"}
+BASE = {"errors", "outcomes", "settings", "progress", "clock", "logevents", "_face", "__version__"}
 
 
 def _part(path: Path) -> str:

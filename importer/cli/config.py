@@ -4,8 +4,8 @@
 the file given with `--config PATH`, which then is the only one read. Flags beat environment variables, which
 beat this file, which beats the defaults; `Settings.from_argparse` merges them into the one Settings. Every
 value is checked here, when the file is read, so a mistake in it stops `validate` as surely as `upload` (exit
-2). A token is refused: a file is easily shared, committed or backed up, so tokens come only from
-KANTATA_API_TOKEN or the hidden prompt.
+2). A token is refused: a file is easily shared, committed or backed up, so tokens come only from a private
+token file, KANTATA_API_TOKEN or the hidden prompt.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from importer.errors import ConfigError
-from importer.settings import TOKEN_ENV, Settings
+from importer.settings import TOKEN_ENV, TOKEN_FILE_ENV, Settings
 
 CONFIG_NAME = "kantata-import.toml"
 PYPROJECT_TABLE = "kantata-import"  # [tool.kantata-import] in pyproject.toml
@@ -37,6 +37,8 @@ KEYS: dict[str, tuple[type, str]] = {
     "encoding": (str, "a CSV file's text encoding, like --encoding (default: told from the file)"),
     "decimal_comma": (bool, "amounts are written with a decimal comma (1.234,50), like --decimal-comma"),
     "allow_totals": (bool, "rows that read like a total are milestones, like --allow-totals"),
+    "log_file": (str, "a log of the run's events to append to, like --log-file"),
+    "log_format": (str, "text or json: how each line of the log is written, like --log-format"),
 }
 
 
@@ -98,7 +100,8 @@ def _checked(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
         if "token" in key.casefold():
             raise ConfigError(
                 f"{path}: `{key}` is refused: a token in a file gets shared, committed and backed up. Remove it and "
-                f"set {TOKEN_ENV} in the environment instead (or let kantata-import prompt for it)"
+                f"set {TOKEN_ENV} in the environment instead, or name a private file holding it with "
+                f"{TOKEN_FILE_ENV} or --token-file (or let kantata-import prompt for it)"
             )
     for key, value in data.items():
         if key not in KEYS:

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from importer import __version__
+from importer.cli import logs
 from importer.cli.bars import Bars
 from importer.cli.config import CONFIG_NAME, load_config
 from importer.errors import EXIT_CODE_HELP, UNRESOLVED, ConfigError, ExitCode, ImporterError, JournalNotWritten
@@ -35,9 +35,11 @@ from importer.settings import (
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
+    LOG_FORMATS,
     MAX_BATCH,
     MAX_CONCURRENCY,
     TOKEN_ENV,
+    TOKEN_FILE_ENV,
     Secret,
     Settings,
     redact,
@@ -61,10 +63,22 @@ Load a billing schedule (.xlsx or .csv) into Kantata OX as billing milestones, e
   kantata-import upload schedule.xlsx --sandbox   the same against a built-in Kantata look-alike
   kantata-import sandbox --port 8765              run that look-alike on its own
 
-The API token is read from the environment variable KANTATA_API_TOKEN (never from a flag or a file).
+The API token is read from a private file (--token-file, or KANTATA_API_TOKEN_FILE), else the environment
+variable KANTATA_API_TOKEN, else a hidden prompt; never from a flag or the config file.
 Settings you use every time (base_url, sheet, batch_size, concurrency, date_format, currency_decimals,
-lock_wait) can live in kantata-import.toml in the current folder, or [tool.kantata-import] in pyproject.toml;
-flags and environment variables beat it."""
+lock_wait, encoding, log_file, log_format, ...) can live in kantata-import.toml in the current folder, or
+[tool.kantata-import] in pyproject.toml; flags and environment variables beat it."""
+
+
+class _Version(argparse.Action):
+    """--version: the installed version, looked up only when asked for (reading package metadata takes time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print(f"{parser.prog} {logs.tool_version()}")
+        parser.exit()
 
 
 class _UsageError(SystemExit):
@@ -104,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -115,9 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", type=Path, help="results workbook (default: <schedule>.results.xlsx)")
         p.add_argument("--sheet", help="sheet to read (or sheet in the config file; default: the first sheet whose "
                        "header row matches)")  # fmt: skip
-        p.add_argument("-q", "--quiet", action="store_true",
-                       help="print only the summary: no notes, issues or progress bars (bars show only on a "
-                       "terminal anyway)")  # fmt: skip
+        shown = p.add_mutually_exclusive_group()
+        shown.add_argument("-q", "--quiet", action="store_true",
+                           help="print only the summary: no notes, issues or progress bars (bars show only on a "
+                           "terminal anyway); the log keeps every event")  # fmt: skip
+        shown.add_argument("-v", "--verbose", action="store_true",
+                           help="also show each event of the log (requests, rows' fates) on stderr, instead of "
+                           "progress bars")  # fmt: skip
+        p.add_argument("--log-file", type=Path, metavar="PATH",
+                       help="append one line per event to this file: the run, each request, each row's fate, "
+                       "the end (or log_file in the config file)")  # fmt: skip
+        p.add_argument("--log-format", choices=LOG_FORMATS,
+                       help="how --log-file's lines are written: text (key=value) or json, one object per line, "
+                       "for log shippers (or log_format in the config file; default text)")  # fmt: skip
         p.add_argument("--json", action="store_true",
                        help="print one JSON summary on stdout for scripts (docs/summary.schema.json); "
                        "the human summary goes to stderr")  # fmt: skip
@@ -204,8 +228,12 @@ def _connection_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
                         f"file; default {DEFAULT_BASE_URL})")  # fmt: skip
     where = "a built-in Kantata look-alike on this machine (no account, no network)"
     parser.add_argument("--sandbox", action="store_true", help=f"{verb} {where}")
+    parser.add_argument("--token-file", type=Path, metavar="PATH",
+                        help=f"read the API token from this file, which only you may read (chmod 600); beats "
+                        f"{TOKEN_ENV} and {TOKEN_FILE_ENV}")  # fmt: skip
     parser.add_argument("--non-interactive", action="store_true",
-                        help=f"never prompt for the token; fail if {TOKEN_ENV} is not set")  # fmt: skip
+                        help=f"never prompt for the token; fail if no token file is given and {TOKEN_ENV} is "
+                        "not set")  # fmt: skip
 
 
 def run() -> int:
@@ -289,17 +317,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             _json_error(argparse.Namespace(command=command, json=True), ExitCode.UNUSABLE_INPUT, "usage-error",
                         exc.message)  # fmt: skip
         raise
-    handlers = {"validate": _validate, "upload": _upload, "template": _template, "sandbox": _sandbox}
     held: list[Secret] = []  # the tokens this command holds, filled as it gets them: no message may show one
+    with logs.run_log(args, held) as log:  # opened once the settings say where (_settings)
+        code = _dispatch(args, held, log)
+        log.end(code)
+    return code
+
+
+def _dispatch(args: argparse.Namespace, held: list[Secret], log: logs.RunLog) -> int:
+    """The command's handler, and the one place where what stops a run becomes words and an exit code."""
+    handlers = {"validate": _validate, "upload": _upload, "template": _template, "sandbox": _sandbox}
     try:
         return int(handlers[args.command](args, held))
     except ImporterError as exc:
         _err(f"error: {exc}", held)
         _json_error(args, exc.exit_code, error_kind(exc), str(exc), held)
+        log.failure = (error_kind(exc), str(exc))
         return int(exc.exit_code)
     except KeyboardInterrupt:
         _err("interrupted")
         _json_error(args, ExitCode.INTERRUPTED, "interrupted", "interrupted (Ctrl-C); run the same command again")
+        log.failure = ("interrupted", "interrupted (Ctrl-C)")
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:
         if args.debug:
@@ -307,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _err(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)", held)
         _json_error(args, ExitCode.BUG, "internal-error", f"{type(exc).__name__}: {exc}", held)
+        log.failure = ("internal-error", f"{type(exc).__name__}: {exc}")
         return int(ExitCode.BUG)
 
 
@@ -322,18 +361,21 @@ def _settings(args: argparse.Namespace, held: list[Secret], *, connect: bool) ->
     config = load_config(getattr(args, "config", None))
     environ: dict[str, str] = dict(os.environ)
     if not connect:
-        environ = {k: v for k, v in environ.items() if k not in (BASE_URL_ENV, TOKEN_ENV)}
+        environ = {k: v for k, v in environ.items() if k not in (BASE_URL_ENV, TOKEN_ENV, TOKEN_FILE_ENV)}
     values = config.values if connect else {k: v for k, v in config.values.items() if k != "base_url"}
-    settings = Settings.from_argparse(args if connect else _without_base_url(args), values, environ)
+    settings = Settings.from_argparse(args if connect else _offline(args), values, environ)
     if settings.token is not None:
         held.append(settings.token)
     if config.path is not None and not getattr(args, "quiet", False):
         _err(f"config: {config.path}")
+    if (log := logs.current()) is not None:
+        log.start(settings, connect=connect)
     return settings
 
 
-def _without_base_url(args: argparse.Namespace) -> argparse.Namespace:
-    return argparse.Namespace(**{**vars(args), "base_url": None})
+def _offline(args: argparse.Namespace) -> argparse.Namespace:
+    """The flags without those that name a Kantata or its token: a dry run offline reads neither."""
+    return argparse.Namespace(**{**vars(args), "base_url": None, "token_file": None})
 
 
 def _read_ahead(args: argparse.Namespace, settings: Settings) -> ReadAhead | None:
@@ -389,7 +431,7 @@ def _connection(args: argparse.Namespace, settings: Settings, held: list[Secret]
     token = settings.require_token(interactive=not args.non_interactive)
     held.append(token)
     if not quiet:
-        _err(f"kantata: {sanitize_url(settings.base_url)} (token from {TOKEN_ENV})")
+        _err(f"kantata: {sanitize_url(settings.base_url)} (token from {settings.token_source or 'the prompt'})")
     yield replace(settings, token=token)
 
 
@@ -456,6 +498,8 @@ def _report(
 ) -> None:
     """Issues to stderr (the first few, in Excel coordinates); the closing summary to stdout, or with --json the
     JSON summary to stdout and the closing summary to stderr."""
+    if (log := logs.current()) is not None:
+        log.counts = dict(result.counts)
     if not args.quiet:
         _show_issues(result, held)
     if result.stopped is not None:
@@ -595,8 +639,9 @@ def _json_error(args: argparse.Namespace, code: ExitCode, kind: str, message: st
 
 @contextmanager
 def _progress(args: argparse.Namespace) -> Iterator[Bars | None]:
-    """Bars only for a person watching: stderr is a terminal and --quiet was not given."""
-    if args.quiet or not sys.stderr.isatty():
+    """Bars only for a person watching: stderr is a terminal and neither --quiet nor --verbose (which shows the
+    events instead) was given."""
+    if args.quiet or getattr(args, "verbose", False) or not sys.stderr.isatty():
         yield None
         return
     bars = Bars(sys.stderr)

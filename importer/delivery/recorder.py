@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from importer.kantata import Item
-from importer.outcomes import Outcome
+from importer.logevents import DECISION, emit
+from importer.outcomes import Outcome, Status
 
 OnOutcomes = Callable[[Sequence[Outcome]], None]
 OnSending = Callable[[Sequence[Item]], None]
+
+_log = logging.getLogger(__name__)
+# Fates a person reading the log should not miss: the row is not in Kantata as the schedule has it.
+_TROUBLE = frozenset({Status.REJECTED, Status.CONFLICT, Status.NOT_SENT})
 
 
 class RequestSink(Protocol):
@@ -46,3 +52,19 @@ class Recorder:
     def record(self, outcomes: Sequence[Outcome]) -> None:
         for sink in self._outcomes:
             sink(outcomes)
+        log_decisions(outcomes)
+
+
+def log_decisions(outcomes: Sequence[Outcome]) -> None:
+    """One `decision` event per row (logevents.py): its row, status and milestone id; for a row Kantata refused,
+    or one that is not as the schedule has it, the reason; for an update, the names of the fields changed
+    (never their values: those are the row's contents)."""
+    if not _log.isEnabledFor(logging.INFO):  # nobody listens: not a call per row
+        return
+    for o in outcomes:
+        level = logging.WARNING if o.status in _TROUBLE else logging.INFO
+        fields = [change.split(":", 1)[0] for change in o.changes]
+        reason = "; ".join(o.errors) if o.status in _TROUBLE else None
+        said = f"row {o.row}: {o.status.value}" + (f" {o.milestone_id}" if o.milestone_id else "")
+        emit(_log, level, DECISION, said + (f" ({reason})" if reason else ""), row=o.row, status=o.status.value,
+             milestone_id=o.milestone_id, reason=reason, changed=fields or None)  # fmt: skip

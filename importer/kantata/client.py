@@ -10,6 +10,7 @@ same reason (it would re-POST).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 import threading
@@ -17,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -30,12 +32,14 @@ from importer.errors import UNRESOLVED, ApiUnavailable, TokenRejected
 from importer.kantata.concurrency import Cancelled, Limiter
 from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
 from importer.kantata.milestones import Milestone, milestones_in
+from importer.logevents import REQUEST, emit
 from importer.settings import Secret, Settings, sanitize_url
 
 LOOKUP_CHUNK = 200  # external_reference_service_model_refs takes up to 200 ids, as Kantata documents; `only=` too
 PER_PAGE = 200  # the documented maximum page size
 PROBE_CHUNK = 100  # project ids per "does this importer have anything here?" count
 _JSON_BODY = {"Content-Type": "application/json"}  # what requests sets for `json=`
+_log = logging.getLogger(__name__)
 
 
 class _Bounded:
@@ -166,6 +170,17 @@ class ChangeAnswer:
         return self.status in (200, 204)
 
 
+@dataclass(slots=True)
+class _Exchange:
+    """What one HTTP exchange got: its status, once an answer came."""
+
+    status: int | None = None
+
+    def of(self, response: requests.Response) -> requests.Response:
+        self.status = response.status_code
+        return response
+
+
 _Info = TypeVar("_Info", "WorkspaceInfo", "StoryInfo")
 
 
@@ -291,6 +306,29 @@ class KantataClient:
         elif self._clock.wait(cancel, delay):  # a sleep that a stop cuts short
             raise Cancelled
 
+    @contextmanager
+    def _logged(self, method: str, path: str, attempt: int, rows: int | None = None) -> Iterator[_Exchange]:
+        """One HTTP exchange, logged as it ends, answered or not (logevents.REQUEST): never its query, which
+        holds rows' keys, nor its body or headers."""
+        exchange = _Exchange()
+        started = self._clock.monotonic()
+        failure = "interrupted"  # unless an answer or a transport error says otherwise
+        try:
+            yield exchange
+        except requests.RequestException as exc:
+            failure = transport_error(exc)
+            raise
+        finally:
+            seconds = round(self._clock.monotonic() - started, 3)
+            status = exchange.status
+            trouble = status is None or status == 429 or status >= 500
+            said = f"HTTP {status}" if status is not None else f"no answer ({failure})"
+            counted = f" ({rows} row{'s' if rows != 1 else ''})" if rows is not None else ""
+            emit(_log, logging.WARNING if trouble else logging.INFO, REQUEST,
+                 f"{method} /{path}{counted}: {said} after {seconds} s, try {attempt + 1}", method=method,
+                 path=f"/{path}", rows=rows, status=status, error=None if status is not None else failure,
+                 seconds=seconds, retries=attempt)  # fmt: skip
+
     def _url(self, path: str) -> str:
         return f"{self.settings.base_url}/{path.lstrip('/')}"
 
@@ -332,10 +370,13 @@ class KantataClient:
             try:
                 self.stats.count(*counted)
                 # (a stop also ends a wait for room, or for another request's 429 to pass: nothing is sent)
-                with self.limiter.slot(stop.is_set if stop is not None else None) as generation:
-                    response = self.session.request(method, self._url(path), params=params, data=payload,
-                                                    headers=_JSON_BODY if payload is not None else None,
-                                                    timeout=self._timeout)  # fmt: skip
+                with (
+                    self.limiter.slot(stop.is_set if stop is not None else None) as generation,
+                    self._logged(method, path, attempt, 1 if method in ("PUT", "DELETE") else None) as exchange,
+                ):
+                    response = exchange.of(self.session.request(method, self._url(path), params=params, data=payload,
+                                                                headers=_JSON_BODY if payload is not None else None,
+                                                                timeout=self._timeout))  # fmt: skip
             except requests.RequestException as exc:
                 last = transport_error(exc)
                 if attempt + 1 < self.settings.max_attempts:
@@ -375,13 +416,10 @@ class KantataClient:
                     if on_send is not None:
                         on_send()
                     self.stats.count("posts", "POST /billing_milestones")
-                    response = self.session.post(
-                        self._url("billing_milestones"),
-                        params=params,
-                        data=payload,
-                        headers=_JSON_BODY,
-                        timeout=self._timeout,
-                    )
+                    with self._logged("POST", "billing_milestones", attempt, len(bodies)) as exchange:
+                        response = exchange.of(self.session.post(self._url("billing_milestones"), params=params,
+                                                                 data=payload, headers=_JSON_BODY,
+                                                                 timeout=self._timeout))  # fmt: skip
             except requests.RequestException as exc:
                 raise OutcomeUnknown(f"no answer ({type(exc).__name__})", running=not _never_connected(exc)) from exc
             self._raise_for_auth(response)
