@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from importer.delivery.session import Delivery as Delivery
     from importer.delivery.session import ToSend as ToSend
     from importer.delivery.settle import settle_in_flight as settle_in_flight
+    from importer.delivery.signals import StopSwitch as StopSwitch
     from importer.delivery.signals import patient_interrupts as patient_interrupts
     from importer.delivery.upload import SETTLE_POLL as SETTLE_POLL
     from importer.delivery.upload import Uploader as Uploader
@@ -39,6 +40,7 @@ _HOMES = {
     "SENDING_AHEAD": "journal",
     "settle_in_flight": "settle",
     "SETTLE_POLL": "upload",
+    "StopSwitch": "signals",
     "ToSend": "session",
     "Uploader": "upload",
 }
