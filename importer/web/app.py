@@ -32,7 +32,7 @@ from importer.delivery import StopSwitch
 from importer.errors import ImporterError
 from importer.pipeline import RunResult, run_upload, run_validate
 from importer.progress import ProgressFeed
-from importer.results import write_template
+from importer.results import decimals_for, write_template
 from importer.settings import Secret, Settings, redact, sanitize_url, token
 from importer.summary import error_kind, run_summary
 
@@ -141,9 +141,12 @@ def _problem(exc: ImporterError, bench: Workbench) -> JSONResponse:
                         400)  # fmt: skip
 
 
-def _check(result: RunResult) -> dict[str, Any]:
-    """What the page shows of a run: its --json summary, and each issue at its Excel coordinates."""
+def _check(result: RunResult, default_decimals: int) -> dict[str, Any]:
+    """What the page shows of a run: its --json summary (each issue at its Excel coordinates), and the decimal
+    places of each project's currency, for showing its cents."""
     summary = run_summary(result, command="upload" if not result.dry_run else "validate")
+    for total in summary["totals"]:
+        total["decimals"] = decimals_for(total["currency"], default_decimals)
     summary["schedule"] = result.schedule.name if result.schedule else None  # not the session folder's path
     summary["output"] = result.output.name
     return summary
@@ -188,7 +191,7 @@ def create_app(settings: Settings, *, secret: str, hosts: frozenset[str]) -> tup
         except ImporterError as exc:
             return _problem(exc, bench)
         bench.last = result
-        return JSONResponse(_check(result))
+        return JSONResponse(_check(result, bench.run_settings(bench.settings).currency_decimals))
 
     async def connect(request: Request) -> Response:
         form = await request.form(max_files=0, max_fields=5)
@@ -207,7 +210,7 @@ def create_app(settings: Settings, *, secret: str, hosts: frozenset[str]) -> tup
         except ImporterError as exc:
             return _problem(exc, bench)
         bench.connected, bench.last = connected, result
-        return JSONResponse(_check(result))
+        return JSONResponse(_check(result, bench.run_settings(bench.settings).currency_decimals))
 
     async def upload(request: Request) -> Response:
         with bench.lock:
@@ -242,7 +245,7 @@ def create_app(settings: Settings, *, secret: str, hosts: frozenset[str]) -> tup
             return JSONResponse({"running": False})
         body: dict[str, Any] = {"running": job.result is None and job.error is None, **job.feed.snapshot()}
         if job.result is not None:
-            body["summary"] = _check(job.result)
+            body["summary"] = _check(job.result, bench.run_settings(bench.settings).currency_decimals)
         if job.error is not None:
             body["error"] = job.error
         return JSONResponse(body)
@@ -260,7 +263,7 @@ def create_app(settings: Settings, *, secret: str, hosts: frozenset[str]) -> tup
     async def summary(request: Request) -> Response:
         if bench.last is None:
             return _text("no results yet", 404)
-        body = json.dumps(_check(bench.last), indent=2)
+        body = json.dumps(_check(bench.last, bench.run_settings(bench.settings).currency_decimals), indent=2)
         name = f"{bench.last.output.stem}.summary.json"
         return Response(body, media_type="application/json",
                         headers={"content-disposition": f'attachment; filename="{name}"'})  # fmt: skip

@@ -32,7 +32,7 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def served(sandbox: Any) -> Iterator[Served]:
     """The page against the sandbox, no token given to the server: the user types it."""
-    with started(replace(Settings(base_url=sandbox.url), batch_size=10)) as page:
+    with started(replace(Settings(base_url=sandbox.url), batch_size=10, concurrency=2)) as page:
         yield page
 
 

@@ -66,15 +66,17 @@ def test_the_session_folder_is_removed_at_the_end(served: Served, make_schedule:
 
 def test_the_cli_without_the_page_imports_none_of_its_stack(make_schedule: MakeSchedule) -> None:
     path = make_schedule([good_row(1)])
-    code = ("import sys; from importer.cli.main import main; main(['validate', sys.argv[1], '-q']); "
-            "print(sorted(m for m in ('starlette', 'uvicorn', 'jinja2', 'multipart') if m in sys.modules))")  # fmt: skip
+    code = ("import sys; from importer.cli.main import main; main(['validate', sys.argv[1], '-q']); print("
+            "sorted(m for m in ('starlette', 'uvicorn', 'jinja2', 'multipart') if m in sys.modules))")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr
 
 
 def test_serve_without_the_extra_says_how_to_install_it(tmp_path: Path) -> None:
     blocker = tmp_path / "sitecustomize.py"  # the modules of the extra look absent to this process only
-    blocker.write_text("import sys\nfor m in ('starlette', 'uvicorn', 'multipart', 'jinja2'):\n    sys.modules[m] = None\n")
+    blocker.write_text(
+        "import sys\nfor m in ('starlette', 'uvicorn', 'multipart', 'jinja2'):\n    sys.modules[m] = None\n"
+    )
     env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-m", "importer", "serve", "--no-browser"], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=60)  # fmt: skip

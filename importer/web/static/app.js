@@ -69,9 +69,8 @@ function showPlan(summary) {
   $("plan-counts").textContent = `to create: ${c.valid}, already in Kantata: ${c.exists}` +
     (c.update ? `, to update: ${c.update}` : "") + (c.conflict ? `, in conflict: ${c.conflict}` : "") +
     `, invalid: ${c.invalid}`;
-  const decimals = Number($("currency_decimals").value || 2);
   fill($("totals").tBodies[0], summary.totals.map((t) => [[t.workspace_id, "num"], [t.currency || ""],
-    [t.rows.valid || 0, "num"], [units(BigInt(t.cents.valid || 0), decimals), "num"]]));
+    [t.rows.valid || 0, "num"], [units(BigInt(t.cents.valid || 0), t.decimals), "num"]]));
   shown("upload", c.valid > 0 || (c.update || 0) > 0);
 }
 
