@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 class Status(enum.StrEnum):
     VALID = "valid"  # dry run: passed every check and would be sent
     CREATED = "created"  # Kantata created it; milestone_id holds the new id
-    EXISTS = "exists"  # already in Kantata with these values (same id or key); nothing was sent
+    UNCHANGED = "unchanged"  # already in Kantata with these values (same id or key); nothing was sent
     UPDATE = "update"  # dry run: in Kantata with other values, not invoiced; an upload changes it in place
     UPDATED = "updated"  # was in Kantata with other values; changed in place (PUT)
     CONFLICT = "conflict"  # cannot be applied as it stands (invoiced, deleted, another project, a key on two)

@@ -20,14 +20,18 @@ import pandas as pd
 import requests
 
 from importer.delivery import (
+    Action,
     Delivery,
     OnOutcomes,
     Plan,
+    Step,
     StopSwitch,
     ToSend,
+    describe,
     journal_path,
     one_upload_to,
     patient_interrupts,
+    plan_steps,
     schedule_digest,
 )
 from importer.errors import (
@@ -71,6 +75,7 @@ from importer.results import (
 )
 from importer.schedule import (
     DEFAULT_OPTIONS,
+    IDENTITY,
     ParseOptions,
     RawSchedule,
     ReadAhead,
@@ -142,7 +147,12 @@ def _deferrable(rows: pd.DataFrame) -> bool:
     an issue while building (no user keys: a derived key hashes its occurrence in, so none repeats), and when
     the look-up needs no key (over LOOKUP_CHUNK rows, it first asks which projects hold any import at all: in
     those that hold none, no key needs looking up; otherwise they are all built first, as before)."""
-    return len(rows) > LOOKUP_CHUNK and not has_user_keys(rows)
+    return len(rows) > LOOKUP_CHUNK and not has_user_keys(rows) and not has_ids(rows)
+
+
+def has_ids(rows: pd.DataFrame) -> bool:
+    """Whether any row names its milestone: such a row is updated, never created, so its look-up is needed."""
+    return IDENTITY in rows.columns and bool(rows[IDENTITY].notna().any())
 
 
 def _built(rows: pd.DataFrame) -> Iterator[Item]:
@@ -231,7 +241,7 @@ def run_validate(
 
     Offline it checks each row on its own. `online` (by default: when `settings` are given; they need a token)
     it also asks Kantata, with GETs only, whether projects and tasks exist and belong together, whether amounts
-    fit each project's currency and which rows an earlier run created (`checks.py`); those rows are `exists`.
+    fit each project's currency and which rows an earlier run created (`checks.py`); those rows are `unchanged`.
     How cells are read (`ParseOptions.of(settings)`, the sheet) comes from `settings`; `sheet` wins when given.
     `read_ahead`: the early read the caller started (schedule.start_prefetch), used only for this file."""
     started = dt.datetime.now(dt.UTC)
@@ -249,9 +259,16 @@ def run_validate(
         return _finish(raw, validated, _in_order(issues), outcomes, RunInfo(True, None, started), out,
                        on_progress=on_progress)  # fmt: skip
     (on_stage or (lambda _: None))(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
-    checked, made = _check_online(raw, validated, items, settings, session, options)
+    checked, steps, made = _check_online(raw, validated, items, settings, session, options)
     for row, milestone_id in checked.existing.items():
-        outcomes[row] = Outcome(row, Status.EXISTS, milestone_id)
+        outcomes[row] = Outcome(row, Status.UNCHANGED, milestone_id)
+    for step in steps:  # what an upload would do with the rows Kantata holds
+        if step.action is Action.UPDATE:
+            outcomes[step.item.row] = Outcome(step.item.row, Status.UPDATE, step.milestone_id,
+                                              changes=describe(step.changes))  # fmt: skip
+        elif step.action is Action.CONFLICT:
+            outcomes[step.item.row] = Outcome(step.item.row, Status.CONFLICT, step.milestone_id, (step.reason,),
+                                              describe(step.changes))  # fmt: skip
     for issue in checked.issues:
         if issue.is_error:
             outcomes[issue.row] = Outcome(issue.row, Status.INVALID)
@@ -274,15 +291,18 @@ def _check_online(
     settings: Settings,
     session: requests.Session | None,
     options: ParseOptions,
-) -> tuple[OnlineCheck, dict[str, int]]:
-    """The online checks over one client, and what they cost in requests per route."""
+) -> tuple[OnlineCheck, list[Step], dict[str, int]]:
+    """The online checks over one client, the plan an upload would carry out, and what they cost in requests
+    per route."""
     assert settings.token is not None  # run_validate refused a missing token before reading the file
     client = KantataClient(settings, settings.token, session=session)
     try:
-        checked = check_online(raw, validated.rows, items, client, options)
+        steps = plan_steps(client, items)
+        known = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED and s.milestone_id}
+        checked = check_online(raw, validated.rows, items, client, options, known=known)
     finally:
         client.close()
-    return checked, dict(client.stats.routes)
+    return checked, steps, dict(client.stats.routes)
 
 
 def _in_order(issues: list[CellIssue]) -> list[CellIssue]:

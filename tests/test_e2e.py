@@ -77,7 +77,7 @@ def test_second_run_creates_nothing_and_reports_exists_with_the_first_ids(
     assert main(["upload", str(path), "-o", str(path.with_name("second.xlsx"))]) == 0
 
     second = read_results(path.with_name("second.xlsx"))
-    assert {r["status"] for r in second} == {"exists"}
+    assert {r["status"] for r in second} == {"unchanged"}
     assert {r["title"]: r["billing_milestone_id"] for r in second} == first
     assert sandbox.stats()["POST /billing_milestones"] == posts
     assert len(sandbox.milestones()) == 30
@@ -425,26 +425,26 @@ def test_summary_totals_per_project_are_exact_sums_by_status(sandbox: Any, make_
     rows[7][1] = "12.5"  # invalid: not counted
     first = make_schedule(rows[:10], name="first")
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
-    run_upload(first, settings)  # rows 0-9 are then `exists` in the second run
+    run_upload(first, settings)  # rows 0-9 are then `unchanged` in the second run
     path = make_schedule(rows, name="all")
     result = run_upload(path, settings)
-    assert result.counts["exists"] == 9 and result.counts["created"] == 20 and result.counts["invalid"] == 1
+    assert result.counts["unchanged"] == 9 and result.counts["created"] == 20 and result.counts["invalid"] == 1
     expected: dict[int, dict[str, int]] = {}
     for n, row in enumerate(rows):
         if n == 7:
             continue
-        status = "exists" if n < 10 else "created"
+        status = "unchanged" if n < 10 else "created"
         by_status = expected.setdefault(row[2], {})
         by_status[status] = by_status.get(status, 0) + int(row[1])
     summary = list(openpyxl.load_workbook(result.output, read_only=True)["Summary"].iter_rows(values_only=True))
     top = next(i for i, r in enumerate(summary) if r[0] == "Project ID")
     header = list(summary[top])
-    assert header == ["Project ID", "Rows", "created (cents)", "exists (cents)", "Total (cents)", "Currency"]
+    assert header == ["Project ID", "Rows", "created (cents)", "unchanged (cents)", "Total (cents)", "Currency"]
     assert [r[5] for r in summary[top + 1 : top + 4]] == ["USD", "EUR", "GBP"]  # the projects' currencies
-    got = {r[0]: {"created": r[2], "exists": r[3], "rows": r[1], "total": r[4]} for r in summary[top + 1 : top + 4]}
+    got = {r[0]: {"created": r[2], "unchanged": r[3], "rows": r[1], "total": r[4]} for r in summary[top + 1 : top + 4]}
     for workspace, by_status in expected.items():
         assert got[workspace]["created"] == by_status.get("created", 0)
-        assert got[workspace]["exists"] == by_status.get("exists", 0)
+        assert got[workspace]["unchanged"] == by_status.get("unchanged", 0)
         assert got[workspace]["total"] == sum(by_status.values())
     assert sum(int(str(g["rows"])) for g in got.values()) == 29
 

@@ -54,7 +54,7 @@ def test_validate_ok(make_schedule: MakeSchedule, capsys: pytest.CaptureFixture[
     assert summary["counts"] == {
         "valid": 2,
         "created": 0,
-        "exists": 0,
+        "unchanged": 0,
         "update": 0,
         "updated": 0,
         "conflict": 0,
@@ -236,7 +236,7 @@ def test_terminal_and_workbook_agree_after_an_upload(
     for workspace, (_rows, amount) in terminal.items():
         cents = workbook[workspace]
         assert Decimal(amount.replace(",", "")) * 100 == cents.get("created (cents)", 0) + cents.get(
-            "exists (cents)", 0
+            "unchanged (cents)", 0
         )
     assert 1099 not in terminal  # rejected: nothing of it is in Kantata
     assert "next: fix the 1 invalid and 1 rejected rows (see the Errors sheet) and run the same command again" in out

@@ -524,7 +524,7 @@ def _closing_summary(result: RunResult, args: argparse.Namespace, settings: Sett
 
 def _amounts(result: RunResult, settings: Settings, *, dry_run: bool) -> list[str]:
     """Per project, the rows that will be created (dry run: `valid`, not those `--online` found in Kantata
-    already) or are in Kantata (upload: `created` and `exists`) and their amount, exactly."""
+    already) or are in Kantata (upload: `created` and `unchanged`) and their amount, exactly."""
 
     def rows_of(t: ProjectTotal) -> int:
         return t.rows[Status.VALID.value] if dry_run else t.landed_rows
@@ -574,7 +574,7 @@ def _next_step(result: RunResult, args: argparse.Namespace, *, dry_run: bool) ->
         return "run the same command again to resume; nothing is sent twice"
     if dry_run and code == ExitCode.OK and result.counts[Status.VALID.value]:
         return _command(args, "upload")
-    if dry_run and code == ExitCode.OK and result.counts[Status.EXISTS.value]:
+    if dry_run and code == ExitCode.OK and result.counts[Status.UNCHANGED.value]:
         return "nothing to upload: every row is already in Kantata"
     return None
 

@@ -11,20 +11,30 @@ if TYPE_CHECKING:
     from importer.delivery.journal import schedule_digest as schedule_digest
     from importer.delivery.ledger import Ledger as Ledger
     from importer.delivery.ledger import one_upload_to as one_upload_to
+    from importer.delivery.planner import Action as Action
     from importer.delivery.planner import Plan as Plan
+    from importer.delivery.planner import Step as Step
     from importer.delivery.planner import plan as plan
     from importer.delivery.recorder import OnOutcomes as OnOutcomes
     from importer.delivery.recorder import OnSending as OnSending
     from importer.delivery.recorder import Recorder as Recorder
     from importer.delivery.session import Delivery as Delivery
     from importer.delivery.session import ToSend as ToSend
+    from importer.delivery.session import look_up as look_up
+    from importer.delivery.session import plan_steps as plan_steps
     from importer.delivery.settle import settle_in_flight as settle_in_flight
     from importer.delivery.signals import StopSwitch as StopSwitch
     from importer.delivery.signals import patient_interrupts as patient_interrupts
+    from importer.delivery.updates import describe as describe
     from importer.delivery.upload import SETTLE_POLL as SETTLE_POLL
     from importer.delivery.upload import Uploader as Uploader
 
 _HOMES = {
+    "look_up": "session",
+    "plan_steps": "session",
+    "describe": "updates",
+    "Step": "planner",
+    "Action": "planner",
     "Delivery": "session",
     "Journal": "journal",
     "journal_path": "journal",

@@ -4,7 +4,7 @@ stopped.
 Kantata itself is the source of truth for *whether* a row exists (the look-up by import key); the journal adds
 what Kantata cannot tell: that a milestone was created by *this* import, not an earlier one. Each batch is
 journalled *before* it is sent (a kill during the request may still create it) and its created ids after. On
-resume, rows this import sent that Kantata now has are reported `created` (not `exists`), so the final workbook
+resume, rows this import sent that Kantata now has are reported `created` (not `unchanged`), so the final workbook
 is the one an uninterrupted run would have written. A journal belongs to one schedule content and one results
 path; it is removed when a run ends with every row settled, and kept (for the next run to resume from) when it
 stops early.

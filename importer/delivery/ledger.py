@@ -33,7 +33,7 @@ from importer.outcomes import Outcome, Status
 
 FILE_NAME = "inflight.jsonl"
 LEDGER = "the ledger of requests in flight"
-SETTLED = (Status.CREATED, Status.REJECTED, Status.EXISTS)  # answered: nothing of theirs is still being written
+SETTLED = (Status.CREATED, Status.REJECTED, Status.UNCHANGED)  # answered: nothing of theirs is still being written
 
 
 def _flock(fh: IO[str], *, wait: bool = True) -> bool:

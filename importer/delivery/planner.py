@@ -59,15 +59,25 @@ class Step:
 
 
 def living_plan(
-    items: Sequence[Item], by_id: Mapping[str, Milestone], by_key: Mapping[ImportKey, Sequence[Milestone]]
+    items: Sequence[Item],
+    by_id: Mapping[str, Milestone],
+    by_key: Mapping[ImportKey, Sequence[Milestone]],
+    settled: Mapping[ImportKey, str] | None = None,
 ) -> list[Step]:
     """Each row's step. A row is its milestone by id when it carries one, else by its key (the user's own
     external reference, or the derived one). Nothing is changed that is on an invoice, that Kantata no longer has,
-    that sits in another project than the row names, or whose key two milestones hold: those are conflicts."""
-    return [_step(item, by_id, by_key) for item in items]
+    that sits in another project than the row names, or whose key two milestones hold: those are conflicts.
+    `settled`: keys found by id only, after waiting for an interrupted run's requests; that run sent these very
+    rows, so they are unchanged."""
+    return [_step(item, by_id, by_key, settled or {}) for item in items]
 
 
-def _step(item: Item, by_id: Mapping[str, Milestone], by_key: Mapping[ImportKey, Sequence[Milestone]]) -> Step:
+def _step(
+    item: Item,
+    by_id: Mapping[str, Milestone],
+    by_key: Mapping[ImportKey, Sequence[Milestone]],
+    settled: Mapping[ImportKey, str],
+) -> Step:
     if item.milestone_id is not None:
         found = by_id.get(item.milestone_id)
         if found is None:
@@ -75,6 +85,8 @@ def _step(item: Item, by_id: Mapping[str, Milestone], by_key: Mapping[ImportKey,
                         "there?): clear its id to create it again, or remove the row")  # fmt: skip
         return _compare(item, found)
     held = by_key.get(item.key, ())
+    if not held and item.key in settled:
+        return Step(item, Action.UNCHANGED, Milestone(settled[item.key], None, {}, invoiced=False))
     if not held:
         return Step(item, Action.CREATE)
     if len(held) > 1:

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from importer.delivery.journal import Journal
 from importer.delivery.ledger import Ledger
-from importer.delivery.planner import Plan, plan
+from importer.delivery.planner import Action, Plan, Step, living_plan, plan
 from importer.delivery.recorder import OnOutcomes, Recorder
 from importer.delivery.settle import settle_in_flight
+from importer.delivery.updates import apply_updates, describe
 from importer.delivery.upload import Uploader
 from importer.errors import ApiUnavailable, ImporterError, Interrupted, JournalNotWritten
-from importer.kantata import Currencies, ImportKey, Item, KantataClient
+from importer.kantata import Currencies, ImportKey, Item, KantataClient, Milestone
 from importer.outcomes import Outcome, Status
 from importer.progress import OnProgress, Stage, Ticker, for_stage
 from importer.settings import Settings
@@ -32,11 +33,41 @@ Say = Callable[[str], None]
 @dataclass(slots=True)
 class ToSend:
     """The rows an upload must find or send. With `build`, their items are made while the first batches are out
-    (none can turn out to be an issue while building); `items` is then empty until a look-up needs the keys."""
+    (none can turn out to be an issue while building); `items` is then empty until a look-up needs the keys.
+    `by_id` and `by_key`: what the look-up found of them."""
 
     rows: list[int]
     items: list[Item]
     build: Callable[[], Iterable[Item]] | None = None
+    by_id: dict[str, Milestone] = field(default_factory=dict)
+    by_key: dict[ImportKey, list[Milestone]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Found:
+    """What Kantata holds of a schedule's rows: milestones by the ids rows carry, and by the keys of the rest."""
+
+    by_id: dict[str, Milestone]
+    by_key: dict[ImportKey, list[Milestone]]
+
+    @property
+    def existing(self) -> dict[ImportKey, str]:
+        return {key: held[0].id for key, held in self.by_key.items()}
+
+
+def look_up(client: KantataClient, items: Sequence[Item], *, untouched: Sequence[int] | None = None) -> Found:
+    """One look-up for a dry run and an upload alike, so that what `validate --online` shows is what `upload`
+    then does: rows with an id by id (200 a request), the others by key (see KantataClient.find_imported)."""
+    ids = [i.milestone_id for i in items if i.milestone_id is not None]
+    keyed = [i for i in items if i.milestone_id is None]
+    by_id = client.milestones(ids) if ids else {}
+    return Found(by_id, client.find_imported_milestones(keyed, untouched=untouched))
+
+
+def plan_steps(client: KantataClient, items: Sequence[Item]) -> list[Step]:
+    """The dry run's plan: each row's step, from one look-up."""
+    found = look_up(client, items)
+    return living_plan(items, found.by_id, found.by_key)
 
 
 @dataclass(slots=True)
@@ -135,8 +166,11 @@ class Delivery:
                 to_send.items = list(to_send.build())
                 to_send.build = None
         if to_send.build is None:
-            existing.update(self.client.find_imported(to_send.items, untouched=untouched))
-            settle_in_flight(self.client, journal, ledger, to_send.items, existing, self.settings, self.say)
+            found = look_up(self.client, to_send.items, untouched=untouched)
+            to_send.by_id, to_send.by_key = found.by_id, found.by_key
+            existing.update(found.existing)
+            keyed = [i for i in to_send.items if i.milestone_id is None]  # a row with an id is never created
+            settle_in_flight(self.client, journal, ledger, keyed, existing, self.settings, self.say)
         lookup.end(len(to_send.rows))
 
     def _send(
@@ -148,10 +182,14 @@ class Delivery:
         sinks: Callable[[Plan], Sequence[OnOutcomes]],
     ) -> Delivered:
         batch_size = self.settings.batch_size
+        steps: list[Step] = []
         if to_send.build is not None:
             the_plan = Plan(to_send.rows, to_send.build(), {}, batch_size)
         else:
-            the_plan = plan(to_send.items, existing, batch_size=batch_size)
+            steps = living_plan(to_send.items, to_send.by_id, to_send.by_key, existing)
+            creates = [s.item for s in steps if s.action is Action.CREATE]
+            unchanged = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED}
+            the_plan = Plan([i.row for i in creates], creates, _ids(unchanged), batch_size)
         needed = -(-len(the_plan.rows) // batch_size)
         self.say(f"sending {len(the_plan.rows)} rows in {needed} request{'s' if needed != 1 else ''}")
         progress = _sending_progress(self.on_progress, the_plan.rows)
@@ -165,20 +203,42 @@ class Delivery:
                 *sinks(the_plan),
             ],
         )
+        conflicts = [_conflict(s) for s in steps if s.action is Action.CONFLICT]
+        if conflicts:
+            recorder.record(conflicts)
         result = Uploader(self.client, recorder=recorder).run(the_plan, sent_before=journal.sent_before)
-        return Delivered(result.outcomes, result.stopped, result.requests, len(the_plan.existing))
+        outcomes = {**result.outcomes, **{o.row: o for o in conflicts}}
+        stopped = result.stopped
+        updates = [s for s in steps if s.action is Action.UPDATE]
+        if updates and stopped is None:
+            self.say(f"updating {len(updates)} milestone{'s' if len(updates) != 1 else ''} in place")
+            changed, stopped = apply_updates(self.client, updates, recorder)
+            outcomes.update(changed)
+        elif updates:
+            left = [Outcome(s.item.row, Status.NOT_SENT, s.milestone_id, (f"not sent: {stopped}",)) for s in updates]
+            recorder.record(left)
+            outcomes.update((o.row, o) for o in left)
+        return Delivered(outcomes, stopped, result.requests, len(the_plan.existing))
 
     def _not_sent(
         self, journal: Journal, to_send: ToSend, existing: dict[ImportKey, str], stopped: ImporterError
     ) -> Delivered:
         """Every row `not_sent`, except those found before the stop: `created` if the interrupted run sent them
-        (as an uninterrupted run would report them), else `exists`."""
+        (as an uninterrupted run would report them), else `unchanged`."""
         reason = f"not sent: {stopped}"
         outcomes = {row: Outcome(row, Status.NOT_SENT, None, (reason,)) for row in to_send.rows}
         found = plan(to_send.items, existing, batch_size=self.settings.batch_size).existing
         for row, mid in found.items():
-            outcomes[row] = Outcome(row, Status.CREATED if row in journal.sent_before else Status.EXISTS, mid)
+            outcomes[row] = Outcome(row, Status.CREATED if row in journal.sent_before else Status.UNCHANGED, mid)
         return Delivered(outcomes, stopped, {}, len(found))
+
+
+def _ids(unchanged: dict[int, str | None]) -> dict[int, str]:
+    return {row: mid for row, mid in unchanged.items() if mid is not None}
+
+
+def _conflict(step: Step) -> Outcome:
+    return Outcome(step.item.row, Status.CONFLICT, step.milestone_id, (step.reason,), describe(step.changes))
 
 
 def _sending_progress(on_progress: OnProgress | None, to_send: Sequence[int]) -> OnOutcomes:

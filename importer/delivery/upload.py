@@ -99,7 +99,7 @@ class Uploader:
 
     def run(self, plan: Plan, *, sent_before: Collection[int] = ()) -> UploadResult:
         """Send the plan. `sent_before`: rows an interrupted run of this import sent (from the journal); those
-        Kantata has are reported `created`, as an uninterrupted run would have, rather than `exists`."""
+        Kantata has are reported `created`, as an uninterrupted run would have, rather than `unchanged`."""
         try:
             self._send_all(plan, sent_before)
         except KeyboardInterrupt:  # the first Ctrl-C, before the sending began or in its clean-up: escaping
@@ -107,7 +107,7 @@ class Uploader:
         return self._result(plan)
 
     def _send_all(self, plan: Plan, sent_before: Collection[int]) -> None:
-        self._record([Outcome(row, Status.CREATED if row in sent_before else Status.EXISTS, mid)
+        self._record([Outcome(row, Status.CREATED if row in sent_before else Status.UNCHANGED, mid)
                       for row, mid in plan.existing.items()])  # fmt: skip
         workers = max(1, min(SENDERS_PER_SLOT * self.client.settings.concurrency,
                              -(-len(plan.rows) // plan.batch_size)))  # fmt: skip

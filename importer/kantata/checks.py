@@ -4,7 +4,7 @@ One job: compare the rows that passed the offline checks with Kantata, reading o
 difference means for a row, as `CellIssue`s placed at the Excel row and column letter. The look-ups themselves
 are the client's (`only=` with 200 ids a request, every page read, cached for the run).
 
-- Rows an earlier run created (found by their import key) are `exists`, with their id, and not checked further:
+- Rows an earlier run created (found by their import key) are `unchanged`, with their id, and not checked further:
   nothing would be sent for them.
 - Every Project ID must be a project the token can see. Kantata answers a miss by leaving it out, so "no such
   project", "archived" and "the token's user is not on it" look the same and get one message.
@@ -57,11 +57,21 @@ class OnlineCheck:
 
 
 def check_online(
-    raw: RawSchedule, rows: pd.DataFrame, items: Sequence[Item], client: KantataClient, options: ParseOptions
+    raw: RawSchedule,
+    rows: pd.DataFrame,
+    items: Sequence[Item],
+    client: KantataClient,
+    options: ParseOptions,
+    *,
+    known: Mapping[int, str] | None = None,
 ) -> OnlineCheck:
-    """Compare the valid rows (indexed by Excel row) with Kantata; `items` carry their import keys."""
-    found = client.find_imported(items)
-    result = OnlineCheck(existing={i.row: found[i.key] for i in items if i.key in found})
+    """Compare the valid rows (indexed by Excel row) with Kantata; `items` carry their import keys. `known`: the
+    rows already in Kantata as they stand (row -> milestone id), when the caller has looked them up; otherwise
+    they are looked up here by key."""
+    if known is None:
+        found = client.find_imported(items)
+        known = {i.row: found[i.key] for i in items if i.key in found}
+    result = OnlineCheck(existing=dict(known))
     todo = rows.loc[~rows.index.isin(list(result.existing))]
     workspaces = client.workspaces(int(w) for w in todo["workspace_id"]) if len(todo) else {}
     story_ids = todo["story_id"].dropna()

@@ -289,15 +289,39 @@ class KantataClient:
     def get(self, path: str, params: Mapping[str, str | int], *, stop: threading.Event | None = None) -> dict[str, Any]:
         """A GET, retried on 429, 5xx, timeouts and connection errors (reading twice is harmless). With `stop`,
         no further try (and no wait for one) once it is set: Cancelled."""
+        response = self._retrying("GET", path, params=params, stop=stop, counted=("gets", f"GET /{path}"))
+        if response.status_code != 200:
+            hint = "; check --base-url (e.g. https://api.mavenlink.com/api/v1)" if response.status_code == 404 else ""
+            raise ApiUnavailable(
+                f"Kantata answered GET {path} with HTTP {response.status_code}: {error_text(response)}{hint}",
+                status=response.status_code,
+            )
+        return _json(response)
+
+    def _retrying(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        payload: bytes | None = None,
+        stop: threading.Event | None = None,
+        counted: tuple[str, str],
+    ) -> requests.Response:
+        """One request that is safe to repeat (a read, or a write whose repeat changes nothing), tried until it
+        gets an answer that is not 429 or 5xx, or `max_attempts` tries are spent. Auth refusals raise
+        TokenRejected at once; with `stop`, no further try (and no wait for one) once it is set: Cancelled."""
         last = ""
         for attempt in range(self.settings.max_attempts):
             if stop is not None and stop.is_set():
                 raise Cancelled
             try:
-                self.stats.count("gets", f"GET /{path}")
+                self.stats.count(*counted)
                 # (a stop also ends a wait for room, or for another request's 429 to pass: nothing is sent)
                 with self.limiter.slot(stop.is_set if stop is not None else None) as generation:
-                    response = self.session.get(self._url(path), params=params, timeout=self._timeout)
+                    response = self.session.request(method, self._url(path), params=params, data=payload,
+                                                    headers=_JSON_BODY if payload is not None else None,
+                                                    timeout=self._timeout)  # fmt: skip
             except requests.RequestException as exc:
                 last = transport_error(exc)
                 if attempt + 1 < self.settings.max_attempts:
@@ -312,18 +336,10 @@ class KantataClient:
                 if attempt + 1 < self.settings.max_attempts:
                     self.backoff(attempt, response, cancel=stop)
                 continue
-            if response.status_code != 200:
-                hint = (
-                    "; check --base-url (e.g. https://api.mavenlink.com/api/v1)" if response.status_code == 404 else ""
-                )
-                raise ApiUnavailable(
-                    f"Kantata answered GET {path} with HTTP {response.status_code}: {error_text(response)}{hint}",
-                    status=response.status_code,
-                )
             self.limiter.succeeded()
-            return _json(response)
+            return response
         raise ApiUnavailable(
-            f"Kantata at {sanitize_url(self.settings.base_url)} did not answer GET {path} after "
+            f"Kantata at {sanitize_url(self.settings.base_url)} did not answer {method} {path} after "
             f"{self.settings.max_attempts} tries (last: {last})",
             attempts=self.settings.max_attempts,
         )
@@ -383,7 +399,12 @@ class KantataClient:
         )
 
     def find_existing(self, keys: Iterable[ImportKey]) -> dict[ImportKey, str]:
-        """Which of these import keys already have a milestone, 200 refs per look-up, every page read."""
+        """Which of these import keys already have a milestone (the lowest id when two do)."""
+        return {key: held[0].id for key, held in self.find_milestones(keys).items()}
+
+    def find_milestones(self, keys: Iterable[ImportKey]) -> dict[ImportKey, list[Milestone]]:
+        """Every milestone holding each of these import keys, lowest id first (two mean a duplicate), 200 refs
+        per look-up, every page read."""
         wanted = set(keys)
         by_service: dict[tuple[str, str], list[str]] = {}
         for key in sorted(wanted):
@@ -398,15 +419,23 @@ class KantataClient:
             queries += [{"external_reference_service_model_ref": r} for r in refs if "," in r]
             base = {"external_reference_service_name": service, "external_reference_service_model": model}
             every_query.extend({**base, **query} for query in queries)
-        found: dict[ImportKey, str] = {}
-        for page_keys in self._each(every_query):
-            for key, milestone_id in page_keys:
-                if key in wanted:  # filters can be ignored by the server: trust only exact matches
-                    found.setdefault(key, milestone_id)
-        return found
+        found: dict[ImportKey, dict[str, Milestone]] = {}
+        for page in self._each(every_query):
+            for milestone in page:
+                for key in milestone.keys:
+                    if key in wanted:  # filters can be ignored by the server: trust only exact matches
+                        found.setdefault(key, {})[milestone.id] = milestone
+        return {key: sorted(held.values(), key=lambda m: m.sort_id) for key, held in found.items()}
 
     def find_imported(self, items: Sequence[Item], *, untouched: Collection[int] | None = None) -> dict[ImportKey, str]:
-        """`find_existing` for the rows of a schedule, skipping the look-ups that cannot find anything.
+        """`find_imported_milestones`, each key's lowest id."""
+        found = self.find_imported_milestones(items, untouched=untouched)
+        return {key: held[0].id for key, held in found.items()}
+
+    def find_imported_milestones(
+        self, items: Sequence[Item], *, untouched: Collection[int] | None = None
+    ) -> dict[ImportKey, list[Milestone]]:
+        """`find_milestones` for the rows of a schedule, skipping the look-ups that cannot find anything.
 
         A derived key hashes the row's project in (kantata/keys.py), so a milestone with that key can only be in that
         project: when Kantata counts no milestone of this importer in a group of projects, none of their rows'
@@ -421,13 +450,13 @@ class KantataClient:
             return {}
         derived = [i for i in items if i.key.derived]
         if len(derived) <= LOOKUP_CHUNK:  # one look-up request settles them all: a count would save nothing
-            return self.find_existing(i.key for i in items)
+            return self.find_milestones(i.key for i in items)
         if untouched is None:
             untouched = self.projects_without_imports(sorted({int(i.body["workspace_id"]) for i in derived}))
         empty = set(untouched)
         skip = {i.row for i in derived if int(i.body["workspace_id"]) in empty}
         wanted = [i.key for i in items if i.row not in skip]
-        return self.find_existing(wanted) if wanted else {}
+        return self.find_milestones(wanted) if wanted else {}
 
     def projects_without_imports(self, workspace_ids: Sequence[int]) -> list[int]:
         """The projects in which Kantata counts no milestone with this importer's derived keys."""
@@ -443,7 +472,7 @@ class KantataClient:
                 empty.extend(chunk)
         return empty
 
-    def _each(self, queries: list[dict[str, str | int]]) -> Iterable[list[tuple[ImportKey, str]]]:
+    def _each(self, queries: list[dict[str, str | int]]) -> Iterable[list[Milestone]]:
         """Every page of every query; several queries in flight at once when there are many."""
         if len(queries) <= 1 or self.settings.concurrency == 1:
             yield from (list(self._pages("billing_milestones", q)) for q in queries)
@@ -459,9 +488,9 @@ class KantataClient:
 
     def _pages(
         self, path: str, params: dict[str, str | int], stop: threading.Event | None = None
-    ) -> Iterable[tuple[ImportKey, str]]:
+    ) -> Iterable[Milestone]:
         for data in self._each_page(path, {**params, "include": "external_references"}, stop):
-            yield from milestone_keys(data).items()
+            yield from milestones_in(data)
 
     def _each_page(
         self, path: str, params: Mapping[str, str | int], stop: threading.Event | None = None
@@ -528,76 +557,32 @@ class KantataClient:
                 found.update((m.id, m) for m in milestones_in(data) if m.id in chunk)
         return found
 
-    def find_milestones(self, keys: Iterable[ImportKey]) -> dict[ImportKey, list[Milestone]]:
-        """Every milestone holding each of these import keys, lowest id first: two mean a duplicate."""
-        wanted = set(keys)
-        found: dict[ImportKey, dict[str, Milestone]] = {}
-        for data in self._each_page_of_keys(wanted):
-            for milestone in milestones_in(data):
-                for key in milestone.keys:
-                    if key in wanted:  # filters can be ignored by the server: trust only exact matches
-                        found.setdefault(key, {})[milestone.id] = milestone
-        return {k: sorted(ms.values(), key=lambda m: m.sort_id) for k, ms in found.items()}
-
-    def _each_page_of_keys(self, keys: Collection[ImportKey]) -> Iterable[dict[str, Any]]:
-        by_service: dict[tuple[str, str], list[str]] = {}
-        for key in sorted(keys):
-            by_service.setdefault((key.service_name, key.service_model), []).append(key.ref)
-        for (service, model), refs in by_service.items():
-            base = {"external_reference_service_name": service, "external_reference_service_model": model,
-                    "include": "external_references"}  # fmt: skip
-            listable = [r for r in refs if "," not in r]  # a comma would split the list filter
-            for i in range(0, len(listable), LOOKUP_CHUNK):
-                query = {**base, "external_reference_service_model_refs": ",".join(listable[i : i + LOOKUP_CHUNK])}
-                yield from self._each_page("billing_milestones", query)
-            for ref in (r for r in refs if "," in r):
-                yield from self._each_page("billing_milestones", {**base, "external_reference_service_model_ref": ref})
-
-    def change(self, milestone_id: str, fields: Mapping[str, Any]) -> ChangeAnswer:
+    def change(
+        self, milestone_id: str, fields: Mapping[str, Any], *, stop: threading.Event | None = None
+    ) -> ChangeAnswer:
         """PUT the fields of one milestone. Sending the same values twice changes nothing, so unlike a create
         this is retried after any answer that never came, as a GET is."""
         payload = json.dumps({"billing_milestone": dict(fields)}, allow_nan=False).encode()
-        return self._idempotent("PUT", f"billing_milestones/{milestone_id}", payload)
+        return self._write("PUT", milestone_id, payload, stop)
 
-    def remove(self, milestone_id: str) -> ChangeAnswer:
+    def remove(self, milestone_id: str, *, stop: threading.Event | None = None) -> ChangeAnswer:
         """DELETE one milestone; one already gone answers 404, which the caller reads as done."""
-        return self._idempotent("DELETE", f"billing_milestones/{milestone_id}", None)
+        return self._write("DELETE", milestone_id, None, stop)
 
-    def _idempotent(self, method: str, path: str, payload: bytes | None) -> ChangeAnswer:
-        last = ""
-        for attempt in range(self.settings.max_attempts):
-            try:
-                self.stats.count("writes", f"{method} /billing_milestones/{{id}}")
-                with self.limiter.slot() as generation:
-                    response = self.session.request(method, self._url(path), data=payload,
-                                                    headers=_JSON_BODY if payload is not None else None,
-                                                    params={"include": "external_references"} if payload else None,
-                                                    timeout=self._timeout)  # fmt: skip
-            except requests.RequestException as exc:
-                last = transport_error(exc)
-                if attempt + 1 < self.settings.max_attempts:
-                    self.backoff(attempt)
-                continue
-            self._raise_for_auth(response)
-            if response.status_code == 429 or response.status_code >= 500:
-                self.limiter.throttled(generation)
-                last = f"HTTP {response.status_code}: {error_text(response)}"
-                if attempt + 1 < self.settings.max_attempts:
-                    self.backoff(attempt, response)
-                continue
-            self.limiter.succeeded()
-            if response.status_code in (400, 404, 422):
-                return ChangeAnswer(response.status_code, errors=_errors(response))
-            if response.status_code not in (200, 204):
-                raise ApiUnavailable(f"Kantata answered {method} {path} with HTTP {response.status_code}: "
-                                     f"{error_text(response)}", status=response.status_code)  # fmt: skip
-            found = list(milestones_in(_json(response))) if response.status_code == 200 and response.content else []
-            return ChangeAnswer(response.status_code, milestone=found[0] if found else None)
-        raise ApiUnavailable(
-            f"Kantata at {sanitize_url(self.settings.base_url)} did not answer {method} {path} after "
-            f"{self.settings.max_attempts} tries (last: {last})",
-            attempts=self.settings.max_attempts,
-        )
+    def _write(
+        self, method: str, milestone_id: str, payload: bytes | None, stop: threading.Event | None
+    ) -> ChangeAnswer:
+        path = f"billing_milestones/{milestone_id}"
+        params: dict[str, str | int] | None = {"include": "external_references"} if payload is not None else None
+        response = self._retrying(method, path, params=params, payload=payload, stop=stop,
+                                  counted=("writes", f"{method} /billing_milestones/{{id}}"))  # fmt: skip
+        if response.status_code in (400, 404, 422):
+            return ChangeAnswer(response.status_code, errors=_errors(response))
+        if response.status_code not in (200, 204):
+            raise ApiUnavailable(f"Kantata answered {method} {path} with HTTP {response.status_code}: "
+                                 f"{error_text(response)}", status=response.status_code)  # fmt: skip
+        found = list(milestones_in(_json(response))) if response.status_code == 200 and response.content else []
+        return ChangeAnswer(response.status_code, milestone=found[0] if found else None)
 
 
 def _json(response: requests.Response) -> dict[str, Any]:

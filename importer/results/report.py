@@ -46,7 +46,7 @@ Cut = tuple[int, int, int]  # a cell shown cut in the results: (row, column inde
 STATUS_COLOURS = {
     Status.VALID: "#E2EFDA",
     Status.CREATED: "#C6EFCE",
-    Status.EXISTS: "#DDEBF7",
+    Status.UNCHANGED: "#DDEBF7",
     Status.UPDATE: "#FFF2CC",
     Status.UPDATED: "#FFE699",
     Status.CONFLICT: "#F4B084",

@@ -151,7 +151,7 @@ def _instructions(wb: xlsxwriter.Workbook) -> None:
         ("Amounts", "Amount (cents) is a whole number in the smallest unit of the project's currency: "
          "1,234.56 USD is 123456. Nothing is ever rounded: a decimal is an error."),
         ("Re-running", "Running upload again on the same file never creates a milestone twice: rows already "
-         "in Kantata are reported as exists with their id."),
+         "in Kantata are reported as unchanged with their id."),
         ("Other columns", "You may add your own columns (notes, PO numbers); they are kept in the results "
          "workbook and not sent."),
         ("Example", "The Example sheet holds two filled-in rows: a fixed_date one and an upon_completion one "

@@ -19,8 +19,8 @@ from importer.outcomes import Outcome, Status
 from importer.schedule import currency_decimals
 
 # Statuses of rows that are, or (dry run) would be, in Kantata: `valid` occurs only in a dry run and
-# `created` / `exists` only in an upload, so one sum serves both.
-LANDED = (Status.VALID, Status.CREATED, Status.EXISTS, Status.UPDATE, Status.UPDATED)
+# `created` / `unchanged` only in an upload, so one sum serves both.
+LANDED = (Status.VALID, Status.CREATED, Status.UNCHANGED, Status.UPDATE, Status.UPDATED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -244,7 +244,7 @@ def test_token_refused_midway_stops_with_exit_3_without_touching_other_rows(
     # The first batch, plus at most one batch per sending thread: each may have sent its batch before the first
     # answer was recorded (and the token revoked), none a second one after.
     assert 10 <= created <= 10 * SENDERS_PER_SLOT * concurrency and created % 10 == 0
-    assert result.counts == {"valid": 0, "created": created, "exists": 0, "update": 0, "updated": 0, "conflict": 0,
+    assert result.counts == {"valid": 0, "created": created, "unchanged": 0, "update": 0, "updated": 0, "conflict": 0,
                              "invalid": 0, "rejected": 0, "not_sent": 200 - created}  # fmt: skip
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     assert {f"T{o.row - 2}": o.milestone_id for o in result.outcomes.values() if o.milestone_id} == ids
@@ -809,7 +809,7 @@ def test_a_first_import_built_while_sending_stops_and_resumes_exactly_once(sandb
     assert any(s.startswith("resuming an interrupted upload") for s in said), said
     # The batches refused with 401 were not written: journalled as withdrawn, so nothing is waited for.
     assert not any("waiting up to" in s for s in said) and time.monotonic() - started < 60, said
-    assert second.counts["created"] == 600 and second.counts["exists"] == 0  # as an uninterrupted run reports
+    assert second.counts["created"] == 600 and second.counts["unchanged"] == 0  # as an uninterrupted run reports
     titles = Counter(str(m["title"]) for m in sandbox.milestones())
     assert len(titles) == 600 and set(titles.values()) == {1}
     assert {o.milestone_id for o in second.outcomes.values()} == {str(m["id"]) for m in sandbox.milestones()}

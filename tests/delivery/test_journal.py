@@ -165,7 +165,7 @@ def test_created_lines_lost_to_a_power_cut_cost_no_wait_and_no_duplicate(
     assert time.monotonic() - started < 30  # no wait for the read timeout (60 s after the "sending" line)
     assert any("resuming an interrupted upload of this schedule (10 rows sent before)" in s for s in said), said
     assert not any("waiting up to" in s for s in said), said
-    assert result.counts["created"] == 30 and result.counts["exists"] == 0
+    assert result.counts["created"] == 30 and result.counts["unchanged"] == 0
     assert len(sandbox.milestones()) == 30  # none twice
     assert [result.outcomes[row].milestone_id for row in range(2, 12)] == [
         earlier.outcomes[row].milestone_id for row in range(2, 12)

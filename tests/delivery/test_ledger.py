@@ -243,7 +243,7 @@ def test_a_run_whose_keys_all_settled_leaves_the_file_as_it_found_it(state: Path
     run = Ledger.open(URL, 60.0, state)
     assert run is not None
     _went(run, [_item(1), _item(2)])
-    run.settled([Outcome(1, Status.CREATED, "7"), Outcome(2, Status.EXISTS, "8")])
+    run.settled([Outcome(1, Status.CREATED, "7"), Outcome(2, Status.UNCHANGED, "8")])
     run.close()
     assert (state / FILE_NAME).read_bytes().split() == kept.split()  # the earlier line only (blank lines aside)
     other = Ledger.open(URL, 60.0, state)

@@ -177,7 +177,7 @@ def test_rows_kantata_already_has_are_not_sent(sandbox: Any, make_schedule: Make
     sink = Sink()
     result = _upload(sandbox, the_plan, sink, [])
     assert sink.left_rows == [[items[0].row, items[2].row]]
-    assert result.outcomes[items[1].row] == Outcome(items[1].row, Status.EXISTS, "424242")
+    assert result.outcomes[items[1].row] == Outcome(items[1].row, Status.UNCHANGED, "424242")
     assert len(_ids_in_sandbox(sandbox)) == 2
 
 

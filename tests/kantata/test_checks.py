@@ -109,7 +109,7 @@ def test_rows_already_uploaded_show_exists_with_their_id(
     assert result.counts == {
         "valid": 1,
         "created": 0,
-        "exists": 3,
+        "unchanged": 3,
         "update": 0,
         "updated": 0,
         "conflict": 0,
@@ -120,15 +120,15 @@ def test_rows_already_uploaded_show_exists_with_their_id(
     assert result.existing_found == 3 and result.exit_code == ExitCode.OK
     rows = read_results(result.output)
     assert [(r["status"], r["billing_milestone_id"]) for r in rows] == [
-        ("exists", ids["Milestone 0"]),
-        ("exists", ids["Milestone 1"]),
-        ("exists", ids["Milestone 2"]),
+        ("unchanged", ids["Milestone 0"]),
+        ("unchanged", ids["Milestone 1"]),
+        ("unchanged", ids["Milestone 2"]),
         ("valid", None),
     ]
     assert len(sandbox.milestones()) == 3  # a dry run sends nothing
     assert all(not route.startswith("POST") for route in result.requests)
     again = _online(first, settings, output=first.with_name("again.xlsx"))
-    assert again.counts["exists"] == 3
+    assert again.counts["unchanged"] == 3
     assert again.requests == {"GET /billing_milestones": 1}  # nothing to send, so nothing more to check
 
 
@@ -282,7 +282,7 @@ def test_many_projects_are_asked_for_200_at_a_time(
     assert result.counts == {
         "valid": 5,
         "created": 0,
-        "exists": 0,
+        "unchanged": 0,
         "update": 0,
         "updated": 0,
         "conflict": 0,
@@ -399,7 +399,7 @@ def test_cli_when_every_row_is_already_in_kantata_there_is_nothing_to_upload(
     assert main(["validate", str(path), "--online"]) == 0
     captured = capsys.readouterr()
     assert "note: online checks: 1 request to Kantata (GET /billing_milestones 1), nothing sent" in captured.err
-    assert captured.out.splitlines()[0] == '3 rows read (sheet "Billing"): 3 exists'
+    assert captured.out.splitlines()[0] == '3 rows read (sheet "Billing"): 3 unchanged'
     assert captured.out.splitlines()[-1] == "next: nothing to upload: every row is already in Kantata"
 
 
@@ -443,7 +443,7 @@ def test_the_online_dry_runs_summary_counts_only_the_rows_still_to_be_created(
     sandbox: Any, settings: Settings, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    """After an upload, `validate --online` counts the rows found in Kantata as exists, not under "to be
+    """After an upload, `validate --online` counts the rows found in Kantata as unchanged, not under "to be
     created (valid rows)": the totals are only the new row's."""
     sandbox.reset()
     run_upload(make_schedule([good_row(1), good_row(2)], name="first"), settings)
@@ -452,7 +452,7 @@ def test_the_online_dry_runs_summary_counts_only_the_rows_still_to_be_created(
     monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
     assert main(["validate", str(path), "--online"]) == 0
     out = capsys.readouterr().out
-    assert "3 rows read" in out and "1 valid, 2 exists" in out
+    assert "3 rows read" in out and "1 valid, 2 unchanged" in out
     assert [line.split() for line in out.splitlines() if line.startswith("  project")] == [
         ["project", "1001", "1", "100.03", "USD"]
     ]

@@ -27,7 +27,7 @@ def test_a_first_import_costs_one_count_not_a_look_up_per_200_rows(sandbox: Any,
     assert _gets(sandbox) == 1  # one count for the three projects; no key look-ups
 
     again = run_upload(_schedule(tmp_path / "a.csv", rows), settings, output=tmp_path / "again.xlsx")
-    assert again.counts["exists"] == 450 and len(sandbox.milestones()) == 450  # nothing twice
+    assert again.counts["unchanged"] == 450 and len(sandbox.milestones()) == 450  # nothing twice
     assert _gets(sandbox) == 1 + 1 + 3  # the count is not zero now: every key is looked up, 200 a request
 
 
@@ -41,7 +41,7 @@ def test_rows_of_a_new_project_skip_the_look_up_and_an_old_project_keeps_it(sand
     assert result.counts["created"] == 250
     assert _gets(sandbox) == gets + 1  # project 1002 has nothing of ours: the count alone settles it
     both = run_upload(_schedule(tmp_path / "both.csv", old + new), settings)
-    assert both.counts["exists"] == 260 and len(sandbox.milestones()) == 260
+    assert both.counts["unchanged"] == 260 and len(sandbox.milestones()) == 260
 
 
 def test_a_small_schedule_is_looked_up_without_a_count(sandbox: Any, tmp_path: Path) -> None:
@@ -59,4 +59,4 @@ def test_a_users_own_reference_is_always_looked_up(sandbox: Any, tmp_path: Path)
     run_upload(path, settings)
     assert _gets(sandbox) == 1  # its key carries no project: looked up by reference, no count needed
     again = run_upload(path, settings, output=tmp_path / "again.xlsx")
-    assert again.counts["exists"] == 1 and len(sandbox.milestones()) == 1
+    assert again.counts["unchanged"] == 1 and len(sandbox.milestones()) == 1

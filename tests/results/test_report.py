@@ -156,8 +156,8 @@ def test_an_earlier_results_workbook_fed_back_has_its_outcome_columns_reused(
     _write(raw, validate_rows(raw), first)
     again = load_schedule(first, sheet="Billing")
     assert again.previous_outcomes == ["H", "I", "J"]
-    created = {row: Outcome(row, Status.EXISTS, "900001") if row == 3 else o for row, o in _outcomes().items()}
+    created = {row: Outcome(row, Status.UNCHANGED, "900001") if row == 3 else o for row, o in _outcomes().items()}
     second = _write(again, validate_rows(again), tmp_path / "again.xlsx", created)
     got = _sheet(second, "Billing")
     assert got[1] == [*HEADERS, "Notes", "status", "billing_milestone_id", "errors"]  # not a second set
-    assert got[2][7:] == ["exists", "900001", None]
+    assert got[2][7:] == ["unchanged", "900001", None]

@@ -78,7 +78,7 @@ def test_from_the_file_to_the_results_workbook(page: Page, served: Served, sandb
     assert summary["counts"]["created"] == plan["counts"]["valid"] and summary["exit_code"] == 0
     # The CLI, run again on the same schedule, finds every row the page created
     again = _cli("upload", schedule, page, sandbox=sandbox)
-    assert again["counts"]["exists"] == plan["counts"]["valid"] and again["counts"]["created"] == 0
+    assert again["counts"]["unchanged"] == plan["counts"]["valid"] and again["counts"]["created"] == 0
 
 
 def test_stop_then_resume_sends_nothing_twice(page: Page, sandbox: Any, make_schedule: MakeSchedule,

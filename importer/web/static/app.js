@@ -66,7 +66,7 @@ function showPlan(summary) {
   showCheck(summary);
   shown("plan", true);
   const c = summary.counts;
-  $("plan-counts").textContent = `to create: ${c.valid}, already in Kantata: ${c.exists}` +
+  $("plan-counts").textContent = `to create: ${c.valid}, already in Kantata: ${c.unchanged}` +
     (c.update ? `, to update: ${c.update}` : "") + (c.conflict ? `, in conflict: ${c.conflict}` : "") +
     `, invalid: ${c.invalid}`;
   fill($("totals").tBodies[0], summary.totals.map((t) => [[t.workspace_id, "num"], [t.currency || ""],
