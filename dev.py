@@ -3,6 +3,7 @@
 
     python3 dev.py demo   # upload the bundled sample schedule to the built-in sandbox
     python3 dev.py test   # ruff, mypy, pytest: exactly what CI runs
+    python3 dev.py serve  # the web page against the built-in sandbox (kantata-import serve --sandbox)
 
 Both create a virtual environment in .venv on first use and reuse it while pyproject.toml is unchanged.
 A script, not a Makefile, because a fresh machine (or Windows) may have Python but no make.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -41,9 +43,24 @@ def _ensure_venv() -> Path:
     print("installing kantata-import and its test tools into .venv ...", file=sys.stderr, flush=True)
     pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "install", "-e", f"{ROOT}[test]"], check=True)
+    subprocess.run([*pip, "install", "-e", f"{ROOT}[test,web]"], check=True)
     STAMP.write_text(wanted)
     return python
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _ensure_chromium() -> None:
+    """The browser tests drive the operating system's Chromium (Playwright's own download needs the internet).
+    Installed with apt-get when missing; when it cannot be, the tests fail rather than skip."""
+    if CHROMIUM.exists() or not shutil.which("apt-get"):
+        return
+    print("installing chromium for the browser tests (apt-get) ...", file=sys.stderr, flush=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
+    subprocess.run([*sudo, "apt-get", "update", "-q"], check=False, **quiet)  # type: ignore[call-overload]
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "chromium"], check=False, **quiet)  # type: ignore[call-overload]
 
 
 def _run(cmd: list[str], env: dict[str, str] | None = None) -> int:
@@ -113,6 +130,7 @@ def demo(python: Path) -> int:
 
 
 def test(python: Path, extra: list[str]) -> int:
+    _ensure_chromium()
     for step in (
         [str(python), "-m", "ruff", "check", "."],
         [str(python), "-m", "ruff", "format", "--check", "."],
@@ -128,7 +146,7 @@ def test(python: Path, extra: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"demo", "test", "venv"}:
+    if not argv or argv[0] not in {"demo", "test", "serve", "venv"}:
         print(__doc__, file=sys.stderr)
         return 2
     python = _ensure_venv()
@@ -136,6 +154,8 @@ def main(argv: list[str]) -> int:
         return demo(python)
     if argv[0] == "test":
         return test(python, argv[1:])
+    if argv[0] == "serve":
+        return _run([str(python), "-m", "importer", "serve", "--sandbox", *argv[1:]])
     return 0
 
 

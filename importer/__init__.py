@@ -35,12 +35,16 @@ _HOMES = {
     "run_validate": "pipeline",
     "Validated": "schedule",
     "validate_rows": "schedule",
+    "ProgressFeed": "progress",
+    "Stage": "progress",
+    "StopSwitch": "delivery",
     "Secret": "settings",
     "Settings": "settings",
     "write_template": "results",
 }
 
 if TYPE_CHECKING:
+    from importer.delivery import StopSwitch
     from importer.errors import (
         ApiUnavailable,
         AuthError,
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
     )
     from importer.outcomes import Outcome, Status
     from importer.pipeline import RunResult, run_upload, run_validate
+    from importer.progress import ProgressFeed, Stage
     from importer.results import write_template
     from importer.schedule import RawSchedule, Validated, load_schedule, validate_rows
     from importer.settings import Secret, Settings
@@ -73,12 +78,15 @@ __all__ = [
     "Interrupted",
     "MissingToken",
     "Outcome",
+    "ProgressFeed",
     "RawSchedule",
     "RunResult",
     "ScheduleError",
     "Secret",
     "Settings",
+    "Stage",
     "Status",
+    "StopSwitch",
     "TokenRejected",
     "Validated",
     "__version__",

@@ -25,6 +25,7 @@ from importer.delivery import (
     OnOutcomes,
     Plan,
     Step,
+    StopSwitch,
     ToSend,
     describe,
     journal_path,
@@ -329,9 +330,11 @@ def run_upload(
     on_stage: Callable[[str], None] | None = None,
     on_progress: OnProgress | None = None,
     read_ahead: ReadAhead | None = None,
+    stop: StopSwitch | None = None,
 ) -> RunResult:
     """Create the milestones of every valid row that Kantata does not already have; write the results. How cells
-    are read comes from `settings` (`sheet` wins when given); `read_ahead` as in run_validate."""
+    are read comes from `settings` (`sheet` wins when given); `read_ahead` as in run_validate. `stop`: the Ctrl-C
+    of a caller running this on another thread than the main one (a web page's Stop button)."""
     started = dt.datetime.now(dt.UTC)
     if settings.token is None:
         raise MissingToken.from_env(TOKEN_ENV)
@@ -364,7 +367,7 @@ def run_upload(
             return [s.add for s in streams]
 
         with (
-            patient_interrupts(say) as writing_begins,
+            patient_interrupts(say, stop) as writing_begins,
             _abandoned_on_error(lambda: streams[0] if streams else None),
             one_upload_to(
                 account, say, settings.state_dir, wait=settings.lock_wait, loading=Path(path), clock=settings.clock

@@ -11,6 +11,7 @@ closes it.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Callable
 
 CHUNK = 5_000  # rows between two calls: ~20 updates for a 100k-row file, a start and an end for a small one
@@ -67,3 +68,49 @@ class Ticker:
         self.done = self.total = done
         if self._tick is not None:
             self._tick(done, done)
+
+
+class ProgressFeed:
+    """A run's progress and stage messages kept for readers on other threads (a web page polling the server):
+    pass the feed as `on_progress` and its `say` as `on_stage`, then read `snapshot()`, or `wait(seen)` for
+    the next change. Thread-safe; it keeps the latest (done, total) per stage and the last `KEEP` messages."""
+
+    KEEP = 50
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._stages: dict[Stage, tuple[int, int | None]] = {}
+        self._messages: list[str] = []
+        self._current: Stage | None = None
+        self.version = 0  # bumped on every change
+
+    def __call__(self, stage: Stage, done: int, total: int | None) -> None:
+        with self._changed:
+            self._stages[stage] = (done, total)
+            self._current = stage
+            self._bump()
+
+    def say(self, text: str) -> None:
+        with self._changed:
+            self._messages = [*self._messages[-(self.KEEP - 1) :], text]
+            self._bump()
+
+    def _bump(self) -> None:
+        self.version += 1
+        self._changed.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """The version once it is past `seen`, or after `timeout` seconds, whichever comes first."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.version > seen, timeout)
+            return self.version
+
+    def snapshot(self) -> dict[str, object]:
+        """{"version", "stage" (the latest reported), "stages": {name: {"done", "total"}}, "messages"}."""
+        with self._changed:
+            return {
+                "version": self.version,
+                "stage": None if self._current is None else self._current.value,
+                "stages": {s.value: {"done": d, "total": t} for s, (d, t) in self._stages.items()},
+                "messages": list(self._messages),
+            }

@@ -50,7 +50,7 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_subcommand_has_help_and_is_in_the_readme() -> None:
     subs = _subparsers()
-    assert sorted(subs) == ["sandbox", "template", "upload", "validate"]
+    assert sorted(subs) == ["sandbox", "serve", "template", "upload", "validate"]
     for name, sub in subs.items():
         assert f"kantata-import {name}" in README, name
         assert sub.description and len(sub.description) > 20, name

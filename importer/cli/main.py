@@ -219,6 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox.add_arguments(sbx)
     sbx.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    web = sub.add_parser("serve", help="Open a page in your browser that does what these commands do.",
+                         description="Serve a local web page (on this machine only) to drop a schedule, check "
+                         "it, connect to Kantata and upload, then download the results. Needs the web extra: "
+                         f"{WEB_INSTALL}. Ctrl-C stops it.")  # fmt: skip
+    web.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    web.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this machine only; another needs "
+                     "--allow-remote)")  # fmt: skip
+    web.add_argument("--allow-remote", action="store_true",
+                     help="allow --host to be an address other machines can reach (the page has no TLS)")  # fmt: skip
+    web.add_argument("--sandbox", action="store_true", help="start the built-in Kantata look-alike too, to try it")
+    web.add_argument("--no-browser", action="store_true", help="print the page's address; do not open a browser")
+    web.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -326,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, held: list[Secret], log: logs.RunLog) -> int:
     """The command's handler, and the one place where what stops a run becomes words and an exit code."""
-    handlers = {"validate": _validate, "upload": _upload, "template": _template, "sandbox": _sandbox}
+    handlers = {"validate": _validate, "upload": _upload, "template": _template, "sandbox": _sandbox,
+                "serve": _serve}  # fmt: skip
     try:
         return int(handlers[args.command](args, held))
     except ImporterError as exc:
@@ -490,6 +505,44 @@ def _sandbox(args: argparse.Namespace, held: list[Secret]) -> int:
     except sqlite3.Error as exc:
         raise ConfigError(f"the sandbox cannot use --db {args.db} ({exc}); name a file in a folder you can write "
                           "to") from exc  # fmt: skip
+    return int(ExitCode.OK)
+
+
+WEB_INSTALL = 'pip install "kantata-import[web]"'
+WEB_MODULES = ("starlette", "uvicorn", "multipart", "jinja2")
+
+
+def _serve(args: argparse.Namespace, held: list[Secret]) -> int:
+    import importlib.util
+
+    missing = [name for name in WEB_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"the page needs the web extra, which is not installed (no {', '.join(missing)}): "
+                          f"run {WEB_INSTALL}")  # fmt: skip
+    from importer.settings import is_loopback
+
+    if not is_loopback(args.host):
+        if not args.allow_remote:
+            raise ConfigError(f"--host {args.host} would let other machines reach the page; add --allow-remote "
+                              "if that is what you want")  # fmt: skip
+        _err(f"warning: the page listens on {args.host}: anyone who can reach it and learns its address can "
+             "upload with your token; the traffic is not encrypted")  # fmt: skip
+    from importer.web import serve
+
+    settings = Settings.from_env(dict(os.environ))
+    if settings.token is not None:
+        held.append(settings.token)
+    try:
+        if args.sandbox:
+            with _sandbox_server() as (url, token):
+                held.append(token)
+                serve(replace(settings, base_url=url, token=token), host=args.host, port=args.port, say=_err,
+                      open_browser=not args.no_browser)  # fmt: skip
+        else:
+            serve(settings, host=args.host, port=args.port, say=_err, open_browser=not args.no_browser)
+    except OSError as exc:
+        raise ConfigError(f"the page cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); choose "
+                          "another --port (0 picks a free one)") from exc  # fmt: skip
     return int(ExitCode.OK)
 
 

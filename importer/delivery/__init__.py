@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from importer.delivery.session import look_up as look_up
     from importer.delivery.session import plan_steps as plan_steps
     from importer.delivery.settle import settle_in_flight as settle_in_flight
+    from importer.delivery.signals import StopSwitch as StopSwitch
     from importer.delivery.signals import patient_interrupts as patient_interrupts
     from importer.delivery.updates import describe as describe
     from importer.delivery.upload import SETTLE_POLL as SETTLE_POLL
@@ -51,6 +52,7 @@ _HOMES = {
     "SENDING_AHEAD": "journal",
     "settle_in_flight": "settle",
     "SETTLE_POLL": "upload",
+    "StopSwitch": "signals",
     "ToSend": "session",
     "Uploader": "upload",
 }

@@ -1,8 +1,14 @@
-"""Ctrl-C, SIGTERM and SIGHUP during an upload: the first stops the sending, later ones wait for the workbook."""
+"""Ctrl-C, SIGTERM and SIGHUP during an upload: the first stops the sending, later ones wait for the workbook.
+
+A caller whose upload runs on another thread than the main one (a web page's Stop button) gets no signal there;
+`StopSwitch` is its Ctrl-C: the same KeyboardInterrupt, raised in the thread that runs the upload, with the same
+rule that once the results workbook is being written a press only waits for it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import threading
@@ -11,13 +17,83 @@ from contextlib import contextmanager
 from types import FrameType
 
 
+class StopSwitch:
+    """Ctrl-C for an upload running on a thread of the caller's choosing (`Settings.stop`): `press()` from any
+    thread raises KeyboardInterrupt in the upload's thread, which then stops exactly as after a Ctrl-C (in-flight
+    batches settled, the rest `not_sent`, the workbook written, exit 130, resumable). A press before the upload
+    has begun sending stops it as soon as it begins; a press once the workbook is being written only waits.
+
+    The exception is delivered between two steps of Python code, so a press lands when the thread next runs
+    one: at the latest when the batch it is waiting for is answered (a Ctrl-C also interrupts the wait itself,
+    which only the main thread's signals can do)."""
+
+    __slots__ = ("_lock", "_pressed", "_say", "_thread", "_writing")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pressed = False
+        self._writing = False
+        self._thread: int | None = None
+        self._say: Callable[[str], None] = lambda _: None
+
+    @property
+    def pressed(self) -> bool:
+        return self._pressed
+
+    def press(self) -> None:
+        """Stop the upload as a Ctrl-C would; pressing again changes nothing."""
+        with self._lock:
+            first, self._pressed = not self._pressed, True
+            if self._writing:
+                self._say("finishing: settling what was sent and writing the results workbook")
+            elif first and self._thread is not None:
+                _raise_in(self._thread)
+
+    def _arm(self, say: Callable[[str], None]) -> None:
+        """The current thread runs the upload from now on; a press made before that stops it here."""
+        with self._lock:
+            self._thread, self._say, self._writing = threading.get_ident(), say, False
+            pressed = self._pressed
+        if pressed:
+            raise KeyboardInterrupt
+
+    def _writing_begins(self) -> None:
+        with self._lock:
+            self._writing = True
+
+    def _disarm(self) -> None:
+        """The upload is over: a press now reaches nothing (an exception left pending would hit the thread's
+        next, unrelated work)."""
+        with self._lock:
+            self._thread = None
+            self._writing = True
+
+
+def _raise_in(thread: int) -> None:
+    """KeyboardInterrupt in `thread`, as a signal raises it in the main thread (CPython's documented call)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(KeyboardInterrupt))
+
+
 @contextmanager
-def patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], None]]:
+def patient_interrupts(say: Callable[[str], None], stop: StopSwitch | None = None) -> Iterator[Callable[[], None]]:
     """The first Ctrl-C stops the upload (KeyboardInterrupt); later ones only say that it is finishing, so the
     batches on the wire are settled and the results workbook is written. Once the writing has begun (the
     callable given), every Ctrl-C is one of those: stopping then would lose the new ids of the rows sent
     (the journal would give them back on a re-run, but the user asked to stop, not to lose the workbook).
-    Only the main thread gets signals."""
+    Only the main thread gets signals; `stop` (any thread) is pressed by the caller instead, with the same rules."""
+    if stop is not None:
+        with _switched(stop, say) as pressed_late:
+            if threading.current_thread() is not threading.main_thread():
+                yield pressed_late
+                return
+            with patient_interrupts(say) as signalled:
+
+                def both() -> None:
+                    pressed_late()
+                    signalled()
+
+                yield both
+        return
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
@@ -56,6 +132,15 @@ def patient_interrupts(say: Callable[[str], None]) -> Iterator[Callable[[], None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def _switched(stop: StopSwitch, say: Callable[[str], None]) -> Iterator[Callable[[], None]]:
+    stop._arm(say)
+    try:
+        yield stop._writing_begins
+    finally:
+        stop._disarm()
 
 
 _SIGHUP = getattr(signal, "SIGHUP", None)  # not on Windows
