@@ -336,6 +336,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ConfigError(f"--batch-size must be between 1 and {MAX_BATCH} (Kantata's limit per request)")
+        if not 0 < self.connect_timeout <= 300:
+            raise ConfigError("connect_timeout must be more than 0 and at most 300 seconds")
         if not 1 <= self.read_timeout <= 3600:
             raise ConfigError("read_timeout must be between 1 and 3600 seconds")
         if not 1 <= self.server_timeout <= 3600:

@@ -29,6 +29,7 @@ KEYS: dict[str, tuple[type, str]] = {
     "sheet": (str, "sheet to read in .xlsx workbooks, like --sheet (ignored for CSV files)"),
     "batch_size": (int, "milestones per request, like --batch-size"),
     "concurrency": (int, "requests in flight at once while uploading"),
+    "connect_timeout": (int, "seconds to wait for a connection to Kantata before the attempt counts as failed"),
     "read_timeout": (int, "seconds to wait for an answer to one request before it counts as unanswered"),
     "server_timeout": (int, "seconds the server may go on working on a request it did not answer (Kantata: 180)"),
     "date_format": (str, "how non-ISO text dates are written, like --date-format"),

@@ -372,11 +372,12 @@ def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_
 
 
 def _cli(path: Path, url: str, *extra: str, server_timeout: int = 5) -> subprocess.Popen[str]:
-    """The CLI as its own process. A short server_timeout bounds how long a resumed run waits for requests that
-    an interrupted run may have left running at Kantata (the default, 180 s, is Kantata's own limit)."""
+    """The CLI as its own process. A short server_timeout and connect_timeout bound how long a resumed run waits
+    for requests that an interrupted run may have left running at Kantata (the defaults, 180 s and 10 s, are
+    Kantata's own limit and a slow network's); the sandbox on loopback connects at once."""
     env = {**os.environ, "KANTATA_BASE_URL": url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
     config = path.with_name("test-config.toml")
-    config.write_text(f"server_timeout = {server_timeout}\n")
+    config.write_text(f"server_timeout = {server_timeout}\nconnect_timeout = 1\n")
     return subprocess.Popen([sys.executable, "-m", "importer", "upload", str(path), "--batch-size", "10",
                              "--config", str(config), *extra],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
