@@ -315,3 +315,54 @@ def test_an_update_kantata_refuses_is_rejected_with_its_message(
     after = held(sandbox)
     assert after[int(ids[5])] == before[int(ids[5])]
     assert after[int(ids[2])]["amount_in_cents"] == 31000
+
+
+def _copy_in_kantata(sandbox: Any, milestone: dict[str, Any]) -> int:
+    """A second milestone with the same values and external reference, POSTed straight to Kantata as another tool
+    (or a person) would; its id."""
+    body = {f: milestone[f] for f in MILESTONE_FIELDS if milestone[f] is not None}
+    body["external_reference"] = {name: milestone[f"external_reference.{name}"]
+                                  for name in ("service_name", "service_model", "service_model_ref")}  # fmt: skip
+    answer = requests.post(f"{sandbox.url}/billing_milestones", json={"billing_milestones": [body]}, timeout=10,
+                           headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"})  # fmt: skip
+    answer.raise_for_status()
+    return int(answer.json()["results"][0]["id"])
+
+
+@pytest.mark.parametrize("identity", ["derived key", "external reference"])
+def test_a_key_held_by_two_milestones_is_a_conflict_naming_both_and_touches_neither(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, identity: str
+) -> None:
+    """A row's key held by two milestones: `validate --online` and `upload` both make the row a conflict whose
+    message names both ids and the one to delete; nothing is created, neither milestone is changed (not even when
+    the row, keyed by the user's own reference, was edited), and the conflict carries no id, so that the results
+    fed back in are the same conflict again."""
+    rows = [good_row(n) for n in range(3)]
+    headers = HEADERS
+    if identity == "external reference":
+        rows = [[*r, "finance-sheet", "row", f"FIN-{n}"] for n, r in enumerate(rows)]
+        headers = [*HEADERS, *REFERENCE]
+    results = month_one(env, make_schedule, rows, headers=headers)
+    ids = {row: int(mid) for row, (_, mid) in statuses(results).items() if mid is not None}
+    first = held(sandbox)[ids[3]]
+    copy = _copy_in_kantata(sandbox, first)
+    assert copy > ids[3]
+    schedule = make_schedule(rows, headers=headers, name="march")  # the schedule, not the results: no ids
+    if identity == "external reference":
+        edit(schedule, schedule, {"B3": 77777})  # a changed amount would be an update, were the key held once
+    before = held(sandbox)
+    writes = {k: v for k, v in sandbox.stats().items() if not k.startswith("GET")}
+
+    plan_code, plan = cli_json(env, "validate", str(schedule), "--online", "-o", str(tmp_path / "plan.xlsx"))
+    code, done = cli_json(env, "upload", str(schedule))
+
+    assert plan_code == code == ExitCode.ROWS_FAILED
+    assert {k: v for k, v in sandbox.stats().items() if not k.startswith("GET")} == writes  # no POST, PUT, DELETE
+    assert held(sandbox) == before
+    for path, summary in ((tmp_path / "plan.xlsx", plan), (schedule.with_name("march.results.xlsx"), done)):
+        out = {r["_row"]: r for r in read_results(path)}
+        assert {row: (r["status"], r["billing_milestone_id"]) for row, r in out.items()} == {
+            2: ("unchanged", ids[2]), 3: ("conflict", None), 4: ("unchanged", ids[4])}  # fmt: skip
+        message = out[3]["errors"]
+        assert f"held by 2 milestones ({ids[3]}, {copy}): delete {copy} in Kantata to keep the oldest" in message
+        assert [(i["row"], i["code"], i["message"]) for i in summary["issues"]] == [(3, "conflict", message)]

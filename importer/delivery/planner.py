@@ -92,10 +92,19 @@ def _step(
     if not held:
         return Step(item, Action.CREATE)
     if len(held) > 1:
-        ids = ", ".join(m.id for m in held)
-        return Step(item, Action.CONFLICT, held[0], reason=f"external reference {item.key} is held by milestones "
-                    f"{ids}: delete the extra ones in Kantata, or put the id of the right one in the row")  # fmt: skip
+        return _held_twice(item, held)
     return _compare(item, held[0])
+
+
+def _held_twice(item: Item, held: Sequence[Milestone]) -> Step:
+    """A key that several milestones hold (a copy made by hand, or by another tool) is a conflict naming them all:
+    neither is created again nor changed, since which one the row means is for a person to say. The step names no
+    milestone, so that the results fed back in are the same conflict again until one is left."""
+    kept, *extra = held  # lowest id first: the oldest, which an upload that finds its own copy keeps (converge.py)
+    ids, others = ", ".join(m.id for m in held), ", ".join(m.id for m in extra)
+    return Step(item, Action.CONFLICT, reason=f"external reference {item.key} is held by {len(held)} milestones "
+                f"({ids}): delete {others} in Kantata to keep the oldest ({kept.id}), then run again; or put the "
+                "id of the one to keep in this row's billing_milestone_id")  # fmt: skip
 
 
 def _compare(item: Item, found: Milestone) -> Step:
