@@ -18,7 +18,9 @@ import importer
 from importer.cli.config import KEYS
 from importer.cli.main import build_parser, main
 from importer.errors import EXIT_CODE_HELP, ExitCode
+from importer.outcomes import Status
 from importer.sandbox import DEFAULT_TOKEN
+from importer.schedule import OUTCOME_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -95,6 +97,25 @@ def test_online_capture_in_docs_is_what_the_command_prints(tmp_path: Path, capsy
     assert [port.sub("127.0.0.1:PORT", line) for line in printed] == [
         port.sub("127.0.0.1:PORT", line) for line in block
     ]
+
+
+def _section(page: str, title: str) -> str:
+    """The text under a `## title` heading of a page, up to the next `## ` heading (its `###` parts included)."""
+    after = page.split(f"\n## {title}\n", 1)
+    assert len(after) == 2, f"no section {title!r}"
+    return after[1].split("\n## ", 1)[0]
+
+
+def test_the_results_workbook_section_explains_every_status_and_outcome_column() -> None:
+    """A status or an outcome column added to the code without a line for the finance user fails here."""
+    section = _section(_page("files.md"), "The results workbook")
+    statuses = _section(section.replace("\n### ", "\n## "), "Every status, and what to do")
+    documented = re.findall(r"^\| `([a-z_]+)` \|", statuses, re.M)
+    assert documented == [s.value for s in Status]  # one row each, in the code's order
+    columns = _section(section.replace("\n### ", "\n## "), "The results sheet")
+    assert re.findall(r"^\| `([a-z_]+)` \|", columns, re.M) == list(OUTCOME_COLUMNS)
+    for part in ("Summary and Errors", "The results before", "Load it again next month"):
+        assert f"\n### {part}\n" in section, part
 
 
 def test_config_page_documents_every_config_key() -> None:
