@@ -35,7 +35,7 @@ def missing_sheet(path: Path) -> list[dict[str, Any]] | None:
         rows = list(wb[MISSING_SHEET].iter_rows(values_only=True))
     finally:
         wb.close()
-    return [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
+    return [dict(zip(map(str, rows[0]), r, strict=True)) for r in rows[1:]]
 
 
 def without_rows(results: Path, out: Path, drop: list[int], cells: dict[str, Any]) -> Path:
