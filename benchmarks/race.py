@@ -3,8 +3,9 @@
     .venv/bin/python -m benchmarks.race                     # 3,000 rows, 20 races
     .venv/bin/python -m benchmarks.race --rows 600 --times 5
 
-Each race starts two uploads of the same schedule together (threads released by one barrier), with separate state
-folders (two machines share nothing but Kantata) and two spellings of the sandbox's URL (`127.0.0.1` and
+Each race starts two uploads of the same schedule (threads released by one barrier, the second `stagger` seconds
+after the first: 0, 0.25, 0.5, 0.75 or 1 s in turn, so that some races overlap whole and some in part), with separate
+state folders (two machines share nothing but Kantata) and two spellings of the sandbox's URL (`127.0.0.1` and
 `localhost`, a trailing slash), against a sandbox with a few milliseconds from each request's arrival to its
 answer, so that their batches interleave. A race passes when Kantata holds each row once and both results name
 that milestone for every row. Printed per race: the copies the uploads found and deleted, and the time; at the
@@ -31,7 +32,7 @@ def _schedule(path: Path, rows: int) -> Path:
     return path
 
 
-def race(sandbox: Sandbox, folder: Path, rows: int, latency: float) -> tuple[bool, int, float]:
+def race(sandbox: Sandbox, folder: Path, rows: int, latency: float, stagger: float) -> tuple[bool, int, float]:
     """One race: (one milestone per row and both results agree, copies deleted, seconds)."""
     sandbox.reset()
     sandbox.set_faults(latency=latency, latency_covers_work=True)
@@ -43,6 +44,8 @@ def race(sandbox: Sandbox, folder: Path, rows: int, latency: float) -> tuple[boo
     def upload(name: str) -> None:
         settings = Settings(base_url=urls[name], token=Secret(DEFAULT_TOKEN), state_dir=folder / name)
         start.wait()
+        if name == "b":
+            time.sleep(stagger)
         results[name] = run_upload(path, settings, output=folder / f"{name}.xlsx")
 
     began = time.perf_counter()
@@ -73,10 +76,12 @@ def main() -> int:
         for n in range(args.times):
             folder = Path(tmp, str(n))
             folder.mkdir()
-            ok, copies, took = race(sandbox, folder, args.rows, args.latency)
+            stagger = (n % 5) * 0.25
+            ok, copies, took = race(sandbox, folder, args.rows, args.latency, stagger)
             passed += ok
-            print(f"race {n + 1}: {'one milestone per row' if ok else 'FAILED'}; rows reported as copies "
-                  f"(found and resolved): {copies}; {took:.1f} s", flush=True)  # fmt: skip
+            verdict = "one milestone per row" if ok else "FAILED"
+            print(f"race {n + 1} (second {stagger:.2f} s later): {verdict}; rows reported as copies (found and "
+                  f"resolved): {copies}; {took:.1f} s", flush=True)  # fmt: skip
     print(f"{passed} of {args.times} races of {args.rows:,} rows ended with one milestone per row and agreeing results")
     return 0 if passed == args.times else 1
 
