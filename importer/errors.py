@@ -7,6 +7,7 @@ stop a run. Run-stopping failures are exceptions from one base, each kind a thin
       ScheduleError               the file can't be used: missing, not a workbook, no such sheet, no header row
       ConfigError                 bad --batch-size, output path equal to the input, ...
         BadBaseUrl                the base URL cannot name a Kantata account; says which setting gave it
+        DeletionNotConfirmed      --delete-missing=N where N is not the count of milestones to delete
       AuthError                   token missing or refused; nothing (more) was sent
         MissingToken
         TokenRejected
@@ -128,6 +129,19 @@ class BadBaseUrl(ConfigError):
         shown = re.sub(r"//[^/?#]*@", "//***@", url.strip())
         like = "" if "https://" in problem else ". Write it like https://api.mavenlink.com/api/v1"
         return cls(f"{setting} {shown!r} cannot be used: {problem}{like}", setting=setting)
+
+
+class DeletionNotConfirmed(ConfigError):
+    """`--delete-missing=N` where N is not how many milestones not in the schedule would be deleted: the user
+    confirmed another list than the one found, so nothing is sent."""
+
+    def __init__(self, given: int, found: int) -> None:
+        super().__init__(f"--delete-missing={given} was given, but {found} milestone{'s' if found != 1 else ''} "
+                         "created by kantata-import in these projects (not on an invoice) no row of this schedule "
+                         f"matches; nothing was sent. Check the list (validate --online shows it), then run again "
+                         f"with --delete-missing={found}, or without it to keep them")  # fmt: skip
+        self.given = given
+        self.found = found
 
 
 class AuthError(ImporterError):

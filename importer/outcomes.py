@@ -28,3 +28,18 @@ class Outcome:
     milestone_id: str | None = None
     errors: tuple[str, ...] = field(default_factory=tuple)
     changes: tuple[str, ...] = field(default_factory=tuple)  # "field: old -> new", for updates and conflicts
+
+
+@dataclass(frozen=True, slots=True)
+class NotInSchedule:
+    """A milestone this importer created in one of the schedule's projects that no row of the schedule matches
+    (by id or by key). Listed, never deleted unless the user asks; `outcome` says what an upload did with it."""
+
+    milestone_id: str
+    workspace_id: int
+    title: str
+    amount_in_cents: int | None
+    date_to_invoice: str | None  # ISO text, as Kantata gives it
+    invoiced: bool
+    hint: str = ""  # a create row with the same project and title: how to make it an update instead
+    outcome: str = ""  # upload only: "deleted", or why it was kept

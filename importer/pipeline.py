@@ -21,6 +21,7 @@ import requests
 
 from importer.delivery import (
     Action,
+    DeleteMissing,
     Delivery,
     OnOutcomes,
     Plan,
@@ -28,6 +29,7 @@ from importer.delivery import (
     StopSwitch,
     ToSend,
     describe,
+    find_missing,
     journal_path,
     one_upload_to,
     patient_interrupts,
@@ -60,7 +62,7 @@ from importer.kantata import (
     reference_issues,
     withheld_currencies,
 )
-from importer.outcomes import FAILED, Outcome, Status
+from importer.outcomes import FAILED, NotInSchedule, Outcome, Status
 from importer.progress import OnProgress, Stage, for_stage
 from importer.results import (
     Cut,
@@ -111,6 +113,8 @@ class RunResult:
     schedule: Path | None = None  # the input file
     dry_run: bool = True
     base_url: str | None = None  # sanitised; None for a dry run
+    # milestones of this importer in the schedule's projects that no row matches (online runs only)
+    not_in_schedule: list[NotInSchedule] = field(default_factory=list)
 
 
 def _prepare(
@@ -231,6 +235,7 @@ def _finish(
         schedule=raw.path,
         dry_run=info.dry_run,
         base_url=info.base_url,
+        not_in_schedule=list(info.not_in_schedule),
     )
 
 
@@ -268,7 +273,7 @@ def run_validate(
         return _finish(raw, validated, _in_order(issues), outcomes, RunInfo(True, None, started), out,
                        on_progress=on_progress, decimals=options.currency_decimals)  # fmt: skip
     (on_stage or (lambda _: None))(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
-    checked, steps, made = _check_online(raw, validated, items, settings, session, options)
+    checked, steps, made, missing = _check_online(raw, validated, items, settings, session, options)
     for row, milestone_id in checked.existing.items():
         outcomes[row] = Outcome(row, Status.UNCHANGED, milestone_id)
     for step in steps:  # what an upload would do with the rows Kantata holds
@@ -287,7 +292,7 @@ def run_validate(
         *checked.notes,
         f"online checks: {total} request{'s' if total != 1 else ''} to Kantata ({cost}), nothing sent",
     )
-    info = RunInfo(True, sanitize_url(settings.base_url), started, notes=notes)
+    info = RunInfo(True, sanitize_url(settings.base_url), started, notes=notes, not_in_schedule=tuple(missing))
     all_issues = _in_order([*issues, *checked.issues])
     return _finish(raw, validated, all_issues, outcomes, info, out, None, made, len(checked.existing), on_progress,
                    currencies=checked.currencies, decimals=options.currency_decimals)  # fmt: skip
@@ -300,18 +305,21 @@ def _check_online(
     settings: Settings,
     session: requests.Session | None,
     options: ParseOptions,
-) -> tuple[OnlineCheck, list[Step], dict[str, int]]:
-    """The online checks over one client, the plan an upload would carry out, and what they cost in requests
-    per route."""
+) -> tuple[OnlineCheck, list[Step], dict[str, int], list[NotInSchedule]]:
+    """The online checks over one client, the plan an upload would carry out, what they cost in requests per
+    route, and the milestones of this importer in the schedule's projects that no row matches."""
     assert settings.token is not None  # run_validate refused a missing token before reading the file
     client = KantataClient(settings, settings.token, session=session)
     try:
         steps = plan_steps(client, items)
         known = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED and s.milestone_id}
         checked = check_online(raw, validated.rows, items, client, options, known=known)
+        creates = [s.item for s in steps if s.action is Action.CREATE]
+        projects = sorted({int(i.body["workspace_id"]) for i in items})
+        missing = find_missing(client, items, creates, projects)
     finally:
         client.close()
-    return checked, steps, dict(client.stats.routes)
+    return checked, steps, dict(client.stats.routes), missing
 
 
 def _in_order(issues: list[CellIssue]) -> list[CellIssue]:
@@ -331,10 +339,13 @@ def run_upload(
     on_progress: OnProgress | None = None,
     read_ahead: ReadAhead | None = None,
     stop: StopSwitch | None = None,
+    delete_missing: DeleteMissing | None = None,
 ) -> RunResult:
     """Create the milestones of every valid row that Kantata does not already have; write the results. How cells
     are read comes from `settings` (`sheet` wins when given); `read_ahead` as in run_validate. `stop`: the Ctrl-C
-    of a caller running this on another thread than the main one (a web page's Stop button)."""
+    of a caller running this on another thread than the main one (a web page's Stop button). The milestones of
+    this importer in the schedule's projects that no row matches are listed (`RunResult.not_in_schedule`), and
+    deleted after the creates and updates only as `delete_missing` says (delivery/missing.py)."""
     started = dt.datetime.now(dt.UTC)
     if settings.token is None:
         raise MissingToken.from_env(TOKEN_ENV)
@@ -374,11 +385,13 @@ def run_upload(
             ),
         ):
             delivery = Delivery(client, settings, account, say, on_progress, writing_begins, on_outcomes)
-            done = delivery.deliver(journal_path(out), digest, projects, to_send, results, unanswered=unanswered)
+            blocked = sorted({i.row for i in issues if i.is_error})
+            done = delivery.deliver(journal_path(out), digest, projects, to_send, results, unanswered=unanswered,
+                                    delete=delete_missing, blocked=blocked)  # fmt: skip
             made = {**done.requests, "GET": client.stats.gets, "POST": client.stats.posts}
             stopped = done.stopped
             info = RunInfo(False, sanitize_url(settings.base_url), started, str(stopped) if stopped else "",
-                           notes=(*notes, *done.notes))  # fmt: skip
+                           notes=(*notes, *done.notes), not_in_schedule=tuple(done.not_in_schedule))  # fmt: skip
             say(f"writing the results workbook ({len(raw.frame)} rows)")
             stream = streams[0] if streams else None
             result = _finish(raw, validated, issues, done.outcomes, info, out, stopped, made, done.existing_found,

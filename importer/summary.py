@@ -60,6 +60,19 @@ def run_summary(result: RunResult, *, command: str) -> dict[str, Any]:
             for i in all_issues(result.issues, result.outcomes)
         ],
         "notes": list(result.notes),
+        "not_in_schedule": [
+            {
+                "billing_milestone_id": m.milestone_id,
+                "workspace_id": m.workspace_id,
+                "title": m.title,
+                "amount_in_cents": m.amount_in_cents,
+                "date_to_invoice": m.date_to_invoice,
+                "invoiced": m.invoiced,
+                "outcome": m.outcome or None,
+                "hint": m.hint or None,
+            }
+            for m in result.not_in_schedule
+        ],
         "error": None,
     }
 
@@ -80,6 +93,7 @@ def error_summary(
         "requests": {},
         "issues": [],
         "notes": [],
+        "not_in_schedule": [],
         "error": {"kind": kind, "message": message},
     }
 

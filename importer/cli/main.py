@@ -28,8 +28,8 @@ from importer.cli import logs
 from importer.cli.bars import Bars
 from importer.cli.config import CONFIG_NAME, load_config
 from importer.errors import EXIT_CODE_HELP, UNRESOLVED, ConfigError, ExitCode, ImporterError, JournalNotWritten
-from importer.outcomes import Status
-from importer.results import ProjectTotal, decimals_for, format_units, in_words, kept_results
+from importer.outcomes import NotInSchedule, Status
+from importer.results import MISSING_SHEET, ProjectTotal, decimals_for, format_units, in_words, kept_results
 from importer.schedule import ReadAhead, start_prefetch
 from importer.settings import (
     BASE_URL_ENV,
@@ -48,6 +48,7 @@ from importer.settings import (
 from importer.summary import error_kind, error_summary, run_summary
 
 if TYPE_CHECKING:
+    from importer.delivery import DeleteMissing
     from importer.pipeline import RunResult
 
 MAX_ISSUES_SHOWN = 20
@@ -189,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         "lowered automatically while Kantata answers 429)",
     )
     _connection_arguments(up, "upload to")
+    up.add_argument("--delete-missing", nargs="?", const=-1, type=_count, metavar="N",
+                    help="also delete the milestones kantata-import created in the schedule's projects that no row "
+                    "matches, except those on an invoice, after the creates and updates: only when N is their "
+                    "count (else nothing is sent), or without N after showing them and asking y/N on a "
+                    "terminal. validate --online lists them")  # fmt: skip
     turns = up.add_mutually_exclusive_group()
     turns.add_argument("--wait", type=float, metavar="SECONDS", dest="lock_wait",
                        help="while another upload to the same Kantata account runs, wait at most this long, then "
@@ -234,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--no-browser", action="store_true", help="print the page's address; do not open a browser")
     web.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _count(text: str) -> int:
+    """--delete-missing's N: a count, 0 or more."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count: write --delete-missing=N with N the number of "
+                                         "milestones to delete (validate --online lists them)")  # fmt: skip
+    return int(text)
 
 
 def _connection_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -320,7 +334,9 @@ def _tuned(*, upload: bool) -> Iterator[None]:
             gc.enable()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, ask: Callable[[str], str] | None = None) -> int:
+    """The command; `ask` answers its questions (`upload --delete-missing` without N), by default the terminal's
+    `input` when stdin is one (else there is no one to ask)."""
     parser = build_parser()
     tokens = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -331,6 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _json_error(argparse.Namespace(command=command, json=True), ExitCode.UNUSABLE_INPUT, "usage-error",
                         exc.message)  # fmt: skip
         raise
+    args.ask = ask if ask is not None else (input if sys.stdin.isatty() else None)
     held: list[Secret] = []  # the tokens this command holds, filled as it gets them: no message may show one
     with logs.run_log(args, held) as log:  # opened once the settings say where (_settings)
         code = _dispatch(args, held, log)
@@ -419,6 +436,9 @@ def _validate(args: argparse.Namespace, held: list[Secret]) -> int:
 
 
 def _upload(args: argparse.Namespace, held: list[Secret]) -> int:
+    if args.delete_missing == -1 and (args.non_interactive or args.ask is None):
+        raise ConfigError("--delete-missing without a count needs a terminal to ask on: spell the count out, "
+                          "--delete-missing=N (validate --online lists the milestones no row matches)")  # fmt: skip
     settings = _settings(args, held, connect=True)
     ahead = _read_ahead(args, settings)
     with _connection(args, settings, held) as connected:
@@ -455,9 +475,42 @@ def _run_upload(args: argparse.Namespace, settings: Settings, held: list[Secret]
 
     with _progress(args) as bars, _tuned(upload=True):
         result = run_upload(args.schedule, settings, output=args.output, on_stage=_say(args, bars, held),
-                            on_progress=bars, read_ahead=ahead)  # fmt: skip
+                            on_progress=bars, read_ahead=ahead, delete_missing=_deleting(args, bars, held))  # fmt: skip
     _report(result, args, settings, held, dry_run=False)
     return int(result.exit_code)
+
+
+def _deleting(args: argparse.Namespace, bars: Bars | None, held: list[Secret]) -> DeleteMissing | None:
+    """--delete-missing as the library takes it: the count given, or the question asked."""
+    from importer.delivery import DeleteMissing
+
+    if args.delete_missing is None:
+        return None
+    if args.delete_missing >= 0:
+        return DeleteMissing(count=args.delete_missing)
+    ask: Callable[[str], str] = args.ask
+
+    def confirm(missing: Sequence[NotInSchedule]) -> bool:
+        deletable = [m for m in missing if not m.invoiced]
+        show = bars.say if bars else (lambda text: _err(text, held))
+        show(f"{len(missing)} milestones created by kantata-import in these projects are not in this schedule:")
+        for m in missing:
+            show(f"  {_missing_line(m)}")
+        try:
+            answer = ask(f"delete the {len(deletable)} not on an invoice from Kantata? [y/N] ")
+        except EOFError:
+            return False
+        return answer.strip().casefold() in ("y", "yes")
+
+    return DeleteMissing(confirm=confirm)
+
+
+def _missing_line(m: NotInSchedule) -> str:
+    on_invoice = " (on an invoice: kept)" if m.invoiced else ""
+    cents = "" if m.amount_in_cents is None else f", {m.amount_in_cents} cents"
+    return (
+        f"{m.milestone_id}  project {m.workspace_id}  {m.title!r}{cents}, {m.date_to_invoice or 'no date'}{on_invoice}"
+    )
 
 
 @contextmanager
@@ -593,6 +646,7 @@ def _closing_summary(result: RunResult, args: argparse.Namespace, settings: Sett
     where = f' (sheet "{result.sheet}")' if result.sheet else ""
     lines = [f"{result.rows} rows read{where}: {counts or 'nothing to do'}"]
     lines += _amounts(result, settings, dry_run=dry_run)
+    lines += _not_in_schedule(result)
     lines.append(f"results: {result.output}")
     kept = kept_results(result.output)
     if kept:  # the run before is not lost: say where it went
@@ -601,6 +655,28 @@ def _closing_summary(result: RunResult, args: argparse.Namespace, settings: Sett
     nxt = _next_step(result, args, dry_run=dry_run)
     if nxt:
         lines.append(f"next: {nxt}")
+    return lines
+
+
+def _not_in_schedule(result: RunResult) -> list[str]:
+    """How many milestones no row matches, what became of them, and the hints."""
+    missing = result.not_in_schedule
+    if not missing:
+        return []
+    deleted = sum(m.outcome == "deleted" for m in missing)
+    invoiced = sum(m.invoiced for m in missing)
+    deletable = len(missing) - invoiced - deleted
+    what = [f"{deleted} deleted"] if deleted else []
+    what += [f"{invoiced} on an invoice (never deleted)"] if invoiced else []
+    if deletable:
+        tried = any(m.outcome == "deleted" or m.outcome.startswith("not deleted") for m in missing)
+        them = "them" if deletable > 1 else "it"
+        what.append(
+            f"{deletable} kept" + ("" if tried else f": delete {them} with upload --delete-missing={deletable}")
+        )
+    lines = [f"not in this schedule: {len(missing)} milestones created by kantata-import in its projects that no "
+             f"row matches ({'; '.join(what)}); see the sheet \"{MISSING_SHEET}\""]  # fmt: skip
+    lines += [f"  {m.milestone_id}: {m.hint}" for m in missing if m.hint][:MAX_ISSUES_SHOWN]
     return lines
 
 

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from importer.delivery.ledger import Ledger as Ledger
     from importer.delivery.lock import AccountLockHolder as AccountLockHolder
     from importer.delivery.lock import one_upload_to as one_upload_to
+    from importer.delivery.missing import DeleteMissing as DeleteMissing
+    from importer.delivery.missing import find_missing as find_missing
     from importer.delivery.planner import Action as Action
     from importer.delivery.planner import Plan as Plan
     from importer.delivery.planner import Step as Step
@@ -37,6 +39,8 @@ _HOMES = {
     "Step": "planner",
     "Action": "planner",
     "Delivery": "session",
+    "DeleteMissing": "missing",
+    "find_missing": "missing",
     "Journal": "journal",
     "journal_path": "journal",
     "Ledger": "ledger",

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from importer.delivery.converge import converge, others_wrote
 from importer.delivery.journal import Journal
 from importer.delivery.ledger import Ledger
+from importer.delivery.missing import DeleteMissing, confirmed, delete_missing, find_missing, kept
 from importer.delivery.planner import Action, Plan, Step, living_plan, plan
 from importer.delivery.recorder import OnOutcomes, Recorder
 from importer.delivery.settle import settle_in_flight
 from importer.delivery.updates import apply_updates, describe
 from importer.delivery.upload import Uploader
-from importer.errors import ApiUnavailable, ImporterError, Interrupted, JournalNotWritten
+from importer.errors import ApiUnavailable, DeletionNotConfirmed, ImporterError, Interrupted, JournalNotWritten
 from importer.kantata import Account, Currencies, ImportKey, Item, KantataClient, Milestone
-from importer.outcomes import Outcome, Status
+from importer.outcomes import NotInSchedule, Outcome, Status
 from importer.progress import OnProgress, Stage, Ticker, for_stage
 from importer.settings import Settings
 
@@ -35,13 +36,15 @@ Say = Callable[[str], None]
 class ToSend:
     """The rows an upload must find or send. With `build`, their items are made while the first batches are out
     (none can turn out to be an issue while building); `items` is then empty until a look-up needs the keys.
-    `by_id` and `by_key`: what the look-up found of them."""
+    `by_id` and `by_key`: what the look-up found of them; `untouched`: the projects Kantata counted none of this
+    importer's milestones in."""
 
     rows: list[int]
     items: list[Item]
     build: Callable[[], Iterable[Item]] | None = None
     by_id: dict[str, Milestone] = field(default_factory=dict)
     by_key: dict[ImportKey, list[Milestone]] = field(default_factory=dict)
+    untouched: list[int] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -81,6 +84,7 @@ class Delivered:
     existing_found: int
     currencies: dict[int, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    not_in_schedule: list[NotInSchedule] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -106,9 +110,13 @@ class Delivery:
         sinks: Callable[[Plan], Sequence[OnOutcomes]],
         *,
         unanswered: BaseException | None = None,
+        delete: DeleteMissing | None = None,
+        blocked: Sequence[int] = (),
     ) -> Delivered:
         """Carry the rows out exactly once. `unanswered`: a question asked before this (the currencies) that
-        failed; nothing is sent then, and every row not found is `not_sent`."""
+        failed; nothing is sent then, and every row not found is `not_sent`. The milestones of this importer in
+        `projects` that no row matches are listed, and deleted as `delete` says (missing.py) unless a row is
+        invalid (`blocked`: it may be one of theirs)."""
         journal = Journal.open(journal_file, digest, self.settings.clock)
         window = self.settings.sending_ahead + self.settings.writes_until  # a request's rows may still be written
         ledger = Ledger.open(self.account, window, self.settings.state_dir, self.settings.clock)
@@ -130,7 +138,12 @@ class Delivery:
                 stopped = Interrupted()
             if stopped is not None:
                 return self._not_sent(journal, to_send, existing, stopped)
-            delivered = self._send(journal, ledger, to_send, existing, sinks, (projects, before))
+            try:
+                delivered = self._send(journal, ledger, to_send, existing, sinks, (projects, before),
+                                       (delete, blocked))  # fmt: skip
+            except DeletionNotConfirmed:  # nothing was sent: no journal is left to resume
+                journal.close(finished=not journal.sent_before)
+                raise
             if delivered.stopped is None:
                 delivered.currencies = currencies.result()
             return delivered
@@ -161,6 +174,7 @@ class Delivery:
         # A schedule too small to defer looks every key up anyway, and so it does again afterwards (converge.py):
         # a count before and after would cost more than that second look-up.
         counts = self.client.import_counts(projects) if to_send.build is not None else []
+        to_send.untouched = [i for chunk, count in counts if count == 0 for i in chunk]
         before = None if not counts or any(c is None for _, c in counts) else sum(c or 0 for _, c in counts)
         untouched: list[int] | None = None
         if to_send.build is not None:
@@ -188,16 +202,21 @@ class Delivery:
         existing: dict[ImportKey, str],
         sinks: Callable[[Plan], Sequence[OnOutcomes]],
         counted: tuple[Sequence[int], int | None],
+        deleting: tuple[DeleteMissing | None, Sequence[int]],
     ) -> Delivered:
         batch_size = self.settings.batch_size
         steps: list[Step] = []
-        if to_send.build is not None:
+        missing: list[NotInSchedule] = []
+        if to_send.build is not None:  # every project untouched: none of this importer's milestones to list
             the_plan = Plan(to_send.rows, to_send.build(), {}, batch_size)
         else:
             steps = living_plan(to_send.items, to_send.by_id, to_send.by_key, existing)
             creates = [s.item for s in steps if s.action is Action.CREATE]
             unchanged = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED}
             the_plan = Plan([i.row for i in creates], creates, _ids(unchanged), batch_size)
+            missing = find_missing(self.client, to_send.items, creates, counted[0], untouched=to_send.untouched)
+        delete, blocked = deleting
+        deleting_now = confirmed(missing, delete, blocked)  # before anything is sent: a wrong count sends nothing
         needed = -(-len(the_plan.rows) // batch_size)
         self.say(f"sending {len(the_plan.rows)} rows in {needed} request{'s' if needed != 1 else ''}")
         progress = _sending_progress(self.on_progress, the_plan.rows)
@@ -228,7 +247,16 @@ class Delivery:
             left = [Outcome(s.item.row, Status.NOT_SENT, s.milestone_id, (f"not sent: {stopped}",)) for s in updates]
             recorder.record(left)
             outcomes.update((o.row, o) for o in left)
-        return Delivered(outcomes, stopped, result.requests, len(the_plan.existing))
+        if missing and deleting_now and stopped is None:
+            deletable = sum(not m.invoiced for m in missing)
+            self.say(f"deleting {deletable} milestone{'s' if deletable != 1 else ''} not in this schedule")
+            missing, stopped = delete_missing(self.client, missing)
+        elif missing and deleting_now:  # the run stopped before the deletions: the same command does them
+            missing = [replace(m, outcome="kept: on an invoice" if m.invoiced else f"not deleted: {stopped}")
+                       for m in missing]  # fmt: skip
+        elif missing:
+            missing = kept(missing, delete, blocked)
+        return Delivered(outcomes, stopped, result.requests, len(the_plan.existing), not_in_schedule=missing)
 
     def _converge(
         self,

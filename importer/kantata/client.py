@@ -540,6 +540,22 @@ class KantataClient:
         counts = [count for _, count in self.import_counts(workspace_ids)]
         return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
 
+    def imported_milestones(self, workspace_ids: Sequence[int]) -> list[Milestone]:
+        """Every milestone with this importer's derived keys in these projects, lowest id first: one listing per
+        PROBE_CHUNK projects, every page read, several listings in flight at once."""
+        chunks = [
+            list(workspace_ids[start : start + PROBE_CHUNK]) for start in range(0, len(workspace_ids), PROBE_CHUNK)
+        ]
+        queries: list[dict[str, str | int]] = [{
+            "workspace_ids": ",".join(map(str, chunk)), "external_reference_service_name": SERVICE_NAME,
+            "external_reference_service_model": SERVICE_MODEL,
+        } for chunk in chunks]  # fmt: skip
+        found: dict[str, Milestone] = {}
+        for chunk, page in zip(chunks, self._each(queries), strict=True):
+            asked = set(chunk)  # filters can be ignored by the server: trust only what matches them
+            found.update((m.id, m) for m in page if m.workspace_id in asked and any(k.derived for k in m.keys))
+        return sorted(found.values(), key=lambda m: m.sort_id)
+
     def _each(self, queries: list[dict[str, str | int]]) -> Iterable[list[Milestone]]:
         """Every page of every query; several queries in flight at once when there are many."""
         if len(queries) <= 1 or self.settings.concurrency == 1:

@@ -7,6 +7,7 @@ from importer._face import lazy
 if TYPE_CHECKING:
     from importer.results.history import kept_results as kept_results
     from importer.results.history import undated as undated
+    from importer.results.report import MISSING_SHEET as MISSING_SHEET
     from importer.results.report import Cut as Cut
     from importer.results.report import Money as Money
     from importer.results.report import RunInfo as RunInfo
@@ -30,6 +31,7 @@ _HOMES = {
     "Money": "report",
     "ProjectTotal": "totals",
     "RunInfo": "report",
+    "MISSING_SHEET": "report",
     "StreamedResults": "streaming",
     "all_issues": "report",
     "check_output": "report",

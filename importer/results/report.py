@@ -27,7 +27,7 @@ import xlsxwriter
 from xlsxwriter.worksheet import Worksheet
 
 from importer.errors import CellIssue, ConfigError, ScheduleError
-from importer.outcomes import Outcome, Status
+from importer.outcomes import NotInSchedule, Outcome, Status
 from importer.progress import CHUNK, Tick, Ticker
 from importer.results.atomic import write_then_rename
 from importer.results.packing import ResultsWorkbook
@@ -106,6 +106,9 @@ def in_words(message: str, fields: Mapping[str, str] | None = None) -> tuple[str
     return (text.replace("Kantata: ", f"Kantata: {label}: ", 1) if text.startswith("Kantata: ") else text), letter
 
 
+MISSING_SHEET = "Not in this schedule"  # the sheet of milestones no row matches, written only when there are any
+
+
 @dataclass(frozen=True, slots=True)
 class RunInfo:
     """What the Summary sheet says about the run."""
@@ -115,6 +118,7 @@ class RunInfo:
     started: dt.datetime
     note: str = ""  # why the run stopped early, if it did
     notes: tuple[str, ...] = ()  # remarks of the run besides the file's (online checks: currencies, requests)
+    not_in_schedule: tuple[NotInSchedule, ...] = ()  # milestones of this importer that no row matches
 
 
 def check_output(output: Path, schedule: Path) -> Path:
@@ -262,6 +266,7 @@ class Writer:
         self.sheet_name = raw.sheet or "Schedule"
         self.summary_name = _unique("Summary", names)
         self.errors_name = _unique("Errors", names)
+        self.missing_name = _unique(MISSING_SHEET, names)
 
     def write(self) -> None:
         ws = self.wb.add_worksheet(self.sheet_name)
@@ -274,6 +279,8 @@ class Writer:
         self._results_tail(ws)
         self._summary_sheet(self.wb.add_worksheet(self.summary_name))
         self._errors_sheet(self.wb.add_worksheet(self.errors_name))
+        if self.info is not None and self.info.not_in_schedule:
+            self._missing_sheet(self.wb.add_worksheet(self.missing_name), self.info.not_in_schedule)
 
     # --- the user's rows + outcomes ---
 
@@ -472,6 +479,8 @@ class Writer:
         lines += [("Note", note) for note in (*raw.notes, *info.notes)]
         lines.append(("", None))
         lines += [(f"Rows {s.value}", counts.get(s, 0)) for s in Status]
+        if info.not_in_schedule:
+            lines.append((MISSING_SHEET, f"{len(info.not_in_schedule)} milestones (see that sheet)"))
         ws.set_column(0, 0, 22)
         ws.set_column(1, 1, 50)
         r = 0
@@ -509,6 +518,31 @@ class Writer:
             ws.write_number(r, c, cents, self.fmt_cents)
         else:
             ws.write_number(r, c, cents / 10**decimals, self._units(decimals))
+
+    # --- Not in this schedule ---
+
+    def _missing_sheet(self, ws: Worksheet, missing: Sequence[NotInSchedule]) -> None:
+        """The milestones of this importer in the schedule's projects that no row matches, one a line."""
+        header = ["billing_milestone_id", "Project ID", "Title", "Amount", "Amount (cents)", "Date to invoice",
+                  "Invoiced", "Outcome", "Hint"]  # fmt: skip
+        for c, text in enumerate(header):
+            ws.write_string(0, c, text, self.fmt_bold)
+        for r, m in enumerate(missing, start=1):
+            self._id(ws, r, 0, m.milestone_id)
+            self._cell(ws, r, 1, m.workspace_id)
+            self._cell(ws, r, 2, m.title)
+            if m.amount_in_cents is not None:
+                self._units_cell(ws, r, 3, m.amount_in_cents, self.money.decimals_of(m.workspace_id))
+                self._units_cell(ws, r, 4, m.amount_in_cents, None)
+            if m.date_to_invoice is not None:
+                ws.write_string(r, 5, m.date_to_invoice)
+            ws.write_string(r, 6, "yes" if m.invoiced else "no")
+            self._cell(ws, r, 7, m.outcome or None)
+            self._cell(ws, r, 8, m.hint or None)
+        ws.freeze_panes(1, 0)
+        ws.set_column(2, 2, 30)
+        ws.set_column(7, 8, 60)
+        ws.autofilter(0, 0, len(missing), len(header) - 1)
 
     # --- Errors ---
 
