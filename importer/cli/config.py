@@ -80,12 +80,15 @@ def load_config(path: Path | None = None, *, folder: Path | None = None) -> File
         path = find_config(folder or Path())
         if path is None:
             return FileConfig()
-    elif not path.is_file():
-        raise ConfigError(f"config file {path} not found; check the path given to --config")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it, or remove it to use the defaults") from None
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError) as exc:
+        if isinstance(exc, (tomllib.TOMLDecodeError, UnicodeDecodeError)):  # both are ValueErrors
+            raise ConfigError(f"{path} is not valid TOML ({exc}); fix it, or remove it to use the defaults") from None
+        raise ConfigError(f"config file {path} not found; check the path given to --config") from None
+    except RecursionError:  # tomllib recurses once per nested array or table: a hostile file, not a config
+        raise ConfigError(f"{path} nests arrays or tables too deeply to be a config file; fix it, or remove it to "
+                          "use the defaults") from None  # fmt: skip
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror})") from None
     if path.name == "pyproject.toml":
@@ -113,6 +116,10 @@ def _checked(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
         if type(value) is not kind:
             what = {int: "a whole number, e.g. 100", bool: "true or false"}.get(kind, 'text in quotes, e.g. "Billing"')
             raise ConfigError(f"{path}: {key} must be {what} (is {value!r})")
+        if (
+            isinstance(value, str) and "\x00" in value
+        ):  # no file name, encoding or URL holds one; refused here, in words
+            raise ConfigError(f"{path}: {key} has a NUL character (\\u0000) inside; remove it")
     values = dict(data)
     if "date_format" in values and "%" not in values["date_format"]:
         raise ConfigError(f'{path}: date_format {values["date_format"]!r} has no % codes; write e.g. "%d/%m/%Y"')

@@ -367,7 +367,16 @@ def _dispatch(args: argparse.Namespace, held: list[Secret], log: logs.RunLog) ->
 def _err(text: str, secrets: Sequence[Secret] = (), stream: TextIO | None = None) -> None:
     """A message for the user; should it quote one of the tokens held (a library's error message), it shows ***
     instead."""
-    print(redact(text, *secrets), file=stream or sys.stderr, flush=True)
+    print(_printable(redact(text, *secrets)), file=stream or sys.stderr, flush=True)
+
+
+def _printable(text: str) -> str:
+    """A file named in another encoding than the system's comes in holding bytes Python keeps as lone surrogates,
+    which a UTF-8 terminal, pipe or JSON reader refuses: they are shown as escapes (\\xe9) instead."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _settings(args: argparse.Namespace, held: list[Secret], *, connect: bool) -> Settings:
@@ -486,7 +495,11 @@ def _template(args: argparse.Namespace, held: list[Secret]) -> int:
         raise
     listed = "" if made.workspaces is None else (f" (Workspaces sheet: {len(made.workspaces)} projects, Tasks "
                                                  f"sheet: {len(made.tasks or [])} tasks)")  # fmt: skip
-    print(f"wrote {made.path}{listed}: fill in the Billing sheet, then run: kantata-import validate {made.path}")
+    print(
+        _printable(
+            f"wrote {made.path}{listed}: fill in the Billing sheet, then run: kantata-import validate {made.path}"
+        )
+    )
     return int(ExitCode.OK)
 
 
@@ -561,10 +574,12 @@ def _report(
         if not args.quiet:
             for line in _closing_summary(result, args, settings, dry_run=dry_run):
                 _err(line, held)
-        print(json.dumps(run_summary(result, command=args.command), indent=2, ensure_ascii=False), flush=True)
+        print(
+            _printable(json.dumps(run_summary(result, command=args.command), indent=2, ensure_ascii=False)), flush=True
+        )
     else:
         for line in _closing_summary(result, args, settings, dry_run=dry_run):
-            print(line)
+            print(_printable(line))
 
 
 def _show_issues(result: RunResult, held: list[Secret]) -> None:
@@ -687,7 +702,7 @@ def _json_error(args: argparse.Namespace, code: ExitCode, kind: str, message: st
     summary = error_summary(command=args.command, file=None if schedule is None else str(schedule),
                             sheet=getattr(args, "sheet", None), exit_code=code, kind=kind,
                             message=redact(message, *held))  # fmt: skip
-    print(json.dumps(summary, indent=2, ensure_ascii=False), flush=True)
+    print(_printable(json.dumps(summary, indent=2, ensure_ascii=False)), flush=True)
 
 
 @contextmanager
