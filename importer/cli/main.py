@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from importer.cli import logs
 from importer.cli.bars import Bars
 from importer.cli.config import CONFIG_NAME, load_config
-from importer.errors import EXIT_CODE_HELP, UNRESOLVED, ConfigError, ExitCode, ImporterError, JournalNotWritten
+from importer.errors import (
+    EXIT_CODE_HELP,
+    UNRESOLVED,
+    ApiUnavailable,
+    ConfigError,
+    ExitCode,
+    ImporterError,
+    JournalNotWritten,
+)
 from importer.outcomes import Status
 from importer.results import ProjectTotal, decimals_for, format_units, in_words, kept_results
 from importer.schedule import ReadAhead, start_prefetch
@@ -119,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action=_Version)
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an internal error, and an unexpected answer from Kantata in full",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def schedule_command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -346,6 +358,7 @@ def _dispatch(args: argparse.Namespace, held: list[Secret], log: logs.RunLog) ->
         return int(handlers[args.command](args, held))
     except ImporterError as exc:
         _err(f"error: {exc}", held)
+        _show_answer(args, exc, held)
         _json_error(args, exc.exit_code, error_kind(exc), str(exc), held)
         log.failure = (error_kind(exc), str(exc))
         return int(exc.exit_code)
@@ -368,6 +381,13 @@ def _err(text: str, secrets: Sequence[Secret] = (), stream: TextIO | None = None
     """A message for the user; should it quote one of the tokens held (a library's error message), it shows ***
     instead."""
     print(_printable(redact(text, *secrets)), file=stream or sys.stderr, flush=True)
+
+
+def _show_answer(args: argparse.Namespace, exc: ImporterError, held: Sequence[Secret]) -> None:
+    """With --debug, the answer that stopped the run in full (a proxy's page): the one-line message names it, this
+    shows it; any token it echoes is starred out."""
+    if getattr(args, "debug", False) and isinstance(exc, ApiUnavailable) and exc.body:
+        _err(f"debug: Kantata's answer, in full: {exc.body}", held)
 
 
 def _printable(text: str) -> str:
@@ -570,6 +590,7 @@ def _report(
         _show_issues(result, held)
     if result.stopped is not None:
         _err(f"stopped: {result.stopped}", held)
+        _show_answer(args, result.stopped, held)
     if args.json:
         if not args.quiet:
             for line in _closing_summary(result, args, settings, dry_run=dry_run):
