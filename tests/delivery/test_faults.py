@@ -371,6 +371,19 @@ def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_
     assert not any("waiting up to" in s for s in said), said
 
 
+def _hold_creates(sandbox: Any, monkeypatch: pytest.MonkeyPatch, at_most: float) -> threading.Event:
+    """The sandbox's creates wait (at most `at_most` seconds) until the event returned is set."""
+    released = threading.Event()
+    create = sandbox._routes["POST /billing_milestones"]
+
+    def held_create(*args: Any) -> Any:
+        released.wait(at_most)
+        return create(*args)
+
+    monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", held_create)
+    return released
+
+
 def _cli(path: Path, url: str, *extra: str, server_timeout: int = 5) -> subprocess.Popen[str]:
     """The CLI as its own process. A short server_timeout and connect_timeout bound how long a resumed run waits
     for requests that an interrupted run may have left running at Kantata (the defaults, 180 s and 10 s, are
@@ -492,14 +505,7 @@ def _killed_with_four_batches_at_kantata(
     rest of the test. Which four of the first eight batches (one per sending thread, all waiting for the four
     slots) are at Kantata is up to the threads."""
     sandbox.reset()
-    written = threading.Event()
-    create = sandbox._routes["POST /billing_milestones"]
-
-    def held_create(*args: Any) -> Any:
-        written.wait(120)
-        return create(*args)
-
-    monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", held_create)
+    written = _hold_creates(sandbox, monkeypatch, 120)
     path = _schedule(tmp_path, rows)
     proc = _cli(path, sandbox.url, "--concurrency", "4")
     deadline = time.monotonic() + 60
@@ -690,14 +696,7 @@ def test_a_second_upload_to_the_same_account_waits_for_the_first_and_creates_not
     sandbox.reset()
     # The first upload's creates are held until the second has said that it waits (or has ended): timed
     # instead, a second process slow to start on a loaded machine could find the first one done, and not wait.
-    go = threading.Event()
-    create = sandbox._routes["POST /billing_milestones"]
-
-    def held_create(*args: Any) -> Any:
-        go.wait(60)
-        return create(*args)
-
-    monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", held_create)
+    go = _hold_creates(sandbox, monkeypatch, 60)
     path = _schedule(tmp_path, 100)
     first = _cli(path, sandbox.url, "--concurrency", "1", "--batch-size", "10")
     _wait_for_posts(sandbox, 1, first)
