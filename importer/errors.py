@@ -183,10 +183,11 @@ class ApiUnavailable(ImporterError):
 
     exit_code = ExitCode.STOPPED
 
-    def __init__(self, message: str, *, attempts: int = 0, status: int | None = None) -> None:
+    def __init__(self, message: str, *, attempts: int = 0, status: int | None = None, body: str = "") -> None:
         super().__init__(message)
         self.attempts = attempts
         self.status = status
+        self.body = body  # the last answer in full (a proxy's HTML page): the CLI shows it with --debug only
 
 
 class JournalNotWritten(ImporterError):

@@ -226,6 +226,8 @@ def _host(netloc: str, bad: Callable[[str], BadBaseUrl]) -> str:
     name = name.casefold()
     if not set(name) <= HOST_SAFE or "" in name.split("."):
         raise bad(f"its host {name!r} is not a valid host name")
+    if len(name) > 253 or max(map(len, name.split("."))) > 63:  # DNS limits, refused by urllib3 only when sending
+        raise bad(f"its host {name[:80]!r} is longer than a host name can be (63 characters between dots)")
     with contextlib.suppress(ValueError):
         return str(ipaddress.IPv4Address(name))  # 127.000.000.001 is 127.0.0.1
     return name
@@ -352,9 +354,12 @@ class Settings:
             raise ConfigError(f"--wait must be 0 to {MAX_LOCK_WAIT:g} seconds (leave it out to wait as long as it "
                               "takes; --no-wait is 0)")  # fmt: skip
         if self.encoding is not None:
-            try:
+            try:  # decoding one byte: a codec that is no text encoding (rot13, hex, "undefined") says so
                 codecs.lookup(self.encoding)
-            except LookupError:
+                b"a".decode(self.encoding)
+            except UnicodeDecodeError:
+                pass  # a text encoding that cannot read one byte alone (utf-16)
+            except (LookupError, UnicodeError, ValueError):
                 raise ConfigError(f"--encoding {self.encoding!r} is not an encoding Python knows; use e.g. cp1252, "
                                   "mac_roman, shift_jis, utf-16 or latin-1") from None  # fmt: skip
         if self.log_format not in LOG_FORMATS:

@@ -11,6 +11,7 @@ token file, KANTATA_API_TOKEN or the hidden prompt.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -80,12 +81,14 @@ def load_config(path: Path | None = None, *, folder: Path | None = None) -> File
         path = find_config(folder or Path())
         if path is None:
             return FileConfig()
-    elif not path.is_file():
-        raise ConfigError(f"config file {path} not found; check the path given to --config")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML ({exc}); fix it, or remove it to use the defaults") from None
+        data = tomllib.loads(_not_nested_deeply(path, path.read_text(encoding="utf-8")))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ValueError) as exc:
+        if isinstance(exc, (tomllib.TOMLDecodeError, UnicodeDecodeError)):  # both are ValueErrors
+            raise ConfigError(f"{path} is not valid TOML ({exc}); fix it, or remove it to use the defaults") from None
+        raise ConfigError(f"config file {path} not found; check the path given to --config") from None
+    except RecursionError:  # tomllib recurses once per nested array or table: a hostile file, not a config
+        raise _too_deep(path) from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror})") from None
     if path.name == "pyproject.toml":
@@ -94,6 +97,23 @@ def load_config(path: Path | None = None, *, folder: Path | None = None) -> File
             raise ConfigError(f"{path} has no [tool.{PYPROJECT_TABLE}] table; add one, or point --config elsewhere")
         data = table
     return FileConfig(path, _checked(path, data))
+
+
+# Arrays or inline tables opened this many times in a row: no setting nests at all, and tomllib recurses once per
+# level, so such a file is refused before it is parsed rather than by the interpreter's recursion limit (which
+# can leave finalizers running out of stack on the way).
+_DEEP = re.compile(r"(?:[\[{]\s*){64}")
+
+
+def _not_nested_deeply(path: Path, text: str) -> str:
+    if _DEEP.search(text):
+        raise _too_deep(path)
+    return text
+
+
+def _too_deep(path: Path) -> ConfigError:
+    return ConfigError(f"{path} nests arrays or tables too deeply to be a config file; fix it, or remove it to use "
+                       "the defaults")  # fmt: skip
 
 
 def _checked(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,6 +133,10 @@ def _checked(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
         if type(value) is not kind:
             what = {int: "a whole number, e.g. 100", bool: "true or false"}.get(kind, 'text in quotes, e.g. "Billing"')
             raise ConfigError(f"{path}: {key} must be {what} (is {value!r})")
+        if (
+            isinstance(value, str) and "\x00" in value
+        ):  # no file name, encoding or URL holds one; refused here, in words
+            raise ConfigError(f"{path}: {key} has a NUL character (\\u0000) inside; remove it")
     values = dict(data)
     if "date_format" in values and "%" not in values["date_format"]:
         raise ConfigError(f'{path}: date_format {values["date_format"]!r} has no % codes; write e.g. "%d/%m/%Y"')

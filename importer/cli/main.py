@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from importer.cli import logs
 from importer.cli.bars import Bars
 from importer.cli.config import CONFIG_NAME, load_config
-from importer.errors import EXIT_CODE_HELP, UNRESOLVED, ConfigError, ExitCode, ImporterError, JournalNotWritten
+from importer.errors import (
+    EXIT_CODE_HELP,
+    UNRESOLVED,
+    ApiUnavailable,
+    ConfigError,
+    ExitCode,
+    ImporterError,
+    JournalNotWritten,
+)
 from importer.outcomes import NotInSchedule, Status
 from importer.results import MISSING_SHEET, ProjectTotal, decimals_for, format_units, in_words, kept_results
 from importer.schedule import ReadAhead, start_prefetch
@@ -120,7 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action=_Version)
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an internal error, and an unexpected answer from Kantata in full",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def schedule_command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -363,6 +375,7 @@ def _dispatch(args: argparse.Namespace, held: list[Secret], log: logs.RunLog) ->
         return int(handlers[args.command](args, held))
     except ImporterError as exc:
         _err(f"error: {exc}", held)
+        _show_answer(args, exc, held)
         _json_error(args, exc.exit_code, error_kind(exc), str(exc), held)
         log.failure = (error_kind(exc), str(exc))
         return int(exc.exit_code)
@@ -384,7 +397,23 @@ def _dispatch(args: argparse.Namespace, held: list[Secret], log: logs.RunLog) ->
 def _err(text: str, secrets: Sequence[Secret] = (), stream: TextIO | None = None) -> None:
     """A message for the user; should it quote one of the tokens held (a library's error message), it shows ***
     instead."""
-    print(redact(text, *secrets), file=stream or sys.stderr, flush=True)
+    print(_printable(redact(text, *secrets)), file=stream or sys.stderr, flush=True)
+
+
+def _show_answer(args: argparse.Namespace, exc: ImporterError, held: Sequence[Secret]) -> None:
+    """With --debug, the answer that stopped the run in full (a proxy's page): the one-line message names it, this
+    shows it; any token it echoes is starred out."""
+    if getattr(args, "debug", False) and isinstance(exc, ApiUnavailable) and exc.body:
+        _err(f"debug: Kantata's answer, in full: {exc.body}", held)
+
+
+def _printable(text: str) -> str:
+    """A file named in another encoding than the system's comes in holding bytes Python keeps as lone surrogates,
+    which a UTF-8 terminal, pipe or JSON reader refuses: they are shown as escapes (\\xe9) instead."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _settings(args: argparse.Namespace, held: list[Secret], *, connect: bool) -> Settings:
@@ -539,7 +568,11 @@ def _template(args: argparse.Namespace, held: list[Secret]) -> int:
         raise
     listed = "" if made.workspaces is None else (f" (Workspaces sheet: {len(made.workspaces)} projects, Tasks "
                                                  f"sheet: {len(made.tasks or [])} tasks)")  # fmt: skip
-    print(f"wrote {made.path}{listed}: fill in the Billing sheet, then run: kantata-import validate {made.path}")
+    print(
+        _printable(
+            f"wrote {made.path}{listed}: fill in the Billing sheet, then run: kantata-import validate {made.path}"
+        )
+    )
     return int(ExitCode.OK)
 
 
@@ -610,14 +643,17 @@ def _report(
         _show_issues(result, held)
     if result.stopped is not None:
         _err(f"stopped: {result.stopped}", held)
+        _show_answer(args, result.stopped, held)
     if args.json:
         if not args.quiet:
             for line in _closing_summary(result, args, settings, dry_run=dry_run):
                 _err(line, held)
-        print(json.dumps(run_summary(result, command=args.command), indent=2, ensure_ascii=False), flush=True)
+        print(
+            _printable(json.dumps(run_summary(result, command=args.command), indent=2, ensure_ascii=False)), flush=True
+        )
     else:
         for line in _closing_summary(result, args, settings, dry_run=dry_run):
-            print(line)
+            print(_printable(line))
 
 
 def _show_issues(result: RunResult, held: list[Secret]) -> None:
@@ -763,7 +799,7 @@ def _json_error(args: argparse.Namespace, code: ExitCode, kind: str, message: st
     summary = error_summary(command=args.command, file=None if schedule is None else str(schedule),
                             sheet=getattr(args, "sheet", None), exit_code=code, kind=kind,
                             message=redact(message, *held))  # fmt: skip
-    print(json.dumps(summary, indent=2, ensure_ascii=False), flush=True)
+    print(_printable(json.dumps(summary, indent=2, ensure_ascii=False)), flush=True)
 
 
 @contextmanager

@@ -240,6 +240,7 @@ class Uploader:
                         f"Kantata gave no usable answer for a batch of {len(pending)} rows after {attempt} tries "
                         f"(last: {unknown.reason})",
                         attempts=attempt,
+                        body=unknown.body,
                     ) from None
                 if pending:
                     self._check_stop()

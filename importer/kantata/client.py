@@ -104,10 +104,11 @@ class OutcomeUnknown(Exception):
     out before an answer, or a gateway answered 502/504 for it), so rows not written yet may still be written:
     the uploader keeps looking them up before it sends them again (upload.Uploader._awaited)."""
 
-    def __init__(self, reason: str, *, running: bool = False) -> None:
+    def __init__(self, reason: str, *, running: bool = False, body: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.running = running
+        self.body = body  # the answer in full, when there was one (answer_body): shown with --debug only
 
 
 # A gateway in front of Kantata answers these for a request it passed on: bad gateway, gateway timeout. The
@@ -246,6 +247,17 @@ def error_text(response: requests.Response) -> str:
     return _first_words(response)
 
 
+MAX_BODY_SHOWN = 64 * 1024  # a proxy's page is a few KiB; a runaway answer is cut rather than flooding the terminal
+
+
+def answer_body(response: requests.Response) -> str:
+    """The answer in full, for --debug: its status, content type and text (cut at MAX_BODY_SHOWN characters)."""
+    kind = response.headers.get("Content-Type") or "no content type"
+    text = response.text
+    cut = f"\n... ({len(text) - MAX_BODY_SHOWN:,} more characters)" if len(text) > MAX_BODY_SHOWN else ""
+    return f"HTTP {response.status_code} {response.reason or ''} ({kind}):\n{text[:MAX_BODY_SHOWN]}{cut}"
+
+
 def _first_words(response: requests.Response) -> str:
     """One line for an answer that is not Kantata's JSON (a proxy's HTML error page): its content type and first
     words, tags and line breaks left out, so that the stop message stays one readable line."""
@@ -347,6 +359,7 @@ class KantataClient:
             raise ApiUnavailable(
                 f"Kantata answered GET {path} with HTTP {response.status_code}: {error_text(response)}{hint}",
                 status=response.status_code,
+                body=answer_body(response),
             )
         return _json(response)
 
@@ -363,7 +376,7 @@ class KantataClient:
         """One request that is safe to repeat (a read, or a write whose repeat changes nothing), tried until it
         gets an answer that is not 429 or 5xx, or `max_attempts` tries are spent. Auth refusals raise
         TokenRejected at once; with `stop`, no further try (and no wait for one) once it is set: Cancelled."""
-        last = ""
+        last = body = ""
         for attempt in range(self.settings.max_attempts):
             if stop is not None and stop.is_set():
                 raise Cancelled
@@ -378,7 +391,7 @@ class KantataClient:
                                                                 headers=_JSON_BODY if payload is not None else None,
                                                                 timeout=self._timeout))  # fmt: skip
             except requests.RequestException as exc:
-                last = transport_error(exc)
+                last, body = transport_error(exc), ""
                 if attempt + 1 < self.settings.max_attempts:
                     self.backoff(attempt, cancel=stop)
                 continue
@@ -387,7 +400,7 @@ class KantataClient:
                 self.limiter.throttled(generation)  # 429, or a server in distress: fewer requests at once
                 if response.status_code == 429:
                     self.stats.count("throttled")
-                last = f"HTTP {response.status_code}: {error_text(response)}"
+                last, body = f"HTTP {response.status_code}: {error_text(response)}", answer_body(response)
                 if attempt + 1 < self.settings.max_attempts:
                     self.backoff(attempt, response, cancel=stop)
                 continue
@@ -397,6 +410,7 @@ class KantataClient:
             f"Kantata at {sanitize_url(self.settings.base_url)} did not answer {method} {path} after "
             f"{self.settings.max_attempts} tries (last: {last})",
             attempts=self.settings.max_attempts,
+            body=body,
         )
 
     def create(self, bodies: Sequence[dict[str, Any]], *, on_send: Callable[[], None] | None = None) -> CreateAnswer:
@@ -432,7 +446,8 @@ class KantataClient:
             if response.status_code >= 500:
                 self.limiter.throttled(generation)  # a server in distress gets fewer requests at once, too
                 raise OutcomeUnknown(f"HTTP {response.status_code}: {error_text(response)}",
-                                     running=response.status_code in GATEWAY_STATUSES)  # fmt: skip
+                                     running=response.status_code in GATEWAY_STATUSES,
+                                     body=answer_body(response))  # fmt: skip
             if response.status_code in (400, 422):
                 return CreateAnswer(response.status_code, errors=_errors(response))
             if response.status_code != 200:
@@ -440,6 +455,7 @@ class KantataClient:
                     f"Kantata answered POST billing_milestones with HTTP {response.status_code}: "
                     f"{error_text(response)}",
                     status=response.status_code,
+                    body=answer_body(response),
                 )
             self.limiter.succeeded()
             data = _json(response)
@@ -675,7 +691,8 @@ class KantataClient:
             return ChangeAnswer(response.status_code, errors=_errors(response))
         if response.status_code not in (200, 204):
             raise ApiUnavailable(f"Kantata answered {method} {path} with HTTP {response.status_code}: "
-                                 f"{error_text(response)}", status=response.status_code)  # fmt: skip
+                                 f"{error_text(response)}", status=response.status_code,
+                                 body=answer_body(response))  # fmt: skip
         found = list(milestones_in(_json(response))) if response.status_code == 200 and response.content else []
         return ChangeAnswer(response.status_code, milestone=found[0] if found else None)
 
@@ -685,9 +702,10 @@ def _json(response: requests.Response) -> dict[str, Any]:
         data = response.json()
     except ValueError:
         raise ApiUnavailable(
-            f"Kantata answered with something that is not JSON (x-request-id "
-            f"{response.headers.get('x-request-id', 'none')})",
+            f"Kantata answered with something that is not JSON: HTTP {response.status_code}, "
+            f"{_first_words(response)} (x-request-id {response.headers.get('x-request-id', 'none')})",
             status=response.status_code,
+            body=answer_body(response),
         ) from None
     if not isinstance(data, dict):
         raise ApiUnavailable("Kantata answered with JSON that is not an object", status=response.status_code)

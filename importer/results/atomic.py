@@ -13,21 +13,30 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from importer.results.history import keep_previous
 
 _TRIES = 100  # random names that collide this often mean something else is wrong
+# A temporary file is a killed writer's leftover only once untouched this long (a writer creates it, then fills it
+# at the end: its own process being gone is what tells), and, when its name carries no writer (an older
+# version's), once untouched for an hour, longer than any write takes.
+LEFTOVER_AGE = 60.0
+UNNAMED_LEFTOVER_AGE = 3600.0
+_MIDDLE = re.compile(r"[0-9a-f]{8}(?:-p(?P<pid>[0-9]+))?")  # the random part, then the writer's process id
 
 
 def temp_beside(target: Path) -> Path:
-    """A new, empty file in the target's folder (so that the final rename is atomic), named with a leading dot."""
+    """A new, empty file in the target's folder (so that the final rename is atomic), named with a leading dot
+    and the writer's process id (remove_leftovers)."""
     for _ in range(_TRIES):
-        candidate = target.parent / f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}"
+        candidate = target.parent / f".{target.stem}.{secrets.token_hex(4)}-p{os.getpid()}.tmp{target.suffix}"
         try:
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -37,10 +46,56 @@ def temp_beside(target: Path) -> Path:
     raise FileExistsError(f"no free temporary name beside {target} after {_TRIES} tries")
 
 
+def remove_leftovers(target: Path, *, now: float | None = None) -> list[Path]:
+    """The temporary files of `target`'s name that a writer killed outright (kill -9, a power cut) left beside
+    it, removed: those whose writer process is gone and that are untouched for LEFTOVER_AGE (older names without
+    a writer: UNNAMED_LEFTOVER_AGE). A concurrent writer's file is left alone; so is what cannot be removed."""
+    prefix, suffix = f".{target.stem}.", f".tmp{target.suffix}"
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        names = [n for n in os.listdir(target.parent) if n.startswith(prefix) and n.endswith(suffix)]
+    except OSError:
+        return removed  # the write that follows says what is wrong with the folder
+    for name in names:
+        found = _MIDDLE.fullmatch(name[len(prefix) : -len(suffix)])
+        path = target.parent / name
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if found is None or not stat.S_ISREG(info.st_mode):
+            continue
+        pid = found.group("pid")
+        if now - info.st_mtime < (LEFTOVER_AGE if pid else UNNAMED_LEFTOVER_AGE) or (pid and _running(int(pid))):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists. Only POSIX can ask without harm (Windows' os.kill ends the process), so
+    elsewhere every writer counts as running: its leftovers stay, as they did before."""
+    if os.name != "posix":
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: is it there? (another user's process is there too: PermissionError)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def write_then_rename(target: Path, write: Callable[[Path], object], *, keep: bool = False) -> Path:
     """`write(temp)` fills a file beside `target`, which is then renamed over it; on any failure (Ctrl-C
     included) the temporary file is removed and `target` is left as it was. With `keep`, the file it replaces
-    stays beside it under a dated name (history.py)."""
+    stays beside it under a dated name (history.py). A killed writer's leftovers of the same name go first."""
+    remove_leftovers(target)
     temp = temp_beside(target)
     try:
         write(temp)

@@ -6,11 +6,13 @@ pandas (report.py reads the loader's frames).
 
 from __future__ import annotations
 
+import contextlib
 import types
 import zipfile
 from typing import Any
 
 import xlsxwriter
+import xlsxwriter.exceptions
 import xlsxwriter.workbook
 import xlsxwriter.worksheet
 
@@ -55,3 +57,30 @@ class ResultsWorkbook(xlsxwriter.Workbook):  # type: ignore[misc]  # xlsxwriter 
 
     worksheet_class = ExactNumbers
     _store_workbook = _packing_at_level()
+
+    def close(self) -> None:
+        """xlsxwriter's close, but a file that cannot be written (a full disk) raises the OSError xlsxwriter
+        wraps in its FileCreateError, which callers catch as any other, and the half-written zip is closed here:
+        else the garbage collector closes it later, meets the full disk again, and prints a traceback of its own
+        ("Exception ignored in: ZipFile.__del__") after the run's message."""
+        try:
+            super().close()
+        except xlsxwriter.exceptions.FileCreateError as exc:
+            cause = exc.args[0] if exc.args and isinstance(exc.args[0], OSError) else None
+            if cause is None:
+                raise
+            _drop_open_zips(cause)
+            raise cause from None
+
+
+def _drop_open_zips(exc: BaseException) -> None:
+    """Close the files of the zips still open in the frames `exc` went through, so that no ZipFile.__del__ tries
+    to finish them: a ZipFile without `fp` is closed already, as far as it knows."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, zipfile.ZipFile) and value.fp is not None:
+                fp, value.fp = value.fp, None
+                with contextlib.suppress(OSError, ValueError):  # its buffer meets the full disk too; the fd closes
+                    fp.close()
+        tb = tb.tb_next

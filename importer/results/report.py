@@ -124,6 +124,16 @@ class RunInfo:
 def check_output(output: Path, schedule: Path) -> Path:
     """Refuse to write over the input (or to a place that cannot hold the results)."""
     out = output.expanduser()
+    try:
+        return _checked_output(out, schedule)
+    except ValueError:  # a NUL in the name: no file system takes it
+        raise ConfigError(f"cannot write results to {out!r}: the name has a NUL character; choose another") from None
+    except OSError as exc:  # a name too long, a link loop: the system's words, which name the cause
+        raise ConfigError(f"cannot write results to {out}: {exc.strerror or exc}; choose another place with "
+                          "--output") from None  # fmt: skip
+
+
+def _checked_output(out: Path, schedule: Path) -> Path:
     if out.suffix.casefold() != ".xlsx":
         raise ConfigError(f"results workbook {out} must end in .xlsx")
     same = out.resolve() == schedule.resolve()
@@ -465,7 +475,8 @@ class Writer:
         assert info is not None  # given by the time the Summary is written
         counts = Counter(o.status for o in self.outcomes.values())
         lines: list[tuple[str, Any]] = [
-            ("File", str(raw.path)),
+            # A name in another encoding than the system's holds bytes no workbook can store: shown escaped
+            ("File", os.fsencode(raw.path).decode("utf-8", "backslashreplace")),
             ("Sheet", raw.sheet or "(CSV file)"),
             ("Header row", raw.header_row),
             ("Run at", info.started.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")),

@@ -22,6 +22,7 @@ class Faults:
     retry_after: float = 1
     fail_every: int = 0  # every Nth POST answers fail_status before writing
     fail_status: int = 503
+    fail_html: bool = False  # those failures answer as a proxy in front of Kantata does: an HTML page, not JSON
     latency: float = 0.0  # seconds slept before answering any request
     # With latency: answer `latency` after the request arrived, the work done meanwhile (a server whose response
     # time is `latency`), instead of sleeping first and working after (response time = latency + the work).
@@ -56,8 +57,9 @@ class Faults:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"Faults.{name} must be a whole number >= 0, not {value!r}")
-        if not 400 <= self.fail_status <= 599:
-            raise ValueError(f"Faults.fail_status must be an HTTP error status (400-599), not {self.fail_status!r}")
+        if not (400 <= self.fail_status <= 599 or (self.fail_html and self.fail_status == 200)):
+            raise ValueError(f"Faults.fail_status must be an HTTP error status (400-599), or 200 with fail_html (a "
+                             f"maintenance page answered as a success), not {self.fail_status!r}")  # fmt: skip
         if self.retry_after < 0 or self.latency < 0 or self.late_write_after < 0:
             raise ValueError("Faults.retry_after, Faults.latency and Faults.late_write_after must be >= 0")
 
@@ -89,6 +91,9 @@ def add_fault_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--fail-status", type=_within(int, 400, 599), default=default.fail_status, metavar="CODE",
                         help="status for --fail-every, --fail-put-every and --fail-delete-every "
                              "(default 503)")  # fmt: skip
+    faults.add_argument("--fail-html", action="store_true",
+                        help="answer those failures with a proxy's HTML error page instead of Kantata's "
+                             "JSON")  # fmt: skip
     faults.add_argument(
         "--latency", type=_within(float, 0), default=0.0, metavar="S", help="wait S seconds before answering"
     )

@@ -39,6 +39,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
     _data: bytes | None = None
+    content_type: str = "application/json; charset=utf-8"
 
     def data(self) -> bytes:
         """The body as sent, encoded once (the server encodes it before a latency that covers the work).
@@ -54,6 +55,16 @@ class Reply:
 def error(status: int, kind: str, message: str) -> Reply:
     """A refusal of the whole request, in Kantata's error format."""
     return Reply(status, {"errors": [{"type": kind, "message": message}]})
+
+
+def proxy_page(status: int, phrase: str, authorization: str | None) -> Reply:
+    """What a proxy or load balancer in front of Kantata answers when Kantata does not: an HTML page, many lines
+    long, not Kantata's JSON. Like some proxies' debug pages, it echoes the request's Authorization header, so
+    the client is seen to keep the token out of what it shows of the page."""
+    lines = "".join(f"<p>upstream detail line {n}: the server did not answer in time</p>\n" for n in range(1, 41))
+    page = (f"<html>\n<head><title>{status} {phrase}</title></head>\n<body>\n<h1>{status} {phrase}</h1>\n{lines}"
+            f"<pre>Authorization: {authorization}</pre>\n<hr><center>nginx</center>\n</body>\n</html>\n")  # fmt: skip
+    return Reply(status, None, _data=page.encode(), content_type="text/html; charset=utf-8")
 
 
 def invalid(message: str, field_name: str | None) -> Error:

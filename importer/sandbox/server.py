@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from importer.sandbox.faults import Faults, add_fault_arguments
 from importer.sandbox.routes import BODY_ROUTES, ROUTES, BodyRoute, Route, created_page
-from importer.sandbox.rules import Reply, check_batch, error, parse_create
+from importer.sandbox.rules import Reply, check_batch, error, parse_create, proxy_page
 from importer.sandbox.store import FIRST_INVOICE_ID, Inserted, NewMilestone, Store
 from importer.settings import is_loopback
 
@@ -276,6 +276,8 @@ class Sandbox:
         fail_every = {"POST": faults.fail_every, "PUT": faults.fail_put_every, "DELETE": faults.fail_delete_every}
         if self._tick(phase=method.lower(), every=fail_every.get(method, 0)):
             self._tick(stat=str(faults.fail_status))
+            if faults.fail_html:
+                return proxy_page(faults.fail_status, _phrase(faults.fail_status), authorization)
             return error(faults.fail_status, "system", f"{_phrase(faults.fail_status)} (injected by the sandbox)")
         answer = self._routes.get(route)
         if answer is None:
@@ -347,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, reply: Reply) -> None:
         data = reply.data()
         self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", reply.content_type)
         self.send_header("x-request-id", uuid.uuid4().hex)
         for name, value in reply.headers.items():
             self.send_header(name, value)

@@ -39,7 +39,11 @@ ERROR_VALUES = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#N
 # Thousands commas after a first group that is not 0 ("0,500" is a decimal comma: _DECIMAL_COMMA).
 _MONEY_TEXT = re.compile(r"(?P<sign>[+-])?(?P<digits>[1-9][0-9]{0,2}(?:,[0-9]{3})+|[0-9]*)(?:\.(?P<frac>[0-9]+))?")
 _CURRENCY_SIGNS = "$€£¥₩₹₽₪₫₺₴₦฿"
-_CURRENCY_CODE = re.compile(r"^[A-Z]{3}\s*|\s*[A-Z]{3}$")
+# Letter signs as Kantata shows some currencies (KWD as "KD"), read like a code, before or after the number.
+_LETTER_SIGNS = ("KD",)
+_CURRENCY_CODE = re.compile(
+    rf"^(?:[A-Z]{{3}}|{'|'.join(_LETTER_SIGNS)})\s*|\s*(?:[A-Z]{{3}}|{'|'.join(_LETTER_SIGNS)})$"
+)
 # "1.234,50" or "99,99": a comma before 1 or 2 final digits (a thousands comma has 3 after it), dots between
 # thousands: the European way, refused with the amount as it must be typed.
 _DECIMAL_COMMA = re.compile(r"[0-9]{1,3}(?:\.[0-9]{3})*,[0-9]{1,2}|[0-9]+,[0-9]{1,2}|0,[0-9]+")
@@ -65,14 +69,14 @@ _CURRENCY_DECIMALS: dict[str, int] = {
 }  # fmt: skip
 
 
-# The currencies each sign (in _CURRENCY_SIGNS) may stand for; "$" stands for any currency without a sign here
-# (the dollars, the pesos, ...). An amount written with a sign or code that its project's currency does not
+# The currencies each sign (in _CURRENCY_SIGNS or _LETTER_SIGNS) may stand for; "$" stands for any currency without
+# a sign here (the dollars, the pesos, ...). An amount written with a sign or code that its project's currency does not
 # have is an error: Kantata bills the number in the project's currency (checks.amount_issues).
 _SIGN_CURRENCIES: dict[str, frozenset[str]] = {
     "€": frozenset({"EUR"}), "£": frozenset({"GBP", "GIP", "FKP", "SHP", "EGP", "SSP"}),
     "¥": frozenset({"JPY", "CNY"}), "₩": frozenset({"KRW", "KPW"}), "₹": frozenset({"INR"}),
     "₽": frozenset({"RUB"}), "₪": frozenset({"ILS"}), "₫": frozenset({"VND"}), "₺": frozenset({"TRY"}),
-    "₴": frozenset({"UAH"}), "₦": frozenset({"NGN"}), "฿": frozenset({"THB"}),
+    "₴": frozenset({"UAH"}), "₦": frozenset({"NGN"}), "฿": frozenset({"THB"}), "KD": frozenset({"KWD"}),
 }  # fmt: skip
 _SIGNED = frozenset().union(*_SIGN_CURRENCIES.values())
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import re
+import stat
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,11 +166,32 @@ def _flag_sums(raw: RawSchedule, sums: dict[str, str]) -> None:
 
 
 def check_schedule(path: Path) -> None:
-    """The schedule is a file that exists: said before anything is made of its name (the results' name, say)."""
-    if not path.exists():
-        raise ScheduleError(f"file not found (looked for {path.absolute()}); check the name and folder", path=path)
-    if not path.is_file():
+    """The schedule is a file that exists and can be opened: said before anything is made of its name (the
+    results' name, say), and in words, since the operating system's refusals (a name too long, a link loop, no
+    permission, a pipe) otherwise surface as whatever the first reader happens to raise."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the name, no file has it
+        raise ScheduleError(f"file not found (looked for {path.absolute()}); check the name and folder",
+                            path=path) from None  # fmt: skip
+    except OSError as exc:
+        loop = exc.errno == errno.ELOOP
+        what = "is a link that leads back to itself" if loop else f"cannot be found ({_os_words(exc)})"
+        raise ScheduleError(f"{what}; check the name and folder", path=path) from None
+    if stat.S_ISDIR(info.st_mode):
         raise ScheduleError("is a folder, not a file; give the schedule's file name", path=path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ScheduleError("is not a regular file (a pipe or a device); give the schedule's file name", path=path)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ScheduleError(f"cannot be opened ({_os_words(exc)}); check that you may read it", path=path) from None
+
+
+def _os_words(exc: OSError) -> str:
+    """The operating system's reason, without Python's errno prefix or the path (the message names the file)."""
+    return (exc.strerror or str(exc)).rstrip(".").lower()
 
 
 def _load(

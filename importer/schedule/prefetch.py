@@ -60,7 +60,7 @@ class ReadAhead:
 def _key(path: Path, sheet: str | None) -> tuple[str, str | None, int, int] | None:
     try:
         st = path.stat()
-    except OSError:
+    except (OSError, ValueError):
         return None
     return (str(path.absolute()), sheet, st.st_mtime_ns, st.st_size)
 
@@ -68,7 +68,12 @@ def _key(path: Path, sheet: str | None) -> tuple[str, str | None, int, int] | No
 def start_prefetch(path: Path, sheet: str | None) -> ReadAhead | None:
     """Begin reading `path` on a daemon thread if it is an .xlsx/.xlsm file, and return the handle to pass to
     the loader; None (nothing started) for any other file."""
-    if path.suffix.casefold() not in {".xlsx", ".xlsm"} or not path.is_file():
+    if path.suffix.casefold() not in {".xlsx", ".xlsm"}:
+        return None
+    try:
+        if not path.is_file():
+            return None
+    except OSError:  # a name too long, say: the loader says why, in words
         return None
     key = _key(path, sheet)
     if key is None:

@@ -269,6 +269,13 @@ def symlink_loop(folder: Path) -> Path:
     return path
 
 
+def fifo(folder: Path) -> Path:
+    """A named pipe named like a schedule: opening it would wait for a writer for ever."""
+    path = folder / "schedule.csv"
+    os.mkfifo(path)
+    return path
+
+
 def xlsm(folder: Path) -> Path:
     return _write(folder, "macros.xlsm", _workbook())
 

@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import tomllib
@@ -80,6 +81,8 @@ def _digest(path: Path) -> str:
         return f"link to {os.readlink(path)}"
     if path.is_dir():
         return f"folder of {sorted(p.name for p in path.iterdir())}"
+    if not path.is_file():  # a pipe: reading it would wait for a writer
+        return stat.filemode(path.stat().st_mode)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -810,3 +810,50 @@ def test_a_first_import_built_while_sending_stops_and_resumes_exactly_once(sandb
     titles = Counter(str(m["title"]) for m in sandbox.milestones())
     assert len(titles) == 600 and set(titles.values()) == {1}
     assert {o.milestone_id for o in second.outcomes.values()} == {str(m["id"]) for m in sandbox.milestones()}
+
+
+def test_a_proxys_html_error_page_stops_the_run_with_one_line(sandbox: Any, tmp_path: Path) -> None:
+    """502 with a proxy's HTML page on every POST: the stop message is one line with the status, the content type
+    and the page's first words; the page itself travels on the exception for --debug."""
+    sandbox.reset()
+    sandbox.set_faults(fail_every=1, fail_status=502, fail_html=True)
+    path = tmp_path / "s.csv"
+    path.write_text("title,amount_in_cents,workspace_id\nT1,100,1001\n")
+    fast = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), max_attempts=2, backoff_base=0.001,
+                    connect_timeout=0.2, server_timeout=1, sending_ahead=0.2, settle_poll=0.1)  # fmt: skip
+    result = run_upload(path, fast)
+    sandbox.set_faults(fail_every=0, fail_status=503, fail_html=False)
+    assert int(result.exit_code) == 4 and result.stopped is not None
+    line = str(result.stopped)
+    assert "\n" not in line and len(line) < 300, line
+    assert "HTTP 502: a text/html answer, not Kantata's: \"502 Bad Gateway 502 Bad Gateway upstream detail" in line
+    assert "nginx" not in line and DEFAULT_TOKEN not in line  # the page's end is for --debug
+
+
+def test_a_maintenance_page_answered_as_a_success_is_shown_in_full_with_debug_never_the_token(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A proxy's page with 200 (it answers for a Kantata under maintenance): exit 4 and one line; with --debug
+    the page follows in full on stderr, the token it echoes starred out."""
+    sandbox.reset()
+    sandbox.set_faults(fail_every=1, fail_status=200, fail_html=True)
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+    path = tmp_path / "s.csv"
+    path.write_text("title,amount_in_cents,workspace_id\nT1,100,1001\n")
+    config = tmp_path / "fast.toml"
+    config.write_text("server_timeout = 1\nconnect_timeout = 1\n")
+    argv = ["upload", str(path), "--base-url", sandbox.url, "--config", str(config), "--non-interactive"]
+    said = {}
+    for debug in (False, True):
+        code = importer.cli.main.main(["--debug", *argv] if debug else argv)
+        captured = capsys.readouterr()
+        said[debug] = captured.err
+        assert code == 4, captured.err
+        assert DEFAULT_TOKEN not in captured.out + captured.err
+    sandbox.set_faults(fail_every=0, fail_status=503, fail_html=False)
+    (error,) = [line for line in said[False].splitlines() if line.startswith("stopped: ")]
+    assert "not JSON: HTTP 200, a text/html answer, not Kantata's: \"200 OK 200 OK upstream detail" in error
+    assert "nginx" not in said[False] and "debug:" not in said[False]
+    assert "debug: Kantata's answer, in full: HTTP 200 OK (text/html; charset=utf-8):\n<html>" in said[True]
+    assert "<center>nginx</center>" in said[True] and "Authorization: Bearer ***" in said[True]
+    assert "Traceback" not in said[True]

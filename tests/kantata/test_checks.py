@@ -208,6 +208,17 @@ def test_currency_decimals_that_match_the_project_pass_and_others_in_the_same_fi
     assert _online(dinars, replace(settings, currency_decimals=3)).issues == []
 
 
+def test_kd_as_kantata_shows_kwd_is_read_in_a_kwd_project_and_refused_in_another(
+    settings: Settings, make_schedule: MakeSchedule
+) -> None:
+    rows = [["Dinar", "KD 7", 1005], ["Dinar, after", "1,234.500 KD", 1005], ["Dollar project", "KD 7", 1001]]
+    path = make_schedule(rows, headers=AMOUNT_HEADERS, name="kd")
+    result = _online(path, replace(settings, currency_decimals=3, currency_decimals_given=True))
+    assert _found(result) == [("B4", "amount-in-other-currency", "error")]
+    assert "KD 7 is written in KD, but project 1001 is in USD" in result.issues[0].message
+    assert [r["api_amount_in_cents"] for r in read_results(result.output)][:2] == [7000, 1234500]
+
+
 def test_cents_in_yen_and_dinar_projects_are_explained_in_a_note(
     settings: Settings, make_schedule: MakeSchedule
 ) -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import signal
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,7 @@ from importer.results import atomic
 from importer.sandbox.server import DEFAULT_TOKEN
 from tests.conftest import MakeSchedule, good_row
 
+ROOT = Path(__file__).resolve().parents[2]
 posix_modes = pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
 
 
@@ -102,11 +107,11 @@ def test_a_write_that_fails_leaves_the_target_as_it_was_and_no_temporary_file(tm
 
 def test_temporary_names_never_reuse_an_existing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "results.xlsx"
-    taken = tmp_path / ".results.00000000.tmp.xlsx"
+    taken = tmp_path / f".results.00000000-p{os.getpid()}.tmp.xlsx"
     taken.write_bytes(b"someone else's")
     names = iter(["00000000", "00000000", "11111111"])
     monkeypatch.setattr(secrets, "token_hex", lambda _n: next(names))
-    assert atomic.temp_beside(target) == tmp_path / ".results.11111111.tmp.xlsx"
+    assert atomic.temp_beside(target) == tmp_path / f".results.11111111-p{os.getpid()}.tmp.xlsx"
     assert taken.read_bytes() == b"someone else's"
 
 
@@ -145,3 +150,65 @@ def test_only_another_file_system_makes_a_move_copy(tmp_path: Path, monkeypatch:
         atomic.move_into_place(done, tmp_path / "results.xlsx")
     assert tried == [done]  # no second rename, of a copy
     assert _leftovers(tmp_path) == [] and not (tmp_path / "results.xlsx").exists()
+
+
+def _gone_pid() -> int:
+    """The process id of a process that has ended (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def _aged(path: Path, seconds: float) -> Path:
+    path.touch()
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+@pytest.mark.skipif(os.name != "posix", reason="whether a writer is running is asked only on POSIX")
+def test_a_killed_writers_leftover_is_removed_by_the_next_write_and_a_running_writers_is_not(
+    make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    schedule = make_schedule([good_row(1)])
+    gone, running = _gone_pid(), os.getppid()
+    killed = _aged(tmp_path / f".schedule.results.0a1b2c3d-p{gone}.tmp.xlsx", 120)
+    older_version = _aged(tmp_path / ".schedule.results.0a1b2c3e.tmp.xlsx", 7200)
+    kept = [
+        _aged(tmp_path / f".schedule.results.0a1b2c3f-p{running}.tmp.xlsx", 7200),  # a writer still at it
+        _aged(tmp_path / f".schedule.results.0a1b2c40-p{gone}.tmp.xlsx", 5),  # a writer may have just made it
+        _aged(tmp_path / ".schedule.results.0a1b2c41.tmp.xlsx", 600),  # an older version's, maybe still writing
+        _aged(tmp_path / f".other.results.0a1b2c42-p{gone}.tmp.xlsx", 7200),  # another target's
+        _aged(tmp_path / f".schedule.0a1b2c43-p{gone}.tmp.xlsx", 7200),  # the schedule's name, not the results'
+        _aged(tmp_path / ".schedule.results.mine.tmp.xlsx", 7200),  # not a name we make
+    ]
+    assert main(["validate", str(schedule)]) == 0
+    assert not killed.exists() and not older_version.exists()
+    assert all(p.exists() for p in kept)
+    assert [p for p in _leftovers(tmp_path) if p not in kept] == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL and asking whether a writer runs are POSIX")
+def test_a_writer_killed_with_sigkill_mid_write_leaves_a_file_the_next_run_removes(
+    make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """A real process makes its temporary file beside the results and is killed with SIGKILL before it renames
+    it: the zero-byte file it leaves carries its process id, and the next run that writes those results (a minute
+    later) removes it."""
+    schedule = make_schedule([good_row(1)])
+    target = tmp_path / "schedule.results.xlsx"
+    code = ("import sys, time; from pathlib import Path; from importer.results.atomic import temp_beside; "
+            f"print(temp_beside(Path({str(target)!r})), flush=True); time.sleep(60)")  # fmt: skip
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert writer.stdout is not None
+    left = Path(writer.stdout.readline().strip())
+    assert main(["validate", str(schedule)]) == 0  # the writer is running: its file is not touched
+    assert left.exists()
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    writer.stdout.close()
+    assert left.exists() and left.stat().st_size == 0 and f"-p{writer.pid}.tmp" in left.name
+    assert main(["validate", str(schedule)]) == 0  # gone, but untouched for less than a minute: kept
+    assert left.exists()
+    _aged(left, 61)
+    assert main(["validate", str(schedule)]) == 0
+    assert not left.exists() and _leftovers(tmp_path) == []

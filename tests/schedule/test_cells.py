@@ -177,6 +177,8 @@ def test_commas_that_do_not_group_thousands_are_refused_not_dropped(text: str) -
 @pytest.mark.parametrize(("text", "decimals", "cents", "marks"), [
     ("$1,234.56", 2, 123456, {"$"}), ("€5", 2, 500, {"€"}), ("5 €", 2, 500, {"€"}), ("USD 10", 2, 1000, {"USD"}),
     ("10.50 EUR", 2, 1050, {"EUR"}), ("¥500", 0, 500, {"¥"}), ("£0.99", 2, 99, {"£"}), ("KWD 1.250", 3, 1250, {"KWD"}),
+    ("KD 7", 3, 7000, {"KD"}), ("KD 1,234.567", 3, 1234567, {"KD"}), ("7.250 KD", 3, 7250, {"KD"}),
+    ("(KD 0.500)", 3, -500, {"KD"}),
 ])  # fmt: skip
 def test_currency_marks_are_peeled_and_reported(text: str, decimals: int, cents: int, marks: set[str]) -> None:
     assert parse_amount(text, decimals) == cents
@@ -188,6 +190,7 @@ def test_a_number_cell_names_no_currency_and_marks_fit_only_their_currencies() -
     assert mark_fits("€", "EUR") and not mark_fits("€", "USD")
     assert mark_fits("$", "USD") and mark_fits("$", "MXN") and not mark_fits("$", "EUR")  # "$" is any dollar/peso
     assert mark_fits("JPY", "JPY") and not mark_fits("JPY", "CNY")
+    assert mark_fits("KD", "KWD") and not mark_fits("KD", "USD") and not mark_fits("$", "KWD")  # as Kantata shows KWD
 
 
 @pytest.mark.parametrize(("value", "cents"), [("-5.00", -500), ("(5.00)", -500), ("$(1.00)", -100), ("($1.00)", -100),
