@@ -24,7 +24,7 @@ from importer.delivery.settle import settle_in_flight
 from importer.delivery.updates import apply_updates, describe
 from importer.delivery.upload import Uploader
 from importer.errors import ApiUnavailable, DeletionNotConfirmed, ImporterError, Interrupted, JournalNotWritten
-from importer.kantata import Account, Currencies, ImportKey, Item, KantataClient, Milestone
+from importer.kantata import Account, Currencies, ImportKey, Item, KantataClient, Milestone, counted_total
 from importer.outcomes import NotInSchedule, Outcome, Status
 from importer.progress import OnProgress, Stage, Ticker, for_stage
 from importer.settings import Settings
@@ -175,7 +175,7 @@ class Delivery:
         # a count before and after would cost more than that second look-up.
         counts = self.client.import_counts(projects) if to_send.build is not None else []
         to_send.untouched = [i for chunk, count in counts if count == 0 for i in chunk]
-        before = None if not counts or any(c is None for _, c in counts) else sum(c or 0 for _, c in counts)
+        before = counted_total(counts) if counts else None
         untouched: list[int] | None = None
         if to_send.build is not None:
             if not (journal.sent_before or (ledger is not None and ledger.live)):

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from importer.kantata.client import OutcomeUnknown as OutcomeUnknown
     from importer.kantata.client import StoryInfo as StoryInfo
     from importer.kantata.client import WorkspaceInfo as WorkspaceInfo
+    from importer.kantata.client import counted_total as counted_total
     from importer.kantata.concurrency import Cancelled as Cancelled
     from importer.kantata.currencies import Currencies as Currencies
     from importer.kantata.keys import ImportKey as ImportKey
@@ -47,6 +48,7 @@ _HOMES = {
     "Item": "keys",
     "items_as_built": "keys",
     "KantataClient": "client",
+    "counted_total": "client",
     "LOOKUP_CHUNK": "client",
     "OnlineCheck": "checks",
     "OutcomeUnknown": "client",

@@ -552,9 +552,8 @@ class KantataClient:
         return counted
 
     def imported_total(self, workspace_ids: Sequence[int]) -> int | None:
-        """`import_counts` summed: None when any group's count is unknown."""
-        counts = [count for _, count in self.import_counts(workspace_ids)]
-        return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
+        """`import_counts` summed (`counted_total`)."""
+        return counted_total(self.import_counts(workspace_ids))
 
     def imported_milestones(self, workspace_ids: Sequence[int]) -> list[Milestone]:
         """Every milestone with this importer's derived keys in these projects, lowest id first: one listing per
@@ -768,3 +767,10 @@ def milestone_keys(data: Mapping[str, Any]) -> dict[ImportKey, str]:
                 key = ImportKey(str(ref["service_name"]), str(ref.get("service_model")), str(ref["service_model_ref"]))
                 keys.setdefault(key, str(entry["id"]))
     return keys
+
+
+def counted_total(counts: Sequence[tuple[list[int], int | None]]) -> int | None:
+    """The sum of `import_counts`; None when any group's count is unknown."""
+    if any(count is None for _, count in counts):
+        return None
+    return sum(count or 0 for _, count in counts)
