@@ -51,6 +51,11 @@ class ImportKey(NamedTuple):
         """The importer made this key from the row's content (not the user's own external reference)."""
         return self.service_name == SERVICE_NAME and self.service_model == SERVICE_MODEL
 
+    @classmethod
+    def derived_from(cls, ref: str) -> ImportKey:
+        """The derived key whose reference is `ref` (what `str` gives of a derived key)."""
+        return cls(SERVICE_NAME, SERVICE_MODEL, ref)
+
     def __str__(self) -> str:
         if self.derived:
             return self.ref
