@@ -7,7 +7,9 @@ journalled *before* it is sent (a kill during the request may still create it) a
 resume, rows this import sent that Kantata now has are reported `created` (not `unchanged`), so the final workbook
 is the one an uninterrupted run would have written. A journal belongs to one schedule content and one results
 path; it is removed when a run ends with every row settled, and kept (for the next run to resume from) when it
-stops early.
+stops early. A run of the schedule edited since does not resume it, but neither drops it: what it sent (each
+row's key, and the ids it saw created) is carried into the new journal as "earlier" lines (`Earlier`), for the
+run to find those milestones and update the rows edited since (handover.py).
 
 Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out (at
 most Settings.sending_ahead seconds before). It carries the wall-clock time and, on Linux, the boot id and the
