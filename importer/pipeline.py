@@ -30,6 +30,7 @@ from importer.delivery import (
     ToSend,
     describe,
     find_missing,
+    imported_in,
     journal_path,
     one_upload_to,
     patient_interrupts,
@@ -311,12 +312,14 @@ def _check_online(
     assert settings.token is not None  # run_validate refused a missing token before reading the file
     client = KantataClient(settings, settings.token, session=session)
     try:
-        steps = plan_steps(client, items)
+        projects = sorted({int(i.body["workspace_id"]) for i in items})
+        listed = imported_in(client, projects)
+        steps = plan_steps(client, items, listed)
         known = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED and s.milestone_id}
         checked = check_online(raw, validated.rows, items, client, options, known=known)
         creates = [s.item for s in steps if s.action is Action.CREATE]
-        projects = sorted({int(i.body["workspace_id"]) for i in items})
-        missing = find_missing(client, items, creates, projects)
+        matched = {s.milestone_id for s in steps if s.milestone_id is not None}
+        missing = find_missing(client, items, creates, projects, listed=listed, matched=matched)
     finally:
         client.close()
     return checked, steps, dict(client.stats.routes), missing

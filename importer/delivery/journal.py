@@ -7,7 +7,9 @@ journalled *before* it is sent (a kill during the request may still create it) a
 resume, rows this import sent that Kantata now has are reported `created` (not `unchanged`), so the final workbook
 is the one an uninterrupted run would have written. A journal belongs to one schedule content and one results
 path; it is removed when a run ends with every row settled, and kept (for the next run to resume from) when it
-stops early.
+stops early. A run of the schedule edited since does not resume it, but neither drops it: what it sent (each
+row's key, and the ids it saw created) is carried into the new journal as "earlier" lines (`Earlier`), for the
+run to find those milestones and update the rows edited since (handover.py).
 
 Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out (at
 most Settings.sending_ahead seconds before). It carries the wall-clock time and, on Linux, the boot id and the
@@ -29,6 +31,7 @@ import json
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,7 +41,7 @@ from filelock import lock_descriptor
 
 from importer.clock import SYSTEM_CLOCK, Clock
 from importer.errors import ConfigError, JournalNotWritten
-from importer.kantata import Item
+from importer.kantata import ImportKey, Item
 from importer.outcomes import Outcome, Status
 from importer.settings import Settings
 
@@ -50,7 +53,8 @@ from importer.settings import Settings
 # passes it, and its batch is journalled twice, which costs one more line.
 SENDING_AHEAD = Settings().sending_ahead  # the default, for callers that have no Settings
 
-VERSION = 2  # 2: the digest hashes the validated rows column-wise (1 hashed each request body)
+VERSION = 3  # 3: "sending" lines carry each row's key; 2: the digest hashes the validated rows column-wise
+DIGEST_VERSION = 2  # what the digest hashes, kept apart from the lines' format so a resume survives an upgrade
 
 
 def clocks(clock: Clock) -> dict[str, Any]:
@@ -106,10 +110,105 @@ def schedule_digest(rows: pd.DataFrame, sent: Sequence[int]) -> str:
     fraction of encoding each body, all of which would come before the first request could leave. Needing no
     body, it can be taken before they are built."""
     h = hashlib.sha256()
-    h.update(json.dumps([VERSION, [str(c) for c in rows.columns], [str(t) for t in rows.dtypes]]).encode())
+    h.update(json.dumps([DIGEST_VERSION, [str(c) for c in rows.columns], [str(t) for t in rows.dtypes]]).encode())
     h.update(pd.util.hash_pandas_object(rows, index=True).to_numpy().tobytes())
     h.update(np.asarray(sent, dtype=np.int64).tobytes())
     return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Earlier:
+    """What an interrupted run of another version of this schedule (edited since) sent to the same results
+    workbook: each row it sent, with its key (from a journal that records keys) and the id Kantata gave it (when
+    the answer came), and the keys whose answer never came, which may still be being written until
+    Settings.sending_ahead + Settings.writes_until after `last_sent`. The next run looks these up, so that a
+    milestone the killed run made for a row edited since is that row's, updated, rather than a second one."""
+
+    sent: tuple[tuple[int, ImportKey | None, str | None], ...]  # (row, key, id)
+    in_flight: frozenset[ImportKey]
+    last_sent: dict[str, Any]
+
+    def line(self) -> dict[str, Any]:
+        return {"kind": "earlier", "sent": [[row, _key_text(key), mid] for row, key, mid in self.sent],
+                "in_flight": sorted(_key_text(k) for k in self.in_flight), "last": self.last_sent}  # fmt: skip
+
+    @classmethod
+    def of_line(cls, entry: dict[str, Any]) -> Earlier:
+        sent = tuple((int(row), _key_of(key), None if mid is None else str(mid)) for row, key, mid in entry["sent"])
+        in_flight = frozenset(k for t in entry.get("in_flight") or () if (k := _key_of(t)) is not None)
+        return cls(sent, in_flight, dict(entry.get("last") or {}))
+
+
+def _key_text(key: ImportKey | None) -> str | list[str] | None:
+    """A key as a journal line holds it: a derived key by its reference alone (short: a 100k upload writes every
+    key once), the user's own as its three parts."""
+    if key is None:
+        return None
+    return key.ref if key.derived else list(key)
+
+
+def _key_of(text: Any) -> ImportKey | None:
+    if isinstance(text, str):
+        return ImportKey.derived_from(text)
+    if isinstance(text, list) and len(text) == 3:
+        return ImportKey(*(str(t) for t in text))
+    return None
+
+
+@dataclass(slots=True)
+class _Read:
+    """One journal's lines, read: the rows whose request left (or may have), and of those the ones seen created."""
+
+    went: set[int] = field(default_factory=set)
+    created: dict[int, str | None] = field(default_factory=dict)
+    keys: dict[int, ImportKey] = field(default_factory=dict)
+    last_sent: dict[str, Any] = field(default_factory=dict)
+    earlier: list[Earlier] = field(default_factory=list)
+
+    @property
+    def in_flight(self) -> set[int]:
+        return self.went - set(self.created)
+
+    def as_earlier(self) -> Earlier:
+        rows = sorted(self.went | set(self.created))
+        sent = tuple((row, self.keys.get(row), self.created.get(row)) for row in rows)
+        in_flight = frozenset(k for row in self.in_flight if (k := self.keys.get(row)) is not None)
+        return Earlier(sent, in_flight, dict(self.last_sent))
+
+
+def _read_lines(lines: Sequence[str], clock: Clock) -> _Read:
+    read = _Read()
+    sent: set[int] = set()
+    left: set[int] = set()  # rows a request of which left (or may have: see `untold`)
+    untold: set[int] = set()  # rows of "sending" lines whose "left" lines cannot be trusted to tell
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a torn line from a crash mid-write
+        kind = entry.get("kind")
+        rows = [int(r) for r in entry.get("rows") or ()]
+        if kind == "sending":
+            sent.update(rows)
+            if not tells_left(entry, clock):
+                untold.update(rows)
+            read.keys.update((row, key) for row, text in zip(rows, entry.get("keys") or (), strict=False)
+                             if (key := _key_of(text)) is not None)  # fmt: skip
+            # Lines are in the order written: the last one decides (a run on another machine may follow).
+            read.last_sent = {k: entry[k] for k in ("at", "boot", "up") if k in entry}
+        elif kind == "left":
+            left.update(rows)
+        elif kind == "unsent":
+            sent.difference_update(rows)
+            left.difference_update(rows)
+            untold.difference_update(rows)
+        elif kind == "outcome" and entry.get("status") == Status.CREATED.value:
+            read.created[int(entry["row"])] = None if entry.get("id") is None else str(entry["id"])
+        elif kind == "earlier":
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                read.earlier.append(Earlier.of_line(entry))
+    read.went = sent & (left | untold)  # a row journalled that provably never left was not sent
+    return read
 
 
 class Journal:
@@ -120,13 +219,17 @@ class Journal:
         self.sent_before: set[int] = set()  # rows an interrupted run of this same import sent (or created)
         self.in_flight: set[int] = set()  # of those, the ones whose answer it never saw
         self.last_sent: dict[str, Any] = {}  # its last "sending" line's clocks: its requests may still be running
+        # What interrupted runs of earlier versions of this schedule sent (newest first), carried from journal to
+        # journal until a run ends with every row settled.
+        self.earlier: list[Earlier] = []
         self._fh: IO[str] | None = None
         self._write_lock = threading.Lock()
         self._failed: JournalNotWritten | None = None  # a write failed: no batch may leave any more
 
     @classmethod
     def open(cls, path: Path, digest: str, clock: Clock = SYSTEM_CLOCK) -> Journal:
-        """Resume the journal of the same import (`schedule_digest`) if there is one; otherwise start a new one."""
+        """Resume the journal of the same import (`schedule_digest`) if there is one; otherwise start a new one,
+        carrying over what a journal of an edited version of the schedule sent (`earlier`)."""
         journal = cls(path, digest, clock)
         try:
             fh = path.open("a+", encoding="utf-8")  # not "w": another run may hold it, and must not lose it
@@ -143,7 +246,8 @@ class Journal:
                 fh.write("\n")  # a torn last line: end it, or the next line would be glued to it and lost
             journal._fh = fh
             if not journal.sent_before:
-                journal._write([{"kind": "start", "v": VERSION, "digest": journal.digest}])
+                journal._write([{"kind": "start", "v": VERSION, "digest": journal.digest},
+                                *(e.line() for e in reversed(journal.earlier))])  # fmt: skip
         except BaseException as exc:
             journal._fh = None
             with contextlib.suppress(OSError):
@@ -156,37 +260,23 @@ class Journal:
         return journal
 
     def _read_previous(self, text: str) -> set[int]:
+        """The rows the journal's run sent, if it is this import's; `earlier` either way."""
         lines = text.splitlines()
-        sent: set[int] = set()
-        left: set[int] = set()  # rows a request of which left (or may have: see `untold`)
-        untold: set[int] = set()  # rows of "sending" lines whose "left" lines cannot be trusted to tell
-        created: set[int] = set()
-        for number, line in enumerate(lines):
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a torn line from a crash mid-write
-            if number == 0 and (entry.get("kind") != "start" or entry.get("digest") != self.digest):
-                return set()  # another schedule, or another version of this one: start afresh
-            kind = entry.get("kind")
-            rows = [int(r) for r in entry.get("rows") or ()]
-            if kind == "sending":
-                sent.update(rows)
-                if not tells_left(entry, self.clock):
-                    untold.update(rows)
-                # Lines are in the order written: the last one decides (a run on another machine may follow).
-                self.last_sent = entry
-            elif kind == "left":
-                left.update(rows)
-            elif kind == "unsent":
-                sent.difference_update(rows)
-                left.difference_update(rows)
-                untold.difference_update(rows)
-            elif kind == "outcome" and entry.get("status") == Status.CREATED.value:
-                created.add(int(entry["row"]))
-        went = sent & (left | untold)  # a row journalled that provably never left was not sent
-        self.in_flight = went - created
-        return went | created
+        try:
+            first = json.loads(lines[0]) if lines else {}
+        except ValueError:
+            first = {}
+        if not isinstance(first, dict) or first.get("kind") != "start":
+            return set()  # not a journal this version can read: start afresh
+        read = _read_lines(lines[1:], self.clock)
+        if first.get("digest") != self.digest:  # another version of this schedule: what it sent is looked up
+            mine = read.as_earlier()
+            self.earlier = [*([mine] if mine.sent else []), *reversed(read.earlier)]
+            return set()
+        self.earlier = list(reversed(read.earlier))
+        self.in_flight = read.in_flight
+        self.last_sent = read.last_sent
+        return read.went | set(read.created)
 
     def sending(self, items: Sequence[Item]) -> None:
         """Called before a batch goes out (within Settings.sending_ahead): from then on, Kantata may hold these rows
@@ -194,7 +284,8 @@ class Journal:
         for a re-run would not know to wait for it (and a line after a torn one may be lost with it)."""
         if self._failed is not None:
             raise self._failed
-        self._write([{"kind": "sending", "rows": [i.row for i in items], "tells": "left", **clocks(self.clock)}])
+        self._write([{"kind": "sending", "rows": [i.row for i in items], "keys": [_key_text(i.key) for i in items],
+                      "tells": "left", **clocks(self.clock)}])  # fmt: skip
 
     def left(self, items: Sequence[Item]) -> None:
         """Called as a request of these rows leaves (`tells_left`); raises JournalNotWritten, and then the

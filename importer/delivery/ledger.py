@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -156,8 +156,12 @@ class Ledger:
 
     def waits_for(self, items: Sequence[Item]) -> dict[ImportKey, float]:
         """The items' keys that an earlier or other run sent and that may still be written: seconds left."""
+        return self.keys_waiting(i.key for i in items)
+
+    def keys_waiting(self, keys: Iterable[ImportKey]) -> dict[ImportKey, float]:
+        """`waits_for`, of keys no row of this run carries (an earlier version's, edited since)."""
         live = self.live
-        return {i.key: live[t] for i in items if (t := _text(i.key)) in live}
+        return {key: live[t] for key in keys if (t := _text(key)) in live}
 
     def sending(self, items: Sequence[Item]) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
 from importer.errors import DeletionNotConfirmed, ImporterError, Interrupted
-from importer.kantata import Item, KantataClient
+from importer.kantata import Item, KantataClient, Milestone
 from importer.outcomes import NotInSchedule
 
 Confirm = Callable[[Sequence[NotInSchedule]], bool]
@@ -37,21 +37,24 @@ def find_missing(
     projects: Sequence[int],
     *,
     untouched: Collection[int] = (),
+    listed: Sequence[Milestone] | None = None,
+    matched: Collection[str] = (),
 ) -> list[NotInSchedule]:
     """The milestones of this importer in `projects` that none of `items` matches by id or key, lowest id first.
     `creates`: the rows the plan creates, for the hint that one of them is probably an edited row. `untouched`:
-    projects Kantata already counted none of ours in (not listed again)."""
-    skip = set(untouched)
-    listed = [p for p in projects if p not in skip]
+    projects Kantata already counted none of ours in (not listed again). `listed`: `imported_in`, when asked
+    already; `matched`: ids the plan found rows of otherwise (planner.already_there, handover.py)."""
+    if listed is None:
+        listed = imported_in(client, projects, untouched=untouched)
     if not listed:
         return []
-    ids = {i.milestone_id for i in items if i.milestone_id is not None}
+    ids = {i.milestone_id for i in items if i.milestone_id is not None} | set(matched)
     keys = {i.key for i in items}
     edited: dict[tuple[int, str], int] = {}
     for item in creates:
         edited.setdefault((int(item.body["workspace_id"]), str(item.body.get("title", ""))), item.row)
     found: list[NotInSchedule] = []
-    for milestone in client.imported_milestones(listed):
+    for milestone in listed:
         if milestone.id in ids or any(key in keys for key in milestone.keys) or milestone.workspace_id is None:
             continue
         fields = milestone.fields
@@ -65,6 +68,13 @@ def find_missing(
                                    else None, None if date is None else str(date), milestone.invoiced,
                                    hint))  # fmt: skip
     return found
+
+
+def imported_in(client: KantataClient, projects: Sequence[int], *, untouched: Collection[int] = ()) -> list[Milestone]:
+    """The milestones of this importer in `projects`, but those Kantata counted none of ours in (`untouched`)."""
+    skip = set(untouched)
+    asked = [p for p in projects if p not in skip]
+    return client.imported_milestones(asked) if asked else []
 
 
 def confirmed(missing: Sequence[NotInSchedule], delete: DeleteMissing | None, blocked: Sequence[int]) -> bool:

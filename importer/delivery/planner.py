@@ -65,13 +65,18 @@ def living_plan(
     by_id: Mapping[str, Milestone],
     by_key: Mapping[ImportKey, Sequence[Milestone]],
     settled: Mapping[ImportKey, str] | None = None,
+    *,
+    handed: Mapping[int, Milestone] | None = None,
+    listed: Sequence[Milestone] = (),
 ) -> list[Step]:
     """Each row's step. A row is its milestone by id when it carries one, else by its key (the user's own
     external reference, or the derived one). Nothing is changed that is on an invoice, that Kantata no longer has,
     that sits in another project than the row names, or whose key two milestones hold: those are conflicts.
     `settled`: keys found by id only, after waiting for an interrupted run's requests; that run sent these very
-    rows, so they are unchanged."""
-    return [_step(item, by_id, by_key, settled or {}) for item in items]
+    rows, so they are unchanged. `handed`: row -> the milestone an interrupted run made for it before it was
+    edited (handover.py). `listed`: this importer's milestones in the rows' projects (`already_there`)."""
+    steps = [_step(item, by_id, by_key, settled or {}, handed or {}) for item in items]
+    return already_there(steps, listed) if listed else steps
 
 
 def _step(
@@ -79,6 +84,7 @@ def _step(
     by_id: Mapping[str, Milestone],
     by_key: Mapping[ImportKey, Sequence[Milestone]],
     settled: Mapping[ImportKey, str],
+    handed: Mapping[int, Milestone],
 ) -> Step:
     if item.milestone_id is not None:
         found = by_id.get(item.milestone_id)
@@ -89,6 +95,8 @@ def _step(
     held = by_key.get(item.key, ())
     if not held and item.key in settled:
         return Step(item, Action.UNCHANGED, Milestone(settled[item.key], None, {}, invoiced=False))
+    if not held and item.row in handed:
+        return _compare(item, handed[item.row])
     if not held:
         return Step(item, Action.CREATE)
     if len(held) > 1:
@@ -120,3 +128,30 @@ def _compare(item: Item, found: Milestone) -> Step:
         return Step(item, Action.CONFLICT, found, changed, reason=f"milestone {found.id} is on an invoice and "
                     f"cannot be changed (the row would change {', '.join(changed)})")  # fmt: skip
     return Step(item, Action.UPDATE, found, changed)
+
+
+def already_there(steps: Sequence[Step], listed: Sequence[Milestone]) -> list[Step]:
+    """Rows to create, known by a derived key, whose values a milestone of this importer in their project holds
+    under a key no row carries: that milestone, unchanged. It was updated in place after it was created (from a
+    row edited since, handover.py, or one fed back in with its id), and its external reference still holds the
+    old key, whether or not Kantata moves it on a PUT: created again, the row would be there twice. Each such
+    milestone is one row's, taken in file order."""
+    keys = {s.item.key for s in steps}
+    taken = {s.milestone_id for s in steps if s.milestone_id is not None}
+    free: dict[tuple[int, str], list[Milestone]] = {}
+    for m in sorted(listed, key=lambda m: m.sort_id):
+        if m.id not in taken and m.workspace_id is not None and not any(k in keys for k in m.keys):
+            free.setdefault((m.workspace_id, str(m.fields.get("title"))), []).append(m)
+    if not free:
+        return list(steps)
+    out: list[Step] = []
+    for step in steps:
+        item = step.item
+        if step.action is Action.CREATE and item.key.derived:
+            spot = free.get((int(item.body["workspace_id"]), str(item.body.get("title"))), [])
+            same = next((m for m in spot if not changes(m, item.body)), None)
+            if same is not None:
+                spot.remove(same)
+                step = Step(item, Action.UNCHANGED, same)
+        out.append(step)
+    return out

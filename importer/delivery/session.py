@@ -15,9 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from importer.delivery.converge import converge, others_wrote
+from importer.delivery.handover import hand_over
 from importer.delivery.journal import Journal
 from importer.delivery.ledger import Ledger
-from importer.delivery.missing import DeleteMissing, confirmed, delete_missing, find_missing, kept
+from importer.delivery.missing import DeleteMissing, confirmed, delete_missing, find_missing, imported_in, kept
 from importer.delivery.planner import Action, Plan, Step, living_plan, plan
 from importer.delivery.recorder import OnOutcomes, Recorder
 from importer.delivery.settle import settle_in_flight
@@ -37,7 +38,7 @@ class ToSend:
     """The rows an upload must find or send. With `build`, their items are made while the first batches are out
     (none can turn out to be an issue while building); `items` is then empty until a look-up needs the keys.
     `by_id` and `by_key`: what the look-up found of them; `untouched`: the projects Kantata counted none of this
-    importer's milestones in."""
+    importer's milestones in; `handed`: what an interrupted run made of rows edited since (handover.py)."""
 
     rows: list[int]
     items: list[Item]
@@ -45,6 +46,7 @@ class ToSend:
     by_id: dict[str, Milestone] = field(default_factory=dict)
     by_key: dict[ImportKey, list[Milestone]] = field(default_factory=dict)
     untouched: list[int] = field(default_factory=list)
+    handed: dict[int, Milestone] = field(default_factory=dict)  # row -> its milestone from before an edit
 
 
 @dataclass(slots=True)
@@ -68,10 +70,10 @@ def look_up(client: KantataClient, items: Sequence[Item], *, untouched: Sequence
     return Found(by_id, client.find_imported_milestones(keyed, untouched=untouched))
 
 
-def plan_steps(client: KantataClient, items: Sequence[Item]) -> list[Step]:
-    """The dry run's plan: each row's step, from one look-up."""
+def plan_steps(client: KantataClient, items: Sequence[Item], listed: Sequence[Milestone] = ()) -> list[Step]:
+    """The dry run's plan: each row's step, from one look-up; `listed` as planner.living_plan takes it."""
     found = look_up(client, items)
-    return living_plan(items, found.by_id, found.by_key)
+    return living_plan(items, found.by_id, found.by_key, listed=listed)
 
 
 @dataclass(slots=True)
@@ -141,8 +143,8 @@ class Delivery:
             try:
                 delivered = self._send(journal, ledger, to_send, existing, sinks, (projects, before),
                                        (delete, blocked))  # fmt: skip
-            except DeletionNotConfirmed:  # nothing was sent: no journal is left to resume
-                journal.close(finished=not journal.sent_before)
+            except DeletionNotConfirmed:  # nothing was sent: no journal is left to resume (or to hand over)
+                journal.close(finished=not (journal.sent_before or journal.earlier))
                 raise
             if delivered.stopped is None:
                 delivered.currencies = currencies.result()
@@ -178,7 +180,7 @@ class Delivery:
         before = counted_total(counts) if counts else None
         untouched: list[int] | None = None
         if to_send.build is not None:
-            if not (journal.sent_before or (ledger is not None and ledger.live)):
+            if not (journal.sent_before or journal.earlier or (ledger is not None and ledger.live)):
                 untouched = [i for chunk, count in counts if count == 0 for i in chunk]
             # A resume settles what it sent by key, and Kantata may hold some of these rows unless every project
             # is untouched: in both cases every key is needed.
@@ -191,6 +193,9 @@ class Delivery:
             existing.update(found.existing)
             keyed = [i for i in to_send.items if i.milestone_id is None]  # a row with an id is never created
             settle_in_flight(self.client, journal, ledger, keyed, existing, self.settings, self.say)
+            if journal.earlier:
+                found_keys = set(to_send.by_key) | set(existing)
+                to_send.handed = hand_over(self.client, journal.earlier, to_send.items, found_keys, self.say)
         lookup.end(len(to_send.rows))
         return before
 
@@ -210,11 +215,14 @@ class Delivery:
         if to_send.build is not None:  # every project untouched: none of this importer's milestones to list
             the_plan = Plan(to_send.rows, to_send.build(), {}, batch_size)
         else:
-            steps = living_plan(to_send.items, to_send.by_id, to_send.by_key, existing)
+            listed = imported_in(self.client, counted[0], untouched=to_send.untouched)
+            steps = living_plan(to_send.items, to_send.by_id, to_send.by_key, existing, handed=to_send.handed,
+                                listed=listed)  # fmt: skip
             creates = [s.item for s in steps if s.action is Action.CREATE]
             unchanged = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED}
             the_plan = Plan([i.row for i in creates], creates, _ids(unchanged), batch_size)
-            missing = find_missing(self.client, to_send.items, creates, counted[0], untouched=to_send.untouched)
+            matched = {s.milestone_id for s in steps if s.milestone_id is not None}
+            missing = find_missing(self.client, to_send.items, creates, counted[0], listed=listed, matched=matched)
         delete, blocked = deleting
         deleting_now = confirmed(missing, delete, blocked)  # before anything is sent: a wrong count sends nothing
         needed = -(-len(the_plan.rows) // batch_size)

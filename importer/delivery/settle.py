@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from importer.delivery.journal import Journal
+from importer.delivery.journal import Journal, seconds_since
 from importer.delivery.ledger import Ledger
 from importer.kantata import ImportKey, Item, KantataClient
 from importer.settings import Settings
@@ -27,25 +27,37 @@ def settle_in_flight(
     comes, so that a stop meanwhile (Ctrl-C) still reports those rows.
 
     The same holds for keys the ledger shows sent by any run without an answer (this schedule since edited,
-    another results workbook, another upload): each is waited for until its own request can no longer write."""
+    another results workbook, another upload): each is waited for until its own request can no longer write.
+    And for the keys an interrupted run of an edited version of this schedule sent without an answer
+    (`Journal.earlier`), even those no row carries any more: the milestone it may yet create is the one an
+    edited row updates (`hand_over`), and must be there to be found."""
     clock = settings.clock
     now = clock.monotonic()  # from here on, no clock change moves a deadline
+    window = settings.sending_ahead + settings.writes_until
     until: dict[ImportKey, float] = {}  # key -> when Kantata can no longer be writing it
-    wait = settings.sending_ahead + settings.writes_until - journal.since_last_sent()
+    wait = window - journal.since_last_sent()
     if wait > 0:
         until.update((i.key, now + wait) for i in items if i.row in journal.in_flight)
-    for key, left in (ledger.waits_for(items) if ledger is not None else {}).items():
+    mine = {i.key for i in items}
+    others: set[ImportKey] = set()  # keys of rows edited since an interrupted run sent them (journal.Earlier)
+    for earlier in journal.earlier:
+        others.update(k for k in earlier.in_flight if k not in mine)
+        if (left := window - seconds_since(earlier.last_sent, clock)) > 0:
+            for key in earlier.in_flight:
+                until[key] = max(until.get(key, 0.0), now + left)
+    waiting = ledger.waits_for(items) | ledger.keys_waiting(others) if ledger is not None else {}
+    for key, left in waiting.items():
         until[key] = max(until.get(key, 0.0), now + left)
-    pending = [i for i in items if i.key in until and i.key not in existing]
+    pending = [k for k in until if (k in mine or k in others) and k not in existing]
     if pending:
-        longest = max(until[i.key] for i in pending) - now
+        longest = max(until[k] for k in pending) - now
         say(f"{len(pending)} rows an interrupted run sent are not in Kantata yet, and its requests may still be "
             f"running: waiting up to {longest:.0f} s for them, so that nothing is created twice")  # fmt: skip
     while pending:
-        clock.sleep(min(settings.settle_poll, max(0.0, max(until[i.key] for i in pending) - clock.monotonic())))
+        clock.sleep(min(settings.settle_poll, max(0.0, max(until[k] for k in pending) - clock.monotonic())))
         began = clock.monotonic()
-        more = client.find_existing(i.key for i in pending)
+        more = client.find_existing(pending)
         existing.update(more)
         # A key is given up only after a look-up that began once its request could no longer write
         # (dropped by the time the look-up ended, a row written just before it ended could be sent again).
-        pending = [i for i in pending if i.key not in more and until[i.key] >= began]
+        pending = [k for k in pending if k not in more and until[k] >= began]

@@ -9,7 +9,10 @@ how a re-run, a resend after a timeout and the mapping of created ids back to ro
   type and task, plus its occurrence (the 2nd identical row gets another key, so two identical rows stay two
   milestones). Column order, other columns, and moving rows up or down do not change a key.
 - Editing any of those fields between runs gives the row a new key: the re-run creates a new milestone and the
-  one created before stays in Kantata (find it by its key in the earlier results workbook).
+  one created before stays in Kantata (find it by its key in the earlier results workbook). Two exceptions, made
+  by the delivery: a row a killed run created and that was edited before its re-run updates that milestone
+  (delivery/handover.py), and a milestone already holding the row's values under another key is the row's
+  (delivery/planner.already_there).
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ class ImportKey(NamedTuple):
     def derived(self) -> bool:
         """The importer made this key from the row's content (not the user's own external reference)."""
         return self.service_name == SERVICE_NAME and self.service_model == SERVICE_MODEL
+
+    @classmethod
+    def derived_from(cls, ref: str) -> ImportKey:
+        """The derived key whose reference is `ref` (what `str` gives of a derived key)."""
+        return cls(SERVICE_NAME, SERVICE_MODEL, ref)
 
     def __str__(self) -> str:
         if self.derived:
