@@ -28,9 +28,9 @@ def test_a_first_import_costs_one_count_not_a_look_up_per_200_rows(sandbox: Any,
 
     again = run_upload(_schedule(tmp_path / "a.csv", rows), settings, output=tmp_path / "again.xlsx")
     assert again.counts["unchanged"] == 450 and len(sandbox.milestones()) == 450  # nothing twice
-    # the count is not zero now: every key is looked up, 200 a request, then one listing of the milestones no
-    # row matches (delivery/missing.py), every page of the 450 this importer holds there
-    assert _gets(sandbox) == 2 + 1 + 3 + 3
+    # the count is not zero now: one listing of this importer's milestones in the three projects, every page of
+    # the 450 it holds there, finds every row's key (no look-up by key) and those no row matches (delivery/missing.py)
+    assert _gets(sandbox) == 2 + 1 + 3
 
 
 def test_rows_of_a_new_project_skip_the_look_up_and_an_old_project_keeps_it(sandbox: Any, tmp_path: Path) -> None:
@@ -50,9 +50,10 @@ def test_a_small_schedule_is_looked_up_without_a_count(sandbox: Any, tmp_path: P
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
     rows = [(f"R{n}", n, 1001) for n in range(200)]
     run_upload(_schedule(tmp_path / "a.csv", rows), settings)
-    # one look-up of 200 keys before sending and the same after it (another upload may have sent them too):
-    # counts before and after would cost more; and one listing of the milestones no row matches
-    assert _gets(sandbox) == 3
+    # one listing of this importer's milestones in the project before sending (it holds none: every key is
+    # settled, and none is there that no row matches), and one look-up of the 200 keys after it (another upload
+    # may have sent them too): counts before and after would cost more
+    assert _gets(sandbox) == 2
 
 
 def test_a_users_own_reference_is_always_looked_up(sandbox: Any, tmp_path: Path) -> None:
@@ -61,7 +62,8 @@ def test_a_users_own_reference_is_always_looked_up(sandbox: Any, tmp_path: Path)
     path.write_text("title,amount_in_cents,workspace_id,External service,External type,External ID\n"
                     "A,1,1003,NetSuite,line,L-1\n")  # fmt: skip
     run_upload(path, settings)
-    # its key carries no project: looked up by reference before and after, no count; one listing of ours
+    # its key carries no project: looked up by reference before and after, no count; one listing of ours (for the
+    # milestones no row matches)
     assert _gets(sandbox) == 3
     again = run_upload(path, settings, output=tmp_path / "again.xlsx")
     assert again.counts["unchanged"] == 1 and len(sandbox.milestones()) == 1
