@@ -30,7 +30,6 @@ from importer.delivery import (
     ToSend,
     describe,
     find_missing,
-    imported_in,
     journal_path,
     one_upload_to,
     patient_interrupts,
@@ -313,13 +312,12 @@ def _check_online(
     client = KantataClient(settings, settings.token, session=session)
     try:
         projects = sorted({int(i.body["workspace_id"]) for i in items})
-        listed = imported_in(client, projects)
-        steps = plan_steps(client, items, listed)
+        steps, found = plan_steps(client, items, projects)
         known = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED and s.milestone_id}
         checked = check_online(raw, validated.rows, items, client, options, known=known)
         creates = [s.item for s in steps if s.action is Action.CREATE]
         matched = {s.milestone_id for s in steps if s.milestone_id is not None}
-        missing = find_missing(client, items, creates, projects, listed=listed, matched=matched)
+        missing = find_missing(found.listed, items, creates, matched=matched)
     finally:
         client.close()
     return checked, steps, dict(client.stats.routes), missing

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from importer.delivery.lock import one_upload_to as one_upload_to
     from importer.delivery.missing import DeleteMissing as DeleteMissing
     from importer.delivery.missing import find_missing as find_missing
-    from importer.delivery.missing import imported_in as imported_in
     from importer.delivery.planner import Action as Action
     from importer.delivery.planner import Plan as Plan
     from importer.delivery.planner import Step as Step
@@ -42,7 +41,6 @@ _HOMES = {
     "Delivery": "session",
     "DeleteMissing": "missing",
     "find_missing": "missing",
-    "imported_in": "missing",
     "Journal": "journal",
     "journal_path": "journal",
     "Ledger": "ledger",

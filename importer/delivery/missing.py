@@ -31,23 +31,12 @@ class DeleteMissing:
 
 
 def find_missing(
-    client: KantataClient,
-    items: Sequence[Item],
-    creates: Sequence[Item],
-    projects: Sequence[int],
-    *,
-    untouched: Collection[int] = (),
-    listed: Sequence[Milestone] | None = None,
-    matched: Collection[str] = (),
+    listed: Sequence[Milestone], items: Sequence[Item], creates: Sequence[Item], *, matched: Collection[str] = ()
 ) -> list[NotInSchedule]:
-    """The milestones of this importer in `projects` that none of `items` matches by id or key, lowest id first.
-    `creates`: the rows the plan creates, for the hint that one of them is probably an edited row. `untouched`:
-    projects Kantata already counted none of ours in (not listed again). `listed`: `imported_in`, when asked
-    already; `matched`: ids the plan found rows of otherwise (planner.already_there, handover.py)."""
-    if listed is None:
-        listed = imported_in(client, projects, untouched=untouched)
-    if not listed:
-        return []
+    """The milestones of `listed` (this importer's in the schedule's projects, lowest id first: session.look_up)
+    that none of `items` matches by id or key. `creates`: the rows the plan creates, for the hint that one of
+    them is probably an edited row; `matched`: ids the plan found rows of otherwise (planner.already_there,
+    handover.py)."""
     ids = {i.milestone_id for i in items if i.milestone_id is not None} | set(matched)
     keys = {i.key for i in items}
     edited: dict[tuple[int, str], int] = {}
@@ -68,13 +57,6 @@ def find_missing(
                                    else None, None if date is None else str(date), milestone.invoiced,
                                    hint))  # fmt: skip
     return found
-
-
-def imported_in(client: KantataClient, projects: Sequence[int], *, untouched: Collection[int] = ()) -> list[Milestone]:
-    """The milestones of this importer in `projects`, but those Kantata counted none of ours in (`untouched`)."""
-    skip = set(untouched)
-    asked = [p for p in projects if p not in skip]
-    return client.imported_milestones(asked) if asked else []
 
 
 def confirmed(missing: Sequence[NotInSchedule], delete: DeleteMissing | None, blocked: Sequence[int]) -> bool:

@@ -18,7 +18,7 @@ from importer.delivery.converge import converge, others_wrote
 from importer.delivery.handover import hand_over
 from importer.delivery.journal import Journal
 from importer.delivery.ledger import Ledger
-from importer.delivery.missing import DeleteMissing, confirmed, delete_missing, find_missing, imported_in, kept
+from importer.delivery.missing import DeleteMissing, confirmed, delete_missing, find_missing, kept
 from importer.delivery.planner import Action, Plan, Step, living_plan, plan
 from importer.delivery.recorder import OnOutcomes, Recorder
 from importer.delivery.settle import settle_in_flight
@@ -37,43 +37,74 @@ Say = Callable[[str], None]
 class ToSend:
     """The rows an upload must find or send. With `build`, their items are made while the first batches are out
     (none can turn out to be an issue while building); `items` is then empty until a look-up needs the keys.
-    `by_id` and `by_key`: what the look-up found of them; `untouched`: the projects Kantata counted none of this
-    importer's milestones in; `handed`: what an interrupted run made of rows edited since (handover.py)."""
+    `by_id` and `by_key`: what the look-up found of them; `listed`: this importer's milestones in the schedule's
+    projects (look_up); `handed`: what an interrupted run made of rows edited since (handover.py)."""
 
     rows: list[int]
     items: list[Item]
     build: Callable[[], Iterable[Item]] | None = None
     by_id: dict[str, Milestone] = field(default_factory=dict)
     by_key: dict[ImportKey, list[Milestone]] = field(default_factory=dict)
-    untouched: list[int] = field(default_factory=list)
+    listed: list[Milestone] = field(default_factory=list)
     handed: dict[int, Milestone] = field(default_factory=dict)  # row -> its milestone from before an edit
 
 
 @dataclass(slots=True)
 class Found:
-    """What Kantata holds of a schedule's rows: milestones by the ids rows carry, and by the keys of the rest."""
+    """What Kantata holds of a schedule's rows: milestones by the ids rows carry, and by the keys of the rest; and
+    `listed`, every milestone of this importer in the schedule's projects (the ones no row matches are not in the
+    schedule: missing.py)."""
 
     by_id: dict[str, Milestone]
     by_key: dict[ImportKey, list[Milestone]]
+    listed: list[Milestone] = field(default_factory=list)
 
     @property
     def existing(self) -> dict[ImportKey, str]:
         return {key: held[0].id for key, held in self.by_key.items()}
 
 
-def look_up(client: KantataClient, items: Sequence[Item], *, untouched: Sequence[int] | None = None) -> Found:
-    """One look-up for a dry run and an upload alike, so that what `validate --online` shows is what `upload`
-    then does: rows with an id by id (200 a request), the others by key (see KantataClient.find_imported)."""
+def look_up(
+    client: KantataClient, items: Sequence[Item], projects: Sequence[int], *, untouched: Sequence[int] | None = None
+) -> Found:
+    """One look-up for a dry run and an upload alike, so that what `validate --online` shows is what `upload` then
+    does. This importer's milestones in `projects` are listed once (KantataClient.list_imported), except in the
+    projects `untouched` names (Kantata counted none of ours there); that listing answers for:
+
+    - rows with an id whose milestone it holds; other ids (a milestone not made by this importer, deleted, or in
+      a project the schedule does not name) are looked up by id, 200 a request;
+    - rows with a derived key: the key hashes its project in, so its milestone can only be in that project, and
+      is in the listing or nowhere (in an untouched project: nowhere). Only where the listing was not whole (a
+      page contradicted the count) are they looked up by key;
+    - the milestones no row matches (`listed`, for missing.py).
+
+    Rows keyed by the user's own external reference are looked up by key: their milestones carry another service
+    than this importer's. The listing can be larger than the look-ups it saves (projects holding years of this
+    importer's milestones, a schedule of a few rows): it is read either way, for the milestones no row matches."""
+    skip = set(untouched or ())
+    listing = client.list_imported([p for p in projects if p not in skip])
+    listed = {m.id: m for m in listing.milestones}
+    holding: dict[ImportKey, list[Milestone]] = {}
+    for milestone in listing.milestones:  # lowest id first, as a look-up by key gives them
+        for key in milestone.keys:
+            holding.setdefault(key, []).append(milestone)
     ids = [i.milestone_id for i in items if i.milestone_id is not None]
+    by_id = {mid: listed[mid] for mid in ids if mid in listed}
+    others = [mid for mid in ids if mid not in listed]
+    by_id.update(client.milestones(others) if others else {})
+    settled = skip | listing.whole  # projects where a derived key's milestone is in the listing or nowhere
     keyed = [i for i in items if i.milestone_id is None]
-    by_id = client.milestones(ids) if ids else {}
-    return Found(by_id, client.find_imported_milestones(keyed, untouched=untouched))
+    known = {i.key for i in keyed if i.key.derived and int(i.body["workspace_id"]) in settled}
+    by_key = {key: holding[key] for key in known if key in holding}
+    wanted = [i.key for i in keyed if i.key not in known]
+    by_key.update(client.find_milestones(wanted) if wanted else {})
+    return Found(by_id, by_key, listing.milestones)
 
 
-def plan_steps(client: KantataClient, items: Sequence[Item], listed: Sequence[Milestone] = ()) -> list[Step]:
-    """The dry run's plan: each row's step, from one look-up; `listed` as planner.living_plan takes it."""
-    found = look_up(client, items)
-    return living_plan(items, found.by_id, found.by_key, listed=listed)
+def plan_steps(client: KantataClient, items: Sequence[Item], projects: Sequence[int]) -> tuple[list[Step], Found]:
+    """The dry run's plan: each row's step, from one look-up; and what it found."""
+    found = look_up(client, items, projects)
+    return living_plan(items, found.by_id, found.by_key, listed=found.listed), found
 
 
 @dataclass(slots=True)
@@ -173,10 +204,10 @@ class Delivery:
         Returns the projects' count of this importer's milestones before anything is sent (converge.py)."""
         self.say(f"looking up {len(to_send.rows)} import keys in Kantata")
         lookup = Ticker(for_stage(self.on_progress, Stage.LOOKUP), len(to_send.rows))
-        # A schedule too small to defer looks every key up anyway, and so it does again afterwards (converge.py):
-        # a count before and after would cost more than that second look-up.
+        # A schedule that is not deferred is listed anyway (look_up), and the keys it creates are looked up again
+        # afterwards (converge.py): for the few rows most such schedules create, a count before and after would
+        # cost more than that second look-up.
         counts = self.client.import_counts(projects) if to_send.build is not None else []
-        to_send.untouched = [i for chunk, count in counts if count == 0 for i in chunk]
         before = counted_total(counts) if counts else None
         untouched: list[int] | None = None
         if to_send.build is not None:
@@ -188,8 +219,8 @@ class Delivery:
                 to_send.items = list(to_send.build())
                 to_send.build = None
         if to_send.build is None:
-            found = look_up(self.client, to_send.items, untouched=untouched)
-            to_send.by_id, to_send.by_key = found.by_id, found.by_key
+            found = look_up(self.client, to_send.items, projects, untouched=untouched)
+            to_send.by_id, to_send.by_key, to_send.listed = found.by_id, found.by_key, found.listed
             existing.update(found.existing)
             keyed = [i for i in to_send.items if i.milestone_id is None]  # a row with an id is never created
             settle_in_flight(self.client, journal, ledger, keyed, existing, self.settings, self.say)
@@ -215,14 +246,13 @@ class Delivery:
         if to_send.build is not None:  # every project untouched: none of this importer's milestones to list
             the_plan = Plan(to_send.rows, to_send.build(), {}, batch_size)
         else:
-            listed = imported_in(self.client, counted[0], untouched=to_send.untouched)
             steps = living_plan(to_send.items, to_send.by_id, to_send.by_key, existing, handed=to_send.handed,
-                                listed=listed)  # fmt: skip
+                                listed=to_send.listed)  # fmt: skip
             creates = [s.item for s in steps if s.action is Action.CREATE]
             unchanged = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED}
             the_plan = Plan([i.row for i in creates], creates, _ids(unchanged), batch_size)
             matched = {s.milestone_id for s in steps if s.milestone_id is not None}
-            missing = find_missing(self.client, to_send.items, creates, counted[0], listed=listed, matched=matched)
+            missing = find_missing(to_send.listed, to_send.items, creates, matched=matched)
         delete, blocked = deleting
         deleting_now = confirmed(missing, delete, blocked)  # before anything is sent: a wrong count sends nothing
         needed = -(-len(the_plan.rows) // batch_size)

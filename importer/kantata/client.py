@@ -183,6 +183,8 @@ class _Exchange:
 
 
 _Info = TypeVar("_Info", "WorkspaceInfo", "StoryInfo")
+_Arg = TypeVar("_Arg")
+_Result = TypeVar("_Result")
 
 
 @dataclass(slots=True)
@@ -220,6 +222,24 @@ class StoryInfo:
     id: int
     title: str
     workspace_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """This importer's milestones in some projects (those carrying a derived key), lowest id first, and each group
+    of PROBE_CHUNK projects with the count Kantata gave for it, as `import_counts` gives them.
+
+    A count is None when Kantata gave none, or when the listing belies it: a page gave another count, or the pages
+    held another number of milestones (one was created or deleted while they were read, which shifts the pages).
+    Where the count is known the listing is whole: a milestone of ours that is not in it is not in those projects."""
+
+    milestones: list[Milestone]
+    counts: list[tuple[list[int], int | None]]
+
+    @property
+    def whole(self) -> frozenset[int]:
+        """The projects whose count is known: for them the listing is all there is."""
+        return frozenset(p for chunk, count in self.counts if count is not None for p in chunk)
 
 
 def _retry_after(response: requests.Response, clock: Clock) -> float | None:
@@ -555,35 +575,56 @@ class KantataClient:
         """`import_counts` summed (`counted_total`)."""
         return counted_total(self.import_counts(workspace_ids))
 
-    def imported_milestones(self, workspace_ids: Sequence[int]) -> list[Milestone]:
-        """Every milestone with this importer's derived keys in these projects, lowest id first: one listing per
-        PROBE_CHUNK projects, every page read, several listings in flight at once."""
+    def list_imported(self, workspace_ids: Sequence[int]) -> Listing:
+        """Every milestone with this importer's derived keys in these projects (see `Listing`): one listing per
+        PROBE_CHUNK projects, oldest first. The first page of each tells how many pages follow; those are then
+        read several at a time, as the look-ups are."""
         chunks = [
             list(workspace_ids[start : start + PROBE_CHUNK]) for start in range(0, len(workspace_ids), PROBE_CHUNK)
         ]
+        # Oldest first: a milestone created while the pages are read then lands on a page after the ones already
+        # read, instead of pushing a milestone that was there all along off the last page.
         queries: list[dict[str, str | int]] = [{
             "workspace_ids": ",".join(map(str, chunk)), "external_reference_service_name": SERVICE_NAME,
-            "external_reference_service_model": SERVICE_MODEL,
+            "external_reference_service_model": SERVICE_MODEL, "order": "created_at:asc",
+            "include": "external_references", "per_page": PER_PAGE,
         } for chunk in chunks]  # fmt: skip
-        found: dict[str, Milestone] = {}
-        for chunk, page in zip(chunks, self._each(queries), strict=True):
-            asked = set(chunk)  # filters can be ignored by the server: trust only what matches them
-            found.update((m.id, m) for m in page if m.workspace_id in asked and any(k.derived for k in m.keys))
-        return sorted(found.values(), key=lambda m: m.sort_id)
 
-    def _each(self, queries: list[dict[str, str | int]]) -> Iterable[list[Milestone]]:
-        """Every page of every query; several queries in flight at once when there are many."""
-        if len(queries) <= 1 or self.settings.concurrency == 1:
-            yield from (list(self._pages("billing_milestones", q)) for q in queries)
-            return
-        pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="kantata-lookup")
+        def page(asked: tuple[int, int], stop: threading.Event | None) -> dict[str, Any]:
+            return self.get("billing_milestones", {**queries[asked[0]], "page": asked[1]}, stop=stop)
+
+        pages = [[first] for first in self._map(page, [(n, 1) for n in range(len(queries))])]
+        rest = [(n, number) for n, [first] in enumerate(pages) for number in range(2, _page_count(first) + 1)]
+        for (n, _), data in zip(rest, self._map(page, rest), strict=True):
+            pages[n].append(data)
+        found: dict[str, Milestone] = {}
+        counts: list[tuple[list[int], int | None]] = []
+        for chunk, answers in zip(chunks, pages, strict=True):
+            listed = {m.id: m for data in answers for m in milestones_in(data)}
+            asked = set(chunk)  # filters can be ignored by the server: trust only what matches them
+            found.update(
+                (m.id, m) for m in listed.values() if m.workspace_id in asked and any(k.derived for k in m.keys)
+            )
+            counts.append((chunk, _listed_count(answers, len(listed))))
+        return Listing(sorted(found.values(), key=lambda m: m.sort_id), counts)
+
+    def _map(self, work: Callable[[_Arg, threading.Event | None], _Result], args: Sequence[_Arg]) -> list[_Result]:
+        """`work` for each of `args`, several at once when there are many (each request still takes a slot of
+        the limiter), in the order of `args`."""
+        if len(args) <= 1 or self.settings.concurrency == 1:
+            return [work(arg, None) for arg in args]
+        pool = ThreadPoolExecutor(min(len(args), self.settings.concurrency), thread_name_prefix="kantata-lookup")
         stop = threading.Event()
         try:
-            yield from pool.map(lambda q: list(self._pages("billing_milestones", q, stop)), queries)
-        finally:  # on an error or Ctrl-C: queries not started are not sent, running ones stop after this request
+            return list(pool.map(lambda arg: work(arg, stop), args))
+        finally:  # on an error or Ctrl-C: work not started is not begun, running work stops after this request
             stop.set()
             self.limiter.wake()  # those waiting for a slot see the stop
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _each(self, queries: list[dict[str, str | int]]) -> list[list[Milestone]]:
+        """Every page of every query; several queries in flight at once when there are many."""
+        return self._map(lambda q, stop: list(self._pages("billing_milestones", q, stop)), queries)
 
     def _pages(
         self, path: str, params: dict[str, str | int], stop: threading.Event | None = None
@@ -694,6 +735,24 @@ class KantataClient:
                                  body=answer_body(response))  # fmt: skip
         found = list(milestones_in(_json(response))) if response.status_code == 200 and response.content else []
         return ChangeAnswer(response.status_code, milestone=found[0] if found else None)
+
+
+def _page_count(data: Mapping[str, Any]) -> int:
+    """How many pages a listing has, as its page says (one when it does not say)."""
+    pages = (data.get("meta") or {}).get("page_count")
+    return pages if isinstance(pages, int) and not isinstance(pages, bool) and pages > 0 else 1
+
+
+def _listed_count(pages: Sequence[Mapping[str, Any]], listed: int) -> int | None:
+    """The count the first page of a listing gave, if every page gave the same and `listed` (the milestones its
+    pages held) is that many; else None."""
+    counts = {data.get("count", (data.get("meta") or {}).get("count")) for data in pages}
+    if len(counts) != 1:
+        return None
+    count = counts.pop()
+    if not isinstance(count, int) or isinstance(count, bool) or count != listed:
+        return None
+    return count
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
