@@ -231,8 +231,12 @@ def test_cents_in_yen_and_dinar_projects_are_explained_in_a_note(
         'project 1005 ("Gulf Logistics Portal") is in KWD, which has 3 decimals: its amount_in_cents values count '
         "1/1000 of a KWD (row 4: 10003 is 10.003 KWD)",
     ]
-    summary = openpyxl.load_workbook(result.output, read_only=True)["Summary"]
-    assert result.notes[0] in [r[1] for r in summary.iter_rows(values_only=True)]
+    wb = openpyxl.load_workbook(result.output, read_only=True)
+    try:
+        notes = [r[1] for r in wb["Summary"].iter_rows(values_only=True)]
+    finally:
+        wb.close()  # a read-only workbook holds its file open until closed
+    assert result.notes[0] in notes
 
 
 def test_without_financial_access_an_amount_is_sent_only_with_decimals_the_user_chose(
