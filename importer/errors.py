@@ -37,7 +37,7 @@ class ExitCode(enum.IntEnum):
     ROWS_FAILED = 1  # the run finished, but some rows are invalid or were rejected
     UNUSABLE_INPUT = 2  # the file or the arguments are unusable; nothing was sent
     AUTH = 3  # token missing or refused; nothing was sent
-    STOPPED = 4  # the run had to stop midway (Kantata unreachable, journal unwritable); unsent rows are `not_sent`
+    STOPPED = 4  # the run had to stop (Kantata unreachable, a journal or ledger unwritable); unsent rows `not_sent`
     NOT_WRITTEN = 5  # the results workbook could not be written (disk full, permissions); re-run to write it
     BUSY = 6  # another upload to the same Kantata account is running (--no-wait, or --wait ran out); nothing sent
     BUG = 70  # an internal error (EX_SOFTWARE); run again with --debug for the traceback
@@ -50,11 +50,12 @@ exit codes:
   1    the run finished, but some rows are invalid or were rejected: see the results workbook
   2    the file or the arguments are unusable; nothing was sent
   3    the API token is missing or was refused; nothing was sent
-  4    the run had to stop midway (Kantata unreachable, or the upload's journal could not be written); unsent
-       rows are marked not_sent, re-run to resume
+  4    the run had to stop (Kantata unreachable; a full disk under the state folder, or under the results
+       before anything was sent); unsent rows are marked not_sent, re-run to resume
        (validate --online: nothing was written)
-  5    the results workbook could not be written (a full disk, no permission): an upload's outcomes are kept in
-       its journal, so fix that and run the same command again to write it (nothing is sent twice)
+  5    the results workbook could not be written (a full disk, also one that filled up during an upload; no
+       permission): fix that and run the same command again to write it (what was created is found, nothing
+       is sent twice)
   6    another upload to the same Kantata account is running and --no-wait was given (or --wait ran out);
        nothing was sent: run it again when that one has finished
   130  interrupted (Ctrl-C, SIGTERM, SIGHUP); an upload wrote the results workbook, re-run to resume

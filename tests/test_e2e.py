@@ -438,7 +438,11 @@ def test_summary_totals_per_project_are_exact_sums_by_status(sandbox: Any, make_
         status = "unchanged" if n < 10 else "created"
         by_status = expected.setdefault(row[2], {})
         by_status[status] = by_status.get(status, 0) + int(row[1])
-    summary = list(openpyxl.load_workbook(result.output, read_only=True)["Summary"].iter_rows(values_only=True))
+    wb = openpyxl.load_workbook(result.output, read_only=True)
+    try:
+        summary = list(wb["Summary"].iter_rows(values_only=True))
+    finally:
+        wb.close()  # a read-only workbook holds its file open until closed
     top = next(i for i, r in enumerate(summary) if r[0] == "Project ID")
     header = list(summary[top])
     assert header == ["Project ID", "Currency", "Rows", "created", "unchanged", "Total", "Total (cents)"]

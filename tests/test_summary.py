@@ -277,8 +277,11 @@ def test_totals_past_int64_and_ids_past_2_53_are_exact_everywhere(
     assert main(["validate", str(path), "--json"]) == 0
     totals = {t["workspace_id"]: t["cents"]["valid"] for t in _summary(capsys.readouterr().out)["totals"]}
     assert totals == {1001: 10**19, 9007199254740993: 7}
-    sheet = openpyxl.load_workbook(tmp_path / "big.results.xlsx", read_only=True)["Summary"]
-    rows = [r for r in sheet.iter_rows(values_only=True) if r and r[0] is not None]
+    wb = openpyxl.load_workbook(tmp_path / "big.results.xlsx", read_only=True)
+    try:
+        rows = [r for r in wb["Summary"].iter_rows(values_only=True) if r and r[0] is not None]
+    finally:
+        wb.close()  # a read-only workbook holds its file open until closed
     at = next(i for i, r in enumerate(rows) if r[0] == "Project ID")
     # In currency units (two decimals), as exact text past what a number cell shows; the cents in the last column.
     assert [(str(r[0]), str(r[3]), str(r[-1])) for r in rows[at + 1 :]] == [

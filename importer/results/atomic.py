@@ -26,9 +26,12 @@ from importer.results.history import keep_previous
 _TRIES = 100  # random names that collide this often mean something else is wrong
 # A temporary file is a killed writer's leftover only once untouched this long (a writer creates it, then fills it
 # at the end: its own process being gone is what tells), and, when its name carries no writer (an older
-# version's), once untouched for an hour, longer than any write takes.
+# version's) or where the writer cannot be asked about (process_gone), once untouched for an hour, longer than
+# any write takes.
 LEFTOVER_AGE = 60.0
 UNNAMED_LEFTOVER_AGE = 3600.0
+# Whether a process can be asked if it is still there without harm: Windows' os.kill(pid, 0) ends the process.
+CAN_ASK_WHETHER_RUNNING = os.name == "posix"
 _MIDDLE = re.compile(r"[0-9a-f]{8}(?:-p(?P<pid>[0-9]+))?")  # the random part, then the writer's process id
 
 
@@ -67,7 +70,8 @@ def remove_leftovers(target: Path, *, now: float | None = None) -> list[Path]:
         if found is None or not stat.S_ISREG(info.st_mode):
             continue
         pid = found.group("pid")
-        if now - info.st_mtime < (LEFTOVER_AGE if pid else UNNAMED_LEFTOVER_AGE) or (pid and _running(int(pid))):
+        gone = process_gone(int(pid)) if pid else None
+        if gone is False or now - info.st_mtime < (LEFTOVER_AGE if gone else UNNAMED_LEFTOVER_AGE):
             continue
         with contextlib.suppress(OSError):
             path.unlink()
@@ -75,20 +79,20 @@ def remove_leftovers(target: Path, *, now: float | None = None) -> list[Path]:
     return removed
 
 
-def _running(pid: int) -> bool:
-    """Whether process `pid` exists. Only POSIX can ask without harm (Windows' os.kill ends the process), so
-    elsewhere every writer counts as running: its leftovers stay, as they did before."""
-    if os.name != "posix":
-        return True
+def process_gone(pid: int) -> bool | None:
+    """Whether process `pid` has ended; None where that cannot be asked without ending it (only POSIX can ask:
+    CAN_ASK_WHETHER_RUNNING), so that the caller goes by how long its files were left untouched instead."""
+    if not CAN_ASK_WHETHER_RUNNING:
+        return None
     if pid == os.getpid():
-        return True
+        return False
     try:
         os.kill(pid, 0)  # signal 0: is it there? (another user's process is there too: PermissionError)
     except ProcessLookupError:
-        return False
-    except OSError:
         return True
-    return True
+    except OSError:
+        return False
+    return False
 
 
 def write_then_rename(target: Path, write: Callable[[Path], object], *, keep: bool = False) -> Path:

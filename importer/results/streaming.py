@@ -25,7 +25,7 @@ from pathlib import Path
 from importer.errors import CellIssue
 from importer.outcomes import Outcome
 from importer.progress import CHUNK, Tick, Ticker
-from importer.results.atomic import move_into_place
+from importer.results.atomic import move_into_place, process_gone
 from importer.results.packing import ResultsWorkbook
 from importer.results.report import Cut, Money, RunInfo, Writer, check_output, write_results
 from importer.results.totals import ProjectTotal
@@ -35,27 +35,27 @@ SCRATCH_PREFIX = "kantata-import-"
 
 
 LEFTOVER_AGE = 3600.0  # seconds untouched before a dead run's scratch folder is removed
+# Where no process can be asked whether it still runs (process_gone), a scratch folder is taken for a dead run's
+# only once untouched for a day: a run writes rows into it as answers come, and none waits that long between.
+UNASKED_LEFTOVER_AGE = 24 * 3600.0
 
 
 def _remove_leftovers() -> None:
     """Scratch folders of runs killed outright (kill -9, a power cut), which nothing else removes and which add
     up run after run: those named for a process that no longer exists and untouched for an hour (a process of
-    another PID namespace sharing /tmp would look gone; its files would not be old)."""
+    another PID namespace sharing /tmp would look gone; its files would not be old), or, where that cannot be
+    asked (Windows), untouched for a day."""
     now = time.time()
     for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
         pid = folder.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
-        try:
-            os.kill(int(pid), 0)  # signal 0: is it there? (a process of another user's is there too)
-            continue
-        except ProcessLookupError:
-            pass
-        except OSError:
+        gone = process_gone(int(pid))
+        if gone is False:
             continue
         with contextlib.suppress(OSError):
             touched = max([folder.stat().st_mtime, *(f.stat().st_mtime for f in folder.iterdir())])
-            if now - touched > LEFTOVER_AGE:
+            if now - touched > (LEFTOVER_AGE if gone else UNASKED_LEFTOVER_AGE):
                 shutil.rmtree(folder, ignore_errors=True)  # one we may not remove stays
 
 

@@ -272,12 +272,19 @@ class _CalamineBook:
 
 
 class _OpenpyxlBook:
-    """openpyxl read-only: the fallback for packages calamine cannot read."""
+    """openpyxl read-only: the fallback for packages calamine cannot read. The file is opened here and handed
+    over, because openpyxl leaves a file it opened itself open when it fails on a part: it would be closed only
+    by the garbage collector, with a ResourceWarning, whenever that runs."""
 
     def __init__(self, path: Path) -> None:
         import openpyxl
 
-        self._book = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
+        self._file = path.open("rb")
+        try:
+            self._book = openpyxl.load_workbook(self._file, read_only=True, data_only=True, keep_links=False)
+        except BaseException:
+            self._file.close()
+            raise
 
     def sheets(self) -> list[tuple[str, bool]]:
         return [(ws.title, ws.sheet_state == "visible") for ws in self._book.worksheets]
@@ -290,7 +297,10 @@ class _OpenpyxlBook:
         return rows if isinstance(rows, int) else None
 
     def close(self) -> None:
-        self._book.close()
+        try:
+            self._book.close()
+        finally:
+            self._file.close()  # read-only mode reads from it until here; openpyxl leaves a file it was given open
 
 
 def _reader_failed(exc: BaseException) -> bool:

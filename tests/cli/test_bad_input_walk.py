@@ -36,6 +36,7 @@ import python_calamine
 from defusedxml import ElementTree as SafeET
 
 from importer.cli.main import main
+from tests.conftest import collector_paused, files_open_on
 from tests.corpus import makers_hostile as mh
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,7 +217,8 @@ def config_name_too_long(folder: Path) -> Provoked:
 
 def entities(folder: Path) -> Provoked:
     path = mh.entity_declaration(folder)
-    part = zipfile.ZipFile(path).read("xl/workbook.xml")
+    with zipfile.ZipFile(path) as zf:
+        part = zf.read("xl/workbook.xml")
     return Provoked(["validate", str(path)], lambda: SafeET.fromstring(part), "XML entity")
 
 
@@ -324,11 +326,15 @@ def test_each_exception_type_gets_a_sentence(case: str, tmp_path: Path, monkeypa
     with pytest.raises(kind) as raised:
         provoked.raw()
     assert type(raised.value) is kind or kind is OSError, f"the reader raised {type(raised.value).__name__}"
-    code = main(provoked.argv)
+    schedule = Path(provoked.argv[1])
+    with collector_paused():
+        code = main(provoked.argv)
+        left_open = files_open_on(schedule)
     captured = capsys.readouterr()
     said = captured.out + captured.err
     said.encode("utf-8")  # what a terminal or pipe is given is text it can show: no lone surrogates
     assert code == provoked.exit, said
+    assert left_open == [], "the schedule was left open (a reader that failed, not closed)"
     assert "Traceback" not in said and "internal error" not in said, said
     if provoked.exit == 2:
         assert captured.err.startswith("error: ") or "\nerror: " in captured.err, said

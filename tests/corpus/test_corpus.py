@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from importer.cli.main import main
+from tests.conftest import collector_paused, files_open_on
 
 HERE = Path(__file__).parent
 CASES_DIR = HERE / "cases"
@@ -124,9 +125,12 @@ def test_corpus_case(case_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.chdir(tmp_path)  # no config file of the repository's is read
     path = case.build(tmp_path)
     before = _digest(path)
-    code = main(["validate", str(path), "-o", str(tmp_path / "out.xlsx"), "--json", *case.args])
+    with collector_paused():
+        code = main(["validate", str(path), "-o", str(tmp_path / "out.xlsx"), "--json", *case.args])
+        left_open = files_open_on(path)
     captured = capsys.readouterr()
     _check(case, code, captured.out + captured.err, _summary(captured.out))
+    assert left_open == [], "the input file was left open (a reader that failed, not closed)"
     assert _digest(path) == before, "the input file was modified"
     if code == 2:  # refused before anything was written
         assert not (tmp_path / "out.xlsx").exists()

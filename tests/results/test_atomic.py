@@ -187,6 +187,25 @@ def test_a_killed_writers_leftover_is_removed_by_the_next_write_and_a_running_wr
     assert [p for p in _leftovers(tmp_path) if p not in kept] == []
 
 
+def test_where_no_process_can_be_asked_about_a_writers_file_goes_by_its_age_alone(
+    make_schedule: MakeSchedule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows' os.kill(pid, 0) ends the process it names: there no writer is asked about, and its file is a
+    leftover once untouched for as long as a file whose name names no writer."""
+
+    def kills(pid: int, signal: int) -> None:
+        raise AssertionError(f"os.kill({pid}, {signal}) was called")
+
+    schedule = make_schedule([good_row(1)])
+    monkeypatch.setattr(atomic, "CAN_ASK_WHETHER_RUNNING", False)
+    monkeypatch.setattr(os, "kill", kills)
+    running = os.getppid()
+    old = _aged(tmp_path / f".schedule.results.0a1b2c3d-p{running}.tmp.xlsx", atomic.UNNAMED_LEFTOVER_AGE + 60)
+    recent = _aged(tmp_path / f".schedule.results.0a1b2c3e-p{running}.tmp.xlsx", 600)  # 10 min: maybe writing
+    assert main(["validate", str(schedule)]) == 0
+    assert not old.exists() and recent.exists()
+
+
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL and asking whether a writer runs are POSIX")
 def test_a_writer_killed_with_sigkill_mid_write_leaves_a_file_the_next_run_removes(
     make_schedule: MakeSchedule, tmp_path: Path

@@ -139,3 +139,31 @@ def test_scratch_folders_of_runs_killed_long_ago_are_removed_and_no_other(
         os.utime(path, (0, 0))  # untouched since 1970
     streaming._remove_leftovers()
     assert not old.exists() and recent.exists() and alive.exists()
+
+
+def test_where_no_process_can_be_asked_about_only_a_day_untouched_makes_a_leftover(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows' os.kill(pid, 0) ends the process it names: there no process is asked about, and a scratch folder
+    is a dead run's only once untouched for a day, whoever it is named for."""
+    import os
+    import tempfile
+
+    import importer.results.atomic as atomic
+    import importer.results.streaming as streaming
+
+    def kills(pid: int, signal: int) -> None:
+        raise AssertionError(f"os.kill({pid}, {signal}) was called")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(atomic, "CAN_ASK_WHETHER_RUNNING", False)
+    monkeypatch.setattr(os, "kill", kills)
+    then = time.time()
+    folders = {age: tmp_path / f"kantata-import-{os.getppid()}-{age}" for age in (2 * 3600, 2 * 24 * 3600)}
+    for age, folder in folders.items():
+        folder.mkdir()
+        (folder / "results.xlsx").write_bytes(b"x")
+        for path in (folder, folder / "results.xlsx"):
+            os.utime(path, (then - age, then - age))
+    streaming._remove_leftovers()
+    assert folders[2 * 3600].exists() and not folders[2 * 24 * 3600].exists()

@@ -14,7 +14,8 @@ import pytest
 from importer.cli.main import main
 from importer.errors import ScheduleError
 from importer.schedule.loader import HEADER_SEARCH_ROWS, RawSchedule, load_schedule
-from tests.conftest import HEADERS, MakeSchedule, good_row
+from tests.conftest import HEADERS, MakeSchedule, collector_paused, files_open_on, good_row
+from tests.corpus import makers_hostile
 
 
 def test_the_fast_reader_is_the_one_used(make_schedule: MakeSchedule) -> None:
@@ -54,6 +55,26 @@ def test_a_panic_of_the_rust_reader_is_a_message_not_a_traceback(
     assert main(["validate", str(path), "-o", str(tmp_path / "b.xlsx")]) == 2
     err = capsys.readouterr().err
     assert "could not be read as an .xlsx workbook (PanicException" in err and "Traceback" not in err
+
+
+def test_the_openpyxl_reader_leaves_no_file_open(tmp_path: Path, make_schedule: MakeSchedule,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The fallback reader holds the file it was handed until it is closed, and closes it when it cannot read
+    the package: neither is left to the garbage collector (paused here, so a leak stays to be seen)."""
+    import importer.schedule.loader
+
+    def refuses(self: object, path: Path, early: object = None) -> None:
+        raise ValueError("not this reader")
+
+    monkeypatch.setattr(importer.schedule.loader._CalamineBook, "__init__", refuses)
+    good = make_schedule([["A", 1, 1001, "2026-01-31", None, "fixed_date"]])
+    broken = makers_hostile.malformed_xml_styles(tmp_path)
+    with collector_paused():
+        assert len(load_schedule(good).frame) == 1
+        assert files_open_on(good) == []
+        with pytest.raises(ScheduleError, match="could not be read as an .xlsx workbook"):
+            load_schedule(broken)
+        assert files_open_on(broken) == []
 
 
 def _cells(raw: RawSchedule) -> dict[int, list[Any]]:
