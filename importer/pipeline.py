@@ -152,11 +152,11 @@ def _prepare(
 
 
 def _deferrable(rows: pd.DataFrame) -> bool:
-    """Whether an upload can send its first batches before every request is built: 0.9 s of 100k rows' work
-    that otherwise comes before the first request (benchmarks/README.md). Only when no row can turn out to be
-    an issue while building (no user keys: a derived key hashes its occurrence in, so none repeats), and when
-    the look-up needs no key (over LOOKUP_CHUNK rows, it first asks which projects hold any import at all: in
-    those that hold none, no key needs looking up; otherwise they are all built first, as before)."""
+    """Whether an upload can send its first batches before every request is built, so that building a large
+    schedule's requests overlaps the sending instead of delaying the first request. Only when no row can turn
+    out to be an issue while building (no user keys: a derived key hashes its occurrence in, so none repeats),
+    and when the look-up needs no key (over LOOKUP_CHUNK rows, it first asks which projects hold any import at
+    all: in those that hold none, no key needs looking up; otherwise they are all built first, as before)."""
     return len(rows) > LOOKUP_CHUNK and not has_user_keys(rows) and not has_ids(rows)
 
 

@@ -448,7 +448,7 @@ def _validate(args: argparse.Namespace, held: list[Secret]) -> int:
     online = bool(args.online or args.sandbox)
     settings = _settings(args, held, connect=online)
     ahead = _read_ahead(args, settings)
-    from importer.pipeline import run_validate  # pandas and pandera: ~1 s, while the workbook is being read
+    from importer.pipeline import run_validate  # pandas and pandera, slow to import: while the workbook is read
 
     with _progress(args) as bars:
         if not online:

@@ -21,10 +21,11 @@ def settle_in_flight(
 ) -> None:
     """Rows an interrupted run sent without seeing the answer may still be being written at Kantata (a request
     can write for Settings.writes_until seconds after it left): wait for them rather than send them again and
-    create them twice. They are looked up every Settings.settle_poll seconds until they are all there or that
-    much time has passed since the last request can have left (Settings.sending_ahead after the last "sending"
-    line); what is still missing then was never written, and is sent. What it finds goes into `existing` as it
-    comes, so that a stop meanwhile (Ctrl-C) still reports those rows.
+    create them twice. They are looked up (at first 0.1 s apart, then doubling up to Settings.settle_poll, as
+    while sending) until they are all there or that much time has passed since the last request can have left
+    (Settings.sending_ahead after the last "sending" line); what is still missing then was never written, and is
+    sent. What it finds goes into `existing` as it comes, so that a stop meanwhile (Ctrl-C) still reports those
+    rows.
 
     The same holds for keys the ledger shows sent by any run without an answer (this schedule since edited,
     another results workbook, another upload): each is waited for until its own request can no longer write.
@@ -53,11 +54,13 @@ def settle_in_flight(
         longest = max(until[k] for k in pending) - now
         say(f"{len(pending)} rows an interrupted run sent are not in Kantata yet, and its requests may still be "
             f"running: waiting up to {longest:.0f} s for them, so that nothing is created twice")  # fmt: skip
+    pause = min(0.1, settings.settle_poll)  # a request that was about to finish is found at once
     while pending:
-        clock.sleep(min(settings.settle_poll, max(0.0, max(until[k] for k in pending) - clock.monotonic())))
+        clock.sleep(min(pause, max(0.0, max(until[k] for k in pending) - clock.monotonic())))
         began = clock.monotonic()
         more = client.find_existing(pending)
         existing.update(more)
         # A key is given up only after a look-up that began once its request could no longer write
         # (dropped by the time the look-up ended, a row written just before it ended could be sent again).
         pending = [k for k in pending if k not in more and until[k] >= began]
+        pause = min(pause * 2, settings.settle_poll)

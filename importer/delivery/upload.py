@@ -35,9 +35,9 @@ from importer.outcomes import Outcome, Status
 from importer.settings import Settings
 
 # Sending threads per request allowed in flight (the client's limiter still lets only `concurrency` requests
-# out at once). A thread whose answer came back spends a few milliseconds on it outside its slot (reading the
-# JSON, journalling, handing the rows to the results writer); a second thread, its batch ready, takes the slot
-# at once instead of after that (benchmarks/README.md has the figures).
+# out at once). A thread whose answer came back still has work to do on it outside its slot (reading the JSON,
+# journalling, handing the rows to the results writer); a second thread, its batch ready, takes the slot at
+# once instead of after that.
 SENDERS_PER_SLOT = 2
 SETTLE_POLL = Settings().settle_poll  # the default, for callers that have no Settings
 

@@ -50,8 +50,8 @@ class ResultsWorkbook(xlsxwriter.Workbook):  # type: ignore[misc]  # xlsxwriter 
     """An xlsxwriter workbook packed at zlib level 1 when it closes.
 
     Packing is the last step of every run, after the last answer of an upload, and the results sheet of a large
-    schedule is tens of MB of XML: level 1 packs it several times faster than xlsxwriter's level 6, into a
-    file a fifth larger (benchmarks/process_state.py). xlsxwriter has no setting for the level, so this class's
+    schedule is a lot of XML: level 1 packs it much faster than xlsxwriter's level 6, into a file only somewhat
+    larger (benchmarks/process_state.py measures both). xlsxwriter has no setting for the level, so this class's
     `_store_workbook` is xlsxwriter's with its `ZipFile` bound to one at PACK_LEVEL. test_packing checks the
     level holds, and that xlsxwriter's module is untouched."""
 

@@ -1,9 +1,10 @@
 """The results workbook of an upload, written while the batches are on the wire.
 
-Writing 100k rows takes about as long as reading them and checking them together; an upload otherwise spends
-that time after the last answer. Constant-memory xlsxwriter writes rows forward only, so a thread writes each row
-once the outcome of every row above it is known; batches go out in row order, so it follows the answers closely,
-in the gaps while the senders wait on Kantata. `finish` writes the rest, then the Summary and Errors sheets.
+Writing a large schedule's results is a sizeable part of a run (docs/benchmarks.md has the figures, with and
+without streaming); written after the last answer, it would add to the sending instead of overlapping it.
+Constant-memory xlsxwriter writes rows forward only, so a thread writes each row once the outcome of every row
+above it is known; batches go out in row order, so it follows the answers closely, in the gaps while the senders
+wait on Kantata. `finish` writes the rest, then the Summary and Errors sheets.
 
 The file is exactly what `report.write_results` makes from the final outcomes: a row's outcome is recorded once,
 and `finish` checks that every row written early ended as written, its amount shown with the decimals its

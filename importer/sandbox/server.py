@@ -224,6 +224,12 @@ class Sandbox:
             return self._in_flight
 
     @property
+    def late_writes_pending(self) -> int:
+        """Writes of --drop-then-write-every promised and not made yet: none left, none can still land."""
+        with self._lock:
+            return sum(1 for late in self._late if late.is_alive())
+
+    @property
     def most_in_flight(self) -> int:
         """The most requests answered at once since the last reset: what a client's concurrency looked like."""
         with self._lock:

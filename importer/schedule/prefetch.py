@@ -1,7 +1,7 @@
 """An .xlsx schedule starts being read on a second thread while the CLI imports pandas and pandera.
 
-python-calamine parses a sheet in Rust with the GIL released, so on 2 cores the ~1 s of imports and most of the
-parse overlap instead of adding up (benchmarks/README.md has the figures). This module imports only the standard
+python-calamine parses a sheet in Rust with the GIL released, so on 2 cores the imports and most of the parse
+overlap instead of adding up (benchmarks/README.md has the figures). This module imports only the standard
 library and the package checks, and does only what the loader would do first anyway: check the package for zip
 bombs and the like, open it, parse the sheet that would be tried first, scan that sheet's XML.
 

@@ -11,6 +11,7 @@ import argparse
 import datetime as dt
 import errno
 import gc
+import itertools
 import json
 import os
 import re
@@ -36,6 +37,7 @@ from importer.pipeline import RunResult, run_upload
 from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
 from tests.conftest import HEADERS, milestone_id, read_results
+from tests.fake_clock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = 290
@@ -130,8 +132,10 @@ def run_scenario(
         result = run_upload(path, settings, output=folder / "results.xlsx")
         runs += 1
         assert result.counts["created"] + result.counts["rejected"] > done_before, "a re-run made no progress"
-    if faults.get("drop_then_write_every"):
-        time.sleep(faults["late_write_after"] + 0.5)  # a late write still on its way would hide a duplicate
+    deadline = time.monotonic() + 30
+    while sandbox.late_writes_pending:  # a late write still on its way would hide a duplicate
+        assert time.monotonic() < deadline, "a late write never landed"
+        time.sleep(0.01)
     in_db = Counter(str(m["title"]) for m in sandbox.milestones())
     ids = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
     results = read_results(folder / "results.xlsx", sheet="Sheet")
@@ -371,13 +375,16 @@ def test_a_ledger_that_fills_up_stops_the_sending_and_exit_5_does_not_blame_the_
     assert not any("waiting up to" in s for s in said), said
 
 
-def _hold_creates(sandbox: Any, monkeypatch: pytest.MonkeyPatch, at_most: float) -> threading.Event:
-    """The sandbox's creates wait (at most `at_most` seconds) until the event returned is set."""
+def _hold_creates(sandbox: Any, monkeypatch: pytest.MonkeyPatch, at_most: float, *, after: int = 0) -> threading.Event:
+    """The sandbox's creates, but the first `after`, wait (at most `at_most` seconds) until the event returned is
+    set."""
     released = threading.Event()
     create = sandbox._routes["POST /billing_milestones"]
+    arrived = itertools.count()
 
     def held_create(*args: Any) -> Any:
-        released.wait(at_most)
+        if next(arrived) >= after:
+            released.wait(at_most)
         return create(*args)
 
     monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", held_create)
@@ -574,27 +581,20 @@ def test_a_rerun_right_after_a_kill_waits_for_the_batches_still_running_at_kanta
         assert [r["status"] for r in results] == ["created"] * 160
 
 
-def test_ctrl_c_during_the_resumes_wait_reports_the_rows_already_found(sandbox: Any, tmp_path: Path) -> None:
+def test_ctrl_c_during_the_resumes_wait_reports_the_rows_already_found(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Killed with four batches in flight, three of which Kantata wrote, the re-run finds those 30 rows and
     waits for the other 10; a Ctrl-C then must not throw away what was found: the 30 are `created` (the killed
     run sent them), only the 10 not_sent."""
-    sandbox.reset()
-    sandbox.set_faults(latency=2.0)
-    path = _schedule(tmp_path, 40)
-    proc = _cli(path, sandbox.url, "--concurrency", "4")
-    deadline = time.monotonic() + 60
-    while _journal_sendings(tmp_path) < 4 or sandbox.most_in_flight < 4:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.01)
-    proc.kill()
-    proc.communicate(timeout=60)
+    path, deadline, written = _killed_with_four_batches_at_kantata(sandbox, tmp_path, monkeypatch, rows=40)
+    written.set()
     while sandbox.in_flight or len(sandbox.milestones()) < 40:  # the four requests finish at "Kantata"
         assert time.monotonic() < deadline
         time.sleep(0.05)
     lost = [m for m in sandbox.milestones() if str(m["title"]).endswith(tuple(f" {n}" for n in range(10)))]
     for milestone in lost:  # as if one batch had never been written: the re-run must wait for it
         sandbox._store.delete(int(str(milestone["id"])))
-    sandbox.set_faults(latency=0.0)
 
     def on_stage(text: str) -> None:
         if "waiting up to" in text:
@@ -630,27 +630,32 @@ def test_ctrl_c_ends_the_wait_for_a_request_that_may_still_be_writing(sandbox: A
     assert {r["status"] for r in results} == {"not_sent"}  # not written yet: its write comes 3 s after the drop
 
 
-def test_a_second_ctrl_c_is_ignored_until_the_workbook_is_written(sandbox: Any, tmp_path: Path) -> None:
+def test_a_second_ctrl_c_is_ignored_until_the_workbook_is_written(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sandbox.reset()
-    sandbox.set_faults(latency=1.5)  # the run lasts seconds after the first Ctrl-C: the second comes during it
+    # The first two creates are answered at once; the next ones are held until after the second Ctrl-C, so the
+    # run is still settling them when it comes, however slowly the process is scheduled.
+    answer = _hold_creates(sandbox, monkeypatch, 60, after=2)
     path = _schedule(tmp_path, 200)
     proc = _cli(path, sandbox.url, "--concurrency", "2")
-    _wait_for_posts(sandbox, 1, proc)  # counted after the latency: these are being answered now
-    time.sleep(0.2)
-    deadline = time.monotonic() + 30
-    while sandbox.in_flight < 1:  # the next requests, still in their 1.5 s: the run settles them after Ctrl-C
-        assert proc.poll() is None and time.monotonic() < deadline, "no request in flight"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    # The second Ctrl-C only once the first was handled (two at once are one): the sending threads waiting
-    # for a slot give their rows up, which the journal says ("unsent"). Waiting for that line, not for a time,
-    # holds on a loaded machine where the process may not be scheduled for a while.
-    journal = tmp_path / ".schedule.results.xlsx.journal.jsonl"
-    while '"unsent"' not in journal.read_text():
-        assert proc.poll() is None and time.monotonic() < deadline, "the first Ctrl-C was not handled"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    posts_at_interrupt = sandbox.stats()["POST /billing_milestones"]
+    try:
+        deadline = time.monotonic() + 60
+        while sandbox.in_flight < 1 or len(sandbox.milestones()) < 20:  # two batches in, the next one held
+            assert proc.poll() is None and time.monotonic() < deadline, "no request in flight"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        # The second Ctrl-C only once the first was handled (two at once are one): the sending threads waiting
+        # for a slot give their rows up, which the journal says ("unsent"). Waiting for that line, not for a
+        # time, holds on a loaded machine where the process may not be scheduled for a while.
+        journal = tmp_path / ".schedule.results.xlsx.journal.jsonl"
+        while '"unsent"' not in journal.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, "the first Ctrl-C was not handled"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        posts_at_interrupt = sandbox.stats()["POST /billing_milestones"]
+    finally:
+        answer.set()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Ctrl-C is ignored until then" in err
@@ -819,8 +824,11 @@ def test_a_proxys_html_error_page_stops_the_run_with_one_line(sandbox: Any, tmp_
     sandbox.set_faults(fail_every=1, fail_status=502, fail_html=True)
     path = tmp_path / "s.csv"
     path.write_text("title,amount_in_cents,workspace_id\nT1,100,1001\n")
+    # Each try's 502 may follow a write: its rows are looked up until server_timeout, on a clock that runs the
+    # wait at once.
     fast = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), max_attempts=2, backoff_base=0.001,
-                    connect_timeout=0.2, server_timeout=1, sending_ahead=0.2, settle_poll=0.1)  # fmt: skip
+                    connect_timeout=0.2, server_timeout=1, sending_ahead=0.2, settle_poll=0.1,
+                    clock=FakeClock())  # fmt: skip
     result = run_upload(path, fast)
     sandbox.set_faults(fail_every=0, fail_status=503, fail_html=False)
     assert int(result.exit_code) == 4 and result.stopped is not None
@@ -838,13 +846,15 @@ def test_a_maintenance_page_answered_as_a_success_is_shown_in_full_with_debug_ne
     sandbox.reset()
     sandbox.set_faults(fail_every=1, fail_status=200, fail_html=True)
     monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
-    path = tmp_path / "s.csv"
-    path.write_text("title,amount_in_cents,workspace_id\nT1,100,1001\n")
     config = tmp_path / "fast.toml"
     config.write_text("server_timeout = 1\nconnect_timeout = 1\n")
-    argv = ["upload", str(path), "--base-url", sandbox.url, "--config", str(config), "--non-interactive"]
     said = {}
     for debug in (False, True):
+        # Each run its own schedule and row: the second is no resume of the first, which would wait out the
+        # first's request (a page may follow a write) before sending.
+        path = tmp_path / f"s{int(debug)}.csv"
+        path.write_text(f"title,amount_in_cents,workspace_id\nT{int(debug)},100,1001\n")
+        argv = ["upload", str(path), "--base-url", sandbox.url, "--config", str(config), "--non-interactive"]
         code = importer.cli.main.main(["--debug", *argv] if debug else argv)
         captured = capsys.readouterr()
         said[debug] = captured.err

@@ -477,30 +477,62 @@ def test_latency_delays_every_answer(sandbox: Sandbox, api: Api) -> None:
     assert time.perf_counter() - started >= 0.1
 
 
+class _HeldSleeps:
+    """The sandbox's `time`, whose sleeps (its latency) last until the test lets them end, each one on record."""
+
+    monotonic = staticmethod(time.monotonic)
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self.over = threading.Event()
+
+    def sleep(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        self.over.wait(30)
+
+
 def test_latency_can_cover_the_work_the_write_happens_at_arrival_and_the_answer_at_latency(
-    sandbox: Sandbox, api: Api
+    sandbox: Sandbox, api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--latency-covers-work: a server whose response time is the latency, work included (the benchmark's floor
-    assumes that); by default the latency comes first and the work after it."""
-    # Windows of seconds, not tenths: on a loaded machine a stall of a few tenths must not fail it.
+    assumes that); by default the latency comes first and the work after it. The latency's sleep is held until
+    the test has looked, so no window of time can be missed on a loaded machine."""
+    import importer.sandbox.server
+
+    def asked_to_sleep(held: _HeldSleeps, n: int) -> None:
+        deadline = time.monotonic() + 30
+        while len(held.asked) < n:
+            assert time.monotonic() < deadline, "the sandbox never slept"
+            time.sleep(0.005)
+
+    held = _HeldSleeps()
+    monkeypatch.setattr(importer.sandbox.server, "time", held)
     sandbox.set_faults(latency=2.0, latency_covers_work=True)
-    started = time.perf_counter()
     answer: list[requests.Response] = []
     sender = threading.Thread(target=lambda: answer.append(api.create(item(1))))
     sender.start()
-    deadline = time.perf_counter() + 1.75
-    while not sandbox.milestones() and time.perf_counter() < deadline:
-        time.sleep(0.01)
-    assert sandbox.milestones() and not answer  # written, not answered yet
+    try:
+        asked_to_sleep(held, 1)
+        assert sandbox.milestones() and not answer  # written, not answered yet
+        assert 1.0 < held.asked[0] < 2.0  # the rest of the latency once the work is done: the answer at latency
+    finally:
+        held.over.set()
     sender.join()
-    assert answer[0].status_code == 200 and time.perf_counter() - started >= 2.0
+    assert answer[0].status_code == 200
+
+    held = _HeldSleeps()
+    monkeypatch.setattr(importer.sandbox.server, "time", held)
     sandbox.set_faults(latency=2.0, latency_covers_work=False)
     sender = threading.Thread(target=lambda: answer.append(api.create(item(2))))
     sender.start()
-    time.sleep(1.0)
-    assert len(sandbox.milestones()) == 1  # sleeping first: nothing written yet
+    try:
+        asked_to_sleep(held, 1)
+        assert len(sandbox.milestones()) == 1  # sleeping first: nothing written yet
+        assert held.asked == [2.0]
+    finally:
+        held.over.set()
     sender.join()
-    assert len(sandbox.milestones()) == 2
+    assert answer[1].status_code == 200 and len(sandbox.milestones()) == 2
 
 
 def test_drop_after_write_commits_then_closes_the_connection(sandbox: Sandbox, api: Api) -> None:
