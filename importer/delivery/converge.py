@@ -5,7 +5,9 @@ a laptop and a server) share nothing but Kantata. Both may then look a row's key
 The rule that makes them agree without talking: once its sending is over, an upload looks up the keys it created
 whenever Kantata shows that someone else wrote in these projects meanwhile; of the milestones holding one key the
 lowest id (the oldest) is kept, and each upload deletes only its own other copies. Both runs pick the same one, so
-the schedule ends with one milestone per row and both results name it.
+the schedule ends with one milestone per row and both results name it. That needs each key's milestones read
+at one moment (KantataClient.find_milestones): the other upload may be deleting its copies during the look-up,
+and a look-up read page by page would skip the milestones a deletion moved onto a page already read.
 
 Deleting only its own copies is what lets the count below be trusted: a run that deleted another's copy could
 balance, in that other run's count, a milestone it created, and the other run would never look and would name

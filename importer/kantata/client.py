@@ -492,7 +492,7 @@ class KantataClient:
 
     def find_milestones(self, keys: Iterable[ImportKey]) -> dict[ImportKey, list[Milestone]]:
         """Every milestone holding each of these import keys, lowest id first (two mean a duplicate), 200 refs
-        per look-up, every page read."""
+        per look-up, each key's milestones from one page (`_whole_pages`)."""
         wanted = set(keys)
         by_service: dict[tuple[str, str], list[str]] = {}
         for key in sorted(wanted):
@@ -508,7 +508,7 @@ class KantataClient:
             base = {"external_reference_service_name": service, "external_reference_service_model": model}
             every_query.extend({**base, **query} for query in queries)
         found: dict[ImportKey, dict[str, Milestone]] = {}
-        for page in self._each(every_query):
+        for page in self._whole_pages(every_query):
             for milestone in page:
                 for key in milestone.keys:
                     if key in wanted:  # filters can be ignored by the server: trust only exact matches
@@ -621,6 +621,38 @@ class KantataClient:
             stop.set()
             self.limiter.wake()  # those waiting for a slot see the stop
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _whole_pages(self, queries: list[dict[str, str | int]]) -> list[list[Milestone]]:
+        """The milestones of these look-ups by key, each key's from one answer. Pages are cut by offset: a
+        milestone deleted after page 1 was read moves page 2's first one onto page 1, and neither read sees it.
+        Another upload deletes its copies while this one looks its keys up (delivery/converge.py), so a key whose
+        copies were read page by page could show one milestone where it holds two. A look-up that needs more
+        than one page is asked again with its refs split until each answer is whole; a single ref's copies
+        filling more than a page are read page by page, as nothing can split them."""
+        pending: list[tuple[dict[str, str | int], int | None]] = [(query, None) for query in queries]
+        whole: list[list[Milestone]] = []
+
+        def first(asked: tuple[dict[str, str | int], int | None], stop: threading.Event | None) -> dict[str, Any]:
+            params = {**asked[0], "include": "external_references", "per_page": PER_PAGE, "page": 1}
+            return self.get("billing_milestones", params, stop=stop)
+
+        while pending:
+            firsts = self._map(first, pending)
+            again: list[tuple[dict[str, str | int], int | None]] = []
+            for (query, before), data in zip(pending, firsts, strict=True):
+                refs = str(query.get("external_reference_service_model_refs", "")).split(",")
+                count = _count(data)
+                if _page_count(data) == 1:
+                    whole.append(list(milestones_in(data)))
+                elif len(refs) > 1 and count is not None and (before is None or count < before):
+                    parts = min(len(refs), _page_count(data) + 1)  # one more than needed: copies may still come
+                    size = -(-len(refs) // parts)
+                    again += [({**query, "external_reference_service_model_refs": ",".join(refs[i : i + size])}, count)
+                              for i in range(0, len(refs), size)]  # fmt: skip
+                else:  # one ref, or a server that does not narrow the answer by refs: splitting would not help
+                    whole.extend(self._each([query]))
+            pending = again
+        return whole
 
     def _each(self, queries: list[dict[str, str | int]]) -> list[list[Milestone]]:
         """Every page of every query; several queries in flight at once when there are many."""
@@ -741,6 +773,12 @@ def _page_count(data: Mapping[str, Any]) -> int:
     """How many pages a listing has, as its page says (one when it does not say)."""
     pages = (data.get("meta") or {}).get("page_count")
     return pages if isinstance(pages, int) and not isinstance(pages, bool) and pages > 0 else 1
+
+
+def _count(data: Mapping[str, Any]) -> int | None:
+    """The count a listing's page gives, if it gives one."""
+    count = data.get("count", (data.get("meta") or {}).get("count"))
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 def _listed_count(pages: Sequence[Mapping[str, Any]], listed: int) -> int | None:

@@ -6,14 +6,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from importer.delivery.converge import converge
+from importer.kantata.client import KantataClient
+from importer.kantata.keys import build_items
 from importer.outcomes import Status
 from importer.pipeline import RunResult, run_upload
 from importer.sandbox.server import DEFAULT_TOKEN
+from importer.schedule.cells import DEFAULT_OPTIONS
+from importer.schedule.loader import load_schedule
+from importer.schedule.schema import validate_rows
 from importer.settings import Secret, Settings
 
 
@@ -99,3 +106,43 @@ def test_two_uploads_started_together_agree_on_one_milestone_per_row(
     assert not failures, failures
     kept = _one_per_row(sandbox, rows)
     assert _ids(results["a"]) == kept and _ids(results["b"]) == kept
+
+
+class _DeletesBetweenPages(KantataClient):
+    """A client whose first read of a look-up is followed, before its next request, by `then` (the other upload
+    deleting its copies while this one reads)."""
+
+    then: Callable[[], None] | None = None
+
+    def get(self, path: str, params: Mapping[str, str | int], *, stop: threading.Event | None = None) -> dict[str, Any]:
+        data = super().get(path, params, stop=stop)
+        if self.then is not None and "external_reference_service_model_refs" in params:
+            then, self.then = self.then, None
+            then()
+        return data
+
+
+def test_copies_deleted_while_the_keys_are_read_hide_no_milestone_from_the_look_up(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    """B created 100 rows, then A all 200, then B the other 100 (two copies a key: more than a page). A's look-up of
+    its 200 keys reads its first page, newest first; B then deletes its 100 newer copies, as its own look-up says.
+    Read by offset, A's second page would now skip 100 milestones (A's own copies of B's older rows): A would see one
+    milestone on those keys and keep its copy beside B's."""
+    path = _schedule(tmp_path / "s.csv", 200)
+    items, _ = build_items(validate_rows(load_schedule(path), DEFAULT_OPTIONS).rows)
+    b = KantataClient(_settings(sandbox, tmp_path / "b"), Secret(DEFAULT_TOKEN))
+    a = _DeletesBetweenPages(_settings(sandbox, tmp_path / "a"), Secret(DEFAULT_TOKEN))
+    b.create([i.body for i in items[:100]])
+    mine = {**a.create([i.body for i in items[:100]]).ids, **a.create([i.body for i in items[100:]]).ids}
+    newer = b.create([i.body for i in items[100:]]).ids
+    assert min(map(int, newer.values())) > max(map(int, mine.values()))
+
+    def b_deletes_its_newer_copies() -> None:
+        for mid in newer.values():
+            assert b.remove(mid).done
+
+    a.then = b_deletes_its_newer_copies
+    found = converge(a, {i.row: (i, mine[i.key]) for i in items}, every_key=True)
+    assert len(found.removed) == 100
+    _one_per_row(sandbox, 200)
