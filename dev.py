@@ -129,13 +129,18 @@ def demo(python: Path) -> int:
                 sandbox.stderr.close()
 
 
+# Two test workers per core: many tests spend much of their time waiting on a subprocess, the sandbox's latency
+# or the browser, and a second worker on the same core runs meanwhile.
+WORKERS = str(2 * (os.cpu_count() or 1))
+
+
 def test(python: Path, extra: list[str]) -> int:
     _ensure_chromium()
     for step in (
         [str(python), "-m", "ruff", "check", "."],
         [str(python), "-m", "ruff", "format", "--check", "."],
         [str(python), "-m", "mypy"],
-        [str(python), "-m", "pytest", "-q", "-n", "auto", *extra],
+        [str(python), "-m", "pytest", "-q", "-n", WORKERS, *extra],
         # The container image built and run where docker works; where not, the skip's reason is printed (-rs).
         *([[str(python), "-m", "pytest", "-q", "-rs", "-m", "container", "tests/test_docker.py"]] if not extra else []),
     ):

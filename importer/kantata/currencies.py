@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from importer.kantata.client import KantataClient
 
+JOIN_STEP = 0.05  # seconds: how late a Ctrl-C during the wait for the currencies may be seen at most
+
 
 class Currencies:
     """Each project's currency, so that totals show 120,001 JPY, not 1,200.01: one batched request for up to
@@ -33,7 +35,11 @@ class Currencies:
 
     def result(self) -> dict[int, str]:
         try:
-            self._thread.join()
+            # A join in short steps: the operating system may hand a Ctrl-C to another thread, and then only the
+            # main thread's next step of Python code raises it, which an untimed join would hold back until the
+            # answer came.
+            while self._thread.is_alive():
+                self._thread.join(JOIN_STEP)
         except KeyboardInterrupt:
             self.cancel()
             return {}

@@ -379,10 +379,12 @@ def test_a_ctrl_c_while_the_currencies_are_awaited_costs_only_them(
     and the run ends as it would have, workbook written, instead of losing the workbook."""
     sandbox.reset()
     slow = threading.Event()
+    answered = threading.Event()
     asked = KantataClient.workspaces
 
     def slow_workspaces(self: KantataClient, ids: Any, **kwargs: Any) -> Any:
         slow.wait(30)  # Kantata is slow to answer this one (set free at the end)
+        answered.set()
         return asked(self, ids, **kwargs)
 
     monkeypatch.setattr(KantataClient, "workspaces", slow_workspaces)
@@ -392,6 +394,7 @@ def test_a_ctrl_c_while_the_currencies_are_awaited_costs_only_them(
     presser.start()
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN), batch_size=10)
     result = run_upload(_schedule(tmp_path, 30), settings)
+    assert not answered.is_set(), "the Ctrl-C did not end the wait: the run waited for the answer"
     slow.set()
     presser.join(5)
     assert not presser.is_alive()
