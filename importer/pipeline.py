@@ -314,7 +314,7 @@ def _check_online(
         projects = sorted({int(i.body["workspace_id"]) for i in items})
         steps, found = plan_steps(client, items, projects)
         known = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED and s.milestone_id}
-        checked = check_online(raw, validated.rows, items, client, options, known=known)
+        checked = check_online(raw, validated.rows, client, options, known=known)
         creates = [s.item for s in steps if s.action is Action.CREATE]
         matched = {s.milestone_id for s in steps if s.milestone_id is not None}
         missing = find_missing(found.listed, items, creates, matched=matched)

@@ -19,7 +19,7 @@ Kantata, so the offline dry run does it too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -28,7 +28,6 @@ import pandas as pd
 
 from importer.errors import CellIssue
 from importer.kantata.client import KantataClient, StoryInfo, WorkspaceInfo
-from importer.kantata.keys import Item
 from importer.schedule import (
     BY_NAME,
     CellProblem,
@@ -59,18 +58,13 @@ class OnlineCheck:
 def check_online(
     raw: RawSchedule,
     rows: pd.DataFrame,
-    items: Sequence[Item],
     client: KantataClient,
     options: ParseOptions,
     *,
-    known: Mapping[int, str] | None = None,
+    known: Mapping[int, str],
 ) -> OnlineCheck:
-    """Compare the valid rows (indexed by Excel row) with Kantata; `items` carry their import keys. `known`: the
-    rows already in Kantata as they stand (row -> milestone id), when the caller has looked them up; otherwise
-    they are looked up here by key."""
-    if known is None:
-        found = client.find_imported(items)
-        known = {i.row: found[i.key] for i in items if i.key in found}
+    """Compare the valid rows (indexed by Excel row) with Kantata. `known`: the rows already in Kantata as they
+    stand (row -> milestone id), as the plan's look-up found them (delivery/session.look_up)."""
     result = OnlineCheck(existing=dict(known))
     todo = rows.loc[~rows.index.isin(list(result.existing))]
     workspaces = client.workspaces(int(w) for w in todo["workspace_id"]) if len(todo) else {}

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +30,7 @@ from importer import __version__
 from importer.clock import Clock
 from importer.errors import UNRESOLVED, ApiUnavailable, TokenRejected
 from importer.kantata.concurrency import Cancelled, Limiter
-from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
+from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey
 from importer.kantata.milestones import Milestone, milestones_in
 from importer.logevents import REQUEST, emit
 from importer.settings import Secret, Settings, sanitize_url
@@ -515,41 +515,6 @@ class KantataClient:
                         found.setdefault(key, {})[milestone.id] = milestone
         return {key: sorted(held.values(), key=lambda m: m.sort_id) for key, held in found.items()}
 
-    def find_imported(self, items: Sequence[Item], *, untouched: Collection[int] | None = None) -> dict[ImportKey, str]:
-        """`find_imported_milestones`, each key's lowest id."""
-        found = self.find_imported_milestones(items, untouched=untouched)
-        return {key: held[0].id for key, held in found.items()}
-
-    def find_imported_milestones(
-        self, items: Sequence[Item], *, untouched: Collection[int] | None = None
-    ) -> dict[ImportKey, list[Milestone]]:
-        """`find_milestones` for the rows of a schedule, skipping the look-ups that cannot find anything.
-
-        A derived key hashes the row's project in (kantata/keys.py), so a milestone with that key can only be in that
-        project: when Kantata counts no milestone of this importer in a group of projects, none of their rows'
-        keys needs looking up. A first import (a migration into new projects, a new month's projects) then costs
-        one request per PROBE_CHUNK projects instead of one per 200 rows (schedules of 200 rows or fewer skip the
-        count: their look-up is one request anyway). Counts that are not zero, or that
-        Kantata did not give, fall back to looking every key up. (A user's own external reference carries no
-        project, so those keys are always looked up.) This assumes a milestone never moves between projects,
-        which Kantata's documented update fields do not allow. `untouched`: what `projects_without_imports`
-        already said of these rows' projects, if it was asked (the count is not asked again)."""
-        if not items:
-            return {}
-        derived = [i for i in items if i.key.derived]
-        if len(derived) <= LOOKUP_CHUNK:  # one look-up request settles them all: a count would save nothing
-            return self.find_milestones(i.key for i in items)
-        if untouched is None:
-            untouched = self.projects_without_imports(sorted({int(i.body["workspace_id"]) for i in derived}))
-        empty = set(untouched)
-        skip = {i.row for i in derived if int(i.body["workspace_id"]) in empty}
-        wanted = [i.key for i in items if i.row not in skip]
-        return self.find_milestones(wanted) if wanted else {}
-
-    def projects_without_imports(self, workspace_ids: Sequence[int]) -> list[int]:
-        """The projects in which Kantata counts no milestone with this importer's derived keys."""
-        return [i for chunk, count in self.import_counts(workspace_ids) if count == 0 for i in chunk]
-
     def import_counts(self, workspace_ids: Sequence[int]) -> list[tuple[list[int], int | None]]:
         """How many milestones with this importer's derived keys Kantata counts in each group of PROBE_CHUNK
         projects (one request a group); None where it gives no count, or gives one its own listing belies."""
@@ -560,13 +525,8 @@ class KantataClient:
                 "workspace_ids": ",".join(map(str, chunk)), "external_reference_service_name": SERVICE_NAME,
                 "external_reference_service_model": SERVICE_MODEL, "per_page": 1,
             })  # fmt: skip
-            count = data.get("count", (data.get("meta") or {}).get("count"))
-            if (
-                not isinstance(count, int)
-                or isinstance(count, bool)
-                or count < 0
-                or (count == 0) == bool(data.get("results"))
-            ):
+            count = _count(data)
+            if count is None or count < 0 or (count == 0) == bool(data.get("results")):
                 count = None
             counted.append((chunk, count))
         return counted
@@ -784,13 +744,9 @@ def _count(data: Mapping[str, Any]) -> int | None:
 def _listed_count(pages: Sequence[Mapping[str, Any]], listed: int) -> int | None:
     """The count the first page of a listing gave, if every page gave the same and `listed` (the milestones its
     pages held) is that many; else None."""
-    counts = {data.get("count", (data.get("meta") or {}).get("count")) for data in pages}
-    if len(counts) != 1:
-        return None
-    count = counts.pop()
-    if not isinstance(count, int) or isinstance(count, bool) or count != listed:
-        return None
-    return count
+    counts = {_count(data) for data in pages}
+    count = counts.pop() if len(counts) == 1 else None
+    return count if count == listed else None
 
 
 def _json(response: requests.Response) -> dict[str, Any]:
