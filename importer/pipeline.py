@@ -315,9 +315,7 @@ def _check_online(
         steps, found = plan_steps(client, items, projects)
         known = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED and s.milestone_id}
         checked = check_online(raw, validated.rows, client, options, known=known)
-        creates = [s.item for s in steps if s.action is Action.CREATE]
-        matched = {s.milestone_id for s in steps if s.milestone_id is not None}
-        missing = find_missing(found.listed, items, creates, matched=matched)
+        missing = find_missing(found.listed, steps)
     finally:
         client.close()
     return checked, steps, dict(client.stats.routes), missing

@@ -8,11 +8,12 @@ and updates, and never one on an invoice (Kantata would refuse, and an invoice m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from importer.delivery.planner import Action, Step
 from importer.errors import DeletionNotConfirmed, ImporterError, Interrupted
-from importer.kantata import Item, KantataClient, Milestone
+from importer.kantata import KantataClient, Milestone
 from importer.outcomes import NotInSchedule
 
 Confirm = Callable[[Sequence[NotInSchedule]], bool]
@@ -30,17 +31,16 @@ class DeleteMissing:
     confirm: Confirm | None = None
 
 
-def find_missing(
-    listed: Sequence[Milestone], items: Sequence[Item], creates: Sequence[Item], *, matched: Collection[str] = ()
-) -> list[NotInSchedule]:
+def find_missing(listed: Sequence[Milestone], steps: Sequence[Step]) -> list[NotInSchedule]:
     """The milestones of `listed` (this importer's in the schedule's projects, lowest id first: session.look_up)
-    that none of `items` matches by id or key. `creates`: the rows the plan creates, for the hint that one of
-    them is probably an edited row; `matched`: ids the plan found rows of otherwise (planner.already_there,
-    handover.py)."""
-    ids = {i.milestone_id for i in items if i.milestone_id is not None} | set(matched)
-    keys = {i.key for i in items}
+    that no row of the plan's `steps` matches: by the id the row carries, by its key, or as the milestone its
+    step names (planner.already_there, handover.py). The rows the plan creates give the hint that one of them is
+    probably an edited row."""
+    ids = {s.item.milestone_id for s in steps if s.item.milestone_id is not None}
+    ids |= {s.milestone_id for s in steps if s.milestone_id is not None}
+    keys = {s.item.key for s in steps}
     edited: dict[tuple[int, str], int] = {}
-    for item in creates:
+    for item in (s.item for s in steps if s.action is Action.CREATE):
         edited.setdefault((int(item.body["workspace_id"]), str(item.body.get("title", ""))), item.row)
     found: list[NotInSchedule] = []
     for milestone in listed:

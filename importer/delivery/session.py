@@ -251,8 +251,7 @@ class Delivery:
             creates = [s.item for s in steps if s.action is Action.CREATE]
             unchanged = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED}
             the_plan = Plan([i.row for i in creates], creates, _ids(unchanged), batch_size)
-            matched = {s.milestone_id for s in steps if s.milestone_id is not None}
-            missing = find_missing(to_send.listed, to_send.items, creates, matched=matched)
+            missing = find_missing(to_send.listed, steps)
         delete, blocked = deleting
         deleting_now = confirmed(missing, delete, blocked)  # before anything is sent: a wrong count sends nothing
         needed = -(-len(the_plan.rows) // batch_size)

@@ -46,10 +46,9 @@ def settle_in_flight(
         if (left := window - seconds_since(earlier.last_sent, clock)) > 0:
             for key in earlier.in_flight:
                 until[key] = max(until.get(key, 0.0), now + left)
-    waiting = ledger.waits_for(items) | ledger.keys_waiting(others) if ledger is not None else {}
-    for key, left in waiting.items():
+    for key, left in (ledger.keys_waiting(mine | others) if ledger is not None else {}).items():
         until[key] = max(until.get(key, 0.0), now + left)
-    pending = [k for k in until if (k in mine or k in others) and k not in existing]
+    pending = [k for k in until if k not in existing]
     if pending:
         longest = max(until[k] for k in pending) - now
         say(f"{len(pending)} rows an interrupted run sent are not in Kantata yet, and its requests may still be "
