@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 from importer.errors import ExitCode
 from importer.sandbox.server import DEFAULT_TOKEN
 from importer.schedule import OUTCOME_COLUMNS
+from tests import forked_cli
 from tests.conftest import HEADERS, MakeSchedule, good_row, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +36,7 @@ def env(sandbox: Any) -> dict[str, str]:
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "importer", *args, "--non-interactive"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return forked_cli.run([*args, "--non-interactive"], env=env)
 
 
 def cli_json(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:

@@ -4,8 +4,6 @@ the dry run and the upload (a sheet of their own, --json), never deleted by defa
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +13,9 @@ import pytest
 from importer.cli.main import main
 from importer.errors import ExitCode
 from importer.results import MISSING_SHEET
+from tests import forked_cli
 from tests.conftest import MakeSchedule, good_row, read_results
-from tests.test_living import ROOT, cli_json, env, held, month_one
+from tests.test_living import cli_json, env, held, month_one
 
 __all__ = ["env"]  # the fixture, shared with test_living.py
 
@@ -87,8 +86,7 @@ def test_the_dry_run_lists_milestones_no_row_matches_with_the_hint_and_an_upload
     assert sheet[0]["Amount"] == pytest.approx(100.01)
     assert "probably row 3 edited" in sheet[1]["Hint"]
 
-    proc = subprocess.run([sys.executable, "-m", "importer", "upload", str(schedule), "--non-interactive"], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = forked_cli.run(["upload", str(schedule), "--non-interactive"], env=env)
 
     assert proc.returncode == ExitCode.OK, proc.stderr
     assert "not in this schedule: 4 milestones" in proc.stdout and "--delete-missing=3" in proc.stdout
@@ -122,9 +120,7 @@ def test_delete_missing_with_the_right_count_deletes_exactly_those_not_invoiced(
     assert summary["error"]["kind"] == "deletion-not-confirmed" and "--delete-missing=1" in summary["error"]["message"]
     assert writes(sandbox) == before  # nothing sent: not the update either
     assert not (tmp_path / "march.results.xlsx").exists()
-    unasked = subprocess.run([sys.executable, "-m", "importer", "upload", str(schedule), "--delete-missing",
-                              "--non-interactive"], env=env, cwd=ROOT, capture_output=True, text=True,
-                             timeout=120)  # fmt: skip
+    unasked = forked_cli.run(["upload", str(schedule), "--delete-missing", "--non-interactive"], env=env)
     assert unasked.returncode == ExitCode.UNUSABLE_INPUT and "--delete-missing=N" in unasked.stderr
     assert writes(sandbox) == before
 

@@ -4,8 +4,6 @@ lock. The first is held inside Kantata (the sandbox's store held by the test) wh
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,16 +16,15 @@ import pytest
 from importer.cli.main import main
 from importer.errors import ExitCode
 from importer.sandbox import DEFAULT_TOKEN
+from tests import forked_cli
 from tests.conftest import MakeSchedule, good_row
 
 PATIENCE = 120  # seconds a subprocess may take on a loaded machine: a guard against a hang, not a timing
 
 
-def _upload(schedule: Path, url: str, state: Path, *extra: str) -> subprocess.Popen[str]:
+def _upload(schedule: Path, url: str, state: Path, *extra: str) -> forked_cli.Forked:
     env = {**os.environ, "KANTATA_API_TOKEN": DEFAULT_TOKEN, "KANTATA_IMPORT_STATE": str(state)}
-    return subprocess.Popen([sys.executable, "-m", "importer", "upload", str(schedule), "--base-url", url,
-                             "--non-interactive", *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    return forked_cli.popen(["upload", str(schedule), "--base-url", url, "--non-interactive", *extra], env=env)
 
 
 @contextmanager
@@ -37,7 +34,7 @@ def _kantata_held(sandbox: Any) -> Iterator[None]:
         yield
 
 
-def _until_noted(state: Path, first: subprocess.Popen[str]) -> None:
+def _until_noted(state: Path, first: forked_cli.Forked) -> None:
     """Until the first upload holds the account's lock (its note is there)."""
     deadline = time.monotonic() + PATIENCE
     while not list((state / "running").glob("*.holder.json")):

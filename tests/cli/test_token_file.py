@@ -4,8 +4,6 @@ file a run writes, nor its output, ever holds the token."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from importer.cli.main import main
 from importer.errors import BadToken, ConfigError, MissingToken
 from importer.sandbox.server import DEFAULT_TOKEN, Sandbox
 from importer.settings import Secret, Settings, token_from_file
+from tests import forked_cli
 from tests.conftest import MakeSchedule, good_row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,14 +126,7 @@ def test_no_file_the_run_writes_and_no_output_holds_the_token(make_schedule: Mak
                "PYTHONPATH": str(ROOT)}  # fmt: skip
         env = {k: v for k, v in env.items() if k not in ("KANTATA_API_TOKEN", "KANTATA_API_TOKEN_FILE")}
         runs = [
-            subprocess.run(
-                [sys.executable, "-m", "importer", *args],
-                cwd=work,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )  # fmt: skip
+            forked_cli.run(args, cwd=work, env=env)
             for args in (
                 [
                     "upload",

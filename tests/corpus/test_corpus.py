@@ -14,8 +14,6 @@ import importlib
 import json
 import os
 import stat
-import subprocess
-import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from typing import Any
 import pytest
 
 from importer.cli.main import main
+from tests import forked_cli
 from tests.conftest import collector_paused, files_open_on
 
 HERE = Path(__file__).parent
@@ -146,8 +145,7 @@ def test_corpus_case_as_a_command(case_id: str, tmp_path: Path) -> None:
     path = case.build(tmp_path)
     before = _digest(path)
     env = {**os.environ, "PYTHONPATH": str(HERE.parent.parent)}
-    done = subprocess.run([sys.executable, "-m", "importer", "validate", str(path), "-o", str(tmp_path / "out.xlsx"),
-                           "--json", *case.args], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=120, check=False)  # fmt: skip
+    done = forked_cli.run(["validate", str(path), "-o", str(tmp_path / "out.xlsx"), "--json", *case.args],
+                          cwd=tmp_path, env=env)  # fmt: skip
     _check(case, done.returncode, done.stdout + done.stderr, _summary(done.stdout))
     assert _digest(path) == before

@@ -36,6 +36,7 @@ from importer.kantata.keys import items_as_built
 from importer.pipeline import RunResult, run_upload
 from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
+from tests import forked_cli
 from tests.conftest import HEADERS, milestone_id, read_results
 from tests.fake_clock import FakeClock
 
@@ -391,19 +392,17 @@ def _hold_creates(sandbox: Any, monkeypatch: pytest.MonkeyPatch, at_most: float,
     return released
 
 
-def _cli(path: Path, url: str, *extra: str, server_timeout: int = 5) -> subprocess.Popen[str]:
+def _cli(path: Path, url: str, *extra: str, server_timeout: int = 5) -> forked_cli.Forked:
     """The CLI as its own process. A short server_timeout and connect_timeout bound how long a resumed run waits
     for requests that an interrupted run may have left running at Kantata (the defaults, 180 s and 10 s, are
     Kantata's own limit and a slow network's); the sandbox on loopback connects at once."""
     env = {**os.environ, "KANTATA_BASE_URL": url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
     config = path.with_name("test-config.toml")
     config.write_text(f"server_timeout = {server_timeout}\nconnect_timeout = 1\n")
-    return subprocess.Popen([sys.executable, "-m", "importer", "upload", str(path), "--batch-size", "10",
-                             "--config", str(config), *extra],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return forked_cli.popen(["upload", str(path), "--batch-size", "10", "--config", str(config), *extra], env=env)
 
 
-def _wait_for_posts(sandbox: Any, n: int, proc: subprocess.Popen[str]) -> None:
+def _wait_for_posts(sandbox: Any, n: int, proc: subprocess.Popen[str] | forked_cli.Forked) -> None:
     deadline = time.monotonic() + 60
     while sandbox.stats().get("POST /billing_milestones", 0) < n:
         assert proc.poll() is None, proc.communicate()
@@ -482,8 +481,7 @@ def test_a_terminal_that_hangs_up_midway_still_gets_the_workbook_written(sandbox
     path = _schedule(tmp_path, 200)
     master, terminal = pty.openpty()
     env = {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
-    proc = subprocess.Popen([sys.executable, "-m", "importer", "upload", str(path), "--batch-size", "10", "--json"],
-                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=terminal, text=True)  # fmt: skip
+    proc = forked_cli.popen(["upload", str(path), "--batch-size", "10", "--json"], env=env, stderr=terminal)
     os.close(terminal)
     try:
         _wait_for_posts(sandbox, 5, proc)

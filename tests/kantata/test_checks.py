@@ -6,8 +6,6 @@ import datetime as dt
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +20,7 @@ from importer.kantata.client import KantataClient, WorkspaceInfo
 from importer.pipeline import RunResult, run_upload, run_validate
 from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
+from tests import forked_cli
 from tests.conftest import MakeSchedule, good_row, milestone_id, read_results
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -381,8 +380,7 @@ def test_cli_subprocess_validate_online_sandbox_on_the_mistakes_sample(tmp_path:
     sample = tmp_path / "schedule_with_mistakes.xlsx"
     shutil.copy(ROOT / "samples" / "schedule_with_mistakes.xlsx", sample)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KANTATA_")} | {"KANTATA_API_TOKEN": ""}
-    done = subprocess.run([sys.executable, "-m", "importer", "validate", str(sample), "--online", "--sandbox"],
-                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)  # fmt: skip
+    done = forked_cli.run(["validate", str(sample), "--online", "--sandbox"], env=env)
     assert done.returncode == 1, done.stderr
     assert "(token from the built-in sandbox)" in done.stderr
     assert "note: online checks: 3 requests to Kantata (GET /billing_milestones 1, GET /stories 1, GET " \

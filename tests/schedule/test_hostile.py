@@ -4,8 +4,7 @@ go through `upload` against the sandbox, which must receive nothing, and a few r
 from __future__ import annotations
 
 import importlib
-import subprocess
-import sys
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 
 from importer.cli.main import main
 from importer.sandbox.server import DEFAULT_TOKEN
+from tests import forked_cli
 from tests.conftest import read_results
 from tests.corpus import makers_hostile
 
@@ -50,8 +50,7 @@ def test_a_real_process_answers(name: str, tmp_path: Path) -> None:
     process too (an abort is no exception a test in-process could see)."""
     case = next(c for c in CASES if c["name"] == name)
     path = _make(case, tmp_path)
-    done = subprocess.run([sys.executable, "-m", "importer", "validate", str(path)], capture_output=True,
-                          text=True, timeout=120, check=False)  # fmt: skip
+    done = forked_cli.run(["validate", str(path)], env=os.environ)
     assert done.returncode == 2, done.stderr
     assert case["says"][0].casefold() in done.stderr.casefold()
     assert "Traceback" not in done.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ from playwright.sync_api import Page, expect
 
 from importer.sandbox import DEFAULT_TOKEN
 from importer.web import Served
+from tests import forked_cli
 from tests.conftest import MakeSchedule, good_row, read_results
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,14 +108,14 @@ def test_stop_then_resume_sends_nothing_twice(page: Page, sandbox: Any, make_sch
 
 def _cli(command: str, schedule: Path, page: Page, *, online: bool = False, sandbox: Any = None) -> Any:
     """The CLI's --json summary of the same schedule (its results beside a copy, so the page's stay apart)."""
-    args = [sys.executable, "-m", "importer", command, str(schedule), "--json", "-q",
+    args = [command, str(schedule), "--json", "-q",
             "--output", str(_scratch() / f"{command}.results.xlsx")]  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "HOME": str(_scratch()), "PYTHONPATH": str(ROOT)}
     if sandbox is not None:
         env |= {"KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
         args += ["--online"] if command == "validate" else []
         args += ["--non-interactive", "--batch-size", "10"] if command == "upload" else ["--non-interactive"]
-    done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    done = forked_cli.run(args, env=env)
     return json.loads(done.stdout)
 
 
