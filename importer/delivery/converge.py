@@ -4,7 +4,8 @@ The ledger and the lock keep two uploads from one state folder apart; two machin
 a laptop and a server) share nothing but Kantata. Both may then look a row's key up, find nothing, and create it.
 The rule that makes them agree without talking: once its sending is over, an upload looks up the keys it created
 whenever Kantata shows that someone else wrote in these projects meanwhile; of the milestones holding one key the
-lowest id (the oldest) is kept, and each upload deletes only its own other copies. Both runs pick the same one, so
+lowest id (the oldest) is kept, and each upload deletes only its own other copies (the ids it was given, and any
+milestone carrying its mark: an answer lost during the race hides which copy it made). Both runs pick the same one, so
 the schedule ends with one milestone per row and both results name it. That needs each key's milestones read
 at one moment (KantataClient.find_milestones): the other upload may be deleting its copies during the look-up,
 and a look-up read page by page would skip the milestones a deletion moved onto a page already read.
@@ -42,36 +43,41 @@ def others_wrote(before: int | None, after: int | None, created: int) -> bool:
     return before is None or after is None or after != before + created
 
 
-def converge(client: KantataClient, created: Mapping[int, tuple[Item, str]], *, every_key: bool) -> Converged:
+def converge(
+    client: KantataClient, created: Mapping[int, tuple[Item, str]], *, every_key: bool, run: str = ""
+) -> Converged:
     """Look up the keys of the rows this run created (`created`: row -> its item and the id Kantata gave), all of
     them with `every_key`, else those the projects' count does not cover; where a key is held more than once, keep
-    the lowest id and delete this run's copy if it is not that one."""
+    the lowest id and delete this run's copies that are not that one: the id it recorded, and any milestone
+    carrying its mark `run` (a retry after a lost answer may have made two)."""
     wanted = [(item, mid) for item, mid in created.values() if every_key or not item.key.derived]
     if not wanted:
         return Converged([], {})
     found = client.find_milestones(item.key for item, _ in wanted)
     copies = [(item, mid, held) for item, mid in wanted if len(held := found.get(item.key, [])) > 1]
-    removals = {mid: held[0].id for _, mid, held in copies if mid != held[0].id and _removable(held, mid)}
+    removals = {m.id: held[0].id for _, mid, held in copies for m in held[1:] if _removable(m, mid, run)}
     kept = _remove(client, list(removals))
     outcomes: list[Outcome] = []
     for item, mid, held in copies:
         keep = held[0].id
-        others = [m.id for m in held if m.id not in (keep, mid)]
+        mine = [m.id for m in held[1:] if m.id == mid or (run and run in m.runs)]
+        others = [m.id for m in held[1:] if m.id not in mine]
         note = f"another upload created this row at the same time: milestone {keep} is kept"
-        if mid == keep:
+        if mid == keep or not mine:
             note += f"; the other upload deletes its copy {', '.join(others)}" if others else ""
-        elif mid in removals and mid not in kept:
-            note += f"; this upload's copy {mid} was deleted"
-        else:
-            note += f"; this upload's copy {mid} could not be deleted (delete it in Kantata)"
+        if mine and all(i in removals and i not in kept for i in mine):
+            note += f"; this upload's copy {', '.join(mine)} was deleted"
+        elif mine:
+            note += f"; this upload's copy {', '.join(mine)} could not be deleted (delete it in Kantata)"
         status = Status.CREATED if mid == keep else Status.UNCHANGED
         outcomes.append(Outcome(item.row, status, keep, (note,)))
     return Converged(outcomes, {i: k for i, k in removals.items() if i not in kept})
 
 
-def _removable(held: Sequence[Milestone], mid: str) -> bool:
-    """This run's copy, unless it is already on an invoice (then it is not only a copy: kept, and reported)."""
-    return any(m.id == mid and not m.invoiced for m in held)
+def _removable(milestone: Milestone, mid: str, run: str) -> bool:
+    """This run's copy (its recorded id, or its mark), unless it is already on an invoice (then it is not only a
+    copy: kept, and reported)."""
+    return (milestone.id == mid or bool(run and run in milestone.runs)) and not milestone.invoiced
 
 
 def _remove(client: KantataClient, ids: Sequence[str]) -> set[str]:

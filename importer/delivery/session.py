@@ -10,6 +10,7 @@ it leaves and every answer before it is reported. `Recorder` is the one place th
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -270,11 +271,12 @@ class Delivery:
         conflicts = [_conflict(s) for s in steps if s.action is Action.CONFLICT]
         if conflicts:
             recorder.record(conflicts)
-        result = Uploader(self.client, recorder=recorder).run(the_plan, sent_before=journal.sent_before)
+        run = uuid.uuid4().hex[:16]  # this upload's mark in what it creates (converge.py)
+        result = Uploader(self.client, recorder=recorder, mark=run).run(the_plan, sent_before=journal.sent_before)
         outcomes = {**result.outcomes, **{o.row: o for o in conflicts}}
         stopped = result.stopped
         if stopped is None:
-            outcomes.update(self._converge(the_plan, result.outcomes, result.items, counted, recorder))
+            outcomes.update(self._converge(the_plan, result.outcomes, result.items, counted, recorder, run))
         updates = [s for s in steps if s.action is Action.UPDATE]
         if updates and stopped is None:
             self.say(f"updating {len(updates)} milestone{'s' if len(updates) != 1 else ''} in place")
@@ -302,6 +304,7 @@ class Delivery:
         items: Mapping[int, Item],
         counted: tuple[Sequence[int], int | None],
         recorder: Recorder,
+        run: str,
     ) -> dict[int, Outcome]:
         """One milestone per row created, whatever another machine sent meanwhile (converge.py)."""
         created = {row: (items[row], o.milestone_id) for row in the_plan.rows
@@ -313,7 +316,7 @@ class Delivery:
         derived = sum(1 for item, _ in created.values() if item.key.derived)
         try:
             after = self.client.imported_total(projects) if before is not None else None
-            found = converge(self.client, created, every_key=others_wrote(before, after, derived))
+            found = converge(self.client, created, every_key=others_wrote(before, after, derived), run=run)
         except (ImporterError, KeyboardInterrupt) as exc:  # what was created stands; a copy is a conflict next time
             self.say(f"could not check for copies made by another upload at the same time ({exc or 'Ctrl-C'}): "
                      "the next run reports any row held twice")  # fmt: skip

@@ -30,7 +30,7 @@ from typing import Any
 from importer.delivery.planner import Plan
 from importer.delivery.recorder import Recorder
 from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted, JournalNotWritten, TokenRejected
-from importer.kantata import Cancelled, Item, KantataClient, OutcomeUnknown
+from importer.kantata import Cancelled, Item, KantataClient, Milestone, OutcomeUnknown, marked
 from importer.outcomes import Outcome, Status
 from importer.settings import Settings
 
@@ -80,8 +80,10 @@ class Uploader:
         client: KantataClient,
         *,
         recorder: Recorder | None = None,
+        mark: str = "",
     ) -> None:
         self.client = client
+        self.mark = mark  # this upload's mark in what it creates (kantata.marked); none when empty
         self._clock = client.settings.clock
         self.outcomes: dict[int, Outcome] = {}
         self._recorder = recorder if recorder is not None else Recorder([], [])
@@ -219,7 +221,8 @@ class Uploader:
             batch = pending
             this_try = self._journal_ahead(batch)
             try:
-                answer = self.client.create([i.body for i in batch], on_send=partial(self._sending, batch, this_try))
+                bodies = [marked(i.body, self.mark) for i in batch] if self.mark else [i.body for i in batch]
+                answer = self.client.create(bodies, on_send=partial(self._sending, batch, this_try))
             except (Cancelled, TokenRejected, JournalNotWritten) as exc:  # a stop before this try left, the token
                 # refused, or the line saying it leaves not written (then it did not leave; the journal's may
                 # have been written before the ledger's failed, and is taken back here: else a re-run waits for
@@ -309,10 +312,14 @@ class Uploader:
         return items
 
     def _created_by_lookup(self, items: Sequence[Item]) -> list[Item]:
-        """Record the items Kantata already has as created; return the ones it does not have."""
+        """Record the items Kantata already has as created; return the ones it does not have. Where a key is held
+        twice (another upload sent the row too), this upload's is the one with its mark, else the oldest."""
         if not items:
             return []
-        found = self.client.find_existing(i.key for i in items)
+        found = {
+            key: own_or_oldest(held, self.mark)
+            for key, held in self.client.find_milestones(i.key for i in items).items()
+        }
         self._record([Outcome(i.row, Status.CREATED, found[i.key]) for i in items if i.key in found])
         return [i for i in items if i.key not in found]
 
@@ -342,3 +349,9 @@ def _message(error: dict[str, Any]) -> str:
 
 def _rejected(row: int, messages: list[str]) -> Outcome:
     return Outcome(row, Status.REJECTED, None, tuple(dict.fromkeys(messages)))
+
+
+def own_or_oldest(held: Sequence[Milestone], run: str) -> str:
+    """The id of the milestone (of those holding one key, lowest id first) that the upload marked `run` created,
+    else the oldest."""
+    return next((m.id for m in held if run and run in m.runs), held[0].id)

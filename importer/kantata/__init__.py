@@ -30,11 +30,13 @@ if TYPE_CHECKING:
     from importer.kantata.keys import reference_issues as reference_issues
     from importer.kantata.milestones import Milestone as Milestone
     from importer.kantata.milestones import changes as changes
+    from importer.kantata.milestones import marked as marked
 
 _HOMES = {
     "Account": "account",
     "key_of": "account",
     "changes": "milestones",
+    "marked": "milestones",
     "Milestone": "milestones",
     "ChangeAnswer": "client",
     "amount_issues": "checks",

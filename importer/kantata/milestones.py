@@ -17,6 +17,10 @@ from importer.kantata.keys import ImportKey
 
 # What a PUT /billing_milestones/{id} may change, in the order a person reads a milestone.
 UPDATABLE = ("title", "amount_in_cents", "date_to_invoice", "billing_type", "story_id")
+# Each upload writes its run's mark into the external reference's message of what it creates: when an answer is
+# lost while another upload sends the same rows, a key is found on two milestones, and the mark alone tells which
+# one this upload made (its ids came in the answer that was lost).
+RUN_MARK = "kantata-import run "
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,7 @@ class Milestone:
     fields: Mapping[str, Any]  # the UPDATABLE fields, normalised as a request body writes them
     invoiced: bool
     keys: tuple[ImportKey, ...] = ()
+    runs: frozenset[str] = frozenset()  # the marks of the uploads that created it (RUN_MARK), where they wrote one
 
     @property
     def sort_id(self) -> tuple[int, str]:
@@ -46,18 +51,31 @@ def milestones_in(data: Mapping[str, Any]) -> Iterator[Milestone]:
         if not isinstance(obj, Mapping):
             continue
         keys = []
+        runs = set()
         for ref_id in obj.get("external_reference_ids") or []:
             ref = references.get(str(ref_id)) or {}
             if ref.get("service_name") and ref.get("service_model_ref") is not None:
                 keys.append(ImportKey(str(ref["service_name"]), str(ref.get("service_model")),
                                       str(ref["service_model_ref"])))  # fmt: skip
+            message = ref.get("external_message")
+            if isinstance(message, str) and message.startswith(RUN_MARK):
+                runs.add(message[len(RUN_MARK) :])
         yield Milestone(
             id=str(entry["id"]),
             workspace_id=_int(obj.get("workspace_id")),
             fields={name: _normalised(name, obj.get(name)) for name in UPDATABLE},
             invoiced=obj.get("invoice_id") not in (None, "", 0, "0"),
             keys=tuple(keys),
+            runs=frozenset(runs),
         )
+
+
+def marked(body: dict[str, Any], run: str) -> dict[str, Any]:
+    """A create's body with `run`'s mark in its external reference, unless the row gives a message of its own."""
+    reference = body.get("external_reference")
+    if not isinstance(reference, Mapping) or reference.get("external_message") is not None:
+        return body
+    return {**body, "external_reference": {**reference, "external_message": RUN_MARK + run}}
 
 
 def changes(milestone: Milestone, body: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:

@@ -3,6 +3,9 @@ both results name it."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import json
 import threading
 import time
 from collections import Counter
@@ -146,3 +149,35 @@ def test_copies_deleted_while_the_keys_are_read_hide_no_milestone_from_the_look_
     found = converge(a, {i.row: (i, mine[i.key]) for i in items}, every_key=True)
     assert len(found.removed) == 100
     _one_per_row(sandbox, 200)
+
+
+def test_a_lost_answer_during_a_race_leaves_no_copy_of_this_uploads_own(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another machine creates the rows just before this upload's batch lands, and this batch's answer is lost.
+    The look-up that settles it finds two milestones for each key: the other's, older, and this upload's own. Only
+    the mark each upload puts in its milestones' external reference tells which is its own; taking the lowest id
+    for its own, this upload would keep the other's, delete nothing, and leave its own copy beside it."""
+    rows = 5
+    path = _schedule(tmp_path / "s.csv", rows)
+    create = sandbox._routes["POST /billing_milestones"]
+    landed = itertools.count()
+
+    def the_other_machine_first_then_no_answer(ident: Any, query: Any, body: bytes, faults: Any) -> Any:
+        if next(landed) > 0:
+            return create(ident, query, body, faults)
+        theirs = json.loads(body)
+        for item in theirs["billing_milestones"]:
+            item["external_reference"]["external_message"] = "kantata-import run 0000othermachine"
+        create(ident, query, json.dumps(theirs).encode(), faults)
+        return create(ident, query, body, dataclasses.replace(faults, drop_after_write_every=1))
+
+    monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", the_other_machine_first_then_no_answer)
+    result = run_upload(path, _settings(sandbox, tmp_path / "a"), output=tmp_path / "a.xlsx")
+
+    kept = _one_per_row(sandbox, rows)
+    assert _ids(result) == kept
+    assert sorted(map(int, kept.values())) == list(
+        range(min(map(int, kept.values())), min(map(int, kept.values())) + rows)
+    )
+    assert sandbox.stats().get("DELETE /billing_milestones/{id}", 0) == rows

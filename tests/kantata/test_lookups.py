@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import requests
 
 from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME
+from importer.kantata.milestones import marked, milestones_in
 from importer.pipeline import run_upload, run_validate
 from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
@@ -177,3 +178,18 @@ def test_a_listing_that_changed_while_its_pages_were_read_is_not_trusted_to_say_
     assert again.counts["unchanged"] == 450 and len(sandbox.milestones()) == 451
     by_key = [q for _, _, q in session.sent if "external_reference_service_model_refs" in q]
     assert len(by_key) == 3  # the 450 keys, 200 a look-up
+
+
+def test_an_upload_marks_what_it_creates_unless_the_row_gives_its_own_message() -> None:
+    derived = {"title": "A", "external_reference": {"service_name": "kantata-import", "service_model_ref": "ki1-x"}}
+    own = {"title": "B", "external_reference": {"service_name": "erp", "external_message": "from the ERP"}}
+    assert marked(derived, "abc")["external_reference"]["external_message"] == "kantata-import run abc"
+    assert "external_message" not in derived["external_reference"]  # the row's body is not changed in place
+    assert marked(own, "abc") == own
+    answer = {
+        "results": [{"key": "billing_milestones", "id": "7"}],
+        "billing_milestones": {"7": {"id": "7", "workspace_id": 1, "external_reference_ids": ["9"]}},
+        "external_references": {"9": {"service_name": "kantata-import", "service_model": "BillingMilestone",
+                                      "service_model_ref": "ki1-x", "external_message": "kantata-import run abc"}},
+    }  # fmt: skip
+    assert [m.runs for m in milestones_in(answer)] == [frozenset({"abc"})]
