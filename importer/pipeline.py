@@ -25,6 +25,7 @@ from importer.delivery import (
     Delivery,
     OnOutcomes,
     Plan,
+    Previous,
     Step,
     StopSwitch,
     ToSend,
@@ -34,7 +35,9 @@ from importer.delivery import (
     one_upload_to,
     patient_interrupts,
     plan_steps,
+    read_previous,
     schedule_digest,
+    still_writing,
 )
 from importer.errors import (
     ApiUnavailable,
@@ -165,6 +168,12 @@ def has_ids(rows: pd.DataFrame) -> bool:
     return IDENTITY in rows.columns and bool(rows[IDENTITY].notna().any())
 
 
+def _rows_to_send(validated: Validated, items: Sequence[Item], *, deferred: bool = False) -> list[int]:
+    """The rows an upload finds or sends, which the journal's identity hashes in (schedule_digest): a deferred
+    upload has built no item yet, and every valid row is one. The dry run names the same journal from them."""
+    return validated.rows.index.tolist() if deferred else [i.row for i in items]
+
+
 def _built(rows: pd.DataFrame) -> Iterator[Item]:
     """The items of deferred rows, made as they are taken (by the uploader, batch by batch, or all at once when
     a key must be looked up after all)."""
@@ -272,8 +281,13 @@ def run_validate(
     if not online or settings is None:
         return _finish(raw, validated, _in_order(issues), outcomes, RunInfo(True, None, started), out,
                        on_progress=on_progress, decimals=options.currency_decimals)  # fmt: skip
-    (on_stage or (lambda _: None))(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
-    checked, steps, made, missing = _check_online(raw, validated, items, settings, session, options)
+    say = on_stage or (lambda _: None)
+    say(f"checking {len(items)} rows against Kantata (projects, tasks, earlier runs)")
+    # The journal an upload of these rows to `out` would open, read as it would read it and left as it is.
+    previous = read_previous(journal_path(out), schedule_digest(validated.rows, _rows_to_send(validated, items)),
+                             settings.clock)  # fmt: skip
+    checked, steps, made, missing, writing = _check_online(raw, validated, items, settings, session, options,
+                                                           previous, say)  # fmt: skip
     for row, milestone_id in checked.existing.items():
         outcomes[row] = Outcome(row, Status.UNCHANGED, milestone_id)
     for step in steps:  # what an upload would do with the rows Kantata holds
@@ -288,8 +302,11 @@ def run_validate(
             outcomes[issue.row] = Outcome(issue.row, Status.INVALID)
     cost = ", ".join(f"{route} {n}" for route, n in sorted(made.items()))
     total = sum(made.values())
+    waited = (f"an interrupted upload's requests may still be written at Kantata for up to {writing:.0f} s: the "
+              "upload waits for them and finds what they create, which this plan cannot show yet",)  # fmt: skip
     notes = (
         *checked.notes,
+        *(waited if writing > 0 else ()),
         f"online checks: {total} request{'s' if total != 1 else ''} to Kantata ({cost}), nothing sent",
     )
     info = RunInfo(True, sanitize_url(settings.base_url), started, notes=notes, not_in_schedule=tuple(missing))
@@ -305,20 +322,26 @@ def _check_online(
     settings: Settings,
     session: requests.Session | None,
     options: ParseOptions,
-) -> tuple[OnlineCheck, list[Step], dict[str, int], list[NotInSchedule]]:
+    previous: Previous,
+    say: Callable[[str], None],
+) -> tuple[OnlineCheck, list[Step], dict[str, int], list[NotInSchedule], float]:
     """The online checks over one client, the plan an upload would carry out, what they cost in requests per
-    route, and the milestones of this importer in the schedule's projects that no row matches."""
+    route, the milestones of this importer in the schedule's projects that no row matches, and for how long an
+    interrupted run's requests not found may still be written (still_writing). `previous`: what the journal an
+    upload would open tells (read_previous); its milestones for rows edited since are handed over as an upload
+    does."""
     assert settings.token is not None  # run_validate refused a missing token before reading the file
     client = KantataClient(settings, settings.token, session=session)
     try:
         projects = sorted({int(i.body["workspace_id"]) for i in items})
-        steps, found = plan_steps(client, items, projects)
+        steps, found = plan_steps(client, items, projects, previous.earlier, say)
         known = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED and s.milestone_id}
         checked = check_online(raw, validated.rows, client, options, known=known)
         missing = find_missing(found.listed, steps)
     finally:
         client.close()
-    return checked, steps, dict(client.stats.routes), missing
+    landed = {*found.settled, *(k for m in found.handed.values() for k in m.keys)}
+    return checked, steps, dict(client.stats.routes), missing, still_writing(previous, items, landed, settings)
 
 
 def _in_order(issues: list[CellIssue]) -> list[CellIssue]:
@@ -357,7 +380,7 @@ def run_upload(
     # The journal's identity of this import, and every row's key, come from the rows as checked offline: were
     # they to depend on Kantata's answer below (the currencies), a run whose question failed would not know
     # the journal of the run before it, nor find its rows by key, and send them twice.
-    to_send = ToSend(validated.rows.index.tolist() if deferred else [i.row for i in items], items)
+    to_send = ToSend(_rows_to_send(validated, items, deferred=deferred), items)
     digest = schedule_digest(validated.rows, to_send.rows)
     projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist()))
     account = Account.of(settings)

@@ -7,7 +7,9 @@ from importer._face import lazy
 if TYPE_CHECKING:
     from importer.delivery.journal import SENDING_AHEAD as SENDING_AHEAD
     from importer.delivery.journal import Journal as Journal
+    from importer.delivery.journal import Previous as Previous
     from importer.delivery.journal import journal_path as journal_path
+    from importer.delivery.journal import read_previous as read_previous
     from importer.delivery.journal import schedule_digest as schedule_digest
     from importer.delivery.ledger import Ledger as Ledger
     from importer.delivery.lock import AccountLockHolder as AccountLockHolder
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from importer.delivery.session import look_up as look_up
     from importer.delivery.session import plan_steps as plan_steps
     from importer.delivery.settle import settle_in_flight as settle_in_flight
+    from importer.delivery.settle import still_writing as still_writing
     from importer.delivery.signals import StopSwitch as StopSwitch
     from importer.delivery.signals import patient_interrupts as patient_interrupts
     from importer.delivery.updates import describe as describe
@@ -41,8 +44,10 @@ _HOMES = {
     "Delivery": "session",
     "DeleteMissing": "missing",
     "find_missing": "missing",
+    "Previous": "journal",
     "Journal": "journal",
     "journal_path": "journal",
+    "read_previous": "journal",
     "Ledger": "ledger",
     "AccountLockHolder": "lock",
     "one_upload_to": "lock",
@@ -55,6 +60,7 @@ _HOMES = {
     "schedule_digest": "journal",
     "SENDING_AHEAD": "journal",
     "settle_in_flight": "settle",
+    "still_writing": "settle",
     "SETTLE_POLL": "upload",
     "StopSwitch": "signals",
     "ToSend": "session",

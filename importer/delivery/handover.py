@@ -4,10 +4,11 @@ A row without an id or its own external reference is known by a key derived from
 so editing it gives it another key. Edited after a finished run, the row is a new milestone and the old one is
 listed as not in the schedule: the results workbook holds its id, and fed back in, the edit is an update. But a
 run killed mid-upload writes no workbook, and its journal belongs to the schedule as it was; the next run of the
-edited schedule reads it (`Journal.earlier`): each milestone that run created whose key no row carries now is
-the milestone of the row at the same place, if that row names the same project and is known by a derived key.
-That row then updates it, rather than creating a second one. Any other (the row removed, or moved as well as
-edited) is listed as not in the schedule, as after a finished run.
+edited schedule reads it (`Journal.earlier`; a dry run, `read_previous`, to show the same plan): each milestone
+that run created whose key no row carries now is the milestone of the row at the same place, if that row names
+the same project and is known by a derived key. That row then updates it, rather than creating a second one.
+Any other (the row removed, or moved as well as edited) is listed as not in the schedule, as after a finished
+run.
 """
 
 from __future__ import annotations

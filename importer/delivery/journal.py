@@ -211,6 +211,44 @@ def _read_lines(lines: Sequence[str], clock: Clock) -> _Read:
     return read
 
 
+@dataclass(slots=True)
+class Previous:
+    """What a journal tells the next run of `digest`: the rows an interrupted run of this same import sent (or
+    created), those of them whose answer it never saw and its last "sending" line's clocks; and what interrupted
+    runs of earlier versions of the schedule sent (`Earlier`, newest first)."""
+
+    sent_before: set[int] = field(default_factory=set)
+    in_flight: set[int] = field(default_factory=set)
+    last_sent: dict[str, Any] = field(default_factory=dict)
+    earlier: list[Earlier] = field(default_factory=list)
+
+
+def _previous(text: str, digest: str, clock: Clock) -> Previous:
+    lines = text.splitlines()
+    try:
+        first = json.loads(lines[0]) if lines else {}
+    except ValueError:
+        first = {}
+    if not isinstance(first, dict) or first.get("kind") != "start":
+        return Previous()  # not a journal this version can read: start afresh
+    read = _read_lines(lines[1:], clock)
+    if first.get("digest") != digest:  # another version of this schedule: what it sent is looked up
+        mine = read.as_earlier()
+        return Previous(earlier=[*([mine] if mine.sent else []), *reversed(read.earlier)])
+    return Previous(read.went | set(read.created), read.in_flight, read.last_sent, list(reversed(read.earlier)))
+
+
+def read_previous(path: Path, digest: str, clock: Clock = SYSTEM_CLOCK) -> Previous:
+    """What `Journal.open(path, digest)` would read, read without opening the journal for writing, locking it
+    or changing it: the dry run plans from it as the upload will. A journal that cannot be read (none, or one an
+    upload holds where its lock bars reading) tells nothing."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return Previous()
+    return _previous(text, digest, clock)
+
+
 class Journal:
     def __init__(self, path: Path, digest: str, clock: Clock = SYSTEM_CLOCK) -> None:
         self.path = path
@@ -261,22 +299,11 @@ class Journal:
 
     def _read_previous(self, text: str) -> set[int]:
         """The rows the journal's run sent, if it is this import's; `earlier` either way."""
-        lines = text.splitlines()
-        try:
-            first = json.loads(lines[0]) if lines else {}
-        except ValueError:
-            first = {}
-        if not isinstance(first, dict) or first.get("kind") != "start":
-            return set()  # not a journal this version can read: start afresh
-        read = _read_lines(lines[1:], self.clock)
-        if first.get("digest") != self.digest:  # another version of this schedule: what it sent is looked up
-            mine = read.as_earlier()
-            self.earlier = [*([mine] if mine.sent else []), *reversed(read.earlier)]
-            return set()
-        self.earlier = list(reversed(read.earlier))
-        self.in_flight = read.in_flight
-        self.last_sent = read.last_sent
-        return read.went | set(read.created)
+        previous = _previous(text, self.digest, self.clock)
+        self.earlier = previous.earlier
+        self.in_flight = previous.in_flight
+        self.last_sent = previous.last_sent
+        return previous.sent_before
 
     def sending(self, items: Sequence[Item]) -> None:
         """Called before a batch goes out (within Settings.sending_ahead): from then on, Kantata may hold these rows

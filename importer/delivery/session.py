@@ -17,7 +17,7 @@ from pathlib import Path
 
 from importer.delivery.converge import converge, others_wrote
 from importer.delivery.handover import hand_over
-from importer.delivery.journal import Journal
+from importer.delivery.journal import Earlier, Journal
 from importer.delivery.ledger import Ledger
 from importer.delivery.missing import DeleteMissing, confirmed, delete_missing, find_missing, kept
 from importer.delivery.planner import Action, Plan, Step, living_plan, plan
@@ -38,31 +38,34 @@ Say = Callable[[str], None]
 class ToSend:
     """The rows an upload must find or send. With `build`, their items are made while the first batches are out
     (none can turn out to be an issue while building); `items` is then empty until a look-up needs the keys.
-    `by_id` and `by_key`: what the look-up found of them; `listed`: this importer's milestones in the schedule's
-    projects (look_up); `handed`: what an interrupted run made of rows edited since (handover.py)."""
+    `found`: what Kantata holds of them (find_rows), once looked up."""
 
     rows: list[int]
     items: list[Item]
     build: Callable[[], Iterable[Item]] | None = None
-    by_id: dict[str, Milestone] = field(default_factory=dict)
-    by_key: dict[ImportKey, list[Milestone]] = field(default_factory=dict)
-    listed: list[Milestone] = field(default_factory=list)
-    handed: dict[int, Milestone] = field(default_factory=dict)  # row -> its milestone from before an edit
+    found: Found | None = None
 
 
 @dataclass(slots=True)
 class Found:
     """What Kantata holds of a schedule's rows: milestones by the ids rows carry, and by the keys of the rest; and
     `listed`, every milestone of this importer in the schedule's projects (the ones no row matches are not in the
-    schedule: missing.py)."""
+    schedule: missing.py). find_rows adds `settled`, the keys found, also by waiting for an interrupted run's
+    requests, and `handed`, row -> the milestone an interrupted run made for it before it was edited."""
 
     by_id: dict[str, Milestone]
     by_key: dict[ImportKey, list[Milestone]]
     listed: list[Milestone] = field(default_factory=list)
+    settled: dict[ImportKey, str] = field(default_factory=dict)
+    handed: dict[int, Milestone] = field(default_factory=dict)
 
     @property
     def existing(self) -> dict[ImportKey, str]:
         return {key: held[0].id for key, held in self.by_key.items()}
+
+    def steps(self, items: Sequence[Item]) -> list[Step]:
+        """Each row's step (planner.living_plan)."""
+        return living_plan(items, self.by_id, self.by_key, self.settled, handed=self.handed, listed=self.listed)
 
 
 def look_up(
@@ -102,10 +105,43 @@ def look_up(
     return Found(by_id, by_key, listing.milestones)
 
 
-def plan_steps(client: KantataClient, items: Sequence[Item], projects: Sequence[int]) -> tuple[list[Step], Found]:
-    """The dry run's plan: each row's step, from one look-up; and what it found."""
-    found = look_up(client, items, projects)
-    return living_plan(items, found.by_id, found.by_key, listed=found.listed), found
+def find_rows(
+    client: KantataClient,
+    items: Sequence[Item],
+    projects: Sequence[int],
+    earlier: Sequence[Earlier],
+    say: Say,
+    *,
+    untouched: Sequence[int] | None = None,
+    settled: dict[ImportKey, str] | None = None,
+    settle: Callable[[dict[ImportKey, str]], None] | None = None,
+) -> Found:
+    """What Kantata holds of the rows, for a dry run and an upload alike, so that both plan the same steps
+    (`Found.steps`): the look-up (look_up), then, for an upload, `settle` waiting for what an interrupted run
+    may still be writing (settle.py), then the milestones interrupted runs of earlier versions of this schedule
+    (`earlier`, Journal.earlier or read_previous) made for rows edited since (hand_over). The keys found go
+    into `settled` as they come, so that a stop meanwhile still reports those rows."""
+    found = look_up(client, items, projects, untouched=untouched)
+    found.settled = settled if settled is not None else {}
+    found.settled.update(found.existing)
+    if settle is not None:
+        settle(found.settled)
+    if earlier:
+        found.handed = hand_over(client, earlier, items, set(found.by_key) | set(found.settled), say)
+    return found
+
+
+def plan_steps(
+    client: KantataClient,
+    items: Sequence[Item],
+    projects: Sequence[int],
+    earlier: Sequence[Earlier] = (),
+    say: Say = lambda _: None,
+) -> tuple[list[Step], Found]:
+    """The dry run's plan: each row's step, found as an upload finds them (find_rows) but without waiting for
+    requests an interrupted run left in flight; and what it found."""
+    found = find_rows(client, items, projects, earlier, say)
+    return found.steps(items), found
 
 
 @dataclass(slots=True)
@@ -173,7 +209,7 @@ class Delivery:
             if stopped is not None:
                 return self._not_sent(journal, to_send, existing, stopped)
             try:
-                delivered = self._send(journal, ledger, to_send, existing, sinks, (projects, before),
+                delivered = self._send(journal, ledger, to_send, sinks, (projects, before),
                                        (delete, blocked))  # fmt: skip
             except DeletionNotConfirmed:  # nothing was sent: no journal is left to resume (or to hand over)
                 journal.close(finished=not (journal.sent_before or journal.earlier))
@@ -220,14 +256,13 @@ class Delivery:
                 to_send.items = list(to_send.build())
                 to_send.build = None
         if to_send.build is None:
-            found = look_up(self.client, to_send.items, projects, untouched=untouched)
-            to_send.by_id, to_send.by_key, to_send.listed = found.by_id, found.by_key, found.listed
-            existing.update(found.existing)
             keyed = [i for i in to_send.items if i.milestone_id is None]  # a row with an id is never created
-            settle_in_flight(self.client, journal, ledger, keyed, existing, self.settings, self.say)
-            if journal.earlier:
-                found_keys = set(to_send.by_key) | set(existing)
-                to_send.handed = hand_over(self.client, journal.earlier, to_send.items, found_keys, self.say)
+
+            def settle(found: dict[ImportKey, str]) -> None:
+                settle_in_flight(self.client, journal, ledger, keyed, found, self.settings, self.say)
+
+            to_send.found = find_rows(self.client, to_send.items, projects, journal.earlier, self.say,
+                                      untouched=untouched, settled=existing, settle=settle)  # fmt: skip
         lookup.end(len(to_send.rows))
         return before
 
@@ -236,7 +271,6 @@ class Delivery:
         journal: Journal,
         ledger: Ledger | None,
         to_send: ToSend,
-        existing: dict[ImportKey, str],
         sinks: Callable[[Plan], Sequence[OnOutcomes]],
         counted: tuple[Sequence[int], int | None],
         deleting: tuple[DeleteMissing | None, Sequence[int]],
@@ -247,12 +281,12 @@ class Delivery:
         if to_send.build is not None:  # every project untouched: none of this importer's milestones to list
             the_plan = Plan(to_send.rows, to_send.build(), {}, batch_size)
         else:
-            steps = living_plan(to_send.items, to_send.by_id, to_send.by_key, existing, handed=to_send.handed,
-                                listed=to_send.listed)  # fmt: skip
+            assert to_send.found is not None  # _look_up found them, or the delivery stopped before sending
+            steps = to_send.found.steps(to_send.items)
             creates = [s.item for s in steps if s.action is Action.CREATE]
             unchanged = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED}
             the_plan = Plan([i.row for i in creates], creates, _ids(unchanged), batch_size)
-            missing = find_missing(to_send.listed, steps)
+            missing = find_missing(to_send.found.listed, steps)
         delete, blocked = deleting
         deleting_now = confirmed(missing, delete, blocked)  # before anything is sent: a wrong count sends nothing
         needed = -(-len(the_plan.rows) // batch_size)

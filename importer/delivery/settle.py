@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
-from importer.delivery.journal import Journal, seconds_since
+from importer.delivery.journal import Journal, Previous, seconds_since
 from importer.delivery.ledger import Ledger
 from importer.kantata import ImportKey, Item, KantataClient
 from importer.settings import Settings
@@ -63,3 +63,17 @@ def settle_in_flight(
         # (dropped by the time the look-up ended, a row written just before it ended could be sent again).
         pending = [k for k in pending if k not in more and until[k] >= began]
         pause = min(pause * 2, settings.settle_poll)
+
+
+def still_writing(previous: Previous, items: Sequence[Item], found: Collection[ImportKey], settings: Settings) -> float:
+    """Seconds for which requests an interrupted run left unanswered (`previous`, read_previous) may still be
+    written at Kantata, as settle_in_flight reckons them, counting only those whose keys are not `found`; 0 when
+    none can be. A dry run does not wait for them, so it says for how long an upload would."""
+    window = settings.sending_ahead + settings.writes_until
+    keys = {i.row: i.key for i in items}
+    waits: list[float] = []
+    if any(r in keys and keys[r] not in found for r in previous.in_flight):
+        waits.append(window - seconds_since(previous.last_sent, settings.clock))
+    waits += [window - seconds_since(e.last_sent, settings.clock)
+              for e in previous.earlier if any(k not in found for k in e.in_flight)]  # fmt: skip
+    return max([0.0, *waits])

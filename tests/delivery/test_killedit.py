@@ -9,6 +9,7 @@ Real CLI processes, killed with SIGKILL, against the sandbox on loopback.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -17,11 +18,13 @@ from typing import Any
 
 import pytest
 
-from importer.delivery.journal import Earlier, Journal
+from importer.delivery.journal import Earlier, Journal, read_previous
+from importer.delivery.settle import still_writing
 from importer.kantata import ImportKey
 from importer.pipeline import run_upload
 from importer.sandbox.server import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
+from tests import forked_cli
 from tests.conftest import read_results
 from tests.delivery.test_faults import _cli, _schedule
 
@@ -99,6 +102,16 @@ def _rerun(sandbox: Any, tmp_path: Path, on_line: Any = None) -> str:
     return err
 
 
+def _validate(sandbox: Any, tmp_path: Path) -> Any:
+    """`validate --online --json` of schedule.csv, as its own process, with the killed run's settings."""
+    env = {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
+    config = tmp_path / "test-config.toml"  # written by _cli
+    done = forked_cli.run(["validate", str(tmp_path / "schedule.csv"), "--online", "--json", "--config", str(config)],
+                          env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def _result(tmp_path: Path, row: int) -> dict[str, Any]:
     results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
     assert len(results) == ROWS
@@ -152,6 +165,10 @@ def test_a_row_whose_answer_never_came_then_edited_is_waited_for_and_updated(
     row = _first(_entries(tmp_path), "left")
     assert row is not None
     title = _edit(tmp_path, row)
+    # The dry run does not wait for the killed run's request: it says the upload will, and shows a create.
+    dry = _validate(sandbox, tmp_path)
+    assert "requests may still be written at Kantata for up to" in dry.stderr, dry.stderr
+    assert _result(tmp_path, row)["status"] == "valid" and sandbox.milestones() == []
 
     def release_once_waiting(line: str) -> None:  # the killed run's request is written once the re-run waits
         if "waiting up to" in line:
@@ -172,6 +189,68 @@ def test_a_row_whose_answer_never_came_then_edited_is_waited_for_and_updated(
     assert (result["status"], str(result["billing_milestone_id"])) == ("updated", str(edited["id"]))
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder`, by its path there, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _statuses(tmp_path: Path) -> dict[int, tuple[str, str | None]]:
+    """Each row's status and milestone id in the results workbook."""
+    results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+    assert len(results) == ROWS
+    return {r["_row"]: (r["status"], None if r["billing_milestone_id"] is None else str(r["billing_milestone_id"]))
+            for r in results}  # fmt: skip
+
+
+def test_the_dry_run_after_a_kill_and_an_edit_shows_the_plan_the_upload_then_carries_out(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`validate --online` reads the killed run's journal as the upload does, without changing it: the row
+    edited since is an update of the milestone the killed run made for it, with that milestone's id, in the plan
+    as in the upload; the rows it sent unedited are unchanged in both; the rest are created."""
+    _schedule(tmp_path, ROWS)
+    released = _held_after(sandbox, monkeypatch, free=1)  # the first batch is written; the second waits
+    _kill_when(sandbox, tmp_path, lambda lines: _first(lines, "outcome") is not None)
+    released.set()  # the second batch, on the wire at the kill, lands now
+    while sandbox.in_flight:
+        time.sleep(0.01)
+    row = _first(_entries(tmp_path), "outcome")
+    assert row is not None
+    title = _edit(tmp_path, row)
+    (original,) = _by_title(sandbox)[title]
+    sent = {str(m["id"]) for m in sandbox.milestones()} - {str(original["id"])}
+    assert len(sent) >= 9  # the rest of the first batch, and the second if it landed
+
+    state = _files(tmp_path / "home")
+    journal = _journal(tmp_path).read_bytes()
+    writes = {k: n for k, n in sandbox.stats().items() if not k.startswith("GET ")}
+    dry = _validate(sandbox, tmp_path)
+    assert "1 rows edited since are updates of them" in dry.stderr, dry.stderr
+    assert _journal(tmp_path).read_bytes() == journal
+    assert _files(tmp_path / "home") == state  # the ledger, the lock and its note
+    assert {k: n for k, n in sandbox.stats().items() if not k.startswith("GET ")} == writes
+    planned = _statuses(tmp_path)
+    assert planned[row] == ("update", str(original["id"]))
+    assert {mid for status, mid in planned.values() if status == "unchanged"} == sent
+    assert {status for status, _ in planned.values()} == {"update", "unchanged", "valid"}
+    dry_counts = json.loads(dry.stdout)["counts"]
+
+    upload = _cli(tmp_path / "schedule.csv", sandbox.url, "--concurrency", "1", "--json")
+    out, err = upload.communicate(timeout=60)
+    assert upload.returncode == 0 and "1 rows edited since are updates of them" in err, err
+    done = _statuses(tmp_path)
+    carried = {"update": "updated", "unchanged": "unchanged", "valid": "created"}
+    assert {r: (carried[s], mid) for r, (s, mid) in planned.items() if s != "valid"} == {
+        r: (s, mid) for r, (s, mid) in done.items() if planned[r][0] != "valid"
+    }
+    assert {done[r][0] for r, (s, _) in planned.items() if s == "valid"} == {"created"}
+    assert done[row] == ("updated", str(original["id"]))
+    assert len(sandbox.milestones()) == ROWS
+    counts = json.loads(out)["counts"]
+    assert (dry_counts["update"], dry_counts["unchanged"], dry_counts["valid"]) == (1, len(sent), ROWS - 1 - len(sent))
+    assert (counts["updated"], counts["unchanged"], counts["created"]) == (1, len(sent), ROWS - 1 - len(sent))
+
+
 def _key(n: int) -> ImportKey:
     return ImportKey.derived_from(f"ki1-{n:024x}")
 
@@ -185,12 +264,18 @@ def test_what_a_journal_of_another_digest_sent_is_carried_to_the_next_until_a_ru
         {"kind": "sending", "rows": [2, 3], "keys": [_key(2).ref, ["crm", "deal", "7"]], "at": time.time()},
         {"kind": "outcome", "row": 2, "status": "created", "id": "501"},
     ]))  # fmt: skip
+    written = path.read_bytes()
+    read = read_previous(path, "b")  # what the dry run reads: the same, and the journal left as it was
+    assert path.read_bytes() == written and read.sent_before == set()
+    crm = ImportKey("crm", "deal", "7")
+    assert still_writing(read, [], set(), Settings()) > 0  # the request of row 3, sent just now, never answered
+    assert still_writing(read, [], {crm}, Settings()) == 0  # found in Kantata: nothing to wait for
     first = Journal.open(path, "b")
     first.close(finished=False)
     assert first.sent_before == set()
     expected = Earlier(((2, _key(2), "501"), (3, ImportKey("crm", "deal", "7"), None)),
                        frozenset({ImportKey("crm", "deal", "7")}), first.earlier[0].last_sent)  # fmt: skip
-    assert first.earlier == [expected]
+    assert first.earlier == read.earlier == [expected]
     same = Journal.open(path, "b")  # a resume of the edited run
     same.close(finished=False)
     assert same.earlier == [expected]
