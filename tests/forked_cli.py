@@ -1,7 +1,7 @@
 """`kantata-import` as its own process, forked from an interpreter that has already imported it.
 
 Starting Python and importing pandas, pandera and openpyxl costs about half a second of CPU, and the suite runs
-the command as a subprocess more than a hundred times: on two cores that start-up was a quarter of the suite's
+the command as a subprocess about a hundred times: on two cores that start-up was a quarter of the suite's
 wall time. Each test worker therefore keeps one *zygote*, a Python that imported the command once and then forks
 a child per run. The child is a real process with its own pid, argv, environment, working directory, standard
 streams and exit status, and it runs `python -m importer` as a fresh interpreter would, ending as CPython does
@@ -197,10 +197,7 @@ def _serve(fd: int) -> None:
             os.read(woken_r, 4096)
             _reap(replies)
         if control.fileno() in ready:
-            try:
-                message, fds, _, _ = socket.recv_fds(control, _BUFFER, 4)
-            except InterruptedError:
-                continue
+            message, fds, _, _ = socket.recv_fds(control, _BUFFER, 4)
             if not message:
                 return  # the test worker closed its end
             request = json.loads(message)
