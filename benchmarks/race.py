@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.race                     # 3,000 rows, 20 races
     .venv/bin/python -m benchmarks.race --rows 600 --times 5
+    .venv/bin/python -m benchmarks.race --lost-every 7      # and the answer to every 7th create lost after it wrote
 
 Each race starts two uploads of the same schedule (threads released by one barrier, the second `stagger` seconds
 after the first: 0, 0.25, 0.5, 0.75 or 1 s in turn, so that some races overlap whole and some in part), with separate
@@ -9,7 +10,8 @@ state folders (two machines share nothing but Kantata) and two spellings of the 
 `localhost`, a trailing slash), against a sandbox with a few milliseconds from each request's arrival to its
 answer, so that their batches interleave. A race passes when Kantata holds each row once and both results name
 that milestone for every row. Printed per race: the copies the uploads found and deleted, and the time; at the
-end, the races that passed out of those run (the script exits 1 if one did not).
+end, the races that passed out of those run (the script exits 1 if one did not). With `--lost-every`, answers are
+lost as well: the uploads settle those batches by looking their keys up while the other may hold them too.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ def _schedule(path: Path, rows: int) -> Path:
     return path
 
 
-def race(sandbox: Sandbox, folder: Path, rows: int, latency: float, stagger: float) -> tuple[bool, int, float]:
+def race(
+    sandbox: Sandbox, folder: Path, rows: int, latency: float, stagger: float, lost_every: int = 0
+) -> tuple[bool, int, float]:
     """One race: (one milestone per row and both results agree, copies deleted, seconds)."""
     sandbox.reset()
-    sandbox.set_faults(latency=latency, latency_covers_work=True)
+    sandbox.set_faults(latency=latency, latency_covers_work=True, drop_after_write_every=lost_every)
     path = _schedule(folder / "schedule.csv", rows)
     urls = {"a": sandbox.url, "b": sandbox.url.replace("127.0.0.1", "localhost") + "/"}
     start = threading.Barrier(2)
@@ -70,6 +74,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--times", type=int, default=20)
     parser.add_argument("--latency", type=float, default=0.005, help="seconds from a request's arrival to its answer")
+    parser.add_argument("--lost-every", type=int, default=0, metavar="N",
+                        help="the answer to every Nth create is lost after it wrote (0: none)")  # fmt: skip
     args = parser.parse_args()
     passed = 0
     with Sandbox() as sandbox, tempfile.TemporaryDirectory(prefix="kantata-race-") as tmp:
@@ -77,7 +83,7 @@ def main() -> int:
             folder = Path(tmp, str(n))
             folder.mkdir()
             stagger = (n % 5) * 0.25
-            ok, copies, took = race(sandbox, folder, args.rows, args.latency, stagger)
+            ok, copies, took = race(sandbox, folder, args.rows, args.latency, stagger, args.lost_every)
             passed += ok
             verdict = "one milestone per row" if ok else "FAILED"
             print(f"race {n + 1} (second {stagger:.2f} s later): {verdict}; rows reported as copies (found and "
