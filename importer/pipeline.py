@@ -13,7 +13,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -297,6 +297,8 @@ def run_validate(
         elif step.action is Action.CONFLICT:
             outcomes[step.item.row] = Outcome(step.item.row, Status.CONFLICT, step.milestone_id, (step.reason,),
                                               describe(step.changes))  # fmt: skip
+        if step.copies and (shown := outcomes.get(step.item.row)) is not None:
+            outcomes[step.item.row] = replace(shown, errors=(*shown.errors, step.copies_note(None)))
     for issue in checked.issues:
         if issue.is_error:
             outcomes[issue.row] = Outcome(issue.row, Status.INVALID)
@@ -334,7 +336,7 @@ def _check_online(
     client = KantataClient(settings, settings.token, session=session)
     try:
         projects = sorted({int(i.body["workspace_id"]) for i in items})
-        steps, found = plan_steps(client, items, projects, previous.earlier, say)
+        steps, found = plan_steps(client, items, projects, previous.earlier, say, previous.mark)
         known = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED and s.milestone_id}
         checked = check_online(raw, validated.rows, client, options, known=known)
         missing = find_missing(found.listed, steps)

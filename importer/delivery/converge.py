@@ -56,7 +56,7 @@ def converge(
     found = client.find_milestones(item.key for item, _ in wanted)
     copies = [(item, mid, held) for item, mid in wanted if len(held := found.get(item.key, [])) > 1]
     removals = {m.id: held[0].id for _, mid, held in copies for m in held[1:] if _removable(m, mid, run)}
-    kept = _remove(client, list(removals))
+    kept = remove_copies(client, list(removals))
     outcomes: list[Outcome] = []
     for item, mid, held in copies:
         keep = held[0].id
@@ -80,7 +80,7 @@ def _removable(milestone: Milestone, mid: str, run: str) -> bool:
     return (milestone.id == mid or bool(run and run in milestone.runs)) and not milestone.invoiced
 
 
-def _remove(client: KantataClient, ids: Sequence[str]) -> set[str]:
+def remove_copies(client: KantataClient, ids: Sequence[str]) -> set[str]:
     """DELETE each copy, and return those Kantata kept. One already gone answers 404, which is as good."""
     if not ids:
         return set()

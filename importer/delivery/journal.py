@@ -11,17 +11,16 @@ stops early. A run of the schedule edited since does not resume it, but neither 
 row's key, and the ids it saw created) is carried into the new journal as "earlier" lines (`Earlier`), for the
 run to find those milestones and update the rows edited since (handover.py).
 
-Format: JSON lines, each write flushed; a batch's "sending" line is also fsynced before the batch goes out (at
-most Settings.sending_ahead seconds before). It carries the wall-clock time and, on Linux, the boot id and the
-seconds since boot: a resume in the same boot times its wait by that clock, which no clock change moves. A
+Format: JSON lines, each write flushed. The "start" line names the import (its digest) and the mark it writes in
+what it creates (kantata.marked), which a resume keeps. A batch's "sending" line is also fsynced before the batch
+goes out (at most Settings.sending_ahead seconds before). It carries the wall-clock time and, on Linux, the boot id
+and the seconds since boot: a resume in the same boot times its wait by that clock, which no clock change moves. A
 "left" line (flushed) follows as the request leaves: in the same boot, a row journalled with none never left, and a
-resume does not wait for it (`tells_left`).
-A "created" line is not fsynced: should it be lost (power loss), the row counts as in flight on resume, and the
-look-up that settles in-flight rows finds it in Kantata at once, so nothing waits and nothing is sent twice.
-Skipping that fsync, taken while the other threads wait, saves a slot's worth of time per answer. A torn last
-line (power loss mid-write) is ignored. Writes from several sending threads are serialised by the journal's own
-lock.
-"""
+resume does not wait for it (`tells_left`). A "created" line is not fsynced: should it be lost (power loss), the
+row counts as in flight on resume, and the look-up that settles in-flight rows finds it in Kantata at once, so
+nothing waits and nothing is sent twice. Skipping that fsync, taken while the other threads wait, saves a slot's
+worth of time per answer. A torn last line (power loss mid-write) is ignored. Writes from several sending threads
+are serialised by the journal's own lock."""
 
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ import hashlib
 import json
 import os
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +221,7 @@ class Previous:
     in_flight: set[int] = field(default_factory=set)
     last_sent: dict[str, Any] = field(default_factory=dict)
     earlier: list[Earlier] = field(default_factory=list)
+    mark: str = ""  # the mark the interrupted run of this same import wrote in what it created (kantata.marked)
 
 
 def _previous(text: str, digest: str, clock: Clock) -> Previous:
@@ -235,7 +236,9 @@ def _previous(text: str, digest: str, clock: Clock) -> Previous:
     if first.get("digest") != digest:  # another version of this schedule: what it sent is looked up
         mine = read.as_earlier()
         return Previous(earlier=[*([mine] if mine.sent else []), *reversed(read.earlier)])
-    return Previous(read.went | set(read.created), read.in_flight, read.last_sent, list(reversed(read.earlier)))
+    mark = first.get("mark")
+    return Previous(read.went | set(read.created), read.in_flight, read.last_sent, list(reversed(read.earlier)),
+                    mark if isinstance(mark, str) else "")  # fmt: skip
 
 
 def read_previous(path: Path, digest: str, clock: Clock = SYSTEM_CLOCK) -> Previous:
@@ -260,6 +263,9 @@ class Journal:
         # What interrupted runs of earlier versions of this schedule sent (newest first), carried from journal to
         # journal until a run ends with every row settled.
         self.earlier: list[Earlier] = []
+        # The mark this import writes in what it creates (kantata.marked), kept by a resume: a copy the interrupted
+        # run made is then known as this import's own (planner.living_plan, converge.py).
+        self.mark = uuid.uuid4().hex[:16]
         self._fh: IO[str] | None = None
         self._write_lock = threading.Lock()
         self._failed: JournalNotWritten | None = None  # a write failed: no batch may leave any more
@@ -284,7 +290,7 @@ class Journal:
                 fh.write("\n")  # a torn last line: end it, or the next line would be glued to it and lost
             journal._fh = fh
             if not journal.sent_before:
-                journal._write([{"kind": "start", "v": VERSION, "digest": journal.digest},
+                journal._write([{"kind": "start", "v": VERSION, "digest": journal.digest, "mark": journal.mark},
                                 *(e.line() for e in reversed(journal.earlier))])  # fmt: skip
         except BaseException as exc:
             journal._fh = None
@@ -303,6 +309,8 @@ class Journal:
         self.earlier = previous.earlier
         self.in_flight = previous.in_flight
         self.last_sent = previous.last_sent
+        if previous.sent_before and previous.mark:
+            self.mark = previous.mark
         return previous.sent_before
 
     def sending(self, items: Sequence[Item]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from importer.kantata import ImportKey, Item, Milestone, changes
@@ -52,6 +52,15 @@ class Step:
     milestone: Milestone | None = None
     changes: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     reason: str = ""
+    copies: tuple[str, ...] = ()  # this import's own copies of the milestone, deleted before sending
+
+    def copies_note(self, deleted: bool | None) -> str:
+        """What the results say of `copies`: deleted by the upload, not deleted (Kantata refused), or None: to be
+        deleted by an upload (a dry run)."""
+        end = {None: "is deleted by the upload", True: "was deleted", False: "could not be deleted (delete it in "
+               "Kantata)"}[deleted]  # fmt: skip
+        return (f"an interrupted run of this upload and another upload both created this row: milestone "
+                f"{self.milestone_id} is kept, and this upload's copy {', '.join(self.copies)} {end}")  # fmt: skip
 
     @property
     def milestone_id(self) -> str | None:
@@ -68,14 +77,17 @@ def living_plan(
     *,
     handed: Mapping[int, Milestone] | None = None,
     listed: Sequence[Milestone] = (),
+    mark: str = "",
 ) -> list[Step]:
     """Each row's step. A row is its milestone by id when it carries one, else by its key (the user's own
     external reference, or the derived one). Nothing is changed that is on an invoice, that Kantata no longer has,
     that sits in another project than the row names, or whose key two milestones hold: those are conflicts.
     `settled`: keys found by id only, after waiting for an interrupted run's requests; that run sent these very
     rows, so they are unchanged. `handed`: row -> the milestone an interrupted run made for it before it was
-    edited (handover.py). `listed`: this importer's milestones in the rows' projects (`already_there`)."""
-    steps = [_step(item, by_id, by_key, settled or {}, handed or {}) for item in items]
+    edited (handover.py). `listed`: this importer's milestones in the rows' projects (`already_there`). `mark`:
+    what an interrupted run of this import wrote in what it made (Journal.mark): a key held twice only because
+    that run made a copy beside another upload's milestone is that milestone, and the copy is deleted."""
+    steps = [_step(item, by_id, by_key, settled or {}, handed or {}, mark) for item in items]
     return already_there(steps, listed) if listed else steps
 
 
@@ -85,6 +97,7 @@ def _step(
     by_key: Mapping[ImportKey, Sequence[Milestone]],
     settled: Mapping[ImportKey, str],
     handed: Mapping[int, Milestone],
+    mark: str,
 ) -> Step:
     if item.milestone_id is not None:
         found = by_id.get(item.milestone_id)
@@ -100,6 +113,9 @@ def _step(
     if not held:
         return Step(item, Action.CREATE)
     if len(held) > 1:
+        kept, *extra = held
+        if mark and all(mark in m.runs and not m.invoiced for m in extra):  # as converge.py keeps the oldest
+            return replace(_compare(item, kept), copies=tuple(m.id for m in extra))
         return _held_twice(item, held)
     return _compare(item, held[0])
 

@@ -10,12 +10,11 @@ it leaves and every answer before it is reported. `Recorder` is the one place th
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from importer.delivery.converge import converge, others_wrote
+from importer.delivery.converge import converge, others_wrote, remove_copies
 from importer.delivery.handover import hand_over
 from importer.delivery.journal import Earlier, Journal
 from importer.delivery.ledger import Ledger
@@ -63,9 +62,10 @@ class Found:
     def existing(self) -> dict[ImportKey, str]:
         return {key: held[0].id for key, held in self.by_key.items()}
 
-    def steps(self, items: Sequence[Item]) -> list[Step]:
-        """Each row's step (planner.living_plan)."""
-        return living_plan(items, self.by_id, self.by_key, self.settled, handed=self.handed, listed=self.listed)
+    def steps(self, items: Sequence[Item], mark: str = "") -> list[Step]:
+        """Each row's step (planner.living_plan; `mark`: Journal.mark)."""
+        return living_plan(items, self.by_id, self.by_key, self.settled, handed=self.handed, listed=self.listed,
+                           mark=mark)  # fmt: skip
 
 
 def look_up(
@@ -137,11 +137,13 @@ def plan_steps(
     projects: Sequence[int],
     earlier: Sequence[Earlier] = (),
     say: Say = lambda _: None,
+    mark: str = "",
 ) -> tuple[list[Step], Found]:
     """The dry run's plan: each row's step, found as an upload finds them (find_rows) but without waiting for
-    requests an interrupted run left in flight; and what it found."""
+    requests an interrupted run left in flight; and what it found. `earlier` and `mark`: what the journal an
+    upload would resume tells (read_previous)."""
     found = find_rows(client, items, projects, earlier, say)
-    return found.steps(items), found
+    return found.steps(items, mark), found
 
 
 @dataclass(slots=True)
@@ -282,7 +284,7 @@ class Delivery:
             the_plan = Plan(to_send.rows, to_send.build(), {}, batch_size)
         else:
             assert to_send.found is not None  # _look_up found them, or the delivery stopped before sending
-            steps = to_send.found.steps(to_send.items)
+            steps = to_send.found.steps(to_send.items, journal.mark)
             creates = [s.item for s in steps if s.action is Action.CREATE]
             unchanged = {s.item.row: s.milestone_id for s in steps if s.action is Action.UNCHANGED}
             the_plan = Plan([i.row for i in creates], creates, _ids(unchanged), batch_size)
@@ -305,12 +307,13 @@ class Delivery:
         conflicts = [_conflict(s) for s in steps if s.action is Action.CONFLICT]
         if conflicts:
             recorder.record(conflicts)
-        run = uuid.uuid4().hex[:16]  # this upload's mark in what it creates (converge.py)
+        run = journal.mark
         result = Uploader(self.client, recorder=recorder, mark=run).run(the_plan, sent_before=journal.sent_before)
         outcomes = {**result.outcomes, **{o.row: o for o in conflicts}}
         stopped = result.stopped
         if stopped is None:
             outcomes.update(self._converge(the_plan, result.outcomes, result.items, counted, recorder, run))
+            outcomes.update(_own_copies_removed(self.client, [s for s in steps if s.copies], outcomes, recorder))
         updates = [s for s in steps if s.action is Action.UPDATE]
         if updates and stopped is None:
             self.say(f"updating {len(updates)} milestone{'s' if len(updates) != 1 else ''} in place")
@@ -376,6 +379,20 @@ class Delivery:
 
 def _ids(unchanged: dict[int, str | None]) -> dict[int, str]:
     return {row: mid for row, mid in unchanged.items() if mid is not None}
+
+
+def _own_copies_removed(
+    client: KantataClient, steps: Sequence[Step], outcomes: Mapping[int, Outcome], recorder: Recorder
+) -> dict[int, Outcome]:
+    """Delete the copies an interrupted run of this import made beside another upload's milestone (the plan keeps
+    the other's, as converge.py does), and say so in their rows' outcomes."""
+    if not steps:
+        return {}
+    refused = remove_copies(client, [mid for s in steps for mid in s.copies])
+    noted = [replace(o, errors=(*o.errors, s.copies_note(not refused.intersection(s.copies))))
+             for s in steps if (o := outcomes.get(s.item.row)) is not None]  # fmt: skip
+    recorder.record(noted)
+    return {o.row: o for o in noted}
 
 
 def _conflict(step: Step) -> Outcome:

@@ -20,12 +20,15 @@ import pytest
 
 from importer.delivery.journal import Earlier, Journal, read_previous
 from importer.delivery.settle import still_writing
-from importer.kantata import ImportKey
+from importer.kantata import ImportKey, build_items
 from importer.pipeline import run_upload
 from importer.sandbox.server import DEFAULT_TOKEN
+from importer.schedule.cells import DEFAULT_OPTIONS
+from importer.schedule.loader import load_schedule
+from importer.schedule.schema import validate_rows
 from importer.settings import Secret, Settings
 from tests import forked_cli
-from tests.conftest import read_results
+from tests.conftest import milestone_id, read_results
 from tests.delivery.test_faults import _cli, _schedule
 
 ROWS = 30  # three requests of 10
@@ -311,3 +314,40 @@ def test_a_milestone_updated_through_its_id_is_not_created_again_from_the_schedu
     again = run_upload(path, settings)
     assert (again.counts["unchanged"], again.counts["created"]) == (3, 0)
     assert again.not_in_schedule == [] and len(sandbox.milestones()) == 3
+
+
+def test_a_copy_the_killed_run_made_beside_another_uploads_milestone_is_deleted_by_the_rerun(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed with a batch at Kantata; meanwhile another machine loads the same schedule; then the killed run's
+    batch lands beside the other's milestones, and its keys are held twice. The copies carry the mark the killed
+    run wrote in its journal, so the re-run knows them for its own: it deletes them and keeps the other's (as
+    converge.py would have), rather than report each of those rows a conflict for a person to sort out. The dry
+    run before it shows the same."""
+    path = _schedule(tmp_path, ROWS)
+    create = sandbox._routes["POST /billing_milestones"]
+    released = _held_after(sandbox, monkeypatch, free=0)
+    _kill_when(sandbox, tmp_path, lambda lines: _first(lines, "left") is not None)
+    mark = _entries(tmp_path)[0]["mark"]
+    items, _ = build_items(validate_rows(load_schedule(path), DEFAULT_OPTIONS).rows)
+    other = create(None, {}, json.dumps({"billing_milestones": [i.body for i in items]}).encode(), sandbox._faults)
+    assert other.status == 200 and len(sandbox.milestones()) == ROWS
+    theirs = {str(m["title"]): str(m["id"]) for m in sandbox.milestones()}
+    released.set()  # the killed run's batch lands now, after the other's
+    while sandbox.in_flight:
+        time.sleep(0.01)
+    copies = {str(m["id"]) for m in sandbox.milestones()} - set(theirs.values())
+    assert len(copies) == 10
+    assert {m["external_reference.external_message"] for m in sandbox.milestones() if str(m["id"]) in copies} == {
+        f"kantata-import run {mark}"}  # fmt: skip
+
+    dry = json.loads(_validate(sandbox, tmp_path).stdout)
+    err = _rerun(sandbox, tmp_path)
+
+    assert {str(m["title"]): str(m["id"]) for m in sandbox.milestones()} == theirs, err
+    results = read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+    deleted = [r for r in results if "this upload's copy" in str(r["errors"])]
+    assert len(deleted) == 10 and all("was deleted" in str(r["errors"]) for r in deleted)
+    assert {r["status"] for r in deleted} == {"created"} and {r["status"] for r in results} == {"created", "unchanged"}
+    assert {r["title"]: milestone_id(r) for r in results} == theirs
+    assert dry["counts"]["conflict"] == 0
