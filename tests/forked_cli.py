@@ -1,16 +1,17 @@
 """`kantata-import` as its own process, forked from an interpreter that has already imported it.
 
-Starting Python and importing pandas, pandera and openpyxl costs about half a second of CPU, and the suite runs
-the command as a subprocess about a hundred times: on two cores that start-up was a quarter of the suite's
-wall time. Each test worker therefore keeps one *zygote*, a Python that imported the command once and then forks
-a child per run. The child is a real process with its own pid, argv, environment, working directory, standard
-streams and exit status, and it runs `python -m importer` as a fresh interpreter would, ending as CPython does
-(threads joined, atexit run, streams flushed; a KeyboardInterrupt that escapes ends it by SIGINT). Signals sent to
-its pid reach it alone.
+Starting Python and importing pandas, pandera and openpyxl costs more CPU than most of the commands the suite
+runs, and the suite runs many: on two cores, that start-up was a large share of its wall time. Each test worker
+therefore keeps one *zygote*, a Python that imported the command once and then forks a child per run. The child
+is a real process with its own pid, argv, environment, working directory, standard streams and exit status, and
+it runs `python -m importer` as a fresh interpreter would, ending as CPython does (threads joined, atexit run,
+streams flushed, exit 120 when that flush fails; a KeyboardInterrupt that escapes ends it by SIGINT). Signals go
+through a pidfd, so they reach that child alone even once its pid is free again.
 
 What this cannot imitate stays on `subprocess` with `sys.executable`: the console script itself, a process
-started with different interpreter flags or under a wrapper, and a child that must be a session leader with a
-controlling terminal.
+started with different interpreter flags or under a wrapper, a child that must be a session leader with a
+controlling terminal, and whatever a fresh interpreter takes from its environment before running any code
+(PYTHONIOENCODING, the locale's encoding, PYTHONHASHSEED, PYTHONWARNINGS): a child has the zygote's.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class Forked:
         self.stderr = stderr
         self.returncode: int | None = None
         self._reply = reply
-        self.pid = int(reply.recv(64))
+        message, fds, _, _ = socket.recv_fds(reply, 64, 1)
+        self.pid = int(message)
+        self._pidfd = fds[0]  # opened by the zygote before it could reap the child
 
     def poll(self) -> int | None:
         if self.returncode is None and select.select([self._reply], [], [], 0)[0]:
@@ -65,11 +68,18 @@ class Forked:
     def _status(self) -> None:
         self.returncode = int(self._reply.recv(64))
         self._reply.close()
+        os.close(self._pidfd)
 
     def communicate(self, input: str | None = None, timeout: float | None = None) -> tuple[str, str]:
         if self.stdin is not None:
             stdin = self.stdin
-            threading.Thread(target=lambda: (stdin.write(input or ""), stdin.close()), daemon=True).start()
+
+            def write() -> None:
+                with contextlib.suppress(BrokenPipeError):  # as Popen: a child that did not read its input
+                    stdin.write(input or "")
+                    stdin.close()
+
+            threading.Thread(target=write, daemon=True).start()
         read: dict[str, str] = {}
         readers = [threading.Thread(target=lambda n=name, f=f: read.__setitem__(n, f.read()), daemon=True)
                    for name, f in (("out", self.stdout), ("err", self.stderr)) if f is not None]  # fmt: skip
@@ -78,12 +88,15 @@ class Forked:
         self.wait(timeout)
         for reader in readers:
             reader.join(timeout)
+            if reader.is_alive():  # a grandchild holds the pipe open: closing it now would block on the reader
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
         self._close()
         return read.get("out", ""), read.get("err", "")
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            os.kill(self.pid, sig)
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                signal.pidfd_send_signal(self._pidfd, sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -131,7 +144,7 @@ class _Zygote:
         child_out, out = stream(stdout, "r")
         child_err, err = stream(stderr, "r")
         reply, child_reply = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        request = json.dumps({"args": list(args), "env": dict(env), "cwd": str(cwd)}).encode()
+        request = json.dumps({"args": list(args), "env": dict(env), "cwd": os.path.abspath(cwd)}).encode()
         try:
             with self._lock:
                 socket.send_fds(self._control, [request], [child_in, child_out, child_err, child_reply.fileno()])
@@ -164,6 +177,8 @@ def popen(args: Sequence[str], *, env: Mapping[str, str], cwd: Path | str = ROOT
           stdout: int | None = PIPE, stderr: int | None = PIPE) -> Forked:  # fmt: skip
     """`subprocess.Popen([python, "-m", "importer", *args], text=True, ...)`, forked from the zygote. A stream given
     as None reads from or writes to /dev/null; a file descriptor is used as it is."""
+    if not os.path.isdir(cwd):  # as Popen: the caller's mistake, raised in the caller
+        raise FileNotFoundError(f"no such directory: {cwd}")
     return _the_zygote().start(args, env, cwd, stdin, stdout, stderr)
 
 
@@ -207,7 +222,9 @@ def _serve(fd: int) -> None:
                 _child(request, fds[:3])
             for received in fds[:3]:
                 os.close(received)
-            reply.send(str(pid).encode())
+            pidfd = os.pidfd_open(pid)
+            socket.send_fds(reply, [str(pid).encode()], [pidfd])
+            os.close(pidfd)
             replies[pid] = reply
             _reap(replies)
 
@@ -233,7 +250,7 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
-    os.closerange(3, 1024)  # as Popen's close_fds: the zygote's sockets and pipes are not the child's
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # as Popen's close_fds: the zygote's descriptors are not the child's
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -264,9 +281,13 @@ def _child(request: dict[str, Any], fds: list[int]) -> None:
     finally:
         threading._shutdown()  # type: ignore[attr-defined]
         atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        for name in ("stdout", "stderr"):
+            try:
+                getattr(sys, name).flush()
+            except Exception as exc:  # as CPython at exit: said on stderr (if it can be), and the status is 120
+                with contextlib.suppress(Exception):
+                    os.write(2, f"Exception ignored in: <{name}>\n{type(exc).__name__}: {exc}\n".encode())
+                code = 120
         if interrupted:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)

@@ -62,3 +62,24 @@ def test_a_killed_forked_run_ends_by_the_signal(tmp_path: Path) -> None:
     child.communicate(timeout=120)
     os.close(writer)
     assert child.returncode == -signal.SIGKILL
+
+
+def test_output_that_cannot_be_written_at_exit_ends_as_cpython_ends_it(tmp_path: Path) -> None:
+    """A full disk under stdout: the flush at exit fails, and CPython exits 120 saying so on stderr."""
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}
+    ends = []
+    for start in ("forked", "fresh"):
+        with open("/dev/full", "w") as full, open(tmp_path / start, "w+") as err:
+            if start == "forked":
+                code = forked_cli.popen(["--help"], env=env, stdout=full.fileno(), stderr=err.fileno()).wait(120)
+            else:
+                code = subprocess.run([sys.executable, "-m", "importer", "--help"], env=env, stdout=full, stderr=err,
+                                      timeout=120).returncode  # fmt: skip
+            err.seek(0)
+            ends.append((code, "Exception ignored" in err.read()))
+    assert ends == [(120, True), (120, True)]
+
+
+def test_a_folder_that_is_not_there_is_the_callers_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        forked_cli.run(["--version"], env={"PATH": os.environ["PATH"]}, cwd=tmp_path / "absent")

@@ -313,14 +313,25 @@ class Uploader:
 
     def _created_by_lookup(self, items: Sequence[Item]) -> list[Item]:
         """Record the items Kantata already has as created; return the ones it does not have. Where a key is held
-        twice (another upload sent the row too), this upload's is the one with its mark, else the oldest."""
+        twice (another upload sent the row too), this upload's is the one with its mark, else the oldest; a row
+        that gives a message of its own carries no mark, and is then a conflict naming them all."""
         if not items:
             return []
-        found = {
-            key: own_or_oldest(held, self.mark)
-            for key, held in self.client.find_milestones(i.key for i in items).items()
-        }
-        self._record([Outcome(i.row, Status.CREATED, found[i.key]) for i in items if i.key in found])
+        found = self.client.find_milestones(i.key for i in items)
+        settled: list[Outcome] = []
+        for item in items:
+            held = found.get(item.key)
+            if not held:
+                continue
+            if len(held) > 1 and self.mark and marked(item.body, self.mark) is item.body:
+                ids = ", ".join(m.id for m in held)
+                settled.append(Outcome(item.row, Status.CONFLICT, None, (
+                    f"its answer was lost while another upload sent this row too: milestones {ids} hold its "
+                    "external reference, and a row with an External message of its own carries no mark to tell "
+                    "which one this upload made; delete all but one in Kantata",)))  # fmt: skip
+            else:
+                settled.append(Outcome(item.row, Status.CREATED, own_or_oldest(held, self.mark)))
+        self._record(settled)
         return [i for i in items if i.key not in found]
 
     def _resolve_in_flight(self) -> None:

@@ -182,3 +182,34 @@ def test_a_lost_answer_during_a_race_leaves_no_copy_of_this_uploads_own(
         range(min(map(int, kept.values())), min(map(int, kept.values())) + rows)
     )
     assert sandbox.stats().get("DELETE /billing_milestones/{id}", 0) == rows
+
+
+def test_a_lost_answer_during_a_race_on_rows_that_give_their_own_message_is_a_conflict_naming_both(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such rows carry no mark, so after a lost answer this upload cannot tell its copy from the other's: it says
+    so, naming both, rather than take the other's for its own and leave its copy unnamed."""
+    path = tmp_path / "s.csv"
+    path.write_text("title,amount_in_cents,workspace_id,external_reference.service_name,"
+                    "external_reference.service_model,external_reference.service_model_ref,"
+                    "external_reference.external_message\n"
+                    + "".join(f"R{n},{n + 1},1001,erp,Invoice,INV-{n},from the ERP\n" for n in range(3)))  # fmt: skip
+    create = sandbox._routes["POST /billing_milestones"]
+    landed = itertools.count()
+
+    def the_other_machine_first_then_no_answer(ident: Any, query: Any, body: bytes, faults: Any) -> Any:
+        if next(landed) > 0:
+            return create(ident, query, body, faults)
+        create(ident, query, body, faults)
+        return create(ident, query, body, dataclasses.replace(faults, drop_after_write_every=1))
+
+    monkeypatch.setitem(sandbox._routes, "POST /billing_milestones", the_other_machine_first_then_no_answer)
+    result = run_upload(path, _settings(sandbox, tmp_path / "a"), output=tmp_path / "a.xlsx")
+
+    held: dict[str, list[str]] = {}
+    for m in sandbox.milestones():
+        held.setdefault(str(m["title"]), []).append(str(m["id"]))
+    assert sorted(len(ids) for ids in held.values()) == [2, 2, 2]
+    for row, outcome in result.outcomes.items():
+        assert outcome.status is Status.CONFLICT and outcome.milestone_id is None
+        assert ", ".join(held[f"R{row - 2}"]) in outcome.errors[0]
