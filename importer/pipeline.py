@@ -288,8 +288,10 @@ def run_validate(
                              settings.clock)  # fmt: skip
     checked, steps, made, missing, writing = _check_online(raw, validated, items, settings, session, options,
                                                            previous, say)  # fmt: skip
+    resumed = ("created by the interrupted upload of this schedule: the upload resumes it, and reports the row "
+               "created",)  # fmt: skip
     for row, milestone_id in checked.existing.items():
-        outcomes[row] = Outcome(row, Status.UNCHANGED, milestone_id)
+        outcomes[row] = Outcome(row, Status.UNCHANGED, milestone_id, resumed if row in previous.sent_before else ())
     for step in steps:  # what an upload would do with the rows Kantata holds
         if step.action is Action.UPDATE:
             outcomes[step.item.row] = Outcome(step.item.row, Status.UPDATE, step.milestone_id,

@@ -436,6 +436,16 @@ def test_killed_or_interrupted_upload_resumes_to_the_same_workbook(sandbox: Any,
         assert proc.returncode == -signal.SIGKILL
     created_before_resume = len(sandbox.milestones())
     assert 0 < created_before_resume < 200
+    if sig == signal.SIGKILL:  # the dry run shows which rows the resumed upload will report created
+        env = {**os.environ, "KANTATA_BASE_URL": sandbox.url, "KANTATA_API_TOKEN": DEFAULT_TOKEN}
+        journal = (tmp_path / ".schedule.results.xlsx.journal.jsonl").read_bytes()
+        dry = forked_cli.run(["validate", str(path), "--online", "--json"], env=env)  # the upload's journal
+        assert dry.returncode == 0, dry.stderr
+        noted = [r for r in read_results(tmp_path / "schedule.results.xlsx", sheet="Schedule")
+                 if r["status"] == "unchanged"]  # fmt: skip
+        assert len(noted) >= created_before_resume  # (and what was on the wire at the kill, once it landed)
+        assert all("created by the interrupted upload" in str(r["errors"]) for r in noted)
+        assert (tmp_path / ".schedule.results.xlsx.journal.jsonl").read_bytes() == journal
 
     sandbox.set_faults(latency=0.0)
     proc = _cli(path, sandbox.url)
