@@ -23,6 +23,7 @@ from importer.delivery import (
     Action,
     DeleteMissing,
     Delivery,
+    Ledger,
     OnOutcomes,
     Plan,
     Previous,
@@ -306,7 +307,7 @@ def run_validate(
             outcomes[issue.row] = Outcome(issue.row, Status.INVALID)
     cost = ", ".join(f"{route} {n}" for route, n in sorted(made.items()))
     total = sum(made.values())
-    waited = (f"an interrupted upload's requests may still be written at Kantata for up to {writing:.0f} s: the "
+    waited = (f"an earlier upload's requests may still be written at Kantata for up to {writing:.0f} s: the "
               "upload waits for them and finds what they create, which this plan cannot show yet",)  # fmt: skip
     notes = (
         *checked.notes,
@@ -329,11 +330,11 @@ def _check_online(
     previous: Previous,
     say: Callable[[str], None],
 ) -> tuple[OnlineCheck, list[Step], dict[str, int], list[NotInSchedule], float]:
-    """The online checks over one client, the plan an upload would carry out, what they cost in requests per
-    route, the milestones of this importer in the schedule's projects that no row matches, and for how long an
-    interrupted run's requests not found may still be written (still_writing). `previous`: what the journal an
-    upload would open tells (read_previous); its milestones for rows edited since are handed over as an upload
-    does."""
+    """The online checks over one client, the plan an upload would carry out, what they cost in requests per route, the
+    milestones of this importer in the schedule's projects that no row matches, and for how long requests left
+    unanswered, not found, may still be written (still_writing: the journal's and the ledger's). `previous`: what
+    the journal an upload would open tells (read_previous); its milestones for rows edited since are handed over as
+    an upload does."""
     assert settings.token is not None  # run_validate refused a missing token before reading the file
     client = KantataClient(settings, settings.token, session=session)
     try:
@@ -345,7 +346,9 @@ def _check_online(
     finally:
         client.close()
     landed = {*found.settled, *(k for m in found.handed.values() for k in m.keys)}
-    return checked, steps, dict(client.stats.routes), missing, still_writing(previous, items, landed, settings)
+    window = settings.sending_ahead + settings.writes_until
+    ledger = Ledger.read_only(Account.of(settings), window, settings.state_dir, settings.clock)
+    return checked, steps, dict(client.stats.routes), missing, still_writing(previous, ledger, items, landed, settings)
 
 
 def _in_order(issues: list[CellIssue]) -> list[CellIssue]:

@@ -109,6 +109,15 @@ class Ledger:
         ledger._fh = fh
         return ledger
 
+    @classmethod
+    def read_only(cls, account: Account, window: float, folder: Path, clock: Clock = SYSTEM_CLOCK) -> Ledger:
+        """The ledger as `open` reads it, for a dry run: nothing locked, pruned or written. One that cannot be read
+        tells nothing."""
+        ledger = cls(folder / FILE_NAME, account, window, clock)
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            ledger._read(ledger.path.read_text(encoding="utf-8"))
+        return ledger
+
     def _read(self, text: str) -> list[str]:
         """Fill `live` for this account; the lines to keep: each "sending" line still live, of every account,
         with only its keys not settled since. A line's tag is read as an account key (`key_of`): an earlier

@@ -65,10 +65,13 @@ def settle_in_flight(
         pause = min(pause * 2, settings.settle_poll)
 
 
-def still_writing(previous: Previous, items: Sequence[Item], found: Collection[ImportKey], settings: Settings) -> float:
-    """Seconds for which requests an interrupted run left unanswered (`previous`, read_previous) may still be
-    written at Kantata, as settle_in_flight reckons them, counting only those whose keys are not `found`; 0 when
-    none can be. A dry run does not wait for them, so it says for how long an upload would."""
+def still_writing(
+    previous: Previous, ledger: Ledger, items: Sequence[Item], found: Collection[ImportKey], settings: Settings
+) -> float:
+    """Seconds for which requests left unanswered may still be written at Kantata, as settle_in_flight reckons
+    them: an interrupted run's (`previous`, read_previous) and any other run's the ledger knows (Ledger.read_only),
+    counting only those whose keys are not `found`; 0 when none can be. A dry run does not wait for them, so it
+    says for how long an upload would."""
     window = settings.sending_ahead + settings.writes_until
     keys = {i.row: i.key for i in items}
     waits: list[float] = []
@@ -76,4 +79,6 @@ def still_writing(previous: Previous, items: Sequence[Item], found: Collection[I
         waits.append(window - seconds_since(previous.last_sent, settings.clock))
     waits += [window - seconds_since(e.last_sent, settings.clock)
               for e in previous.earlier if any(k not in found for k in e.in_flight)]  # fmt: skip
+    asked = {*keys.values(), *(k for e in previous.earlier for k in e.in_flight)}
+    waits += [left for key, left in ledger.keys_waiting(asked).items() if key not in found]
     return max([0.0, *waits])

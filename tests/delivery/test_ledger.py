@@ -9,12 +9,15 @@ from typing import IO
 
 import pytest
 
+from importer.delivery.journal import Previous
 from importer.delivery.ledger import FILE_NAME, Ledger
 from importer.delivery.lock import one_upload_to
+from importer.delivery.settle import still_writing
 from importer.errors import JournalNotWritten
 from importer.kantata import Account
 from importer.kantata.keys import SERVICE_MODEL, SERVICE_NAME, ImportKey, Item
 from importer.outcomes import Outcome, Status
+from importer.settings import Settings
 from tests.fake_clock import FakeClock
 
 URL = "https://api.example.test/api/v1"
@@ -256,3 +259,22 @@ def test_keys_an_earlier_version_left_in_flight_are_waited_for_under_any_spellin
     elsewhere = Ledger.open(Account.parse("http://127.0.0.1:8766/api/v1"), 60.0, state, clock)
     assert elsewhere is not None and elsewhere.waits_for([_item(1)]) == {}
     elsewhere.close()
+
+
+def test_a_dry_run_reads_the_ledger_as_an_upload_would_and_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """`validate --online` tells for how long requests another run left unanswered may still be written, from
+    the ledger an upload would wait by; reading it locks, prunes and writes nothing."""
+    sent = Ledger.open(ACCOUNT, 60.0, tmp_path)
+    assert sent is not None
+    sent.sending([_item(2), _item(3)])
+    sent.left([_item(2), _item(3)])
+    sent.settled([Outcome(3, Status.CREATED, "9")])
+    sent.close()
+    before = (tmp_path / FILE_NAME).read_bytes()
+    read = Ledger.read_only(ACCOUNT, 60.0, tmp_path)
+    assert (tmp_path / FILE_NAME).read_bytes() == before
+    settings = Settings()  # (the ledger keeps each request's own window: 60 s here)
+    assert 50 < still_writing(Previous(), read, [_item(2), _item(3)], set(), settings) <= 60  # row 2's request
+    assert still_writing(Previous(), read, [_item(3)], set(), settings) == 0  # answered
+    assert still_writing(Previous(), read, [_item(2)], {_item(2).key}, settings) == 0  # found in Kantata
+    assert Ledger.read_only(ACCOUNT, 60.0, tmp_path / "none").live == {}
