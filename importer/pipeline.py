@@ -32,6 +32,7 @@ from importer.delivery import (
     ToSend,
     describe,
     find_missing,
+    in_kantata,
     journal_path,
     one_upload_to,
     patient_interrupts,
@@ -196,11 +197,12 @@ def _finish(
     currencies: Mapping[int, str] | None = None,
     stream: StreamedResults | None = None,
     decimals: int = 2,
+    kantata: Mapping[int, tuple[int, int]] | None = None,
 ) -> RunResult:
     for issue in issues:
         if issue.is_error:
             outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
-    totals = project_totals(validated.rows, outcomes, currencies)
+    totals = project_totals(validated.rows, outcomes, currencies, kantata)
     money = Money.of(validated.rows, currencies, decimals)  # the results show each amount in currency units
     writing = for_stage(on_progress, Stage.WRITE)
     cut: list[Cut] = []
@@ -316,8 +318,10 @@ def run_validate(
     )
     info = RunInfo(True, sanitize_url(settings.base_url), started, notes=notes, not_in_schedule=tuple(missing))
     all_issues = _in_order([*issues, *checked.issues])
+    blocked = {i.row for i in all_issues if i.is_error}
     return _finish(raw, validated, all_issues, outcomes, info, out, None, made, len(checked.existing), on_progress,
-                   currencies=checked.currencies, decimals=options.currency_decimals)  # fmt: skip
+                   currencies=checked.currencies, decimals=options.currency_decimals,
+                   kantata=in_kantata(steps, blocked))  # fmt: skip
 
 
 def _check_online(

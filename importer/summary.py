@@ -41,6 +41,8 @@ def run_summary(result: RunResult, *, command: str) -> dict[str, Any]:
                 "landed_rows": t.landed_rows,
                 "landed_cents": t.landed_cents,
                 "total_cents": t.total_cents,
+                "kantata_before_cents": t.kantata[0] if t.kantata is not None else None,
+                "kantata_after_cents": t.kantata[1] if t.kantata is not None else None,
             }
             for t in result.totals
         ],

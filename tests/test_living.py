@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -254,6 +255,13 @@ def test_the_dry_runs_plan_is_what_the_upload_then_does_row_by_row(
                        6: ("unchanged", ids[6]), 7: ("unchanged", ids[7]), 8: ("unchanged", ids[8]),
                        9: ("unchanged", ids[9]), 10: ("valid", None), 11: ("valid", None)}  # fmt: skip
     planned_changes = {r["_row"]: r["errors"] for r in read_results(tmp_path / "plan.xlsx")}
+    # Per project, the schedule's milestones in Kantata now and after the upload: here, every milestone there.
+    (project,) = plan["totals"]
+    assert project["kantata_before_cents"] == sum(int(m["amount_in_cents"]) for m in held(sandbox).values())
+    shown = cli(env, "validate", str(schedule), "--online", "-o", str(tmp_path / "plan2.xlsx")).stdout
+    before, after = project["kantata_before_cents"], project["kantata_after_cents"]
+    units = [f"{c // 100:,}.{c % 100:02d} USD" for c in (before, after, after - before)]
+    assert re.search(rf"project 1001 +{units[0]} +{units[1]} +\+{units[2]}\n", shown), shown
 
     done_code, done = cli_json(env, "upload", str(schedule), "-o", str(tmp_path / "done.xlsx"))
 
@@ -267,6 +275,7 @@ def test_the_dry_runs_plan_is_what_the_upload_then_does_row_by_row(
                                                                               if n}  # fmt: skip
     assert [(i["row"], i["code"]) for i in plan["issues"]] == [(i["row"], i["code"]) for i in done["issues"]]
     assert len(held(sandbox)) == 7 + 2  # eight loaded, one deleted, two new
+    assert sum(int(m["amount_in_cents"]) for m in held(sandbox).values()) == project["kantata_after_cents"]
 
 
 def test_a_put_whose_answer_never_came_ends_updated_once(

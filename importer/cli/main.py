@@ -682,6 +682,7 @@ def _closing_summary(result: RunResult, args: argparse.Namespace, settings: Sett
     where = f' (sheet "{result.sheet}")' if result.sheet else ""
     lines = [f"{result.rows} rows read{where}: {counts or 'nothing to do'}"]
     lines += _amounts(result, settings, dry_run=dry_run)
+    lines += _before_after(result, settings)
     lines += _not_in_schedule(result)
     lines.append(f"results: {result.output}")
     kept = kept_results(result.output)
@@ -740,6 +741,34 @@ def _amounts(result: RunResult, settings: Settings, *, dry_run: bool) -> list[st
     if any(t.currency is None for t in shown):
         lines.append(f"  amounts with {settings.currency_decimals} decimals (--currency-decimals); exact cents on the "
                      "Summary sheet")  # fmt: skip
+    return lines
+
+
+def _before_after(result: RunResult, settings: Settings) -> list[str]:
+    """Per project, what the schedule's milestones in Kantata add up to now and once the plan is carried out (an
+    online dry run), exactly. Only projects where rows matched milestones already there: for the others, "to be
+    created" above says it all."""
+    there = (Status.UNCHANGED.value, Status.UPDATE.value, Status.CONFLICT.value)
+    shown = [t for t in result.totals if t.kantata is not None and any(t.rows[s] for s in there)]
+    if not shown:
+        return []
+
+    def units(cents: int, t: ProjectTotal) -> str:
+        return format_units(cents, decimals_for(t.currency, settings.currency_decimals)) + (
+            f" {t.currency}" if t.currency else "")  # fmt: skip
+
+    table = []
+    for t in shown[:MAX_PROJECTS_SHOWN]:
+        assert t.kantata is not None
+        before, after = t.kantata
+        change = after - before
+        table.append((f"  project {t.workspace_id}", units(before, t), units(after, t),
+                      ("+" if change > 0 else "") + units(change, t)))  # fmt: skip
+    head = ("in Kantata, this schedule's milestones", "now", "after upload", "change")
+    w = [max(len(row[i]) for row in [head, *table]) for i in range(4)]
+    lines = [f"{a:<{w[0]}}  {b:>{w[1]}}  {c:>{w[2]}}  {d:>{w[3]}}" for a, b, c, d in [head, *table]]
+    if len(shown) > MAX_PROJECTS_SHOWN:
+        lines.append(f"  ... and {len(shown) - MAX_PROJECTS_SHOWN} more projects: see the Summary sheet of the results")
     return lines
 
 

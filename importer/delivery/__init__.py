@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from importer.delivery.planner import Action as Action
     from importer.delivery.planner import Plan as Plan
     from importer.delivery.planner import Step as Step
+    from importer.delivery.planner import in_kantata as in_kantata
     from importer.delivery.planner import plan as plan
     from importer.delivery.recorder import OnOutcomes as OnOutcomes
     from importer.delivery.recorder import OnSending as OnSending
@@ -56,6 +57,7 @@ _HOMES = {
     "patient_interrupts": "signals",
     "Plan": "planner",
     "plan": "planner",
+    "in_kantata": "planner",
     "Recorder": "recorder",
     "schedule_digest": "journal",
     "SENDING_AHEAD": "journal",

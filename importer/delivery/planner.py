@@ -4,7 +4,7 @@ batches of at most `batch_size`."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -144,6 +144,25 @@ def _compare(item: Item, found: Milestone) -> Step:
         return Step(item, Action.CONFLICT, found, changed, reason=f"milestone {found.id} is on an invoice and "
                     f"cannot be changed (the row would change {', '.join(changed)})")  # fmt: skip
     return Step(item, Action.UPDATE, found, changed)
+
+
+def in_kantata(steps: Sequence[Step], blocked: Collection[int] = ()) -> dict[int, tuple[int, int]]:
+    """Per project, the cents of the schedule's milestones in Kantata before the plan is carried out and after:
+    a create adds its row's amount, an update replaces the old amount with the row's, and a conflict, or a row
+    `blocked` by an error, leaves its milestone's as it is. Integers only."""
+    totals: dict[int, list[int]] = {}
+    for step in steps:
+        project = totals.setdefault(int(step.item.body["workspace_id"]), [0, 0])
+        new = int(step.item.body["amount_in_cents"])
+        held = step.milestone.fields.get("amount_in_cents") if step.milestone is not None else None
+        old = int(held) if held is not None else (new if step.action is Action.UNCHANGED else None)
+        if old is not None:
+            project[0] += old
+        if step.action in (Action.CREATE, Action.UNCHANGED, Action.UPDATE) and step.item.row not in blocked:
+            project[1] += new
+        elif old is not None:
+            project[1] += old
+    return {workspace: (before, after) for workspace, (before, after) in totals.items()}
 
 
 def already_there(steps: Sequence[Step], listed: Sequence[Milestone]) -> list[Step]:

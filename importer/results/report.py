@@ -506,7 +506,9 @@ class Writer:
         in the last column), for rows that parsed. A project whose currency is not known is shown with
         --currency-decimals."""
         statuses = [s.value for s in Status if any(s.value in t.cents for t in self.totals)]
-        header = ["Project ID", "Currency", "Rows", *statuses, "Total", "Total (cents)"]
+        planned = any(t.kantata is not None for t in self.totals)  # an online dry run: Kantata now and after
+        header = ["Project ID", "Currency", "Rows", *statuses, "Total", "Total (cents)",
+                  *(["In Kantata now", "In Kantata after upload"] if planned else [])]  # fmt: skip
         ws.write_string(top, 0, "Amounts per project and currency (rows that passed validation)", self.fmt_bold)
         for c, text in enumerate(header):
             ws.write_string(top + 1, c, text, self.fmt_bold)
@@ -520,6 +522,8 @@ class Writer:
             for c, cents in enumerate([*(total.cents[s] for s in statuses), total.total_cents], start=3):
                 self._units_cell(ws, r, c, cents, decimals)
             self._units_cell(ws, r, 3 + len(statuses) + 1, total.total_cents, None)
+            for c, cents in enumerate(total.kantata or (), start=3 + len(statuses) + 2):
+                self._units_cell(ws, r, c, cents, decimals)
 
     def _units_cell(self, ws: Worksheet, r: int, c: int, cents: int, decimals: int | None) -> None:
         """Cents in currency units (`decimals`), or as cents (None); exact text where a number cell is not."""

@@ -31,6 +31,9 @@ class ProjectTotal:
     rows: Counter[str]  # status -> rows
     cents: Counter[str]  # status -> sum of amount_in_cents
     currency: str | None = None  # ISO code when a look-up told it; None offline
+    # The cents of the schedule's milestones in Kantata before the plan and after it (an online dry run's plan:
+    # delivery.in_kantata); None when not asked.
+    kantata: tuple[int, int] | None = None
 
     @property
     def landed_rows(self) -> int:
@@ -47,9 +50,13 @@ class ProjectTotal:
 
 
 def project_totals(
-    amounts: pd.DataFrame, outcomes: Mapping[int, Outcome], currencies: Mapping[int, str] | None = None
+    amounts: pd.DataFrame,
+    outcomes: Mapping[int, Outcome],
+    currencies: Mapping[int, str] | None = None,
+    kantata: Mapping[int, tuple[int, int]] | None = None,
 ) -> list[ProjectTotal]:
-    """Per project, from the valid rows' `workspace_id` and `amount_in_cents` (indexed by row) and their outcomes."""
+    """Per project, from the valid rows' `workspace_id` and `amount_in_cents` (indexed by row) and their outcomes;
+    `kantata`: the plan's before and after (ProjectTotal.kantata), per project."""
     import pandas as pd  # here, not at the top: the CLI imports this module before it needs pandas
 
     rows: dict[int, Counter[str]] = defaultdict(Counter)
@@ -71,8 +78,8 @@ def project_totals(
     for key, n in grouped.size().items():
         workspace, status = cast(tuple[int, str], key)
         rows[int(workspace)][str(status)] += int(n)
-    known = currencies or {}
-    return [ProjectTotal(w, rows[w], cents[w], known.get(w)) for w in sorted(rows)]
+    known, planned = currencies or {}, kantata or {}
+    return [ProjectTotal(w, rows[w], cents[w], known.get(w), planned.get(w)) for w in sorted(rows)]
 
 
 def decimals_for(currency: str | None, default: int) -> int:

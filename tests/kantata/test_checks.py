@@ -459,7 +459,7 @@ def test_the_online_dry_runs_summary_counts_only_the_rows_still_to_be_created(
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     """After an upload, `validate --online` counts the rows found in Kantata as unchanged, not under "to be
-    created (valid rows)": the totals are only the new row's."""
+    created (valid rows)": the totals are only the new row's. What is in Kantata comes next, now and after."""
     sandbox.reset()
     run_upload(make_schedule([good_row(1), good_row(2)], name="first"), settings)
     path = make_schedule([good_row(1), good_row(2), good_row(3)], name="second")  # one new row: 10003 cents
@@ -469,5 +469,6 @@ def test_the_online_dry_runs_summary_counts_only_the_rows_still_to_be_created(
     out = capsys.readouterr().out
     assert "3 rows read" in out and "1 valid, 2 unchanged" in out
     assert [line.split() for line in out.splitlines() if line.startswith("  project")] == [
-        ["project", "1001", "1", "100.03", "USD"]
+        ["project", "1001", "1", "100.03", "USD"],
+        ["project", "1001", "200.03", "USD", "300.06", "USD", "+100.03", "USD"],
     ]
