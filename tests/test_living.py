@@ -292,12 +292,41 @@ def test_a_put_whose_answer_never_came_ends_updated_once(
 
     assert code == ExitCode.OK, summary
     assert sandbox.stats()["drop_after_put"] >= 3
+    # Each lost answer was looked up and found done: no PUT sent twice.
+    assert sandbox.stats()["PUT /billing_milestones/{id}"] == 6
     assert summary["counts"]["updated"] == 6 and summary["issues"] == []
     out = statuses(tmp_path / "march.results.xlsx")
     assert out == {row: ("updated", mid) for row, mid in ids.items()}
     after = held(sandbox)
     assert len(after) == 6
     assert {row: after[int(mid)]["amount_in_cents"] for row, mid in ids.items()} == {r: 70000 + r for r in range(2, 8)}
+
+
+def test_a_put_that_landed_before_the_milestone_was_invoiced_is_updated_though_its_answer_was_lost(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The change is made, the milestone is then put on an invoice, and the answer never comes. Sent again, the
+    PUT would be refused (on an invoice) and the row reported `rejected`, though its change is in Kantata: the
+    milestone is looked up first, and holds the new values."""
+    results = month_one(env, make_schedule, [good_row(n) for n in range(2)])
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    again = edit(results, tmp_path / "march.xlsx", {"B2": 77777})
+    put = sandbox._routes["PUT /billing_milestones/{id}"]
+
+    def then_invoiced(ident: Any, query: Any, body: bytes, faults: Any) -> Any:
+        reply = put(ident, query, body, faults)
+        sandbox.invoice([ident])
+        return reply
+
+    monkeypatch.setitem(sandbox._routes, "PUT /billing_milestones/{id}", then_invoiced)
+    sandbox.set_faults(drop_after_put_every=1)  # and the answer is lost
+
+    code, summary = cli_json(env, "upload", str(again))
+
+    assert code == ExitCode.OK, summary
+    assert sandbox.stats()["PUT /billing_milestones/{id}"] == 1 and sandbox.stats()["drop_after_put"] == 1
+    assert statuses(tmp_path / "march.results.xlsx") == {2: ("updated", ids[2]), 3: ("unchanged", ids[3])}
+    assert held(sandbox)[int(ids[2])]["amount_in_cents"] == 77777
 
 
 def test_an_update_kantata_refuses_is_rejected_with_its_message(

@@ -1,10 +1,13 @@
 """Rows whose milestone exists with other values: each changed in place with one PUT, several at once.
 
-A PUT carries only the fields that differ. Sending the same values twice changes nothing, so a PUT whose answer
-never came is simply sent again (the client retries it as it retries a GET); what Kantata refuses (the milestone
-invoiced meanwhile, a value it rejects) is `rejected` with its message, and a milestone deleted meanwhile is a
-`conflict`. The first reason to stop (Kantata unreachable, the token refused, Ctrl-C) stops the rest: they are
-`not_sent`, and the same command run again finds them still to update.
+A PUT carries only the fields that differ. One whose answer never came may have been carried out: as for a create,
+the milestone is looked up before deciding. Holding the new values, it is `updated` with nothing sent again (were it
+invoiced since, a second PUT would be refused and the row wrongly `rejected`); holding the old ones and invoiced
+since, it is a `conflict`; gone, a `conflict`; otherwise the same PUT is sent again, which changes nothing if the
+first one lands late. What Kantata refuses (the milestone invoiced meanwhile, a value it rejects) is `rejected` with
+its message, and a milestone deleted meanwhile is a `conflict`. The first reason to stop (Kantata unreachable, the
+token refused, Ctrl-C) stops the rest: they are `not_sent`, and the same command run again finds them still to
+update.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from typing import Any
 
 from importer.delivery.planner import Step
 from importer.delivery.recorder import Recorder
-from importer.errors import ImporterError, Interrupted
-from importer.kantata import Cancelled, KantataClient
+from importer.errors import ApiUnavailable, ImporterError, Interrupted
+from importer.kantata import Cancelled, ChangeAnswer, KantataClient, OutcomeUnknown, changes
 from importer.outcomes import Outcome, Status
 
 
@@ -28,6 +31,30 @@ def describe(changes: Mapping[str, tuple[Any, Any]]) -> tuple[str, ...]:
 
 def _shown(value: Any) -> str:
     return "(blank)" if value is None else str(value)
+
+
+def _changed(
+    client: KantataClient, milestone_id: str, fields: dict[str, Any], stop: threading.Event
+) -> ChangeAnswer | None:
+    """PUT `fields`; after an answer that never came, the milestone as Kantata holds it decides: its new values
+    are the answer (done), its absence a 404, and None when it was invoiced with the change not made."""
+    for attempt in range(1, client.settings.max_attempts + 1):
+        try:
+            return client.change(milestone_id, fields, stop=stop)
+        except OutcomeUnknown as unknown:
+            held = client.milestones([milestone_id]).get(milestone_id)
+            if held is None:
+                return ChangeAnswer(404)
+            if not changes(held, fields):
+                return ChangeAnswer(200, milestone=held)
+            if held.invoiced:
+                return None
+            if attempt == client.settings.max_attempts:
+                raise ApiUnavailable(f"Kantata gave no answer to PUT billing_milestones/{milestone_id} after "
+                                     f"{attempt} tries (last: {unknown.reason})", attempts=attempt,
+                                     body=unknown.body) from None  # fmt: skip
+            client.backoff(attempt - 1, cancel=stop)
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def apply_updates(
@@ -47,13 +74,16 @@ def apply_updates(
         if stop.is_set():
             return
         assert step.milestone is not None  # an update always names its milestone
-        fields = {name: new for name, (_, new) in step.changes.items()}
         try:
-            answer = client.change(step.milestone.id, fields, stop=stop)
+            answer = _changed(client, step.milestone.id, {name: new for name, (_, new) in step.changes.items()}, stop)
         except Cancelled:  # a stop while this PUT was retried: it may have landed, and a re-run finds out
             return
         changed = describe(step.changes)
-        if answer.done:
+        if answer is None:
+            record(Outcome(step.item.row, Status.CONFLICT, step.milestone.id,
+                           (f"milestone {step.milestone.id} was put on an invoice in Kantata while this run changed "
+                            "it, before the change landed",), changed))  # fmt: skip
+        elif answer.done:
             record(Outcome(step.item.row, Status.UPDATED, step.milestone.id, changes=changed))
         elif answer.status == 404:
             record(Outcome(step.item.row, Status.CONFLICT, step.milestone.id,

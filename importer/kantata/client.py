@@ -392,10 +392,14 @@ class KantataClient:
         payload: bytes | None = None,
         stop: threading.Event | None = None,
         counted: tuple[str, str],
+        unknown_raises: bool = False,
     ) -> requests.Response:
         """One request that is safe to repeat (a read, or a write whose repeat changes nothing), tried until it
         gets an answer that is not 429 or 5xx, or `max_attempts` tries are spent. Auth refusals raise
-        TokenRejected at once; with `stop`, no further try (and no wait for one) once it is set: Cancelled."""
+        TokenRejected at once; with `stop`, no further try (and no wait for one) once it is set: Cancelled.
+        `unknown_raises`: a try that may have been carried out without its answer coming (a 5xx, or no answer
+        after the request went out) raises OutcomeUnknown instead of being tried again, for the caller to look
+        before it repeats."""
         last = body = ""
         for attempt in range(self.settings.max_attempts):
             if stop is not None and stop.is_set():
@@ -411,11 +415,18 @@ class KantataClient:
                                                                 headers=_JSON_BODY if payload is not None else None,
                                                                 timeout=self._timeout))  # fmt: skip
             except requests.RequestException as exc:
+                if unknown_raises and not _never_connected(exc):
+                    raise OutcomeUnknown(f"no answer ({type(exc).__name__})", running=True) from exc
                 last, body = transport_error(exc), ""
                 if attempt + 1 < self.settings.max_attempts:
                     self.backoff(attempt, cancel=stop)
                 continue
             self._raise_for_auth(response)
+            if unknown_raises and response.status_code >= 500:
+                self.limiter.throttled(generation)
+                raise OutcomeUnknown(f"HTTP {response.status_code}: {error_text(response)}",
+                                     running=response.status_code in GATEWAY_STATUSES,
+                                     body=answer_body(response))  # fmt: skip
             if response.status_code == 429 or response.status_code >= 500:
                 self.limiter.throttled(generation)  # 429, or a server in distress: fewer requests at once
                 if response.status_code == 429:
@@ -703,22 +714,30 @@ class KantataClient:
     def change(
         self, milestone_id: str, fields: Mapping[str, Any], *, stop: threading.Event | None = None
     ) -> ChangeAnswer:
-        """PUT the fields of one milestone. Sending the same values twice changes nothing, so unlike a create
-        this is retried after any answer that never came, as a GET is."""
+        """PUT the fields of one milestone: tried again after 429, and after a try that never reached Kantata;
+        an answer that may have been lost after the change was made raises OutcomeUnknown, for the caller to
+        look the milestone up before it sends the change again (delivery/updates.py)."""
         payload = json.dumps({"billing_milestone": dict(fields)}, allow_nan=False).encode()
-        return self._write("PUT", milestone_id, payload, stop)
+        return self._write("PUT", milestone_id, payload, stop, unknown_raises=True)
 
     def remove(self, milestone_id: str, *, stop: threading.Event | None = None) -> ChangeAnswer:
         """DELETE one milestone; one already gone answers 404, which the caller reads as done."""
         return self._write("DELETE", milestone_id, None, stop)
 
     def _write(
-        self, method: str, milestone_id: str, payload: bytes | None, stop: threading.Event | None
+        self,
+        method: str,
+        milestone_id: str,
+        payload: bytes | None,
+        stop: threading.Event | None,
+        *,
+        unknown_raises: bool = False,
     ) -> ChangeAnswer:
         path = f"billing_milestones/{milestone_id}"
         params: dict[str, str | int] | None = {"include": "external_references"} if payload is not None else None
         response = self._retrying(method, path, params=params, payload=payload, stop=stop,
-                                  counted=("writes", f"{method} /billing_milestones/{{id}}"))  # fmt: skip
+                                  counted=("writes", f"{method} /billing_milestones/{{id}}"),
+                                  unknown_raises=unknown_raises)  # fmt: skip
         if response.status_code in (400, 404, 422):
             return ChangeAnswer(response.status_code, errors=_errors(response))
         if response.status_code not in (200, 204):
