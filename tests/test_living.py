@@ -255,6 +255,18 @@ def test_the_dry_runs_plan_is_what_the_upload_then_does_row_by_row(
                        6: ("unchanged", ids[6]), 7: ("unchanged", ids[7]), 8: ("unchanged", ids[8]),
                        9: ("unchanged", ids[9]), 10: ("valid", None), 11: ("valid", None)}  # fmt: skip
     planned_changes = {r["_row"]: r["errors"] for r in read_results(tmp_path / "plan.xlsx")}
+    # The cells that change are framed, each with its old value in a note; the others are as they were.
+    sheet = openpyxl.load_workbook(tmp_path / "plan.xlsx")["Billing"]
+    column = {cell.value: cell.column for cell in sheet[1]}
+    amount, date = sheet.cell(2, column["amount_in_cents"]), sheet.cell(3, column["date_to_invoice"])
+    assert amount.value == 1 and amount.font.b and amount.comment is not None
+    assert amount.comment.text == "amount_in_cents: 10000 -> 1"
+    assert date.value == dt.datetime(2026, 12, 1) and date.number_format == "yyyy-mm-dd" and date.font.b
+    assert date.comment is not None and date.comment.text == "date_to_invoice: 2026-01-02 -> 2026-12-01"
+    assert sheet.cell(4, column["title"]).comment is not None  # the invoiced row's edit: a conflict, shown too
+    untouched = [sheet.cell(r, c) for r in (2, 3, 6, 7) for c in column.values()
+                 if (r, c) not in ((2, column["amount_in_cents"]), (3, column["date_to_invoice"]))]  # fmt: skip
+    assert not any(cell.comment or cell.font.b for cell in untouched)
     # Per project, the schedule's milestones in Kantata now and after the upload: here, every milestone there.
     (project,) = plan["totals"]
     assert project["kantata_before_cents"] == sum(int(m["amount_in_cents"]) for m in held(sandbox).values())

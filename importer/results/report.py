@@ -271,6 +271,10 @@ class Writer:
         self.fmt_cents = workbook.add_format({"num_format": "#,##0"})
         self.fmt_id = workbook.add_format({"num_format": "0"})
         self.fmt_head = workbook.add_format({"bold": True, "bg_color": "#D9E1F2", "border": 1})
+        # A changed cell: bold in a frame, since a row's status colour (a conditional format) covers any fill.
+        changed = {"bold": True, "border": 2, "border_color": "#C65911"}
+        self.fmt_changed = workbook.add_format(changed)
+        self.fmt_changed_date = workbook.add_format({**changed, "num_format": "yyyy-mm-dd"})
         self.fmt_units: dict[int, Any] = {}  # decimals -> "#,##0.00"-style format, made when first needed
         names = {raw.sheet or "Schedule"}
         self.sheet_name = raw.sheet or "Schedule"
@@ -358,6 +362,7 @@ class Writer:
             self._amount(ws, r, row)
             if outcome.changes:
                 self._cell(ws, r, placed["changes"], "; ".join(outcome.changes))
+                self._mark_changed(ws, r, values, outcome.changes)
             messages = by_row.get(row, []) + [in_words(e, self.raw.fields)[0] for e in outcome.errors]
             if messages:
                 self._cell(ws, r, placed["errors"], "; ".join(dict.fromkeys(messages)))
@@ -394,6 +399,22 @@ class Writer:
             pattern = "#,##0" + ("." + "0" * decimals if decimals else "")
             fmt = self.fmt_units[decimals] = self.wb.add_format({"num_format": pattern})
         return fmt
+
+    def _mark_changed(self, ws: Worksheet, r: int, values: tuple[Any, ...], changes: Sequence[str]) -> None:
+        """The user's cells an update changes (or, in a conflict, would change): framed, with the old value in a
+        note, so a finance user sees at a glance what moves."""
+        fields, letters = self.raw.fields, self.raw.frame.columns
+        for change in changes:
+            name, _, old_new = change.partition(": ")
+            letter = fields.get(name) or (fields.get("amount") if name == "amount_in_cents" else None)
+            if letter is None or letter not in letters:
+                continue
+            c = column_index(letter)
+            value = values[letters.get_loc(letter)]
+            if value is not None and not (isinstance(value, float) and value != value):
+                dated = isinstance(value, dt.date) and not isinstance(value, dt.datetime)
+                self._cell(ws, r, c + self.offset, value, self.fmt_changed_date if dated else self.fmt_changed)
+            ws.write_comment(r, c + self.offset, f"{name}: {old_new}", {"x_scale": 1.5})
 
     def _cells(self, start: int, stop: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
         """Row numbers and cells of positions start..stop-1. Consecutive calls share one pass over the frame:
