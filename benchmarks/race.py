@@ -5,13 +5,14 @@
     .venv/bin/python -m benchmarks.race --lost-every 7      # and the answer to every 7th create lost after it wrote
 
 Each race starts two uploads of the same schedule (threads released by one barrier, the second `stagger` seconds
-after the first: 0, 0.25, 0.5, 0.75 or 1 s in turn, so that some races overlap whole and some in part), with separate
-state folders (two machines share nothing but Kantata) and two spellings of the sandbox's URL (`127.0.0.1` and
-`localhost`, a trailing slash), against a sandbox with a few milliseconds from each request's arrival to its
-answer, so that their batches interleave. A race passes when Kantata holds each row once and both results name
-that milestone for every row. Printed per race: the copies the uploads found and deleted, and the time; at the
-end, the races that passed out of those run (the script exits 1 if one did not). With `--lost-every`, answers are
-lost as well: the uploads settle those batches by looking their keys up while the other may hold them too.
+after the first: 0, 0.05, 0.1, 0.15 or 0.2 s in turn (`--stagger`), within the first's sending, so that some races
+overlap whole and some in part), with separate state folders (two machines share nothing but Kantata) and two
+spellings of the sandbox's URL (`127.0.0.1` and `localhost`, a trailing slash), against a sandbox with a few
+milliseconds from each request's arrival to its answer, so that their batches interleave. A race passes when Kantata
+holds each row once and both results name that milestone for every row. Printed per race: the copies the uploads
+found and deleted, and the time; at the end, the races that passed out of those run (the script exits 1 if one did
+not). With `--lost-every`, answers are lost as well: the uploads settle those batches by looking their keys up while
+the other may hold them too.
 """
 
 from __future__ import annotations
@@ -74,6 +75,13 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--times", type=int, default=20)
     parser.add_argument("--latency", type=float, default=0.005, help="seconds from a request's arrival to its answer")
+    parser.add_argument(
+        "--stagger",
+        type=float,
+        default=0.05,
+        metavar="S",
+        help="the second upload starts 0, 1, 2, 3 or 4 times S seconds after the first, in turn",
+    )
     parser.add_argument("--lost-every", type=int, default=0, metavar="N",
                         help="the answer to every Nth create is lost after it wrote (0: none)")  # fmt: skip
     args = parser.parse_args()
@@ -82,7 +90,7 @@ def main() -> int:
         for n in range(args.times):
             folder = Path(tmp, str(n))
             folder.mkdir()
-            stagger = (n % 5) * 0.25
+            stagger = (n % 5) * args.stagger
             ok, copies, took = race(sandbox, folder, args.rows, args.latency, stagger, args.lost_every)
             passed += ok
             verdict = "one milestone per row" if ok else "FAILED"
