@@ -257,7 +257,7 @@ def test_the_dry_runs_plan_is_what_the_upload_then_does_row_by_row(
     planned_changes = {r["_row"]: r["errors"] for r in read_results(tmp_path / "plan.xlsx")}
     # The cells that change are framed, each with its old value in a note; the others are as they were.
     sheet = openpyxl.load_workbook(tmp_path / "plan.xlsx")["Billing"]
-    column = {cell.value: cell.column for cell in sheet[1]}
+    column = {cell.value: cell.column for cell in sheet[1] if cell.column is not None}
     amount, date = sheet.cell(2, column["amount_in_cents"]), sheet.cell(3, column["date_to_invoice"])
     assert amount.value == 1 and amount.font.b and amount.comment is not None
     assert amount.comment.text == "amount_in_cents: 10000 -> 1"
