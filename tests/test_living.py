@@ -257,7 +257,7 @@ def test_the_dry_runs_plan_is_what_the_upload_then_does_row_by_row(
     planned_changes = {r["_row"]: r["errors"] for r in read_results(tmp_path / "plan.xlsx")}
     # The cells that change are framed, each with its old value in a note; the others are as they were.
     sheet = openpyxl.load_workbook(tmp_path / "plan.xlsx")["Billing"]
-    column = {cell.value: cell.column for cell in sheet[1]}
+    column = {cell.value: cell.column for cell in sheet[1] if cell.column is not None}
     amount, date = sheet.cell(2, column["amount_in_cents"]), sheet.cell(3, column["date_to_invoice"])
     assert amount.value == 1 and amount.font.b and amount.comment is not None
     assert amount.comment.text == "amount_in_cents: 10000 -> 1"
@@ -415,3 +415,142 @@ def test_a_key_held_by_two_milestones_is_a_conflict_naming_both_and_touches_neit
         message = out[3]["errors"]
         assert f"held by 2 milestones ({ids[3]}, {copy}): delete {copy} in Kantata to keep the oldest" in message
         assert [(i["row"], i["code"], i["message"]) for i in summary["issues"]] == [(3, "conflict", message)]
+
+
+# --- amount_in_units: an outcome column, never read; an edit there alone is refused, not silently dropped ----
+
+
+def edit_outcomes(path: Path, out: Path, cells: dict[tuple[int, str], Any]) -> Path:
+    """A copy of a results workbook with outcome cells retyped: (row, outcome column's header) -> value."""
+    wb = openpyxl.load_workbook(path)
+    ws = wb["Billing"]
+    column = {cell.value: cell.column for cell in ws[1] if cell.column is not None}
+    for (row, header), value in cells.items():
+        ws.cell(row, column[header]).value = value  # ws.cell(row, column, None) would leave the cell as it was
+    wb.save(out)
+    wb.close()
+    return out
+
+
+def outcome_letter(path: Path, header: str) -> str:
+    wb = openpyxl.load_workbook(path, read_only=True)
+    try:
+        return next(cell.column_letter for cell in next(wb["Billing"].iter_rows(max_row=1)) if cell.value == header)
+    finally:
+        wb.close()
+
+
+def three_currencies() -> list[list[Any]]:
+    """Rows 2-4 in USD, JPY and KWD (the sandbox's projects 1001, 1004, 1005): 10000 cents each is 100.00 USD,
+    10,000 JPY and 10.000 KWD, as amount_in_units shows them; row 5 in USD is never edited."""
+    return [good_row(0), good_row(1, workspace=1004), good_row(2, workspace=1005), good_row(3)]
+
+
+def writes(sandbox: Any) -> dict[str, int]:
+    return {k: v for k, v in sandbox.stats().items() if not k.startswith("GET")}
+
+
+def test_an_amount_in_units_edited_alone_is_an_error_at_its_cell_and_nothing_is_sent(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """The finance user's trap: 100.00 retyped as 444.44 in amount_in_units, which no run reads. Planned
+    `unchanged` and uploaded as nothing, it would look done; it is an error on that cell, in each currency, all
+    at once, and the upload sends nothing for those rows."""
+    results = month_one(env, make_schedule, three_currencies())
+    units = outcome_letter(results, "amount_in_units")
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    assert [r["amount_in_units"] for r in read_results(results)] == [100, 10001, 10.002, 100.03]
+    edited = {(2, "amount_in_units"): 444.44, (3, "amount_in_units"): 12000, (4, "amount_in_units"): 11.5}
+    schedule = edit_outcomes(results, tmp_path / "march.xlsx", edited)
+    before, sent = held(sandbox), writes(sandbox)
+
+    plan_code, plan = cli_json(env, "validate", str(schedule), "--online", "-o", str(tmp_path / "plan.xlsx"))
+    offline_code, offline = cli_json(env, "validate", str(schedule), "-o", str(tmp_path / "offline.xlsx"))
+    code, done = cli_json(env, "upload", str(schedule))
+
+    assert plan_code == offline_code == code == ExitCode.ROWS_FAILED
+    for summary in (plan, offline, done):
+        found = [(i["row"], i["column"], i["header"], i["value"], i["code"], i["severity"]) for i in summary["issues"]]
+        assert found == [
+            (2, units, "amount_in_units", "444.44", "amount-in-units-not-read", "error"),
+            (3, units, "amount_in_units", "12000", "amount-in-units-not-read", "error"),
+            (4, units, "amount_in_units", "11.5", "amount-in-units-not-read", "error"),
+        ]  # fmt: skip
+        assert summary["issues"][0]["message"] == (
+            "amount_in_units was changed to 444.44 but is not read (each run writes it anew from the amount it "
+            "sends): put the new amount in amount_in_cents, or put amount_in_units back"
+        )
+    assert statuses(tmp_path / "plan.xlsx") == {2: ("invalid", None), 3: ("invalid", None), 4: ("invalid", None),
+                                                5: ("unchanged", ids[5])}  # fmt: skip
+    out = {r["_row"]: r for r in read_results(schedule.with_name("march.results.xlsx"))}
+    assert [out[row]["status"] for row in (2, 3, 4, 5)] == ["invalid", "invalid", "invalid", "unchanged"]
+    assert "amount_in_units was changed to 12000 but is not read" in out[3]["errors"]
+    assert writes(sandbox) == sent and held(sandbox) == before  # no POST, no PUT: nothing changed
+
+
+def test_an_edited_amount_with_a_stale_amount_in_units_is_an_update_not_an_error(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """The amount edited where it belongs, amount_in_units left as last month wrote it (stale), or retyped to
+    match (in each currency's units), or cleared; an amount_in_units edited where api_amount_in_cents is blank:
+    none is an error. The edited rows are updates to the amount typed; the others unchanged."""
+    results = month_one(env, make_schedule, [*three_currencies(), *(good_row(n) for n in range(4, 10))])
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    schedule = edit(results, tmp_path / "march.xlsx", {"B2": 12345, "B3": 12000, "B4": 11500, "B6": 44444,
+                                                       "B7": 20000, "B8": 30000})  # fmt: skip
+    edit_outcomes(schedule, schedule, {
+        (3, "amount_in_units"): 12000, (4, "amount_in_units"): 11.5, (6, "amount_in_units"): 444.44,  # consistent
+        (7, "amount_in_units"): None,  # cleared, with the amount edited
+        (9, "amount_in_units"): None,  # cleared, nothing else
+        (10, "api_amount_in_cents"): None, (10, "amount_in_units"): 999.99,  # nothing to compare with
+        (11, "amount_in_units"): "100.090",  # retyped as text, the same amount
+    })  # fmt: skip
+    sent = writes(sandbox)
+
+    plan_code, plan = cli_json(env, "validate", str(schedule), "--online", "-o", str(tmp_path / "plan.xlsx"))
+
+    assert plan_code == ExitCode.OK and plan["issues"] == [], plan["issues"]
+    assert writes(sandbox) == sent
+    updated = (2, 3, 4, 6, 7, 8)
+    assert statuses(tmp_path / "plan.xlsx") == {row: ("update" if row in updated else "unchanged", mid)
+                                                for row, mid in ids.items()}  # fmt: skip
+
+    code, done = cli_json(env, "upload", str(schedule))
+
+    assert code == ExitCode.OK and done["issues"] == [], done["issues"]
+    after = held(sandbox)
+    assert {row: after[int(ids[row])]["amount_in_cents"] for row in updated} == {
+        2: 12345, 3: 12000, 4: 11500, 6: 44444, 7: 20000, 8: 30000}  # fmt: skip
+    assert sandbox.stats()["PUT /billing_milestones/{id}"] == len(updated)
+
+
+@pytest.mark.parametrize(("project", "decimals", "typed", "shown", "retyped"), [
+    (1001, None, "100.00", 100, "444.44"),
+    (1004, "0", "10000", 10000, "12000"),
+    (1005, "3", "10.000", 10, "11.5"),
+])  # fmt: skip
+def test_with_an_amount_in_units_column_only_amount_in_units_edited_alone_is_an_error(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, project: int,
+    decimals: str | None, typed: str, shown: float, retyped: str,
+) -> None:  # fmt: skip
+    """A schedule with Amount in currency units (and --currency-decimals for yen and dinars): amount_in_units
+    retyped alone is an error; the Amount retyped (amount_in_units stale) is an update to it."""
+    flags = ["--currency-decimals", decimals] if decimals else []
+    headers = ["title", "Amount", "workspace_id", "date_to_invoice", "story_id", "billing_type"]
+    rows = [[f"Milestone {n}", typed, project, dt.date(2026, 1, 1), None, "fixed_date"] for n in range(2)]
+    path = make_schedule(rows, headers=headers)
+    assert cli(env, "upload", str(path), *flags).returncode == ExitCode.OK
+    results = path.with_name("schedule.results.xlsx")
+    assert [r["amount_in_units"] for r in read_results(results)] == [shown, shown]
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    units_only = edit_outcomes(results, tmp_path / "units.xlsx", {(2, "amount_in_units"): float(retyped)})
+    amount_only = edit(results, tmp_path / "amount.xlsx", {"B2": retyped})
+
+    code, summary = cli_json(env, "validate", str(units_only), "--online", *flags)
+    assert code == ExitCode.ROWS_FAILED
+    assert [(i["row"], i["code"]) for i in summary["issues"]] == [(2, "amount-in-units-not-read")]
+    assert summary["issues"][0]["message"].endswith("put the new amount in Amount, or put amount_in_units back")
+
+    code, summary = cli_json(env, "upload", str(amount_only), *flags)
+    assert code == ExitCode.OK and summary["issues"] == [], summary["issues"]
+    assert statuses(tmp_path / "amount.results.xlsx") == {2: ("updated", ids[2]), 3: ("unchanged", ids[3])}

@@ -100,6 +100,10 @@ def currency_marks(value: object) -> frozenset[str]:
         return frozenset()
 
 
+# The decimals currencies have: the ones an amount in a currency's units is shown with.
+UNIT_DECIMALS: frozenset[int] = frozenset({2, *_CURRENCY_DECIMALS.values()})
+
+
 def currency_decimals(code: str) -> int:
     """Decimals of an ISO 4217 currency: 0 for JPY, 3 for KWD, 2 for USD and any code not in the table."""
     return _CURRENCY_DECIMALS.get(code.strip().upper(), 2)
@@ -289,6 +293,24 @@ def parse_amount(value: object, decimals: int, *, decimal_comma: bool = False) -
     if abs(cents) > MAX_INT64:
         raise CellProblem("amount-too-large", f"{as_text(value)} is too large for Kantata; check the cell")
     return int(cents)
+
+
+def units_value(value: object) -> Decimal:
+    """An amount cell's exact value in currency units, whatever its decimals: a number cell's double read back as
+    the shortest decimal that gives it (a formula's binary noise dropped as parse_amount drops it), text as
+    parse_amount reads it ("1,234.56", "(5.00)", "KD 7.000"). A CellProblem when the cell is no amount."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise CellProblem("amount-not-a-number", f"{as_text(value)} is not an amount")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, str):
+        return _money_text(value)[0]
+    if not math.isfinite(value):
+        raise CellProblem("amount-not-a-number", f"{value} is not an amount")
+    amount = Decimal(repr(value))
+    if len(amount.as_tuple().digits) > MAX_SIGNIFICANT_DIGITS and _is_noise(value, seen := _excel_digits(value)):
+        return seen
+    return amount
 
 
 # The number in an amount written with a decimal comma: points (or spaces) between thousands, a comma before the

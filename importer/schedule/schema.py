@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any, cast
 
 import numpy as np
@@ -24,11 +25,14 @@ from importer.schedule.cells import (
     DEFAULT_OPTIONS,
     ERROR_VALUES,
     MAX_EXACT_FLOAT_INT,
+    UNIT_DECIMALS,
     CellProblem,
     ParseOptions,
     as_text,
     is_blank,
+    parse_cents,
     parser_for,
+    units_value,
     writes_decimal_comma,
 )
 from importer.schedule.columns import BY_NAME, EXT, EXT_FIELDS, EXT_REQUIRED, FIELDS, LOCAL_ONLY, SUBSTITUTES, Field
@@ -91,6 +95,7 @@ def validate_rows(
     typed, parsed = _parse(raw, options, ticker)
     issues = [*_totals_allowed(raw.issues, options), *parsed]  # the loader's findings (merged cells, ...) first
     typed = _merge_amounts(raw, typed, issues)
+    issues += _units_edited(raw, typed, options)
     issues += _check(raw, typed)
     issues = _dedupe(raw, issues)
     invalid = frozenset(i.row for i in issues if i.is_error)
@@ -267,6 +272,56 @@ def _merge_amounts(raw: RawSchedule, typed: pd.DataFrame, issues: list[CellIssue
         ))  # fmt: skip
     typed["amount_in_cents"] = typed["amount_in_cents"].fillna(typed["amount"])
     return typed.drop(columns=list(LOCAL_ONLY))
+
+
+def _units_edited(raw: RawSchedule, typed: pd.DataFrame, options: ParseOptions) -> list[CellIssue]:
+    """A results workbook fed back in: each row whose amount_in_units was edited while its own amount was not. That
+    outcome column is written anew by every run and never read, so the edit would be dropped without a word and
+    the milestone left as it is; the amount belongs in the row's own column.
+
+    api_amount_in_cents holds the cents the last run sent, and amount_in_units showed them in the currency's units.
+    A row is caught when its own amount, as the cents this run would send, is still those cents, and its
+    amount_in_units is not them in units with any currency's decimals (nor with this run's). Where the own amount
+    was edited (or an Amount is read with other decimals than its project's, which the online checks refuse in any
+    case) the cents differ, and amount_in_units is merely stale: no error. Only Decimal and int comparisons decide."""
+    outcome = {raw.header_of(letter): letter for letter in raw.previous_outcomes}
+    units_letter, sent_letter = outcome.get("amount_in_units"), outcome.get("api_amount_in_cents")
+    if units_letter is None or sent_letter is None:
+        return []
+    # The run's own decimals first: the ones most rows were shown with, so most rows need one comparison.
+    decimals = [options.currency_decimals, *sorted(UNIT_DECIMALS - {options.currency_decimals})]
+    own = [raw.header_of(raw.fields[name]) for name in ("amount_in_cents", "amount") if name in raw.fields]
+    issues: list[CellIssue] = []
+    cells = zip(typed.index.tolist(), typed["amount_in_cents"].tolist(), raw.frame[sent_letter].tolist(),
+                raw.frame[units_letter].tolist(), strict=True)  # fmt: skip
+    for row, cents, sent_cell, units_cell in cells:
+        if cents is pd.NA or is_blank(sent_cell) or is_blank(units_cell) or _sent(sent_cell) != cents:
+            continue
+        units = _units(units_cell)
+        if units is not None and any(units == Decimal(cents).scaleb(-d) for d in decimals):
+            continue
+        shown = as_text(units_cell)
+        issues.append(CellIssue(int(row), units_letter, "amount_in_units", shown, "amount-in-units-not-read",
+                                f"amount_in_units was changed to {shown} but is not read (each run writes it "
+                                f"anew from the amount it sends): put the new amount in {' or '.join(own)}, or "
+                                "put amount_in_units back"))  # fmt: skip
+    return issues
+
+
+def _sent(cell: object) -> int | None:
+    """The cents an api_amount_in_cents cell says were sent; None when it says nothing readable."""
+    try:
+        return parse_cents(cell)
+    except CellProblem:
+        return None
+
+
+def _units(cell: object) -> Decimal | None:
+    """An amount_in_units cell's value; None when it holds no amount (retyped as anything else, it was edited)."""
+    try:
+        return units_value(cell)
+    except CellProblem:
+        return None
 
 
 # --- step 2: rules (pandera) ------------------------------------------------------------------------------

@@ -320,3 +320,24 @@ def test_an_id_is_any_exact_whole_number(value: object, number: int) -> None:
                                              (float(2**53), "id-too-large")])  # fmt: skip
 def test_what_is_no_whole_number_is_no_id(value: object, code: str) -> None:
     assert _problem(parse_id, value).code == code
+
+
+@pytest.mark.parametrize(("cell", "value"), [
+    (444.44, Decimal("444.44")), (10.002, Decimal("10.002")), (12000, Decimal(12000)), (-150.0, Decimal(-150)),
+    (1500 * 1.1, Decimal(1650)),  # a formula's binary noise, read as Excel shows it
+    ("12,345,678,901,234,567.89", Decimal("12345678901234567.89")),  # past int64 in thousandths: still exact
+    ("(1,234.56)", Decimal("-1234.56")), ("KD 7.000", Decimal(7)),
+])  # fmt: skip
+def test_units_value_is_the_exact_amount_whatever_its_decimals(cell: object, value: Decimal) -> None:
+    from importer.schedule.cells import units_value
+
+    got = units_value(cell)
+    assert got == value and isinstance(got, Decimal)
+
+
+@pytest.mark.parametrize("cell", ["444,44", "abc", True, float("nan"), dt.date(2026, 1, 1)])
+def test_units_value_refuses_what_is_no_amount(cell: object) -> None:
+    from importer.schedule.cells import units_value
+
+    with pytest.raises(CellProblem):
+        units_value(cell)
