@@ -87,6 +87,7 @@ from importer.results import (
 from importer.schedule import (
     DEFAULT_OPTIONS,
     IDENTITY,
+    CellProblem,
     ParseOptions,
     RawSchedule,
     ReadAhead,
@@ -94,6 +95,7 @@ from importer.schedule import (
     check_schedule,
     is_blank,
     load_schedule,
+    parse_id,
     validate_rows,
 )
 from importer.settings import TOKEN_ENV, Settings, sanitize_url
@@ -201,7 +203,7 @@ def _finish(
 ) -> RunResult:
     for issue in issues:
         if issue.is_error:
-            outcomes.setdefault(issue.row, Outcome(issue.row, Status.INVALID))
+            outcomes.setdefault(issue.row, _invalid(raw, issue.row))
     totals = project_totals(validated.rows, outcomes, currencies, kantata)
     money = Money.of(validated.rows, currencies, decimals)  # the results show each amount in currency units
     writing = for_stage(on_progress, Stage.WRITE)
@@ -306,7 +308,7 @@ def run_validate(
             outcomes[step.item.row] = replace(shown, errors=(*shown.errors, step.copies_note(None)))
     for issue in checked.issues:
         if issue.is_error:
-            outcomes[issue.row] = Outcome(issue.row, Status.INVALID)
+            outcomes[issue.row] = _invalid(raw, issue.row, outcomes.get(issue.row))
     cost = ", ".join(f"{route} {n}" for route, n in sorted(made.items()))
     total = sum(made.values())
     waited = (f"an earlier upload's requests may still be written at Kantata for up to {writing:.0f} s: the "
@@ -353,6 +355,22 @@ def _check_online(
     window = settings.sending_ahead + settings.writes_until
     ledger = Ledger.read_only(Account.of(settings), window, settings.state_dir, settings.clock)
     return checked, steps, dict(client.stats.routes), missing, still_writing(previous, ledger, items, landed, settings)
+
+
+def _invalid(raw: RawSchedule, row: int, found: Outcome | None = None) -> Outcome:
+    """An invalid row's outcome, with the milestone id it carries (or that Kantata showed it to be, `found`):
+    written back into the results, it keeps the row that milestone's once the row is fixed and loaded again,
+    where a blank id would make the fixed row a second milestone."""
+    if found is not None and found.milestone_id is not None:
+        return Outcome(row, Status.INVALID, found.milestone_id)
+    letter = raw.fields.get(IDENTITY)
+    value = None if letter is None else raw.frame.at[row, letter]
+    if value is None or is_blank(value):
+        return Outcome(row, Status.INVALID)
+    try:
+        return Outcome(row, Status.INVALID, str(parse_id(value)))
+    except CellProblem:  # an id that is itself the error: kept as typed, for the user to mend
+        return Outcome(row, Status.INVALID, str(value).strip() or None)
 
 
 def _in_order(issues: list[CellIssue]) -> list[CellIssue]:
@@ -462,7 +480,7 @@ def _stream(raw: RawSchedule, issues: Sequence[CellIssue], out: Path, money: Mon
     """The results workbook written while sending (streaming.py); without `Settings.stream_results` it is
     written after the last answer instead, as a dry run does (the benchmark compares both)."""
     stream = StreamedResults(raw, issues, out, money)
-    stream.add([Outcome(i.row, Status.INVALID) for i in issues if i.is_error])  # as _finish will record them
+    stream.add([_invalid(raw, i.row) for i in issues if i.is_error])  # as _finish will record them
     return stream
 
 

@@ -290,6 +290,28 @@ def test_the_dry_runs_plan_is_what_the_upload_then_does_row_by_row(
     assert sum(int(m["amount_in_cents"]) for m in held(sandbox).values()) == project["kantata_after_cents"]
 
 
+def test_an_invalid_row_keeps_its_id_in_the_results_so_fixed_and_loaded_again_it_updates(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """A row fed back in with a mistake is `invalid`, and the results it writes keep its billing_milestone_id: the
+    user fixes the row there and loads that workbook, and the row updates its milestone. With the id blanked,
+    the fixed (and edited) row would have been created a second time."""
+    results = month_one(env, make_schedule, [good_row(n) for n in range(2)])
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    broken = edit(results, tmp_path / "march.xlsx", {"B2": 23456, "D2": "31/02/2026"})
+
+    code, _ = cli_json(env, "upload", str(broken))
+
+    assert code == ExitCode.ROWS_FAILED
+    assert statuses(tmp_path / "march.results.xlsx") == {2: ("invalid", ids[2]), 3: ("unchanged", ids[3])}
+    fixed = edit(tmp_path / "march.results.xlsx", tmp_path / "april.xlsx", {"D2": dt.date(2026, 2, 27)})
+    code, summary = cli_json(env, "upload", str(fixed))
+
+    assert code == ExitCode.OK, summary
+    assert statuses(tmp_path / "april.results.xlsx") == {2: ("updated", ids[2]), 3: ("unchanged", ids[3])}
+    assert len(held(sandbox)) == 2 and held(sandbox)[int(ids[2])]["amount_in_cents"] == 23456
+
+
 def test_a_put_whose_answer_never_came_ends_updated_once(
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
 ) -> None:
@@ -480,8 +502,9 @@ def test_an_amount_in_units_edited_alone_is_an_error_at_its_cell_and_nothing_is_
             "amount_in_units was changed to 444.44 but is not read (each run writes it anew from the amount it "
             "sends): put the new amount in amount_in_cents, or put amount_in_units back"
         )
-    assert statuses(tmp_path / "plan.xlsx") == {2: ("invalid", None), 3: ("invalid", None), 4: ("invalid", None),
-                                                5: ("unchanged", ids[5])}  # fmt: skip
+    # Each invalid row keeps its id, so that fixed in these results and loaded again it updates its milestone.
+    assert statuses(tmp_path / "plan.xlsx") == {2: ("invalid", ids[2]), 3: ("invalid", ids[3]),
+                                                4: ("invalid", ids[4]), 5: ("unchanged", ids[5])}  # fmt: skip
     out = {r["_row"]: r for r in read_results(schedule.with_name("march.results.xlsx"))}
     assert [out[row]["status"] for row in (2, 3, 4, 5)] == ["invalid", "invalid", "invalid", "unchanged"]
     assert "amount_in_units was changed to 12000 but is not read" in out[3]["errors"]

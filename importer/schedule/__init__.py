@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from importer.schedule.cells import is_blank as is_blank
     from importer.schedule.cells import mark_fits as mark_fits
     from importer.schedule.cells import parse_amount as parse_amount
+    from importer.schedule.cells import parse_id as parse_id
     from importer.schedule.cells import subunit as subunit
     from importer.schedule.columns import BY_NAME as BY_NAME
     from importer.schedule.columns import EXT as EXT
@@ -66,6 +67,7 @@ _HOMES = {
     "currency_decimals": "cells",
     "currency_marks": "cells",
     "is_blank": "cells",
+    "parse_id": "cells",
     "load_schedule": "loader",
     "mark_fits": "cells",
     "normalise_header": "columns",
