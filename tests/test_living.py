@@ -64,7 +64,7 @@ def edit(path: Path, out: Path, cells: dict[str, Any], *, append: Sequence[Seque
     offset = sum(1 for cell in ws[1] if cell.value in OUTCOME_COLUMNS)
     for cell, value in cells.items():
         letter, row = coordinate_from_string(cell)
-        ws.cell(row, column_index_from_string(letter) + offset, value)
+        ws.cell(row, column_index_from_string(letter) + offset).value = value  # (cell(r, c, None) blanks nothing)
     for line in append:
         ws.append([None] * offset + list(line))
     wb.save(out)
