@@ -12,6 +12,7 @@ What a run shows:
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -359,18 +360,20 @@ def main(argv: Sequence[str] | None = None, *, ask: Callable[[str], str] | None 
             _json_error(argparse.Namespace(command=command, json=True), ExitCode.UNUSABLE_INPUT, "usage-error",
                         exc.message)  # fmt: skip
         raise
-    args.ask = ask if ask is not None else (input if sys.stdin.isatty() else None)
+    asking = ask if ask is not None else (input if sys.stdin.isatty() else None)
     held: list[Secret] = []  # the tokens this command holds, filled as it gets them: no message may show one
     with logs.run_log(args, held) as log:  # opened once the settings say where (_settings)
-        code = _dispatch(args, held, log)
+        code = _dispatch(args, held, log, asking)
         log.end(code)
     return code
 
 
-def _dispatch(args: argparse.Namespace, held: list[Secret], log: logs.RunLog) -> int:
-    """The command's handler, and the one place where what stops a run becomes words and an exit code."""
-    handlers = {"validate": _validate, "upload": _upload, "template": _template, "sandbox": _sandbox,
-                "serve": _serve}  # fmt: skip
+def _dispatch(args: argparse.Namespace, held: list[Secret], log: logs.RunLog, ask: Callable[[str], str] | None) -> int:
+    """The command's handler, and the one place where what stops a run becomes words and an exit code. `ask`:
+    who answers the upload's question, if anyone can."""
+    handlers: dict[str, Callable[[argparse.Namespace, list[Secret]], int]] = {
+        "validate": _validate, "upload": functools.partial(_upload, ask=ask), "template": _template,
+        "sandbox": _sandbox, "serve": _serve}  # fmt: skip
     try:
         return int(handlers[args.command](args, held))
     except ImporterError as exc:
@@ -464,14 +467,14 @@ def _validate(args: argparse.Namespace, held: list[Secret]) -> int:
     return int(result.exit_code)
 
 
-def _upload(args: argparse.Namespace, held: list[Secret]) -> int:
-    if args.delete_missing == -1 and (args.non_interactive or args.ask is None):
+def _upload(args: argparse.Namespace, held: list[Secret], *, ask: Callable[[str], str] | None) -> int:
+    if args.delete_missing == -1 and (args.non_interactive or ask is None):
         raise ConfigError("--delete-missing without a count needs a terminal to ask on: spell the count out, "
                           "--delete-missing=N (validate --online lists the milestones no row matches)")  # fmt: skip
     settings = _settings(args, held, connect=True)
     ahead = _read_ahead(args, settings)
     with _connection(args, settings, held) as connected:
-        return _run_upload(args, connected, held, ahead)
+        return _run_upload(args, connected, held, ahead, ask)
 
 
 def _say(args: argparse.Namespace, bars: Bars | None, held: list[Secret]) -> Callable[[str], None] | None:
@@ -499,17 +502,26 @@ def _connection(args: argparse.Namespace, settings: Settings, held: list[Secret]
     yield replace(settings, token=token)
 
 
-def _run_upload(args: argparse.Namespace, settings: Settings, held: list[Secret], ahead: ReadAhead | None) -> int:
+def _run_upload(
+    args: argparse.Namespace,
+    settings: Settings,
+    held: list[Secret],
+    ahead: ReadAhead | None,
+    ask: Callable[[str], str] | None,
+) -> int:
     from importer.pipeline import run_upload
 
     with _progress(args) as bars, _tuned(upload=True):
+        deleting = _deleting(args, bars, held, ask)
         result = run_upload(args.schedule, settings, output=args.output, on_stage=_say(args, bars, held),
-                            on_progress=bars, read_ahead=ahead, delete_missing=_deleting(args, bars, held))  # fmt: skip
+                            on_progress=bars, read_ahead=ahead, delete_missing=deleting)  # fmt: skip
     _report(result, args, settings, held, dry_run=False)
     return int(result.exit_code)
 
 
-def _deleting(args: argparse.Namespace, bars: Bars | None, held: list[Secret]) -> DeleteMissing | None:
+def _deleting(
+    args: argparse.Namespace, bars: Bars | None, held: list[Secret], ask: Callable[[str], str] | None
+) -> DeleteMissing | None:
     """--delete-missing as the library takes it: the count given, or the question asked."""
     from importer.delivery import DeleteMissing
 
@@ -517,7 +529,7 @@ def _deleting(args: argparse.Namespace, bars: Bars | None, held: list[Secret]) -
         return None
     if args.delete_missing >= 0:
         return DeleteMissing(count=args.delete_missing)
-    ask: Callable[[str], str] = args.ask
+    assert ask is not None  # _upload refused --delete-missing without a count where no one can answer
 
     def confirm(missing: Sequence[NotInSchedule]) -> bool:
         deletable = [m for m in missing if not m.invoiced]
