@@ -409,7 +409,8 @@ def run_upload(
     # The journal's identity of this import, and every row's key, come from the rows as checked offline: were
     # they to depend on Kantata's answer below (the currencies), a run whose question failed would not know
     # the journal of the run before it, nor find its rows by key, and send them twice.
-    to_send = ToSend(_rows_to_send(validated, items, deferred=deferred), items)
+    to_send = ToSend(_rows_to_send(validated, items, deferred=deferred), items,
+                     (lambda: _built(validated.rows)) if deferred else None)  # fmt: skip
     digest = schedule_digest(validated.rows, to_send.rows)
     projects = sorted(set(validated.rows["workspace_id"].astype(int).tolist()))
     account = Account.of(settings)
@@ -417,11 +418,7 @@ def run_upload(
     with contextlib.closing(KantataClient(settings, settings.token, session=session)) as client:
         amount_errors, notes, unanswered = _amounts_checked(raw, validated, client, options)
         issues = sorted([*issues, *amount_errors], key=lambda i: i.row)
-        refused = {i.row for i in amount_errors if i.is_error}  # not sent; their keys stay as they were
-        to_send.rows = [row for row in to_send.rows if row not in refused]
-        to_send.items = [i for i in to_send.items if i.row not in refused]
-        if deferred:
-            to_send.build = lambda: (i for i in _built(validated.rows) if i.row not in refused)
+        to_send.without({i.row for i in amount_errors if i.is_error})  # not sent; their keys stay as they were
 
         def results(_: Plan) -> list[OnOutcomes]:
             money = Money.of(validated.rows, None, options.currency_decimals)

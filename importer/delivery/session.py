@@ -10,7 +10,7 @@ it leaves and every answer before it is reported. `Recorder` is the one place th
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -43,6 +43,16 @@ class ToSend:
     items: list[Item]
     build: Callable[[], Iterable[Item]] | None = None
     found: Found | None = None
+
+    def without(self, rows: Collection[int]) -> None:
+        """Leave these rows out: refused by a check made once the rows to send were chosen (and hashed into the
+        journal's identity, which they stay part of)."""
+        if not rows:
+            return
+        self.rows = [row for row in self.rows if row not in rows]
+        self.items = [i for i in self.items if i.row not in rows]
+        if (build := self.build) is not None:
+            self.build = lambda: (i for i in build() if i.row not in rows)
 
 
 @dataclass(slots=True)
