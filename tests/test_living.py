@@ -312,6 +312,30 @@ def test_an_invalid_row_keeps_its_id_in_the_results_so_fixed_and_loaded_again_it
     assert len(held(sandbox)) == 2 and held(sandbox)[int(ids[2])]["amount_in_cents"] == 23456
 
 
+def test_a_row_copied_with_its_id_is_an_error_and_its_milestone_keeps_the_original_rows_values(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """One milestone is one row: a copy that keeps the id would change the same milestone as the original (the
+    last PUT winning) and never be created itself. The copy is an error at its id cell; the original row goes on."""
+    results = month_one(env, make_schedule, [good_row(n) for n in range(2)])
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    wb = openpyxl.load_workbook(results)
+    ws = wb["Billing"]
+    ws.append([cell.value for cell in ws[2]])  # row 2 copied below, its id with it
+    wb.save(tmp_path / "copied.xlsx")
+    copied = edit(tmp_path / "copied.xlsx", tmp_path / "march.xlsx", {"B2": 11111, "B4": 22222})
+
+    code, summary = cli_json(env, "upload", str(copied))
+
+    assert code == ExitCode.ROWS_FAILED
+    (issue,) = summary["issues"]
+    assert (issue["row"], issue["code"], issue["value"]) == (4, "duplicate-milestone-id", str(ids[2]))
+    assert "also row 2's" in issue["message"] and "clear its id" in issue["message"]
+    assert statuses(tmp_path / "march.results.xlsx") == {2: ("updated", ids[2]), 3: ("unchanged", ids[3]),
+                                                         4: ("invalid", ids[2])}  # fmt: skip
+    assert len(held(sandbox)) == 2 and held(sandbox)[int(ids[2])]["amount_in_cents"] == 11111
+
+
 def test_a_put_whose_answer_never_came_ends_updated_once(
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
 ) -> None:

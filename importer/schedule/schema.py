@@ -97,6 +97,7 @@ def validate_rows(
     typed = _merge_amounts(raw, typed, issues)
     issues += _units_edited(raw, typed, options)
     issues += _check(raw, typed)
+    issues += _ids_repeated(raw, typed)
     issues = _dedupe(raw, issues)
     invalid = frozenset(i.row for i in issues if i.is_error)
     rows = typed.loc[~typed.index.isin(list(invalid))]
@@ -342,6 +343,23 @@ def _check(raw: RawSchedule, typed: pd.DataFrame) -> list[CellIssue]:
             raise AssertionError(f"schema-level failure, a bug in the typed frame: {case.check} on {case.column}")
         row = int(case.index)
         issues.extend(_issues_for(raw, typed, row, str(case.column), str(case.check), case.schema_context))
+    return issues
+
+
+def _ids_repeated(raw: RawSchedule, typed: pd.DataFrame) -> list[CellIssue]:
+    """A milestone id carried by two rows (a row copied with its id): one milestone is one row, and both rows would
+    change it, the last one sent winning while the copy is never created. The rows after the first are errors."""
+    if "milestone_id" not in typed.columns:
+        return []
+    ids = typed["milestone_id"].dropna()
+    first: dict[int, int] = {}
+    issues: list[CellIssue] = []
+    for row, milestone_id in zip(ids.index.tolist(), ids.tolist(), strict=True):
+        seen = first.setdefault(int(milestone_id), int(row))
+        if seen != row:
+            issues.append(_rule(raw, int(row), "milestone_id", "duplicate-milestone-id",
+                                f"{{label}} {{value}} is also row {seen}'s: one milestone is one row. To add a new "
+                                "milestone from a copied row, clear its id"))  # fmt: skip
     return issues
 
 
