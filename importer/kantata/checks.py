@@ -67,7 +67,9 @@ def check_online(
     stand (row -> milestone id), as the plan's look-up found them (delivery/session.look_up)."""
     result = OnlineCheck(existing=dict(known))
     todo = rows.loc[~rows.index.isin(list(result.existing))]
-    workspaces = client.workspaces(int(w) for w in todo["workspace_id"]) if len(todo) else {}
+    # Every row's project, not only those of the rows still to check: the results show each amount, and the plan's
+    # totals, in its project's currency, and a row already in Kantata is shown too.
+    workspaces = client.workspaces(int(w) for w in rows["workspace_id"]) if len(rows) else {}
     story_ids = todo["story_id"].dropna()
     stories = client.stories(int(s) for s in story_ids) if len(story_ids) else {}
     result.issues += _workspace_issues(raw, todo, workspaces)

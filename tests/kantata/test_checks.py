@@ -128,9 +128,10 @@ def test_rows_already_uploaded_show_exists_with_their_id(
     assert all(not route.startswith("POST") for route in result.requests)
     again = _online(first, settings, output=first.with_name("again.xlsx"))
     assert again.counts["unchanged"] == 3
-    # nothing to send, so nothing more to check: the one listing of this importer's milestones in the project
-    # finds every row's milestone (no look-up by key) and shows none that no row matches
-    assert again.requests == {"GET /billing_milestones": 1}
+    # nothing to send: the one listing of this importer's milestones in the project finds every row's milestone
+    # (no look-up by key) and shows none that no row matches; the project's currency, to show the amounts in
+    assert again.requests == {"GET /billing_milestones": 1, "GET /workspaces": 1}
+    assert [t.currency for t in again.totals] == ["USD"]
 
 
 def test_rows_that_repeat_another_are_warned_about_but_stay_valid(
@@ -413,7 +414,8 @@ def test_cli_when_every_row_is_already_in_kantata_there_is_nothing_to_upload(
     monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
     assert main(["validate", str(path), "--online"]) == 0
     captured = capsys.readouterr()
-    assert "note: online checks: 1 request to Kantata (GET /billing_milestones 1), nothing sent" in captured.err
+    assert ("note: online checks: 2 requests to Kantata (GET /billing_milestones 1, GET /workspaces 1), nothing "
+            "sent") in captured.err  # fmt: skip
     assert captured.out.splitlines()[0] == '3 rows read (sheet "Billing"): 3 unchanged'
     assert captured.out.splitlines()[-1] == "next: nothing to upload: every row is already in Kantata"
 
@@ -472,3 +474,19 @@ def test_the_online_dry_runs_summary_counts_only_the_rows_still_to_be_created(
         ["project", "1001", "1", "100.03", "USD"],
         ["project", "1001", "200.03", "USD", "300.06", "USD", "+100.03", "USD"],
     ]
+
+
+def test_a_project_whose_rows_are_all_in_kantata_still_shows_its_amounts_in_its_currency(
+    sandbox: Any, settings: Settings, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Yen have no decimals: with the project's currency not asked for (nothing left to check in it), 20,001 yen
+    would be shown as 200.01."""
+    path = make_schedule([good_row(n, workspace=1004) for n in range(2)])
+    run_upload(path, settings, output=path.with_name("up.xlsx"))
+    monkeypatch.setenv("KANTATA_BASE_URL", sandbox.url)
+    monkeypatch.setenv("KANTATA_API_TOKEN", DEFAULT_TOKEN)
+    assert main(["validate", str(path), "--online", "-o", str(path.with_name("plan.xlsx"))]) == 0
+    shown = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  project")]
+    assert shown == [["project", "1004", "20,001", "JPY", "20,001", "JPY", "0", "JPY"]]
+    assert [r["amount_in_units"] for r in read_results(path.with_name("plan.xlsx"))] == [10000, 10001]
