@@ -147,22 +147,26 @@ def _compare(item: Item, found: Milestone) -> Step:
 
 
 def in_kantata(steps: Sequence[Step], blocked: Collection[int] = ()) -> dict[int, tuple[int, int]]:
-    """Per project, the cents of the schedule's milestones in Kantata before the plan is carried out and after:
+    """Per project, the cents of the milestones the rows match in Kantata before the plan is carried out and after:
     a create adds its row's amount, an update replaces the old amount with the row's, and a conflict, or a row
-    `blocked` by an error, leaves its milestone's as it is. Integers only."""
+    `blocked` by an error found online, leaves its milestone's as it is, counted in the milestone's own project
+    (a row may name another). A key held by two milestones is a conflict naming neither: counted in neither.
+    Integers only."""
     totals: dict[int, list[int]] = {}
     for step in steps:
-        project = totals.setdefault(int(step.item.body["workspace_id"]), [0, 0])
+        project = int(step.item.body["workspace_id"])
         new = int(step.item.body["amount_in_cents"])
         held = step.milestone.fields.get("amount_in_cents") if step.milestone is not None else None
         old = int(held) if held is not None else (new if step.action is Action.UNCHANGED else None)
+        home = step.milestone.workspace_id if step.milestone is not None else None
+        before = totals.setdefault(project if home is None else home, [0, 0])
         if old is not None:
-            project[0] += old
+            before[0] += old
         if step.action in (Action.CREATE, Action.UNCHANGED, Action.UPDATE) and step.item.row not in blocked:
-            project[1] += new
+            totals.setdefault(project, [0, 0])[1] += new
         elif old is not None:
-            project[1] += old
-    return {workspace: (before, after) for workspace, (before, after) in totals.items()}
+            before[1] += old
+    return {workspace: (now, after) for workspace, (now, after) in totals.items()}
 
 
 def already_there(steps: Sequence[Step], listed: Sequence[Milestone]) -> list[Step]:

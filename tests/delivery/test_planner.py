@@ -32,3 +32,11 @@ def test_creates_add_updates_replace_and_conflicts_and_blocked_rows_stay_as_they
     assert in_kantata(steps, blocked={7, 8}) == {1001: (200 + 300 + 400 + 500, 100 + 250 + 300 + 400 + 500),
                                                  1004: (16, 16)}  # fmt: skip
     assert in_kantata([]) == {}
+
+
+def test_a_conflict_with_a_milestone_of_another_project_counts_in_that_projects_currency() -> None:
+    """A row of project 1001 (USD) naming a milestone of project 1004 (yen): its 50,000 yen are not dollars."""
+    item = Item(2, ImportKey.derived_from("ki1-" + "b" * 24), {"workspace_id": 1001, "amount_in_cents": 999})
+    held = Milestone("700005", 1004, {"amount_in_cents": 50000}, invoiced=False)
+    assert in_kantata([Step(item, Action.CONFLICT, held), _step(3, Action.UNCHANGED, 100, 100)]) == {
+        1001: (100, 100), 1004: (50000, 50000)}  # fmt: skip
