@@ -38,22 +38,23 @@ def _changed(
 ) -> ChangeAnswer | None:
     """PUT `fields`; after an answer that never came, the milestone as Kantata holds it decides: its new values
     are the answer (done), its absence a 404, and None when it was invoiced with the change not made."""
-    for attempt in range(1, client.settings.max_attempts + 1):
+    tries = client.settings.max_attempts
+    for attempt in range(tries):
         try:
-            return client.change(milestone_id, fields, stop=stop)
+            return client.change(milestone_id, fields, stop=stop, tried=attempt)
         except OutcomeUnknown as unknown:
-            held = client.milestones([milestone_id]).get(milestone_id)
+            held = client.milestone(milestone_id, stop=stop)
             if held is None:
                 return ChangeAnswer(404)
             if not changes(held, fields):
                 return ChangeAnswer(200, milestone=held)
             if held.invoiced:
                 return None
-            if attempt == client.settings.max_attempts:
-                raise ApiUnavailable(f"Kantata gave no answer to PUT billing_milestones/{milestone_id} after "
-                                     f"{attempt} tries (last: {unknown.reason})", attempts=attempt,
-                                     body=unknown.body) from None  # fmt: skip
-            client.backoff(attempt - 1, cancel=stop)
+            if attempt + 1 == tries:
+                raise ApiUnavailable(f"Kantata did not confirm PUT billing_milestones/{milestone_id} after {tries} "
+                                     f"tries, and the milestone does not hold the change (last: {unknown.reason})",
+                                     attempts=tries, body=unknown.body) from None  # fmt: skip
+            client.backoff(attempt, cancel=stop)
     raise AssertionError("unreachable: the last try returns or raises")
 
 

@@ -393,15 +393,16 @@ class KantataClient:
         stop: threading.Event | None = None,
         counted: tuple[str, str],
         unknown_raises: bool = False,
+        tried: int = 0,
     ) -> requests.Response:
         """One request that is safe to repeat (a read, or a write whose repeat changes nothing), tried until it
         gets an answer that is not 429 or 5xx, or `max_attempts` tries are spent. Auth refusals raise
         TokenRejected at once; with `stop`, no further try (and no wait for one) once it is set: Cancelled.
         `unknown_raises`: a try that may have been carried out without its answer coming (a 5xx, or no answer
         after the request went out) raises OutcomeUnknown instead of being tried again, for the caller to look
-        before it repeats."""
+        before it repeats; `tried`: the tries the caller made already (it counts towards `max_attempts`)."""
         last = body = ""
-        for attempt in range(self.settings.max_attempts):
+        for attempt in range(tried, self.settings.max_attempts):
             if stop is not None and stop.is_set():
                 raise Cancelled
             try:
@@ -711,14 +712,19 @@ class KantataClient:
             found.update((m.id, m) for m in page if m.id in asked)
         return found
 
+    def milestone(self, milestone_id: str, *, stop: threading.Event | None = None) -> Milestone | None:
+        """One milestone as Kantata holds it; None when there is none by that id. With `stop`: Cancelled once set."""
+        data = self.get("billing_milestones", {"only": milestone_id, "include": "external_references"}, stop=stop)
+        return next((m for m in milestones_in(data) if m.id == milestone_id), None)
+
     def change(
-        self, milestone_id: str, fields: Mapping[str, Any], *, stop: threading.Event | None = None
+        self, milestone_id: str, fields: Mapping[str, Any], *, stop: threading.Event | None = None, tried: int = 0
     ) -> ChangeAnswer:
         """PUT the fields of one milestone: tried again after 429, and after a try that never reached Kantata;
         an answer that may have been lost after the change was made raises OutcomeUnknown, for the caller to
-        look the milestone up before it sends the change again (delivery/updates.py)."""
+        look the milestone up before it sends the change again (delivery/updates.py); `tried`: its tries so far."""
         payload = json.dumps({"billing_milestone": dict(fields)}, allow_nan=False).encode()
-        return self._write("PUT", milestone_id, payload, stop, unknown_raises=True)
+        return self._write("PUT", milestone_id, payload, stop, unknown_raises=True, tried=tried)
 
     def remove(self, milestone_id: str, *, stop: threading.Event | None = None) -> ChangeAnswer:
         """DELETE one milestone; one already gone answers 404, which the caller reads as done."""
@@ -732,12 +738,13 @@ class KantataClient:
         stop: threading.Event | None,
         *,
         unknown_raises: bool = False,
+        tried: int = 0,
     ) -> ChangeAnswer:
         path = f"billing_milestones/{milestone_id}"
         params: dict[str, str | int] | None = {"include": "external_references"} if payload is not None else None
         response = self._retrying(method, path, params=params, payload=payload, stop=stop,
                                   counted=("writes", f"{method} /billing_milestones/{{id}}"),
-                                  unknown_raises=unknown_raises)  # fmt: skip
+                                  unknown_raises=unknown_raises, tried=tried)  # fmt: skip
         if response.status_code in (400, 404, 422):
             return ChangeAnswer(response.status_code, errors=_errors(response))
         if response.status_code not in (200, 204):
