@@ -601,3 +601,38 @@ def test_with_an_amount_in_units_column_only_amount_in_units_edited_alone_is_an_
     code, summary = cli_json(env, "upload", str(amount_only), *flags)
     assert code == ExitCode.OK and summary["issues"] == [], summary["issues"]
     assert statuses(tmp_path / "amount.results.xlsx") == {2: ("updated", ids[2]), 3: ("unchanged", ids[3])}
+
+
+@pytest.mark.parametrize("command", [("validate", "--online"), ("upload",)])
+def test_the_changed_cell_is_the_one_the_row_filled_and_formula_like_text_keeps_its_frame(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """With both an Amount (units) and an Amount (cents) column, a changed amount is marked on the cell the row
+    filled, its note in that cell's units (each project's decimals); a title edited to text that looks like a
+    formula stays text and is framed like any other change."""
+    headers = ["title", "Amount", "Amount (cents)", "workspace_id", "date_to_invoice", "story_id", "billing_type"]
+    rows = [["Milestone 0", "10.00", None, 1001, dt.date(2026, 1, 1), None, "fixed_date"],  # in units only
+            ["Milestone 1", "1,000", None, 1001, dt.date(2026, 1, 2), None, "fixed_date"],
+            ["Milestone 2", None, 10002, 1001, dt.date(2026, 1, 3), None, "fixed_date"],  # in cents only
+            ["Milestone 3", None, 10003, 1001, dt.date(2026, 1, 4), None, "fixed_date"]]  # fmt: skip
+    results = month_one(env, make_schedule, rows, headers=headers)
+    schedule = edit(results, tmp_path / "march.xlsx", {"B2": "12.50", "B3": "(1,234.5)", "C4": 20000,
+                                                       "A5": "+EUR three new"})  # fmt: skip
+
+    code, _ = cli_json(env, *command, str(schedule), "-o", str(tmp_path / "out.xlsx"))
+
+    assert code == ExitCode.OK
+    sheet = openpyxl.load_workbook(tmp_path / "out.xlsx")["Billing"]
+    column = {cell.value: cell.column for cell in sheet[1] if cell.column is not None}
+    marked = {(r, name): sheet.cell(r, column[name]) for r in range(2, 6) for name in ("Amount", "Amount (cents)",
+                                                                                      "title")}  # fmt: skip
+    notes = {(r, name): (cell.value, bool(cell.font.b), cell.comment.text if cell.comment else None)
+             for (r, name), cell in marked.items() if cell.font.b or cell.comment}  # fmt: skip
+    assert notes == {
+        (2, "Amount"): ("12.50", True, "amount: 10.00 -> 12.50"),
+        (3, "Amount"): ("(1,234.5)", True, "amount: 1,000.00 -> -1,234.50"),
+        (4, "Amount (cents)"): (20000, True, "amount_in_cents: 10002 -> 20000"),
+        (5, "title"): ("+EUR three new", True, "title: Milestone 3 -> +EUR three new"),
+    }
+    title = marked[5, "title"]
+    assert title.quotePrefix and title.border.left.style == "medium"  # stays text, in the changed cell's frame

@@ -275,6 +275,7 @@ class Writer:
         changed = {"bold": True, "border": 2, "border_color": "#C65911"}
         self.fmt_changed = workbook.add_format(changed)
         self.fmt_changed_date = workbook.add_format({**changed, "num_format": "yyyy-mm-dd"})
+        self.fmt_changed_text = workbook.add_format({**changed, "quote_prefix": True})
         self.fmt_units: dict[int, Any] = {}  # decimals -> "#,##0.00"-style format, made when first needed
         names = {raw.sheet or "Schedule"}
         self.sheet_name = raw.sheet or "Schedule"
@@ -406,15 +407,33 @@ class Writer:
         fields, letters = self.raw.fields, self.raw.frame.columns
         for change in changes:
             name, _, old_new = change.partition(": ")
-            letter = fields.get(name) or (fields.get("amount") if name == "amount_in_cents" else None)
+            note = f"{name}: {old_new}"
+            letter = fields.get(name)
+            if name == "amount_in_cents":
+                letter, note = self._amount_mark(r + 1, values, old_new) or (letter, note)
             if letter is None or letter not in letters:
                 continue
             c = column_index(letter)
             value = values[letters.get_loc(letter)]
-            if value is not None and not (isinstance(value, float) and value != value):
+            if not _blank(value):
                 dated = isinstance(value, dt.date) and not isinstance(value, dt.datetime)
                 self._cell(ws, r, c + self.offset, value, self.fmt_changed_date if dated else self.fmt_changed)
-            ws.write_comment(r, c + self.offset, f"{name}: {old_new}", {"x_scale": 1.5})
+            ws.write_comment(r, c + self.offset, note, {"x_scale": 1.5})
+
+    def _amount_mark(self, row: int, values: tuple[Any, ...], old_new: str) -> tuple[str, str] | None:
+        """Where a changed amount is marked, and its note: the Amount (cents) cell when the row filled it, else
+        the Amount cell with the change in currency units (a schedule may hold both columns, a row only one).
+        None when the row has no Amount column to fall back on."""
+        fields, letters = self.raw.fields, self.raw.frame.columns
+        cents, units = fields.get("amount_in_cents"), fields.get("amount")
+        if units is None or units not in letters:
+            return None
+        if cents is not None and cents in letters and not _blank(values[letters.get_loc(cents)]):
+            return None
+        project = self.money.projects.get(row)
+        decimals = self.money.decimals if project is None else self.money.decimals_of(project)
+        old, _, new = old_new.partition(" -> ")
+        return units, f"amount: {_in_units(old, decimals)} -> {_in_units(new, decimals)}"
 
     def _cells(self, start: int, stop: int) -> Iterator[tuple[int, tuple[Any, ...]]]:
         """Row numbers and cells of positions start..stop-1. Consecutive calls share one pass over the frame:
@@ -486,7 +505,8 @@ class Writer:
         if len(text) > MAX_CELL_TEXT:
             text = text[: MAX_CELL_TEXT - 40] + " [cut: longer than Excel allows]"
         if text.startswith(FORMULA_TRIGGERS):
-            fmt = self.fmt_text  # shown as typed, stays text even when the user edits the cell
+            # shown as typed, stays text even when the user edits the cell; a changed cell keeps its frame
+            fmt = self.fmt_changed_text if fmt is self.fmt_changed else self.fmt_text
         ws.write_string(r, c, text, fmt)
 
     # --- Summary ---
@@ -640,6 +660,19 @@ def all_issues(
 def _header_for(letter: str | None, fields: Mapping[str, str] | None) -> str | None:
     name = next((n for n, at in (fields or {}).items() if at == letter), None) if letter else None
     return BY_NAME[name].label if name in BY_NAME else name
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+CENTS_TEXT = re.compile(r"-?[0-9]+")  # an amount_in_cents as a change describes it
+
+
+def _in_units(cents: str, decimals: int) -> str:
+    """One side of an amount_in_cents change ("1250", "(blank)") in currency units ("12.50"); as it was when it
+    is not a whole number of cents."""
+    return format_units(int(cents), decimals) if CENTS_TEXT.fullmatch(cents) else cents
 
 
 def _unique(name: str, taken: set[str]) -> str:
