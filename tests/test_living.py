@@ -294,8 +294,8 @@ def test_an_invalid_row_keeps_its_id_in_the_results_so_fixed_and_loaded_again_it
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
 ) -> None:
     """A row fed back in with a mistake is `invalid`, and the results it writes keep its billing_milestone_id: the
-    user fixes the row there and loads that workbook, and the row updates its milestone. With the id blanked,
-    the fixed (and edited) row would have been created a second time."""
+    user fixes the row there and loads that workbook, and the row updates its milestone. Without its id, the fixed
+    (and edited) row would be a new milestone beside its own."""
     results = month_one(env, make_schedule, [good_row(n) for n in range(2)])
     ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
     broken = edit(results, tmp_path / "march.xlsx", {"B2": 23456, "D2": "31/02/2026"})
