@@ -636,3 +636,102 @@ def test_the_changed_cell_is_the_one_the_row_filled_and_formula_like_text_keeps_
     }
     title = marked[5, "title"]
     assert title.quotePrefix and title.border.left.style == "medium"  # stays text, in the changed cell's frame
+
+
+def test_an_amount_in_units_edited_by_a_power_of_ten_is_an_error_where_its_project_shows_the_decimals(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
+) -> None:
+    """1000.50 retyped as 100.05, 2000.00 as 200000, 300.00 as 30 are last month's cents with 3, 0 and 3 decimals:
+    each some currency's, but not the EUR project's, whose other rows show 2. They are errors at their cells. The
+    yen and dinar projects' rows, shown with 0 and 3 decimals, are no error; nor is a one-row project's 100.00
+    retyped as 10 (10000 cents with 3 decimals), where nothing tells which decimals it was shown with."""
+    euro = [[f"Euro {n}", cents, 1002, dt.date(2026, 2, 1 + n), None, "fixed_date"]
+            for n, cents in enumerate([100050, 200000, 30000, 10003, 10004, 10005])]  # fmt: skip
+    others = [good_row(10, workspace=1004), good_row(11, workspace=1004), good_row(12, workspace=1005),
+              good_row(13, workspace=1005), [*good_row(14)[:1], 10000, *good_row(14)[2:]]]  # fmt: skip
+    results = month_one(env, make_schedule, [*euro, *others])
+    units = outcome_letter(results, "amount_in_units")
+    assert [r["amount_in_units"] for r in read_results(results)] == [
+        1000.5,
+        2000,
+        300,
+        100.03,
+        100.04,
+        100.05,
+        10010,
+        10011,
+        10.012,
+        10.013,
+        100,
+    ]
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    edited = {(2, "amount_in_units"): 100.05, (3, "amount_in_units"): 200000, (4, "amount_in_units"): 30,
+              (12, "amount_in_units"): 10}  # fmt: skip
+    schedule = edit_outcomes(results, tmp_path / "march.xlsx", edited)
+
+    code, plan = cli_json(env, "validate", str(schedule), "--online", "-o", str(tmp_path / "plan.xlsx"))
+
+    assert code == ExitCode.ROWS_FAILED
+    assert [(i["row"], i["column"], i["value"], i["code"]) for i in plan["issues"]] == [
+        (2, units, "100.05", "amount-in-units-not-read"),
+        (3, units, "200000", "amount-in-units-not-read"),
+        (4, units, "30", "amount-in-units-not-read"),
+    ]
+    assert statuses(tmp_path / "plan.xlsx") == {row: ("invalid" if row in (2, 3, 4) else "unchanged", mid)
+                                                for row, mid in ids.items()}  # fmt: skip
+
+
+def _european_csv(results: Path, out: Path, units: dict[int, str]) -> Path:
+    """A results workbook as a European Excel saves it as CSV: semicolons, amount_in_units with a decimal comma
+    (`units`: row -> its text), whole numbers as digits and dates as the cells show them (ISO)."""
+    wb = openpyxl.load_workbook(results, read_only=True)
+    try:
+        rows = [list(r) for r in wb["Billing"].iter_rows(values_only=True)]
+    finally:
+        wb.close()
+    at = rows[0].index("amount_in_units")
+    lines = []
+    for number, row in enumerate(rows, start=1):
+        if number in units:
+            row[at] = units[number]
+        cells = [_as_shown(v) for v in row]
+        assert not any(";" in c or '"' in c for c in cells)  # nothing that needs quoting
+        lines.append(";".join(cells))
+    out.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    return out
+
+
+def _as_shown(value: object) -> str:
+    """A cell as a European Excel writes it to CSV: a date as shown (ISO here), a whole number as digits (openpyxl
+    reads 100050 back as 100050.0), any other number with a decimal comma."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value).replace(".", ",")
+    return str(value)
+
+
+@pytest.mark.parametrize("flags", [["--decimal-comma"], []])
+def test_a_results_workbook_saved_as_a_semicolon_csv_with_a_decimal_comma_reads_its_amount_in_units(
+    sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path, flags: list[str]
+) -> None:
+    """amount_in_units "1000,5" and "2.000,00" are last month's 100050 and 200000 cents, not edits, with
+    --decimal-comma or, where no Amount column tells, when the whole column is written so; under the flag a KWD
+    "10,012" is its 10012 fils (without it, a thousands comma as much). One retyped ("444,44") is the one error."""
+    rows = [[f"Euro {n}", cents, 1002, dt.date(2026, 2, 1 + n), None, "fixed_date"]
+            for n, cents in enumerate([100050, 200000, 30000])]  # fmt: skip
+    dinars = [good_row(12, workspace=1005)] if flags else []
+    results = month_one(env, make_schedule, [*rows, *dinars])
+    ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    units = {2: "1000,5", 3: "2.000,00", 4: "444,44", **({5: "10,012"} if flags else {})}
+    schedule = _european_csv(results, tmp_path / "march.csv", units)
+
+    code, plan = cli_json(env, "validate", str(schedule), *flags, "--online", "-o", str(tmp_path / "plan.xlsx"))
+
+    assert code == ExitCode.ROWS_FAILED
+    assert [(i["row"], i["value"], i["code"]) for i in plan["issues"]] == [(4, "444,44", "amount-in-units-not-read")]
+    planned = {r["_row"]: (r["status"], r["billing_milestone_id"]) for r in read_results(tmp_path / "plan.xlsx",
+                                                                                          "Schedule")}  # fmt: skip
+    assert planned == {row: ("invalid" if row == 4 else "unchanged", mid) for row, mid in ids.items()}

@@ -295,16 +295,17 @@ def parse_amount(value: object, decimals: int, *, decimal_comma: bool = False) -
     return int(cents)
 
 
-def units_value(value: object) -> Decimal:
+def units_value(value: object, *, decimal_comma: bool = False) -> Decimal:
     """An amount cell's exact value in currency units, whatever its decimals: a number cell's double read back as
     the shortest decimal that gives it (a formula's binary noise dropped as parse_amount drops it), text as
-    parse_amount reads it ("1,234.56", "(5.00)", "KD 7.000"). A CellProblem when the cell is no amount."""
+    parse_amount reads it ("1,234.56", "(5.00)", "KD 7.000"; with `decimal_comma`, "1.234,56" and "1000,5"). A
+    CellProblem when the cell is no amount."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise CellProblem("amount-not-a-number", f"{as_text(value)} is not an amount")
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, str):
-        return _money_text(value)[0]
+        return _money_text(from_decimal_comma(value) if decimal_comma else value)[0]
     if not math.isfinite(value):
         raise CellProblem("amount-not-a-number", f"{value} is not an amount")
     amount = Decimal(repr(value))

@@ -8,6 +8,7 @@ Pandera's failure cases become `CellIssue`s here, at the boundary; nothing downs
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -282,31 +283,67 @@ def _units_edited(raw: RawSchedule, typed: pd.DataFrame, options: ParseOptions) 
 
     api_amount_in_cents holds the cents the last run sent, and amount_in_units showed them in the currency's units.
     A row is caught when its own amount, as the cents this run would send, is still those cents, and its
-    amount_in_units is not them in units with any currency's decimals (nor with this run's). Where the own amount
-    was edited (or an Amount is read with other decimals than its project's, which the online checks refuse in any
-    case) the cents differ, and amount_in_units is merely stale: no error. Only Decimal and int comparisons decide."""
+    amount_in_units is not them in units with the decimals its project was shown with. Those decimals are read
+    from the file: of any currency's decimals and this run's, the ones that the project's rows with an unchanged
+    own amount agree on, when more agree on them than on any other; without such a majority (one row, a tie) any of
+    them will do. An edit by a power of ten (1000.50 retyped as 100.05) is thus caught wherever the project has a
+    clear majority. Where the own amount was edited (or an Amount is read with other decimals than its project's,
+    which the online checks refuse in any case) the cents differ, and amount_in_units is merely stale: no error.
+    Text is read with a decimal comma as the amounts are (a European Excel's CSV writes "1000,5"). Only Decimal and
+    int comparisons decide."""
     outcome = {raw.header_of(letter): letter for letter in raw.previous_outcomes}
     units_letter, sent_letter = outcome.get("amount_in_units"), outcome.get("api_amount_in_cents")
     if units_letter is None or sent_letter is None:
         return []
+    units_cells = raw.frame[units_letter].tolist()
+    # Without an Amount column (nor --decimal-comma) to tell, the column says itself how it is written.
+    comma = options.decimal_comma if options.decimal_comma is not None else writes_decimal_comma(units_cells)
     # The run's own decimals first: the ones most rows were shown with, so most rows need one comparison.
-    decimals = [options.currency_decimals, *sorted(UNIT_DECIMALS - {options.currency_decimals})]
-    own = [raw.header_of(raw.fields[name]) for name in ("amount_in_cents", "amount") if name in raw.fields]
-    issues: list[CellIssue] = []
-    cells = zip(typed.index.tolist(), typed["amount_in_cents"].tolist(), raw.frame[sent_letter].tolist(),
-                raw.frame[units_letter].tolist(), strict=True)  # fmt: skip
-    for row, cents, sent_cell, units_cell in cells:
+    decimals = (options.currency_decimals, *sorted(UNIT_DECIMALS - {options.currency_decimals}))
+    projects = typed["workspace_id"].tolist() if "workspace_id" in typed else [pd.NA] * len(typed)
+    kept: list[tuple[int, Any, int, Decimal | None, object]] = []  # rows whose own amount is what was sent
+    cells = zip(typed.index.tolist(), projects, typed["amount_in_cents"].tolist(), raw.frame[sent_letter].tolist(),
+                units_cells, strict=True)  # fmt: skip
+    for row, project, cents, sent_cell, units_cell in cells:
         if cents is pd.NA or is_blank(sent_cell) or is_blank(units_cell) or _sent(sent_cell) != cents:
             continue
-        units = _units(units_cell)
-        if units is not None and any(units == Decimal(cents).scaleb(-d) for d in decimals):
+        kept.append((int(row), None if project is pd.NA else project, int(cents), _units(units_cell, comma),
+                     units_cell))  # fmt: skip
+    shown_with = _project_decimals(kept, decimals)
+    own = [raw.header_of(raw.fields[name]) for name in ("amount_in_cents", "amount") if name in raw.fields]
+    issues: list[CellIssue] = []
+    for row, project, cents, units, units_cell in kept:
+        fitting = (shown_with[project],) if project in shown_with else decimals
+        if units is not None and any(units == Decimal(cents).scaleb(-d) for d in fitting):
             continue
         shown = as_text(units_cell)
-        issues.append(CellIssue(int(row), units_letter, "amount_in_units", shown, "amount-in-units-not-read",
+        issues.append(CellIssue(row, units_letter, "amount_in_units", shown, "amount-in-units-not-read",
                                 f"amount_in_units was changed to {shown} but is not read (each run writes it "
                                 f"anew from the amount it sends): put the new amount in {' or '.join(own)}, or "
                                 "put amount_in_units back"))  # fmt: skip
     return issues
+
+
+def _project_decimals(
+    kept: list[tuple[int, Any, int, Decimal | None, object]], decimals: tuple[int, ...]
+) -> dict[Any, int]:
+    """Per project, the decimals its amount_in_units were shown with: those more of its rows agree on than any
+    other. A row of 0 cents agrees with every one and says nothing; a row agreeing with none is an edit."""
+    votes: dict[Any, Counter[int]] = {}
+    for _, project, cents, units, _ in kept:
+        if project is None or units is None or cents == 0:
+            continue
+        # Other decimals give other values of the same nonzero cents: a row agrees with one at most, most often
+        # with the run's own, tried first.
+        agreed = next((d for d in decimals if units == Decimal(cents).scaleb(-d)), None)
+        if agreed is not None:
+            votes.setdefault(project, Counter())[agreed] += 1
+    shown_with: dict[Any, int] = {}
+    for project, tally in votes.items():
+        ranked = tally.most_common(2)
+        if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]):
+            shown_with[project] = ranked[0][0]
+    return shown_with
 
 
 def _sent(cell: object) -> int | None:
@@ -317,10 +354,10 @@ def _sent(cell: object) -> int | None:
         return None
 
 
-def _units(cell: object) -> Decimal | None:
+def _units(cell: object, decimal_comma: bool) -> Decimal | None:
     """An amount_in_units cell's value; None when it holds no amount (retyped as anything else, it was edited)."""
     try:
-        return units_value(cell)
+        return units_value(cell, decimal_comma=decimal_comma)
     except CellProblem:
         return None
 

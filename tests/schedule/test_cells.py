@@ -341,3 +341,25 @@ def test_units_value_refuses_what_is_no_amount(cell: object) -> None:
 
     with pytest.raises(CellProblem):
         units_value(cell)
+
+
+@pytest.mark.parametrize(("cell", "value"), [
+    ("1000,5", Decimal("1000.5")), ("2.000,00", Decimal(2000)), ("10,002", Decimal("10.002")),
+    ("-1.234,56", Decimal("-1234.56")), ("KD 7,000", Decimal(7)), ("10000", Decimal(10000)),
+    (1000.5, Decimal("1000.5")),  # a number cell has no comma to read
+])  # fmt: skip
+def test_units_value_reads_a_decimal_comma_when_the_amounts_are_written_so(cell: object, value: Decimal) -> None:
+    """A European Excel's CSV writes amount_in_units 1000.50 as "1000,5": with --decimal-comma it is that amount,
+    as an Amount written so is."""
+    from importer.schedule.cells import units_value
+
+    got = units_value(cell, decimal_comma=True)
+    assert got == value and isinstance(got, Decimal)
+
+
+def test_units_value_with_a_decimal_comma_refuses_a_decimal_point() -> None:
+    """Under --decimal-comma "1234.50" is not how the amounts are written, as parse_amount refuses it."""
+    from importer.schedule.cells import units_value
+
+    with pytest.raises(CellProblem):
+        units_value("1234.50", decimal_comma=True)
