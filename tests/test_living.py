@@ -312,13 +312,15 @@ def test_an_invalid_row_keeps_its_id_in_the_results_so_fixed_and_loaded_again_it
     assert len(held(sandbox)) == 2 and held(sandbox)[int(ids[2])]["amount_in_cents"] == 23456
 
 
-def test_a_row_copied_with_its_id_is_an_error_and_its_milestone_keeps_the_original_rows_values(
+def test_a_row_copied_with_its_id_is_an_error_and_its_milestone_is_left_as_it_is(
     sandbox: Any, env: dict[str, str], make_schedule: MakeSchedule, tmp_path: Path
 ) -> None:
     """One milestone is one row: a copy that keeps the id would change the same milestone as the original (the
-    last PUT winning) and never be created itself. The copy is an error at its id cell; the original row goes on."""
+    last PUT winning) and never be created itself. Which row is the copy is the user's to say (Excel inserts a copy
+    above its original), so both are errors at their id cell and the milestone is not touched."""
     results = month_one(env, make_schedule, [good_row(n) for n in range(2)])
     ids = {r["_row"]: r["billing_milestone_id"] for r in read_results(results)}
+    before = held(sandbox)
     wb = openpyxl.load_workbook(results)
     ws = wb["Billing"]
     ws.append([cell.value for cell in ws[2]])  # row 2 copied below, its id with it
@@ -328,12 +330,14 @@ def test_a_row_copied_with_its_id_is_an_error_and_its_milestone_keeps_the_origin
     code, summary = cli_json(env, "upload", str(copied))
 
     assert code == ExitCode.ROWS_FAILED
-    (issue,) = summary["issues"]
-    assert (issue["row"], issue["code"], issue["value"]) == (4, "duplicate-milestone-id", str(ids[2]))
-    assert "also row 2's" in issue["message"] and "clear its id" in issue["message"]
-    assert statuses(tmp_path / "march.results.xlsx") == {2: ("updated", ids[2]), 3: ("unchanged", ids[3]),
+    assert [(i["row"], i["code"], i["value"]) for i in summary["issues"]] == [
+        (2, "duplicate-milestone-id", str(ids[2])), (4, "duplicate-milestone-id", str(ids[2]))]  # fmt: skip
+    assert (
+        "also on row 4" in summary["issues"][0]["message"] and "clear it on the copy" in summary["issues"][0]["message"]
+    )
+    assert statuses(tmp_path / "march.results.xlsx") == {2: ("invalid", ids[2]), 3: ("unchanged", ids[3]),
                                                          4: ("invalid", ids[2])}  # fmt: skip
-    assert len(held(sandbox)) == 2 and held(sandbox)[int(ids[2])]["amount_in_cents"] == 11111
+    assert held(sandbox) == before  # nothing changed, nothing created
 
 
 def test_a_put_whose_answer_never_came_ends_updated_once(
@@ -735,3 +739,26 @@ def test_a_results_workbook_saved_as_a_semicolon_csv_with_a_decimal_comma_reads_
     planned = {r["_row"]: (r["status"], r["billing_milestone_id"]) for r in read_results(tmp_path / "plan.xlsx",
                                                                                           "Schedule")}  # fmt: skip
     assert planned == {row: ("invalid" if row == 4 else "unchanged", mid) for row, mid in ids.items()}
+
+
+W2 = (
+    (
+        "status;billing_milestone_id;amount_in_units;api_amount_in_cents;changes;errors;Title;Amount;Project ID;"
+        "Date to invoice;Billing type\n"
+    )
+    + """created;700276;1.000,00;100000;;;W1;1000;1002;2026-01-28;fixed_date
+created;700277;2.500,00;250000;;;W2;2500;1002;2026-02-28;fixed_date
+"""
+)
+
+
+def test_a_european_csv_of_results_with_round_amounts_reads_its_amount_in_units_with_a_decimal_comma(
+    tmp_path: Path,
+) -> None:
+    """Round amounts ("1000") say nothing of how the file writes decimals; amount_in_units ("1.000,00") does, and
+    an unedited row is no error."""
+    path = tmp_path / "march.csv"
+    path.write_text(W2)
+    done = forked_cli.run(["validate", str(path), "--json"], env={**os.environ, "HOME": str(tmp_path)})
+    assert done.returncode == ExitCode.OK, done.stdout + done.stderr
+    assert json.loads(done.stdout)["counts"]["valid"] == 2

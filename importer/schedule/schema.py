@@ -296,8 +296,9 @@ def _units_edited(raw: RawSchedule, typed: pd.DataFrame, options: ParseOptions) 
     if units_letter is None or sent_letter is None:
         return []
     units_cells = raw.frame[units_letter].tolist()
-    # Without an Amount column (nor --decimal-comma) to tell, the column says itself how it is written.
-    comma = options.decimal_comma if options.decimal_comma is not None else writes_decimal_comma(units_cells)
+    # Unless the amounts are read with decimal commas already, the column says itself how it is written (an
+    # Amount column of round numbers tells nothing).
+    comma = bool(options.decimal_comma) or writes_decimal_comma(units_cells)
     # The run's own decimals first: the ones most rows were shown with, so most rows need one comparison.
     decimals = (options.currency_decimals, *sorted(UNIT_DECIMALS - {options.currency_decimals}))
     projects = typed["workspace_id"].tolist() if "workspace_id" in typed else [pd.NA] * len(typed)
@@ -385,19 +386,23 @@ def _check(raw: RawSchedule, typed: pd.DataFrame) -> list[CellIssue]:
 
 def _ids_repeated(raw: RawSchedule, typed: pd.DataFrame) -> list[CellIssue]:
     """A milestone id carried by two rows (a row copied with its id): one milestone is one row, and both rows would
-    change it, the last one sent winning while the copy is never created. The rows after the first are errors."""
+    change it, the last one sent winning while the copy is never created. Every such row is an error: which one is
+    the milestone and which the copy (Excel may insert a copy above its original) is for the user to say."""
     if "milestone_id" not in typed.columns:
         return []
     ids = typed["milestone_id"].dropna()
-    first: dict[int, int] = {}
-    issues: list[CellIssue] = []
+    rows_of: dict[int, list[int]] = {}
     for row, milestone_id in zip(ids.index.tolist(), ids.tolist(), strict=True):
-        seen = first.setdefault(int(milestone_id), int(row))
-        if seen != row:
-            issues.append(_rule(raw, int(row), "milestone_id", "duplicate-milestone-id",
-                                f"{{label}} {{value}} is also row {seen}'s: one milestone is one row. To add a new "
-                                "milestone from a copied row, clear its id"))  # fmt: skip
-    return issues
+        rows_of.setdefault(int(milestone_id), []).append(int(row))
+    issues: list[CellIssue] = []
+    for rows in rows_of.values():
+        for row in rows if len(rows) > 1 else ():
+            others = ", ".join(str(r) for r in rows if r != row)
+            issues.append(_rule(raw, row, "milestone_id", "duplicate-milestone-id",
+                                f"{{label}} {{value}} is also on row {others}: one milestone is one row. Keep the id "
+                                "on the row that is that milestone and clear it on the copy, to add the copy as a "
+                                "new milestone"))  # fmt: skip
+    return sorted(issues, key=lambda i: i.row)
 
 
 def _issues_for(
