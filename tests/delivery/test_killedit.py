@@ -122,9 +122,11 @@ def _result(tmp_path: Path, row: int) -> dict[str, Any]:
     return next(r for r in results if r["_row"] == row)
 
 
-def test_a_row_created_before_the_kill_then_edited_is_updated_not_created_again(
+def _killed_after_a_batch_then_edited(
     sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[int, str, dict[str, Any]]:
+    """An upload of schedule.csv killed -9 once its first batch is written and its second is on the wire (which
+    then lands), and a row of that first batch edited: the row, its old title and the milestone made for it."""
     _schedule(tmp_path, ROWS)
     released = _held_after(sandbox, monkeypatch, free=1)  # the first batch is written; the second waits
     _kill_when(sandbox, tmp_path, lambda lines: _first(lines, "outcome") is not None)
@@ -132,9 +134,17 @@ def test_a_row_created_before_the_kill_then_edited_is_updated_not_created_again(
     while sandbox.in_flight:
         time.sleep(0.01)
     row = _first(_entries(tmp_path), "outcome")
-    assert row is not None and 10 <= len(sandbox.milestones()) < ROWS
+    assert row is not None
     title = _edit(tmp_path, row)
     (original,) = _by_title(sandbox)[title]
+    return row, title, original
+
+
+def test_a_row_created_before_the_kill_then_edited_is_updated_not_created_again(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row, title, original = _killed_after_a_batch_then_edited(sandbox, tmp_path, monkeypatch)
+    assert 10 <= len(sandbox.milestones()) < ROWS
 
     err = _rerun(sandbox, tmp_path)
     assert "created 1 milestones for rows that read otherwise now: 1 rows edited since are updates of them" in err
@@ -212,16 +222,7 @@ def test_the_dry_run_after_a_kill_and_an_edit_shows_the_plan_the_upload_then_car
     """`validate --online` reads the killed run's journal as the upload does, without changing it: the row
     edited since is an update of the milestone the killed run made for it, with that milestone's id, in the plan
     as in the upload; the rows it sent unedited are unchanged in both; the rest are created."""
-    _schedule(tmp_path, ROWS)
-    released = _held_after(sandbox, monkeypatch, free=1)  # the first batch is written; the second waits
-    _kill_when(sandbox, tmp_path, lambda lines: _first(lines, "outcome") is not None)
-    released.set()  # the second batch, on the wire at the kill, lands now
-    while sandbox.in_flight:
-        time.sleep(0.01)
-    row = _first(_entries(tmp_path), "outcome")
-    assert row is not None
-    title = _edit(tmp_path, row)
-    (original,) = _by_title(sandbox)[title]
+    row, title, original = _killed_after_a_batch_then_edited(sandbox, tmp_path, monkeypatch)
     sent = {str(m["id"]) for m in sandbox.milestones()} - {str(original["id"])}
     assert len(sent) >= 9  # the rest of the first batch, and the second if it landed
 
