@@ -60,7 +60,7 @@ def converge(
     outcomes: list[Outcome] = []
     for item, mid, held in copies:
         keep = held[0].id
-        mine = [m.id for m in held[1:] if m.id == mid or (run and run in m.runs)]
+        mine = [m.id for m in held[1:] if m.id == mid or m.made_by(run)]
         others = [m.id for m in held[1:] if m.id not in mine]
         note = f"another upload created this row at the same time: milestone {keep} is kept"
         if mid == keep or not mine:
@@ -77,7 +77,7 @@ def converge(
 def _removable(milestone: Milestone, mid: str, run: str) -> bool:
     """This run's copy (its recorded id, or its mark), unless it is already on an invoice (then it is not only a
     copy: kept, and reported)."""
-    return (milestone.id == mid or bool(run and run in milestone.runs)) and not milestone.invoiced
+    return (milestone.id == mid or milestone.made_by(run)) and not milestone.invoiced
 
 
 def remove_copies(client: KantataClient, ids: Sequence[str]) -> set[str]:

@@ -114,7 +114,7 @@ def _step(
         return Step(item, Action.CREATE)
     if len(held) > 1:
         kept, *extra = held
-        if mark and all(mark in m.runs and not m.invoiced for m in extra):  # as converge.py keeps the oldest
+        if all(m.made_by(mark) and not m.invoiced for m in extra):  # as converge.py keeps the oldest
             return replace(_compare(item, kept), copies=tuple(m.id for m in extra))
         return _held_twice(item, held)
     return _compare(item, held[0])

@@ -365,4 +365,4 @@ def _rejected(row: int, messages: list[str]) -> Outcome:
 def own_or_oldest(held: Sequence[Milestone], run: str) -> str:
     """The id of the milestone (of those holding one key, lowest id first) that the upload marked `run` created,
     else the oldest."""
-    return next((m.id for m in held if run and run in m.runs), held[0].id)
+    return next((m.id for m in held if m.made_by(run)), held[0].id)

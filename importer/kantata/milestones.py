@@ -34,6 +34,10 @@ class Milestone:
     keys: tuple[ImportKey, ...] = ()
     runs: frozenset[str] = frozenset()  # the marks of the uploads that created it (RUN_MARK), where they wrote one
 
+    def made_by(self, run: str) -> bool:
+        """Whether the upload that writes the mark `run` created it (an empty mark names no upload)."""
+        return bool(run) and run in self.runs
+
     @property
     def sort_id(self) -> tuple[int, str]:
         """Kantata's ids are numbers sent as strings: the lowest is the oldest, whatever their lengths."""
