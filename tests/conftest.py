@@ -148,6 +148,15 @@ def sandbox(sandbox_server: Any) -> Any:
     return sandbox_server
 
 
+@pytest.fixture
+def in_file_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uploads send their batches from the first, in file order, rather than from the point each upload's mark
+    picks (delivery/order.py): for a test of what happens at a given batch."""
+    import importer.delivery.order
+
+    monkeypatch.setattr(importer.delivery.order, "start", lambda count, mark: 0)
+
+
 @contextmanager
 def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector off for the block: a file a reader leaves open inside a reference cycle (an

@@ -22,7 +22,7 @@ from importer.delivery.missing import DeleteMissing, confirmed, delete_missing, 
 from importer.delivery.planner import Action, Plan, Step, living_plan, plan
 from importer.delivery.recorder import OnOutcomes, Recorder
 from importer.delivery.settle import settle_in_flight
-from importer.delivery.updates import apply_updates, describe
+from importer.delivery.updates import apply_updates, conflict
 from importer.delivery.upload import Uploader
 from importer.errors import ApiUnavailable, DeletionNotConfirmed, ImporterError, Interrupted, JournalNotWritten
 from importer.kantata import Account, Currencies, ImportKey, Item, KantataClient, Milestone, counted_total
@@ -314,17 +314,19 @@ class Delivery:
                 *sinks(the_plan),
             ],
         )
-        conflicts = [_conflict(s) for s in steps if s.action is Action.CONFLICT]
+        conflicts = [conflict(s) for s in steps if s.action is Action.CONFLICT]
         if conflicts:
             recorder.record(conflicts)
         run = journal.mark
-        result = Uploader(self.client, recorder=recorder, mark=run).run(the_plan, sent_before=journal.sent_before)
+        uploader = Uploader(self.client, recorder=recorder, mark=run, say=self.say)
+        result = uploader.run(the_plan, sent_before=journal.sent_before)
         outcomes = {**result.outcomes, **{o.row: o for o in conflicts}}
         stopped = result.stopped
         if stopped is None:
             outcomes.update(self._converge(the_plan, result.outcomes, result.items, counted, recorder, run))
             outcomes.update(_own_copies_removed(self.client, [s for s in steps if s.copies], outcomes, recorder))
-        updates = [s for s in steps if s.action is Action.UPDATE]
+        # (and the rows another upload created meanwhile with other values: upload.py)
+        updates = [*(s for s in steps if s.action is Action.UPDATE), *result.late_updates]
         if updates and stopped is None:
             self.say(f"updating {len(updates)} milestone{'s' if len(updates) != 1 else ''} in place")
             changed, stopped = apply_updates(self.client, updates, recorder)
@@ -403,10 +405,6 @@ def _own_copies_removed(
              for s in steps if (o := outcomes.get(s.item.row)) is not None]  # fmt: skip
     recorder.record(noted)
     return {o.row: o for o in noted}
-
-
-def _conflict(step: Step) -> Outcome:
-    return Outcome(step.item.row, Status.CONFLICT, step.milestone_id, (step.reason,), describe(step.changes))
 
 
 def _sending_progress(on_progress: OnProgress | None, to_send: Sequence[int]) -> OnOutcomes:

@@ -29,6 +29,11 @@ def describe(changes: Mapping[str, tuple[Any, Any]]) -> tuple[str, ...]:
     return tuple(f"{name}: {_shown(old)} -> {_shown(new)}" for name, (old, new) in changes.items())
 
 
+def conflict(step: Step) -> Outcome:
+    """A conflict step's outcome: nothing is sent, and the reason and the changes the row would make are shown."""
+    return Outcome(step.item.row, Status.CONFLICT, step.milestone_id, (step.reason,), describe(step.changes))
+
+
 def _shown(value: Any) -> str:
     return "(blank)" if value is None else str(value)
 

@@ -20,15 +20,18 @@ refusal is looked up. This halves the cost of isolating bad rows against an all-
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
-from collections.abc import Collection, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Generator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from importer.delivery.planner import Plan
+from importer.delivery.order import Ring
+from importer.delivery.planner import Action, Plan, Step, living_plan
 from importer.delivery.recorder import Recorder
+from importer.delivery.updates import conflict
 from importer.errors import ApiUnavailable, AuthError, ImporterError, Interrupted, JournalNotWritten, TokenRejected
 from importer.kantata import Cancelled, Item, KantataClient, Milestone, OutcomeUnknown, marked
 from importer.outcomes import Outcome, Status
@@ -58,6 +61,8 @@ class UploadResult:
     unknown_outcomes: int = 0  # answers that never came (each one costs a look-up)
     requests: dict[str, int] = field(default_factory=dict)
     items: dict[int, Item] = field(default_factory=dict)  # row -> item, for every row handed to a sending thread
+    # Rows another upload created while this one was sending, with other values: to update (no outcome yet).
+    late_updates: list[Step] = field(default_factory=list)
 
 
 class _Stop(Exception):
@@ -81,8 +86,10 @@ class Uploader:
         *,
         recorder: Recorder | None = None,
         mark: str = "",
+        say: Callable[[str], None] = lambda _: None,
     ) -> None:
         self.client = client
+        self._say = say
         self.mark = mark  # this upload's mark in what it creates (kantata.marked); none when empty
         self._clock = client.settings.clock
         self.outcomes: dict[int, Outcome] = {}
@@ -96,6 +103,7 @@ class Uploader:
         self._stop: ImporterError | None = None
         self._halt = False
         self._items: dict[int, Item] = {}
+        self.late_updates: list[Step] = []  # rows found created by another upload with other values
         self._sent: set[int] = set()  # rows handed to Kantata at least once (maybe created, maybe not)
         # Its own lock: a batch about to leave never waits for another thread recording its answer.
         self._sent_lock = threading.Lock()
@@ -112,20 +120,30 @@ class Uploader:
     def _send_all(self, plan: Plan, sent_before: Collection[int]) -> None:
         self._record([Outcome(row, Status.CREATED if row in sent_before else Status.UNCHANGED, mid)
                       for row, mid in plan.existing.items()])  # fmt: skip
-        workers = max(1, min(SENDERS_PER_SLOT * self.client.settings.concurrency,
-                             -(-len(plan.rows) // plan.batch_size)))  # fmt: skip
+        count = -(-len(plan.rows) // plan.batch_size)
+        ring = Ring(count, self.mark)
+        batches: list[list[Item]] = []
+        source = plan.batches()  # built as needed: the plan may build its items meanwhile, the first batches out
+        workers = max(1, min(SENDERS_PER_SLOT * self.client.settings.concurrency, count))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="kantata-send")
         try:
-            futures = []
-            for batch in plan.batches():  # (the plan may build its items meanwhile: the first batches are out)
-                if self._stop is not None:  # a thread stopped the run: the rest stay not_sent, unbuilt
+            running: set[Future[None]] = set()
+            while True:
+                while len(running) < workers and self._stop is None and (index := ring.take()) is not None:
+                    batches.extend(itertools.islice(source, max(0, index + 1 - len(batches))))
+                    batch = batches[index]  # (an IndexError: the plan holds fewer items than rows, a bug)
+                    self._items.update((i.row, i) for i in batch)
+                    running.add(pool.submit(self._send_batch, batch, partial(ring.turn, index)))
+                if not running:  # every batch handed out, or the run stopped: the rest stay not_sent, unbuilt
                     break
-                self._items.update((i.row, i) for i in batch)
-                futures.append(pool.submit(self._send_batch, batch))
-            for future in futures:
-                future.result()  # _send_batch catches what stops a run; anything else is a bug, raised here
+                # Back in this thread once a batch is done: a Ctrl-C (StopSwitch) lands at the latest then.
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # _send_batch catches what stops a run; anything else is a bug, raised here
         except KeyboardInterrupt:
             self._stop_with(Interrupted())
+            self._say("stopping: nothing more is sent; the requests already on their way to Kantata are settled, "
+                      "then the results workbook is written")  # fmt: skip
             pool.shutdown(wait=True, cancel_futures=True)  # threads finish the request they are in, no more
             self._resolve_in_flight()
         finally:
@@ -146,8 +164,9 @@ class Uploader:
         )
         with self._sent_lock:
             sent = set(self._sent)
+        later = {s.item.row for s in self.late_updates}
         self._record([Outcome(row, Status.NOT_SENT, None, (unknown if row in sent else reason,))
-                      for row in plan.rows if row not in self.outcomes])  # fmt: skip
+                      for row in plan.rows if row not in self.outcomes and row not in later])  # fmt: skip
         stats = self.client.stats
         return UploadResult(
             outcomes=self.outcomes,
@@ -155,6 +174,7 @@ class Uploader:
             refused_batches=self.refused,
             unknown_outcomes=self.unknown,
             items=self._items,
+            late_updates=self.late_updates,
             requests={
                 "POST": stats.posts,
                 "GET": stats.gets,
@@ -175,13 +195,52 @@ class Uploader:
         self.client.cancel.set()
         self.client.limiter.wake()
 
-    def _send_batch(self, batch: Sequence[Item]) -> None:
+    def _send_batch(self, batch: Sequence[Item], found_another: Callable[[], None] = lambda: None) -> None:
+        """Look the batch's keys up right before it leaves, then send what Kantata does not have yet.
+        `found_another`: called when another upload had sent some of it."""
         try:
-            self.send(batch)
+            self._check_stop()
+            rest = self._not_sent_by_another(batch)
+            if len(rest) < len(batch):
+                found_another()
+            self.send(rest)
         except (_Stop, Cancelled):
             pass
         except (ApiUnavailable, AuthError, JournalNotWritten) as exc:
             self._stop_with(exc)
+
+    def _not_sent_by_another(self, batch: Sequence[Item]) -> list[Item]:
+        """The rows of a batch that Kantata does not hold yet. A row it holds was created since the upload looked
+        its keys up at the start: by another upload of the same rows (on another machine; the lock keeps two
+        apart on one), which creates it with the row's values as this one would. The row is then that
+        milestone, as if it had been found at the start: `unchanged`, or updated after the sending when the
+        other upload sent other values (its `late_updates`), or a conflict."""
+        found = self.client.find_milestones((i.key for i in batch), stop=self.client.cancel)
+        if not found:
+            return list(batch)
+        outcomes: list[Outcome] = []
+        updates: list[Step] = []
+        for item in batch:
+            held = found.get(item.key)
+            if not held:
+                continue
+            if any(m.made_by(self.mark) for m in held):  # this import's own, from a run that was interrupted
+                outcomes.append(Outcome(item.row, Status.CREATED, own_or_oldest(held, self.mark)))
+                continue
+            # The oldest is the one the uploads that made the others keep (converge.py).
+            [step] = living_plan([item], {}, {item.key: held[:1]})
+            copies = f"; the upload that made {', '.join(m.id for m in held[1:])} deletes it" if held[1:] else ""
+            note = f"another upload created this row while this one was sending: milestone {held[0].id}{copies}"
+            if step.action is Action.UPDATE:
+                updates.append(step)
+            elif step.action is Action.UNCHANGED:
+                outcomes.append(Outcome(item.row, Status.UNCHANGED, held[0].id, (note,)))
+            else:
+                outcomes.append(conflict(step))
+        with self._lock:
+            self.late_updates.extend(updates)
+        self._record(outcomes)
+        return [i for i in batch if i.key not in found]
 
     def _journal_ahead(self, batch: Sequence[Item]) -> _Try:
         """Before the slot wait: the recorder's `sending` (the journal's fsync) overlaps it, not holding the slot."""

@@ -502,9 +502,12 @@ class KantataClient:
         """Which of these import keys already have a milestone (the lowest id when two do)."""
         return {key: held[0].id for key, held in self.find_milestones(keys).items()}
 
-    def find_milestones(self, keys: Iterable[ImportKey]) -> dict[ImportKey, list[Milestone]]:
+    def find_milestones(
+        self, keys: Iterable[ImportKey], *, stop: threading.Event | None = None
+    ) -> dict[ImportKey, list[Milestone]]:
         """Every milestone holding each of these import keys, lowest id first (two mean a duplicate), 200 refs
-        per look-up, each key's milestones from one page (`_whole_pages`)."""
+        per look-up, each key's milestones from one page (`_whole_pages`). With `stop`, no further request once
+        it is set: Cancelled."""
         wanted = set(keys)
         by_service: dict[tuple[str, str], list[str]] = {}
         for key in sorted(wanted):
@@ -520,7 +523,7 @@ class KantataClient:
             base = {"external_reference_service_name": service, "external_reference_service_model": model}
             every_query.extend({**base, **query} for query in queries)
         found: dict[ImportKey, dict[str, Milestone]] = {}
-        for page in self._whole_pages(every_query):
+        for page in self._whole_pages(every_query, stop):
             for milestone in page:
                 for key in milestone.keys:
                     if key in wanted:  # filters can be ignored by the server: trust only exact matches
@@ -580,21 +583,35 @@ class KantataClient:
             counts.append((chunk, _listed_count(answers, len(listed))))
         return Listing(sorted(found.values(), key=lambda m: m.sort_id), counts)
 
-    def _map(self, work: Callable[[_Arg, threading.Event | None], _Result], args: Sequence[_Arg]) -> list[_Result]:
+    def _map(
+        self,
+        work: Callable[[_Arg, threading.Event | None], _Result],
+        args: Sequence[_Arg],
+        stop: threading.Event | None = None,
+    ) -> list[_Result]:
         """`work` for each of `args`, several at once when there are many (each request still takes a slot of
-        the limiter), in the order of `args`."""
+        the limiter), in the order of `args`. `stop` (for work given one at a time, and checked before each
+        piece of work otherwise): no further request once it is set."""
         if len(args) <= 1 or self.settings.concurrency == 1:
-            return [work(arg, None) for arg in args]
+            return [work(arg, stop) for arg in args]
         pool = ThreadPoolExecutor(min(len(args), self.settings.concurrency), thread_name_prefix="kantata-lookup")
-        stop = threading.Event()
+        ended = threading.Event()  # its own: setting it when the work ends must not stop the caller's other work
+
+        def each(arg: _Arg) -> _Result:
+            if stop is not None and stop.is_set():
+                raise Cancelled
+            return work(arg, ended)
+
         try:
-            return list(pool.map(lambda arg: work(arg, stop), args))
+            return list(pool.map(each, args))
         finally:  # on an error or Ctrl-C: work not started is not begun, running work stops after this request
-            stop.set()
+            ended.set()
             self.limiter.wake()  # those waiting for a slot see the stop
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _whole_pages(self, queries: list[dict[str, str | int]]) -> list[list[Milestone]]:
+    def _whole_pages(
+        self, queries: list[dict[str, str | int]], stop: threading.Event | None = None
+    ) -> list[list[Milestone]]:
         """The milestones of these look-ups by key, each key's from one answer. Pages are cut by offset: a
         milestone deleted after page 1 was read moves page 2's first one onto page 1, and neither read sees it.
         Another upload deletes its copies while this one looks its keys up (delivery/converge.py), so a key whose
@@ -609,7 +626,7 @@ class KantataClient:
             return self.get("billing_milestones", params, stop=stop)
 
         while pending:
-            firsts = self._map(first, pending)
+            firsts = self._map(first, pending, stop)
             again: list[tuple[dict[str, str | int], int | None]] = []
             for (query, before), data in zip(pending, firsts, strict=True):
                 refs = str(query.get("external_reference_service_model_refs", "")).split(",")
@@ -622,13 +639,13 @@ class KantataClient:
                     again += [({**query, "external_reference_service_model_refs": ",".join(refs[i : i + size])}, count)
                               for i in range(0, len(refs), size)]  # fmt: skip
                 else:  # one ref, or a server that does not narrow the answer by refs: splitting would not help
-                    whole.extend(self._each([query]))
+                    whole.extend(self._each([query], stop))
             pending = again
         return whole
 
-    def _each(self, queries: list[dict[str, str | int]]) -> list[list[Milestone]]:
+    def _each(self, queries: list[dict[str, str | int]], stop: threading.Event | None = None) -> list[list[Milestone]]:
         """Every page of every query; several queries in flight at once when there are many."""
-        return self._map(lambda q, stop: list(self._pages("billing_milestones", q, stop)), queries)
+        return self._map(lambda q, ended: list(self._pages("billing_milestones", q, ended)), queries, stop)
 
     def _pages(
         self, path: str, params: dict[str, str | int], stop: threading.Event | None = None

@@ -160,7 +160,8 @@ def test_a_rejected_row_gets_kantatas_message_and_the_others_are_created(
 
 def test_a_429_is_waited_out_as_long_as_retry_after_says(sandbox: Any, make_schedule: MakeSchedule) -> None:
     items = _items(make_schedule, [good_row(n) for n in range(3)])
-    sandbox.set_faults(rate_limit_every=1, retry_after=0.02)
+    # The second request, the POST after the batch's look-up, answers 429.
+    sandbox.set_faults(rate_limit_every=2, retry_after=0.02)
     sink = Sink(on_left=lambda n: sandbox.set_faults(rate_limit_every=0) if n == 2 else None)
     sleeps: list[float] = []
     result = _upload(sandbox, plan(items, {}, batch_size=10), sink, sleeps)

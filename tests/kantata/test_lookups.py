@@ -25,18 +25,20 @@ def _gets(sandbox: Any) -> int:
     return int(sandbox.stats().get("GET /billing_milestones", 0))
 
 
-def test_a_first_import_costs_one_count_not_a_look_up_per_200_rows(sandbox: Any, tmp_path: Path) -> None:
+def test_a_first_import_costs_a_count_and_a_look_up_per_batch_as_it_leaves(sandbox: Any, tmp_path: Path) -> None:
     settings = Settings(base_url=sandbox.url, token=Secret(DEFAULT_TOKEN))
     rows = [(f"R{n}", n, 1001 + n % 3) for n in range(450)]
     first = run_upload(_schedule(tmp_path / "a.csv", rows), settings)
     assert first.counts["created"] == 450
-    assert _gets(sandbox) == 2  # one count for the three projects before and one after; no key look-ups
+    # One count for the three projects before and one after, and each of the five batches' keys right before it
+    # left (another machine may have sent it meanwhile); no look-up of all 450 keys at the start.
+    assert _gets(sandbox) == 2 + 5
 
     again = run_upload(_schedule(tmp_path / "a.csv", rows), settings, output=tmp_path / "again.xlsx")
     assert again.counts["unchanged"] == 450 and len(sandbox.milestones()) == 450  # nothing twice
     # the count is not zero now: one listing of this importer's milestones in the three projects, every page of
     # the 450 it holds there, finds every row's key (no look-up by key) and those no row matches (delivery/missing.py)
-    assert _gets(sandbox) == 2 + 1 + 3
+    assert _gets(sandbox) == 2 + 5 + 1 + 3
 
 
 def test_rows_of_a_new_project_skip_the_look_up_and_an_old_project_keeps_it(sandbox: Any, tmp_path: Path) -> None:
@@ -47,7 +49,9 @@ def test_rows_of_a_new_project_skip_the_look_up_and_an_old_project_keeps_it(sand
     new = [(f"New {n}", n, 1002) for n in range(250)]
     result = run_upload(_schedule(tmp_path / "new.csv", new), settings)
     assert result.counts["created"] == 250
-    assert _gets(sandbox) == gets + 2  # project 1002 has nothing of ours: the counts alone settle it
+    # Project 1002 has nothing of ours: the counts settle it at the start; the three batches are looked up
+    # as they leave.
+    assert _gets(sandbox) == gets + 2 + 3
     both = run_upload(_schedule(tmp_path / "both.csv", old + new), settings)
     assert both.counts["unchanged"] == 260 and len(sandbox.milestones()) == 260
 
@@ -57,9 +61,9 @@ def test_a_small_schedule_is_looked_up_without_a_count(sandbox: Any, tmp_path: P
     rows = [(f"R{n}", n, 1001) for n in range(200)]
     run_upload(_schedule(tmp_path / "a.csv", rows), settings)
     # one listing of this importer's milestones in the project before sending (it holds none: every key is
-    # settled, and none is there that no row matches), and one look-up of the 200 keys after it (another upload
-    # may have sent them too): counts before and after would cost more
-    assert _gets(sandbox) == 2
+    # settled, and none is there that no row matches), each batch's keys right before it leaves, and one
+    # look-up of the 200 keys after it (another upload may have sent them too): counts would cost more
+    assert _gets(sandbox) == 1 + 2 + 1
 
 
 def test_a_users_own_reference_is_always_looked_up(sandbox: Any, tmp_path: Path) -> None:
@@ -68,9 +72,9 @@ def test_a_users_own_reference_is_always_looked_up(sandbox: Any, tmp_path: Path)
     path.write_text("title,amount_in_cents,workspace_id,External service,External type,External ID\n"
                     "A,1,1003,NetSuite,line,L-1\n")  # fmt: skip
     run_upload(path, settings)
-    # its key carries no project: looked up by reference before and after, no count; one listing of ours (for the
-    # milestones no row matches)
-    assert _gets(sandbox) == 3
+    # its key carries no project: looked up by reference before, as its batch leaves and after, no count; one
+    # listing of ours (for the milestones no row matches)
+    assert _gets(sandbox) == 4
     again = run_upload(path, settings, output=tmp_path / "again.xlsx")
     assert again.counts["unchanged"] == 1 and len(sandbox.milestones()) == 1
 
