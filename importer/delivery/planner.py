@@ -53,6 +53,7 @@ class Step:
     changes: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
     reason: str = ""
     copies: tuple[str, ...] = ()  # this import's own copies of the milestone, deleted before sending
+    note: str = ""  # said in the row's outcome once the step is carried out (why an update was found late)
 
     def copies_note(self, deleted: bool | None) -> str:
         """What the results say of `copies`: deleted by the upload, not deleted (Kantata refused), or None: to be

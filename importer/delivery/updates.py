@@ -90,7 +90,8 @@ def apply_updates(
                            (f"milestone {step.milestone.id} was put on an invoice in Kantata while this run changed "
                             "it, before the change landed",), changed))  # fmt: skip
         elif answer.done:
-            record(Outcome(step.item.row, Status.UPDATED, step.milestone.id, changes=changed))
+            record(Outcome(step.item.row, Status.UPDATED, step.milestone.id, (step.note,) if step.note else (),
+                           changed))  # fmt: skip
         elif answer.status == 404:
             record(Outcome(step.item.row, Status.CONFLICT, step.milestone.id,
                            (f"milestone {step.milestone.id} was deleted in Kantata while this run changed it",),

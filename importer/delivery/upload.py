@@ -2,7 +2,10 @@
 message, or `not_sent` when the run had to stop.
 
 Three rules make this safe without an idempotency key:
-1. A row is `created` only when an id came back for its import key, or a look-up by key found it.
+1. A row is `created` only when an id came back for its import key, or a look-up by key found it. Each batch's
+   keys are looked up right before it leaves: a row another upload (another machine) created since the plan
+   was made is that milestone, not sent again. Batches go round a ring from the upload's own starting point
+   (order.py), so that two uploads racing do not send the same batch at the same moment.
 2. Before anything is resent after an unknown outcome (timeout, dropped connection, 5xx) the batch's keys are
    looked up, and only the rows Kantata does not have go again. When Kantata may still be working on the
    request (no answer came, or a gateway's 502/504), its rows are looked up until it can no longer write them
@@ -21,10 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import queue
 import threading
 from collections.abc import Callable, Collection, Generator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -126,20 +130,22 @@ class Uploader:
         source = plan.batches()  # built as needed: the plan may build its items meanwhile, the first batches out
         workers = max(1, min(SENDERS_PER_SLOT * self.client.settings.concurrency, count))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="kantata-send")
+        finished: queue.SimpleQueue[Future[None]] = queue.SimpleQueue()
         try:
-            running: set[Future[None]] = set()
+            running = 0
             while True:
-                while len(running) < workers and self._stop is None and (index := ring.take()) is not None:
+                while running < workers and self._stop is None and (index := ring.take()) is not None:
                     batches.extend(itertools.islice(source, max(0, index + 1 - len(batches))))
                     batch = batches[index]  # (an IndexError: the plan holds fewer items than rows, a bug)
                     self._items.update((i.row, i) for i in batch)
-                    running.add(pool.submit(self._send_batch, batch, partial(ring.turn, index)))
+                    pool.submit(self._send_batch, batch, partial(ring.turn, index)).add_done_callback(finished.put)
+                    running += 1
                 if not running:  # every batch handed out, or the run stopped: the rest stay not_sent, unbuilt
                     break
-                # Back in this thread once a batch is done: a Ctrl-C (StopSwitch) lands at the latest then.
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    future.result()  # _send_batch catches what stops a run; anything else is a bug, raised here
+                # A wait that a Ctrl-C interrupts at once, and back here once a batch is done: a StopSwitch's
+                # press lands at the latest then.
+                finished.get().result()  # _send_batch catches what stops a run; anything else is a bug, raised here
+                running -= 1
         except KeyboardInterrupt:
             self._stop_with(Interrupted())
             self._say("stopping: nothing more is sent; the requests already on their way to Kantata are settled, "
@@ -200,16 +206,13 @@ class Uploader:
         `found_another`: called when another upload had sent some of it."""
         try:
             self._check_stop()
-            rest = self._not_sent_by_another(batch)
-            if len(rest) < len(batch):
-                found_another()
-            self.send(rest)
+            self.send(self._not_sent_by_another(batch, found_another))
         except (_Stop, Cancelled):
             pass
         except (ApiUnavailable, AuthError, JournalNotWritten) as exc:
             self._stop_with(exc)
 
-    def _not_sent_by_another(self, batch: Sequence[Item]) -> list[Item]:
+    def _not_sent_by_another(self, batch: Sequence[Item], found_another: Callable[[], None]) -> list[Item]:
         """The rows of a batch that Kantata does not hold yet. A row it holds was created since the upload looked
         its keys up at the start: by another upload of the same rows (on another machine; the lock keeps two
         apart on one), which creates it with the row's values as this one would. The row is then that
@@ -227,14 +230,12 @@ class Uploader:
             if any(m.made_by(self.mark) for m in held):  # this import's own, from a run that was interrupted
                 outcomes.append(Outcome(item.row, Status.CREATED, own_or_oldest(held, self.mark)))
                 continue
-            # The oldest is the one the uploads that made the others keep (converge.py).
-            [step] = living_plan([item], {}, {item.key: held[:1]})
-            copies = f"; the upload that made {', '.join(m.id for m in held[1:])} deletes it" if held[1:] else ""
-            note = f"another upload created this row while this one was sending: milestone {held[0].id}{copies}"
+            found_another()
+            step, note = _made_by_another(item, held)
             if step.action is Action.UPDATE:
-                updates.append(step)
+                updates.append(replace(step, note=note))
             elif step.action is Action.UNCHANGED:
-                outcomes.append(Outcome(item.row, Status.UNCHANGED, held[0].id, (note,)))
+                outcomes.append(Outcome(item.row, Status.UNCHANGED, step.milestone_id, (note,)))
             else:
                 outcomes.append(conflict(step))
         with self._lock:
@@ -419,6 +420,19 @@ def _message(error: dict[str, Any]) -> str:
 
 def _rejected(row: int, messages: list[str]) -> Outcome:
     return Outcome(row, Status.REJECTED, None, tuple(dict.fromkeys(messages)))
+
+
+def _made_by_another(item: Item, held: Sequence[Milestone]) -> tuple[Step, str]:
+    """The step of a row whose key another upload created while this one was sending (`held`: oldest first), and
+    the note its outcome carries. Copies beside the oldest that other uploads made (their mark) are theirs to
+    delete, and the row is the oldest (converge.py); a copy made by hand or by another tool makes the key a
+    conflict, as in any plan."""
+    if all(m.runs and not m.invoiced for m in held[1:]):
+        [step] = living_plan([item], {}, {item.key: held[:1]})
+    else:
+        [step] = living_plan([item], {}, {item.key: held})
+    copies = f"; the upload that made {', '.join(m.id for m in held[1:])} deletes it" if held[1:] else ""
+    return step, f"another upload created this row while this one was sending: milestone {held[0].id}{copies}"
 
 
 def own_or_oldest(held: Sequence[Milestone], run: str) -> str:

@@ -590,22 +590,24 @@ class KantataClient:
         stop: threading.Event | None = None,
     ) -> list[_Result]:
         """`work` for each of `args`, several at once when there are many (each request still takes a slot of
-        the limiter), in the order of `args`. `stop` (for work given one at a time, and checked before each
-        piece of work otherwise): no further request once it is set."""
+        the limiter), in the order of `args`. `stop`: no further request once it is set. Without one, an error
+        or a Ctrl-C ends the work (an event of its own); with one, it is the caller's to set (the uploader sets
+        it when a request stops the run), since setting it here would stop the caller's other work too."""
         if len(args) <= 1 or self.settings.concurrency == 1:
             return [work(arg, stop) for arg in args]
         pool = ThreadPoolExecutor(min(len(args), self.settings.concurrency), thread_name_prefix="kantata-lookup")
-        ended = threading.Event()  # its own: setting it when the work ends must not stop the caller's other work
+        ended = threading.Event() if stop is None else stop
 
         def each(arg: _Arg) -> _Result:
-            if stop is not None and stop.is_set():
+            if ended.is_set():
                 raise Cancelled
             return work(arg, ended)
 
         try:
             return list(pool.map(each, args))
         finally:  # on an error or Ctrl-C: work not started is not begun, running work stops after this request
-            ended.set()
+            if stop is None:
+                ended.set()
             self.limiter.wake()  # those waiting for a slot see the stop
             pool.shutdown(wait=True, cancel_futures=True)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from importer.delivery.converge import converge
 from importer.kantata.client import KantataClient
@@ -215,3 +216,61 @@ def test_a_lost_answer_during_a_race_on_rows_that_give_their_own_message_is_a_co
     for row, outcome in result.outcomes.items():
         assert outcome.status is Status.CONFLICT and outcome.milestone_id is None
         assert ", ".join(held[f"R{row - 2}"]) in outcome.errors[0]
+
+
+def test_rows_another_machine_sent_after_the_look_up_are_found_as_their_batch_leaves(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    """Between this upload's look-up and its sending, another machine uploads the second half of the schedule,
+    a few of those rows with another amount, and someone copies one of its milestones by hand. Each batch's keys
+    are looked up right before it leaves: the other's rows are not sent again; those with this schedule's values
+    are `unchanged`, the others are updated in place to this schedule's values, and the key held twice is a
+    conflict naming both (neither is this upload's to change). No copy is made, so nothing needs deleting."""
+    header = "title,amount_in_cents,workspace_id,External service,External type,External ID\n"
+
+    def schedule(path: Path, rows: range, edited: set[int]) -> Path:
+        path.write_text(header + "".join(f"R{n},{n + 1 + 1000 * (n in edited)},1001,NetSuite,line,L-{n}\n"
+                                         for n in rows))  # fmt: skip
+        return path
+
+    mine = schedule(tmp_path / "mine.csv", range(300), set())
+    theirs = schedule(tmp_path / "theirs.csv", range(150, 300), {160, 170, 290})
+    other: list[RunResult] = []
+
+    def the_other_machine(text: str) -> None:
+        if text.startswith("sending") and not other:  # this upload has looked its keys up: all absent
+            other.append(run_upload(theirs, _settings(sandbox, tmp_path / "a"), output=tmp_path / "a.xlsx"))
+            reference = {"service_name": "NetSuite", "service_model": "line", "service_model_ref": "L-200",
+                         "external_message": "copied by hand"}  # fmt: skip
+            body = {"title": "R200", "amount_in_cents": 201, "workspace_id": 1001, "external_reference": reference}
+            answer = requests.post(f"{sandbox.url}/billing_milestones", json={"billing_milestone": body},
+                                   headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"}, timeout=5)  # fmt: skip
+            assert answer.ok, answer.text
+
+    settings = _settings(sandbox, tmp_path / "b", batch_size=50, concurrency=2)
+    result = run_upload(mine, settings, output=tmp_path / "b.xlsx", on_stage=the_other_machine)
+    assert other and other[0].counts["created"] == 150
+    original, copy = sorted(int(str(m["id"])) for m in sandbox.milestones() if m["title"] == "R200")
+    conflict = result.outcomes[202]
+    assert conflict.status is Status.CONFLICT and conflict.milestone_id is None
+    assert f"is held by 2 milestones ({original}, {copy})" in conflict.errors[0]
+    sandbox._store.delete(copy)
+    kept = _one_per_row(sandbox, 300)
+    assert result.stopped is None
+    assert {f"R{row - 2}": o.milestone_id for row, o in result.outcomes.items() if row != 202} == {
+        title: mid for title, mid in kept.items() if title != "R200"
+    }
+    statuses = {row - 2: o.status for row, o in result.outcomes.items()}
+    assert statuses == {n: Status.CREATED if n < 150 else Status.UPDATED if n in (160, 170, 290)
+                        else Status.CONFLICT if n == 200 else Status.UNCHANGED for n in range(300)}  # fmt: skip
+    found = [o for o in result.outcomes.values() if o.status in (Status.UNCHANGED, Status.UPDATED)]
+    assert all(o.errors and "another upload created this row while this one was sending" in o.errors[0]
+               for o in found)  # fmt: skip
+    assert {str(m["title"]): int(str(m["amount_in_cents"])) for m in sandbox.milestones()} == {
+        f"R{n}": n + 1 for n in range(300)
+    }
+    stats = sandbox.stats()
+    # The other machine's two POSTs (150 rows), the copy, and this upload's three (rows 0-149): none for the
+    # other half; nothing deleted (the test removed the copy from the sandbox's store itself).
+    assert stats["POST /billing_milestones"] == 2 + 1 + 3 and stats.get("DELETE /billing_milestones/{id}", 0) == 0
+    assert stats["PUT /billing_milestones/{id}"] == 3
