@@ -119,11 +119,12 @@ class Uploader:
             self._send_all(plan, sent_before)
         except KeyboardInterrupt:  # the first Ctrl-C, before the sending began or in its clean-up: escaping
             self._stop_with(Interrupted())  # run_upload, it would lose the workbook; nothing is on the wire
+        # A Ctrl-C may have landed while the rows found before sending were being recorded: the rest are found.
+        self._record(_found(plan, sent_before, self.outcomes))
         return self._result(plan)
 
     def _send_all(self, plan: Plan, sent_before: Collection[int]) -> None:
-        self._record([Outcome(row, Status.CREATED if row in sent_before else Status.UNCHANGED, mid)
-                      for row, mid in plan.existing.items()])  # fmt: skip
+        self._record(_found(plan, sent_before, {}))
         count = -(-len(plan.rows) // plan.batch_size)
         ring = Ring(count, self.mark)
         batches: list[list[Item]] = []
@@ -410,6 +411,13 @@ class Uploader:
             for outcome in outcomes:
                 self.outcomes[outcome.row] = outcome
             self._recorder.record(outcomes)
+
+
+def _found(plan: Plan, sent_before: Collection[int], settled: Collection[int]) -> list[Outcome]:
+    """The outcomes of the rows Kantata had before sending, but those in `settled`: `created` when an
+    interrupted run of this import sent them, else `unchanged`."""
+    return [Outcome(row, Status.CREATED if row in sent_before else Status.UNCHANGED, mid)
+            for row, mid in plan.existing.items() if row not in settled]  # fmt: skip
 
 
 def _message(error: dict[str, Any]) -> str:

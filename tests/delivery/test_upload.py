@@ -196,3 +196,31 @@ def test_a_run_that_must_stop_still_gives_every_row_one_outcome(sandbox: Any, ma
     assert Counter(o.row for o in heard) == Counter(i.row for i in items)
     assert {o.status for o in result.outcomes.values()} == {Status.NOT_SENT}
     assert all(o.errors == (f"not sent: {result.stopped}",) for o in result.outcomes.values())
+
+
+def test_a_ctrl_c_while_the_rows_found_before_sending_are_recorded_leaves_none_without_an_outcome(
+    sandbox: Any, make_schedule: MakeSchedule, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Ctrl-C lands halfway through recording the rows Kantata already had (the first thing an upload does):
+    the upload stops as after any Ctrl-C, nothing is sent, and every row still ends with its outcome."""
+    items = _items(make_schedule, [good_row(n) for n in range(6)])
+    the_plan = plan(items, {i.key: f"4242{n}" for n, i in enumerate(items[:4])}, batch_size=10)
+    record = Uploader._record
+    calls: list[int] = []
+
+    def interrupted_halfway(self: Uploader, outcomes: Sequence[Outcome]) -> None:
+        calls.append(len(outcomes))
+        if len(calls) == 1:
+            record(self, outcomes[:2])
+            raise KeyboardInterrupt
+        record(self, outcomes)
+
+    monkeypatch.setattr(Uploader, "_record", interrupted_halfway)
+    sink = Sink()
+    result = _upload(sandbox, the_plan, sink, [])
+    assert result.stopped is not None and sink.left_rows == [] and sandbox.milestones() == []
+    assert {row: o.status for row, o in result.outcomes.items()} == {
+        **{i.row: Status.UNCHANGED for i in items[:4]},
+        **{i.row: Status.NOT_SENT for i in items[4:]},
+    }
+    assert [result.outcomes[i.row].milestone_id for i in items[:4]] == ["42420", "42421", "42422", "42423"]
