@@ -12,9 +12,10 @@ update.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from importer.delivery.planner import Step
@@ -102,9 +103,16 @@ def apply_updates(
 
     stopped: ImporterError | None = None
     pool = ThreadPoolExecutor(max(1, min(client.settings.concurrency, len(steps))), thread_name_prefix="kantata-put")
+    # Each PUT hands itself over as it ends, on a queue: a Ctrl-C interrupts that wait at once and leaves no lock
+    # held, where concurrent.futures.wait takes every future's lock in Python code a Ctrl-C can cut in two.
+    finished: queue.SimpleQueue[Future[None]] = queue.SimpleQueue()
     futures: list[Future[None]] = [pool.submit(update, step) for step in steps]
+    for future in futures:
+        future.add_done_callback(finished.put)
     try:
-        wait(futures, return_when=FIRST_EXCEPTION)
+        for _ in futures:
+            if finished.get().exception() is not None:  # a bug, or what stops the run: raised below
+                break
     except KeyboardInterrupt:
         stopped = Interrupted()
     finally:
