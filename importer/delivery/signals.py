@@ -105,7 +105,9 @@ def patient_interrupts(say: Callable[[str], None], stop: StopSwitch | None = Non
     def later(signum: int, frame: FrameType | None) -> None:
         if signum == _SIGHUP:
             _hung_up(ttys)
-        say("finishing: settling what was sent and writing the results workbook (Ctrl-C is ignored until then)")
+        # Said by a thread of its own: the signal may have interrupted this thread halfway through writing to the
+        # same stream, which it cannot write to again until that write is over (a "reentrant call" error).
+        threading.Thread(target=say, args=(FINISHING,), name="kantata-finishing").start()
 
     # SIGHUP ignored when the run began (nohup) stays ignored: the user asked for the run to outlive the terminal.
     # (SIGINT is taken even so: a shell ignores it for its background jobs, where only a `kill -INT` by hand
@@ -143,6 +145,7 @@ def _switched(stop: StopSwitch, say: Callable[[str], None]) -> Iterator[Callable
         stop._disarm()
 
 
+FINISHING = "finishing: settling what was sent and writing the results workbook (Ctrl-C is ignored until then)"
 _SIGHUP = getattr(signal, "SIGHUP", None)  # not on Windows
 _STOPPING = [signal.SIGINT, signal.SIGTERM, *([_SIGHUP] if _SIGHUP is not None else [])]
 

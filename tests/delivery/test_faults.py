@@ -675,11 +675,12 @@ def test_a_second_ctrl_c_is_ignored_until_the_workbook_is_written(
         posts_at_interrupt = sandbox.stats()["POST /billing_milestones"]
     finally:
         answer.set()
-    assert proc.wait(timeout=60) == 130
+    code = proc.wait(timeout=60)
     for reader, (stream, _) in zip(readers, streams, strict=True):
         reader.join()
         stream.close()
     err = "".join(said)
+    assert code == 130, err
     assert "Ctrl-C is ignored until then" in err
     # No new request after the Ctrl-C: at most the ones on the wire then (2), and their settling look-up.
     assert sandbox.stats()["POST /billing_milestones"] <= posts_at_interrupt + 2

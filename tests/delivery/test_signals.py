@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import os
+import signal
 import threading
 from typing import Any
 
@@ -9,6 +12,7 @@ import pytest
 
 from importer import ExitCode, ProgressFeed, Stage, StopSwitch, run_upload
 from importer.delivery import patient_interrupts
+from importer.delivery.signals import FINISHING
 from importer.sandbox import DEFAULT_TOKEN
 from importer.settings import Secret, Settings
 from tests.conftest import MakeSchedule, good_row
@@ -19,6 +23,42 @@ def test_a_press_before_the_upload_begins_stops_it_there() -> None:
     stop.press()
     with pytest.raises(KeyboardInterrupt), patient_interrupts(lambda _: None, stop):
         pass  # (never reached)
+
+
+class _SignalledMidWrite(io.RawIOBase):
+    """A stream whose next write is interrupted by a SIGINT to this process, halfway through: the buffered writer
+    above it holds its lock while the signal handler runs, as when a Ctrl-C lands during a progress line."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.armed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        if self.armed:
+            self.armed = False
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # Python code runs: the handler runs here, inside the write
+        self.data += bytes(b)
+        return len(b)
+
+
+def test_a_later_ctrl_c_landing_in_the_middle_of_a_write_still_says_it_is_finishing() -> None:
+    """Writing to the stream from the signal handler itself would fail ("reentrant call inside BufferedWriter"),
+    ending the run as an internal error instead of with its workbook: the message is written once that write
+    is over."""
+    raw = _SignalledMidWrite()
+    stream = io.TextIOWrapper(io.BufferedWriter(raw), write_through=True)
+    with patient_interrupts(lambda text: print(text, file=stream, flush=True)) as writing_begins:
+        writing_begins()
+        raw.armed = True
+        print("sending  50%", file=stream, flush=True)
+        for thread in threading.enumerate():
+            if thread.name == "kantata-finishing":
+                thread.join(5)
+    assert raw.data.decode().splitlines() == ["sending  50%", FINISHING]
 
 
 def test_a_press_once_the_workbook_is_being_written_only_waits() -> None:
