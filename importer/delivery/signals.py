@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import queue
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -102,12 +103,17 @@ def patient_interrupts(say: Callable[[str], None], stop: StopSwitch | None = Non
     # closed), writing to it would fail, and the run must still settle and write its workbook in silence.
     ttys = [fd for fd in (1, 2) if _isatty(fd)]
 
+    # Said by a thread of its own, handed the message on a SimpleQueue (whose put is safe in a signal handler):
+    # the signal may have interrupted this thread halfway through writing to the same stream, which it cannot
+    # write to again until that write is over (a "reentrant call" error), and starting a thread from the handler
+    # could wait on a lock of `threading` that the interrupted code holds.
+    said: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    sayer = threading.Thread(target=_say_each, args=(said, say), name="kantata-finishing")
+
     def later(signum: int, frame: FrameType | None) -> None:
         if signum == _SIGHUP:
             _hung_up(ttys)
-        # Said by a thread of its own: the signal may have interrupted this thread halfway through writing to the
-        # same stream, which it cannot write to again until that write is over (a "reentrant call" error).
-        threading.Thread(target=say, args=(FINISHING,), name="kantata-finishing").start()
+        said.put(FINISHING)
 
     # SIGHUP ignored when the run began (nohup) stays ignored: the user asked for the run to outlive the terminal.
     # (SIGINT is taken even so: a shell ignores it for its background jobs, where only a `kill -INT` by hand
@@ -128,12 +134,21 @@ def patient_interrupts(say: Callable[[str], None], stop: StopSwitch | None = Non
     # still leaves its workbook and JSON; a later one waits for the workbook as well. SIGHUP the same: by default
     # it would end the run as kill -9 does, leaving no workbook and a re-run to wait out the window of the
     # requests it left in flight.
+    sayer.start()
     previous = {signum: signal.signal(signum, first) for signum in taken}
     try:
         yield writing
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        said.put(None)
+        sayer.join()
+
+
+def _say_each(said: queue.SimpleQueue[str | None], say: Callable[[str], None]) -> None:
+    while (text := said.get()) is not None:
+        with contextlib.suppress(OSError, ValueError):  # a courtesy: a stream gone or closed does not end the run
+            say(text)
 
 
 @contextmanager
