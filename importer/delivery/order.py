@@ -4,9 +4,10 @@ split the work instead of sending the same batches at the same moment.
 Each batch's keys are looked up right before it leaves (upload.py): a batch that another upload has already sent
 is found and not sent again. That only helps if the two are not in step. Two uploads that start together in file
 order send batch 1 at the same moment, look it up at the same moment, find nothing, and create every row twice.
-So each upload starts at its own point of the ring of batches, taken from its mark (a random hex string, the same
-for a resumed run), goes round it, and turns back once when it finds another upload's rows: the two then close
-in on each other from both sides and meet once, head-on, instead of one trailing the other and catching up.
+So each upload starts at its own point of the ring of batches, taken from its mark (a random hex string), goes
+round it, and turns back once when it finds another upload's rows, so that the two work towards each other
+instead of one trailing the other. Where they meet, a few batches on the wire on both sides may be sent twice;
+converge.py deletes those copies after the sending.
 """
 
 from __future__ import annotations
